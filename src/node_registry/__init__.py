@@ -1,0 +1,94 @@
+"""AI_TEAM Node Registry: node passports, heartbeats as leases, label selectors, watch.
+
+The public surface is what ``__all__`` lists; everything else may change without notice.
+"""
+
+from node_registry.clock import Clock, FakeClock, SystemClock
+from node_registry.config import Settings, load_settings
+from node_registry.errors import (
+    ConfigError,
+    ConflictError,
+    FieldError,
+    NotFoundError,
+    RegistryError,
+    RevisionCompactedError,
+    RevisionConflictError,
+    SelectorError,
+    StoreUnavailableError,
+    TooLargeError,
+    UnsupportedVersionError,
+    ValidationError,
+)
+from node_registry.passport import (
+    Capability,
+    Condition,
+    ConditionStatus,
+    Endpoint,
+    Metadata,
+    NodePassport,
+    NodeType,
+    Phase,
+    Spec,
+    Status,
+    effective_labels,
+    load_passport,
+)
+from node_registry.registry import (
+    AsyncRegistry,
+    EventType,
+    HealthState,
+    NodeList,
+    Registry,
+    RegistryCondition,
+    RegistryEntry,
+    WatchEvent,
+)
+from node_registry.selectors import Selector, parse_selector, selector_from_dict
+from node_registry.store import MemoryStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncRegistry",
+    "Capability",
+    "Clock",
+    "Condition",
+    "ConditionStatus",
+    "ConfigError",
+    "ConflictError",
+    "Endpoint",
+    "EventType",
+    "FakeClock",
+    "FieldError",
+    "HealthState",
+    "MemoryStore",
+    "Metadata",
+    "NodeList",
+    "NodePassport",
+    "NodeType",
+    "NotFoundError",
+    "Phase",
+    "Registry",
+    "RegistryCondition",
+    "RegistryEntry",
+    "RegistryError",
+    "RevisionCompactedError",
+    "RevisionConflictError",
+    "Selector",
+    "SelectorError",
+    "Settings",
+    "Spec",
+    "Status",
+    "StoreUnavailableError",
+    "SystemClock",
+    "TooLargeError",
+    "UnsupportedVersionError",
+    "ValidationError",
+    "WatchEvent",
+    "__version__",
+    "effective_labels",
+    "load_passport",
+    "load_settings",
+    "parse_selector",
+    "selector_from_dict",
+]

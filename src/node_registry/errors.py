@@ -1,0 +1,101 @@
+"""The package's one exception tree: every failure a caller can act on is a RegistryError.
+
+Third-party errors (pydantic, YAML, later httpx and etcd) are translated where they enter,
+so callers catch our classes and never a library's. Each class names the HTTP status the
+service will answer with, so the server and the client share one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One thing wrong with one field: ``loc`` is a dotted path such as ``metadata.labels``."""
+
+    loc: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.message}" if self.loc else self.message
+
+
+class RegistryError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    status_code: int = 500
+    reason: str = "InternalError"
+
+
+class ValidationError(RegistryError):
+    """The input is malformed; ``errors`` says which fields and why."""
+
+    status_code = 422
+    reason = "Invalid"
+
+    def __init__(self, message: str, errors: Iterable[FieldError] = ()) -> None:
+        self.errors: tuple[FieldError, ...] = tuple(errors)
+        detail = "; ".join(str(e) for e in self.errors)
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.message = message
+
+
+class SelectorError(ValidationError):
+    """A label selector does not parse or breaks a rule; the message quotes the bad part."""
+
+    reason = "BadSelector"
+    status_code = 400
+
+
+class UnsupportedVersionError(ValidationError):
+    """The passport's apiVersion or kind is not one this registry serves or converts."""
+
+    reason = "UnsupportedVersion"
+    status_code = 422
+
+
+class TooLargeError(ValidationError):
+    """The document is over a documented size or count limit."""
+
+    reason = "RequestEntityTooLarge"
+    status_code = 413
+
+
+class NotFoundError(RegistryError):
+    """No node with that id; a node runtime answers this by registering again."""
+
+    status_code = 404
+    reason = "NotFound"
+
+
+class ConflictError(RegistryError):
+    """The write collides with stored state: a name taken by another uid, or a stale revision."""
+
+    status_code = 409
+    reason = "Conflict"
+
+
+class RevisionConflictError(ConflictError):
+    """A compare-and-swap lost: the object changed since it was read. Read again and retry."""
+
+
+class RevisionCompactedError(RegistryError):
+    """The resource version asked for is older than the kept history: list again, then watch."""
+
+    status_code = 410
+    reason = "Expired"
+
+
+class StoreUnavailableError(RegistryError):
+    """The backing store cannot be reached; nothing was written."""
+
+    status_code = 503
+    reason = "ServiceUnavailable"
+
+
+class ConfigError(RegistryError):
+    """The configuration file or environment holds a wrong value; raised at start-up."""
+
+    reason = "BadConfig"

@@ -1,0 +1,145 @@
+"""The registry for asyncio programs: the same calls as ``Registry``, awaited.
+
+Every operation of the embedded registry is non-blocking CPU work on in-memory state (the
+store lock is held for microseconds), so each coroutine calls straight into ``Registry``:
+no thread pool and no event loop in a thread. The lifecycle controller runs as a task of
+the caller's loop inside ``async with``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from node_registry.clock import Clock
+from node_registry.config import Settings, load_settings
+from node_registry.errors import RegistryError
+from node_registry.passport import Condition, NodePassport, NodeType, Phase
+from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
+from node_registry.registry.registry import Registry, SelectorInput
+from node_registry.registry.watch import AsyncWatch
+from node_registry.store import Store
+
+log = logging.getLogger("node_registry")
+
+
+class AsyncRegistry:
+    """``await registry.find_nodes(kind="agent", selector=..., only_healthy=True)``."""
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._sync = Registry(store, settings=settings, clock=clock)
+        self.settings = self._sync.settings
+        self._controller: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(
+        cls, path: str | Path, *, store: Store | None = None, clock: Clock | None = None
+    ) -> AsyncRegistry:
+        return cls(store, settings=load_settings(path), clock=clock)
+
+    def __repr__(self) -> str:
+        return f"Async{self._sync!r}"
+
+    @property
+    def sync(self) -> Registry:
+        """The synchronous registry underneath, for code that is not async."""
+        return self._sync
+
+    async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
+        return self._sync.register(passport)
+
+    async def heartbeat(self, node_id: str) -> None:
+        self._sync.heartbeat(node_id)
+
+    async def update_status(
+        self,
+        node_id: str,
+        *,
+        phase: Phase | str | None = None,
+        conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
+        current_tasks: int | None = None,
+    ) -> RegistryEntry:
+        return self._sync.update_status(
+            node_id, phase=phase, conditions=conditions, current_tasks=current_tasks
+        )
+
+    async def deregister(self, node_id: str) -> None:
+        self._sync.deregister(node_id)
+
+    async def get(self, node_id: str) -> RegistryEntry:
+        return self._sync.get(node_id)
+
+    async def find_nodes(
+        self,
+        kind: str | NodeType | None = None,
+        selector: SelectorInput = None,
+        only_healthy: bool = False,
+    ) -> list[RegistryEntry]:
+        return self._sync.find_nodes(kind=kind, selector=selector, only_healthy=only_healthy)
+
+    async def list_nodes(self) -> NodeList:
+        return self._sync.list_nodes()
+
+    def watch(self, since: int | None = None) -> AsyncWatch:
+        """``async for event in registry.watch(since)``; must be called inside the loop."""
+        return self._sync.async_watch(since)
+
+    def conditions(self) -> list[RegistryCondition]:
+        return self._sync.conditions()
+
+    # The seed's MVP names (2.2.1).
+    async def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
+        return self._sync.register(passport)
+
+    async def update_heartbeat(self, node_id: str) -> None:
+        self._sync.heartbeat(node_id)
+
+    async def get_alive_nodes(self) -> list[NodePassport]:
+        return self._sync.get_alive_nodes()
+
+    async def reconcile(self) -> None:
+        self._sync.reconcile()
+
+    async def start(self) -> None:
+        """Run the lifecycle controller as a task of the running loop."""
+        if self._controller is None:
+            self._controller = asyncio.create_task(
+                self._run_controller(), name="node-registry-controller"
+            )
+
+    async def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._controller
+            self._controller = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+        self._sync.close()
+
+    async def _run_controller(self) -> None:
+        period = self.settings.controller.period_seconds
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self._sync.reconcile()
+            except RegistryError:
+                log.exception("lifecycle controller pass failed; retrying next period")

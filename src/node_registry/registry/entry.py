@@ -1,0 +1,91 @@
+"""What readers get back: registry entries, watch events, lists, registry conditions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from node_registry.passport import NodePassport, NodeType
+from node_registry.store.records import HealthState
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    """Seed 2.4's registry entry: the passport as stored plus what the registry knows of it.
+
+    ``health_state`` is computed from the lease at the moment of the read; ``passport.status``
+    holds what was last recorded (by the node, or by the lifecycle controller).
+    """
+
+    node_id: str
+    node_kind: NodeType
+    passport: NodePassport
+    last_seen: datetime
+    health_state: HealthState
+    registered_at: datetime
+    resource_version: int
+
+    @property
+    def name(self) -> str:
+        return self.passport.metadata.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodeId": self.node_id,
+            "nodeKind": self.node_kind.value,
+            "passport": self.passport.to_dict(),
+            "lastSeen": self.last_seen.isoformat(),
+            "healthState": self.health_state.value,
+            "registeredAt": self.registered_at.isoformat(),
+            "resourceVersion": str(self.resource_version),
+        }
+
+
+class EventType(StrEnum):
+    """Watch event types: Kubernetes' three, plus a MODIFIED that changed recorded health.
+
+    A cache applies HEALTH_CHANGED exactly like MODIFIED; the separate name lets consumers
+    react to transitions without diffing.
+    """
+
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+    HEALTH_CHANGED = "HEALTH_CHANGED"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change, with the entry as it was right after it (before it, for DELETED)."""
+
+    type: EventType
+    entry: RegistryEntry
+    resource_version: int
+    previous_health: HealthState | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"type": self.type.value, "object": self.entry.to_dict()}
+        if self.previous_health is not None:
+            doc["previousHealth"] = self.previous_health.value
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class NodeList:
+    """A consistent snapshot and the resource version to start a watch from."""
+
+    items: list[RegistryEntry]
+    resource_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryCondition:
+    """A condition about the registry itself (for now: MassFailureProtection)."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str
+    last_transition_time: datetime

@@ -1,0 +1,578 @@
+"""The embedded registry: register, heartbeat, report status, find, watch — and the lifecycle.
+
+Design decisions, each from a lesson of Kubernetes or its peers:
+
+- Health is computed from the lease and the clock on every read (``HealthPolicy.health``), so
+  no reader sees a dead node as healthy because the controller lagged. The controller only
+  *records* transitions (``status.phase``, the ``Ready`` condition), emits the events and
+  removes expired entries.
+- A heartbeat renews the lease and nothing else: no passport rewrite, no new revision, no
+  event (Kubernetes split Lease from Node status for this). Only a heartbeat that revives a
+  node recorded NotReady/Offline writes, once, to record the recovery.
+- Mass-failure protection (Kubernetes' zone disruption, Eureka's self-preservation): when a
+  large share of nodes goes silent in the same pass, the registry assumes the fault is its
+  own, keeps them NOT_READY, marks none Offline and removes none until heartbeats return.
+- Entries the registry did not see heartbeat (restored from a store when it starts) count as
+  seen at start-up (kubernetes#32510), never as long dead.
+- Every read-modify-write is a compare-and-swap on the record's revision, retried on conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import pydantic
+
+from node_registry.clock import Clock, SystemClock
+from node_registry.config import Settings, load_settings
+from node_registry.errors import (
+    ConflictError,
+    FieldError,
+    NotFoundError,
+    RegistryError,
+    RevisionConflictError,
+    ValidationError,
+)
+from node_registry.passport import (
+    Condition,
+    ConditionStatus,
+    NodePassport,
+    NodeType,
+    Phase,
+    Status,
+    load_passport,
+)
+from node_registry.passport.versions import translate_pydantic_error
+from node_registry.registry.entry import (
+    NodeList,
+    RegistryCondition,
+    RegistryEntry,
+    WatchEvent,
+)
+from node_registry.registry.health import PHASE_OF, HealthPolicy, protection_engaged
+from node_registry.registry.index import NodeIndex
+from node_registry.registry.watch import AsyncWatch, Watch, event_type
+from node_registry.selectors import Selector, as_selector
+from node_registry.store import HealthState, MemoryStore, NodeRecord, Store, StoreEvent, Versioned
+
+log = logging.getLogger("node_registry")
+
+READY = "Ready"
+MASS_FAILURE_PROTECTION = "MassFailureProtection"
+_CAS_ATTEMPTS = 16
+
+SelectorInput = str | Mapping[str, Any] | Selector | None
+W = TypeVar("W", Watch, AsyncWatch)
+
+
+def _parse_kind(kind: str | NodeType | None) -> NodeType | None:
+    if kind is None or isinstance(kind, NodeType):
+        return kind
+    try:
+        return NodeType(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in NodeType)
+        raise ValidationError(
+            "unknown node kind", [FieldError("kind", f"{kind!r} is not one of: {allowed}")]
+        ) from None
+
+
+def is_schedulable(entry: RegistryEntry) -> bool:
+    """``only_healthy``: heartbeating, in phase Running, and not reporting itself unready."""
+    if entry.health_state is not HealthState.ALIVE:
+        return False
+    status = entry.passport.status
+    if status.phase is not Phase.RUNNING:
+        return False
+    ready = status.condition(READY)
+    return ready is None or ready.status is not ConditionStatus.FALSE
+
+
+class Registry:
+    """The Node Registry, in-process; thread-safe. The in-memory store is the default.
+
+    ``with Registry() as registry:`` (or ``start()``/``stop()``) also runs the lifecycle
+    controller in a background thread every ``controller.period_seconds``; without it, reads
+    still report current health and ``reconcile()`` runs one controller pass by hand.
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self._store: Store = store or MemoryStore(history_size=self.settings.watch.history_size)
+        self._clock: Clock = clock or SystemClock()
+        self._policy = HealthPolicy.from_settings(self.settings.heartbeat)
+        self._started_at = self._clock.now()
+        self._protection = RegistryCondition(
+            MASS_FAILURE_PROTECTION, False, "NodesHeartbeating", "", self._started_at
+        )
+        self._index = NodeIndex()
+        nodes, revision = self._store.list()
+        self._index.load(nodes, revision)
+        self._cancel_feed = self._store.watch(revision, self._index.apply)
+        self._controller: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @classmethod
+    def from_config(
+        cls, path: str | Path, *, store: Store | None = None, clock: Clock | None = None
+    ) -> Registry:
+        """A registry configured by a YAML file (``config/node_registry.yaml``) and environment."""
+        return cls(store, settings=load_settings(path), clock=clock)
+
+    def __repr__(self) -> str:
+        return f"Registry(store={self._store!r}, clock={self._clock!r})"
+
+    # -- writes -------------------------------------------------------------------------
+
+    def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
+        """Store the passport (validated, converted to v1) and count it as a heartbeat.
+
+        Re-registering a uid replaces its passport and keeps ``registered_at``; a different
+        uid with a name already taken is a ``ConflictError``.
+        """
+        checked = load_passport(passport)
+        _refuse_registry_phases(checked.status.phase, "status.phase")
+        node_id = checked.node_id
+        for _ in range(_CAS_ATTEMPTS):
+            now = self._clock.now()
+            current = self._store.get(node_id)
+            try:
+                if current is None:
+                    record = NodeRecord(checked, now, HealthState.ALIVE, now)
+                    revision = self._store.create(record, renewed_at=now)
+                else:
+                    old = current.record
+                    changed_at = old.health_changed_at if old.health is HealthState.ALIVE else now
+                    record = NodeRecord(checked, old.registered_at, HealthState.ALIVE, changed_at)
+                    revision = self._store.update(
+                        record, expected_revision=current.revision, renewed_at=now
+                    )
+            except RevisionConflictError:
+                continue
+            return self._entry(Versioned(record, revision), now)
+        raise ConflictError(f"node {node_id} is being changed concurrently; try again")
+
+    def heartbeat(self, node_id: str) -> None:
+        """Renew the node's lease; ``NotFoundError`` tells the node runtime to register again."""
+        now = self._clock.now()
+        self._store.renew(node_id, now)
+        current = self._index.get(node_id)
+        if current is not None and current.record.health is not HealthState.ALIVE:
+            self._record_health(node_id)
+
+    def update_status(
+        self,
+        node_id: str,
+        *,
+        phase: Phase | str | None = None,
+        conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
+        current_tasks: int | None = None,
+    ) -> RegistryEntry:
+        """The node reports its status (the status subresource); it counts as a heartbeat.
+
+        ``conditions`` are merged by type; a condition whose status changed gets
+        ``lastTransitionTime`` now unless the node gave one.
+        """
+        update: dict[str, Any] = {}
+        if phase is not None:
+            update["phase"] = phase
+        if current_tasks is not None:
+            update["currentTasks"] = current_tasks
+        given = _validate_status_update(update, conditions)
+        if given.phase is not None:
+            _refuse_registry_phases(given.phase, "status.phase")
+
+        def change(record: NodeRecord, now: datetime) -> NodeRecord:
+            status = record.passport.status
+            fields: dict[str, Any] = {}
+            if given.phase is not None:
+                fields["phase"] = given.phase
+            if given.current_tasks is not None:
+                fields["current_tasks"] = given.current_tasks
+            if given.conditions is not None:
+                fields["conditions"] = _merge_conditions(status.conditions, given.conditions, now)
+            new_status = status.model_copy(update=fields)
+            passport = record.passport.model_copy(update={"status": new_status})
+            changed_at = record.health_changed_at if record.health is HealthState.ALIVE else now
+            return NodeRecord(passport, record.registered_at, HealthState.ALIVE, changed_at)
+
+        return self._modify(node_id, change, renew=True)
+
+    def deregister(self, node_id: str) -> None:
+        """Remove the node now (graceful shutdown); ``NotFoundError`` if it is not registered."""
+        self._store.delete(node_id)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, node_id: str) -> RegistryEntry:
+        current = self._index.get(node_id)
+        if current is None:
+            raise NotFoundError(f"node {node_id!r} is not registered")
+        return self._entry(current, self._clock.now())
+
+    def get_by_name(self, name: str) -> RegistryEntry:
+        for entry in self.list_nodes().items:
+            if entry.name == name:
+                return entry
+        raise NotFoundError(f"no node is named {name!r}")
+
+    def find_nodes(
+        self,
+        kind: str | NodeType | None = None,
+        selector: SelectorInput = None,
+        only_healthy: bool = False,
+    ) -> list[RegistryEntry]:
+        """Seed 2.5: nodes of ``kind`` matching ``selector``, optionally only schedulable ones.
+
+        ``selector`` is the structured form (``{"matchLabels": ..., "matchExpressions": ...}``)
+        or the ``kubectl -l`` string; it matches effective labels. Sorted by name.
+        """
+        wanted_kind = _parse_kind(kind)
+        parsed = as_selector(selector)
+        now = self._clock.now()
+        entries = [self._entry(v, now) for v in self._index.select(wanted_kind, parsed)]
+        if only_healthy:
+            entries = [e for e in entries if is_schedulable(e)]
+        entries.sort(key=lambda e: e.name)
+        return entries
+
+    def list_nodes(self) -> NodeList:
+        """Every node, and the resource version to watch from without missing a change."""
+        versioned, revision = self._index.snapshot()
+        now = self._clock.now()
+        items = sorted((self._entry(v, now) for v in versioned), key=lambda e: e.name)
+        return NodeList(items, revision)
+
+    def watch(self, since: int | None = None) -> Watch:
+        """Changes after resource version ``since`` (None: from now on).
+
+        ``RevisionCompactedError`` when ``since`` is older than the kept history: list again.
+        """
+        return self._open_watch(Watch, since)
+
+    def async_watch(self, since: int | None = None) -> AsyncWatch:
+        """``watch`` for asyncio: ``async for event in ...``; call it inside the event loop."""
+        return self._open_watch(AsyncWatch, since)
+
+    def _open_watch(self, kind: type[W], since: int | None) -> W:
+        start = self._store.revision if since is None else since
+        return kind(self._store.watch, start, self._event, self.settings.watch.history_size)
+
+    def conditions(self) -> list[RegistryCondition]:
+        """Conditions of the registry itself (mass-failure protection)."""
+        return [self._protection]
+
+    @property
+    def protection_active(self) -> bool:
+        return self._protection.status
+
+    @property
+    def resource_version(self) -> int:
+        return self._store.revision
+
+    # -- the seed's MVP names (2.2.1) -----------------------------------------------------
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self.settings.heartbeat.ttl_seconds
+
+    def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
+        return self.register(passport)
+
+    def update_heartbeat(self, node_id: str) -> None:
+        self.heartbeat(node_id)
+
+    def get_alive_nodes(self) -> list[NodePassport]:
+        """Passports of the nodes whose health is ALIVE now."""
+        return [e.passport for e in self.find_nodes() if e.health_state is HealthState.ALIVE]
+
+    # -- the lifecycle controller -------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """One controller pass: protection check, transitions recorded, expired entries removed."""
+        now = self._clock.now()
+        snapshot, _ = self._index.snapshot()
+        observed: list[tuple[Versioned, HealthState, datetime]] = []
+        considered = unhealthy = 0
+        for versioned in snapshot:
+            seen = self._effective_seen(versioned.record)
+            computed = self._policy.health(seen, now)
+            observed.append((versioned, computed, seen))
+            if versioned.record.health is not HealthState.OFFLINE:
+                considered += 1
+                unhealthy += computed is not HealthState.ALIVE
+        protection = self.settings.protection
+        protected = protection.enabled and protection_engaged(
+            unhealthy=unhealthy,
+            considered=considered,
+            fraction=protection.unhealthy_fraction,
+            min_unhealthy=protection.min_unhealthy_nodes,
+        )
+        self._set_protection(protected, unhealthy, considered, now)
+        for observed_version, computed, seen in observed:
+            record = observed_version.record
+            revision = observed_version.revision
+            try:
+                if self._capped(computed, record) is not record.health:
+                    # Recorded before any removal, so watchers see Offline, then DELETED.
+                    revision = self._record_health(record.node_id).revision
+                if (
+                    not protected
+                    and computed is HealthState.OFFLINE
+                    and self._policy.expired(seen, now)
+                ):
+                    self._store.delete(record.node_id, expected_revision=revision)
+                    log.info("removed node %s (%s): lease expired", record.name, record.node_id)
+            except (RevisionConflictError, NotFoundError):
+                # Changed or removed since the snapshot: the next pass sees the new state.
+                continue
+
+    def start(self) -> None:
+        """Run the lifecycle controller in a daemon thread."""
+        if self._controller is not None:
+            return
+        self._stop.clear()
+        self._controller = threading.Thread(
+            target=self._run_controller, name="node-registry-controller", daemon=True
+        )
+        self._controller.start()
+
+    def stop(self) -> None:
+        """Stop the controller thread (if running) and detach from the store."""
+        self._stop.set()
+        if self._controller is not None:
+            self._controller.join()
+            self._controller = None
+
+    def close(self) -> None:
+        self.stop()
+        self._cancel_feed()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _run_controller(self) -> None:
+        period = self.settings.controller.period_seconds
+        while not self._stop.wait(period):
+            try:
+                self.reconcile()
+            except RegistryError:
+                log.exception("lifecycle controller pass failed; retrying next period")
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _effective_seen(self, record: NodeRecord) -> datetime:
+        seen = self._store.renewed_at(record.node_id) or record.registered_at
+        return max(seen, self._started_at)
+
+    def _capped(self, computed: HealthState, record: NodeRecord) -> HealthState:
+        # Under protection no node *becomes* Offline; one recorded Offline before stays so.
+        if (
+            computed is HealthState.OFFLINE
+            and self._protection.status
+            and record.health is not HealthState.OFFLINE
+        ):
+            return HealthState.NOT_READY
+        return computed
+
+    def _entry(self, versioned: Versioned, now: datetime) -> RegistryEntry:
+        record = versioned.record
+        seen = self._store.renewed_at(record.node_id) or record.registered_at
+        health = self._capped(self._policy.health(max(seen, self._started_at), now), record)
+        return RegistryEntry(
+            node_id=record.node_id,
+            node_kind=record.passport.metadata.node_type,
+            passport=record.passport,
+            last_seen=seen,
+            health_state=health,
+            registered_at=record.registered_at,
+            resource_version=versioned.revision,
+        )
+
+    def _event(self, event: StoreEvent) -> WatchEvent:
+        record = event.record
+        entry = RegistryEntry(
+            node_id=record.node_id,
+            node_kind=record.passport.metadata.node_type,
+            passport=record.passport,
+            last_seen=self._store.renewed_at(record.node_id) or record.registered_at,
+            health_state=record.health,
+            registered_at=record.registered_at,
+            resource_version=event.revision,
+        )
+        kind = event_type(event)
+        previous = event.prev.health if event.prev is not None else None
+        return WatchEvent(kind, entry, event.revision, previous if kind != "ADDED" else None)
+
+    def _modify(
+        self,
+        node_id: str,
+        change: Callable[[NodeRecord, datetime], NodeRecord | None],
+        *,
+        renew: bool = False,
+    ) -> RegistryEntry:
+        return self._entry(self._modify_versioned(node_id, change, renew=renew), self._clock.now())
+
+    def _modify_versioned(
+        self,
+        node_id: str,
+        change: Callable[[NodeRecord, datetime], NodeRecord | None],
+        *,
+        renew: bool = False,
+    ) -> Versioned:
+        """Compare-and-swap ``change`` onto the stored record, retrying on conflict."""
+        for _ in range(_CAS_ATTEMPTS):
+            now = self._clock.now()
+            current = self._store.get(node_id)
+            if current is None:
+                raise NotFoundError(f"node {node_id!r} is not registered")
+            record = change(current.record, now)
+            if record is None:
+                return current
+            try:
+                revision = self._store.update(
+                    record, expected_revision=current.revision, renewed_at=now if renew else None
+                )
+            except RevisionConflictError:
+                continue
+            return Versioned(record, revision)
+        raise ConflictError(f"node {node_id} is being changed concurrently; try again")
+
+    def _record_health(self, node_id: str) -> Versioned:
+        """Write the node's current health into its record and passport status, if it changed."""
+
+        def change(record: NodeRecord, now: datetime) -> NodeRecord | None:
+            seen = self._effective_seen(record)
+            target = self._capped(self._policy.health(seen, now), record)
+            if target is record.health:
+                return None
+            status = _status_for(record.passport.status, target, seen, now, self._policy)
+            passport = record.passport.model_copy(update={"status": status})
+            log.info(
+                "node %s (%s): %s -> %s", record.name, node_id, record.health.value, target.value
+            )
+            return NodeRecord(passport, record.registered_at, target, now)
+
+        return self._modify_versioned(node_id, change)
+
+    def _set_protection(self, active: bool, unhealthy: int, considered: int, now: datetime) -> None:
+        if active == self._protection.status:
+            return
+        if active:
+            reason = "MassHeartbeatLoss"
+            message = (
+                f"{unhealthy} of {considered} nodes stopped heartbeating at once; assuming the "
+                "fault is on the registry's side: no node is marked Offline or removed"
+            )
+            log.warning("mass-failure protection engaged: %s", message)
+        else:
+            reason = "NodesHeartbeating"
+            message = f"{considered - unhealthy} of {considered} nodes heartbeating"
+            log.warning("mass-failure protection released: %s", message)
+        self._protection = RegistryCondition(MASS_FAILURE_PROTECTION, active, reason, message, now)
+
+
+class _StatusUpdate(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+    phase: Phase | None = None
+    current_tasks: int | None = pydantic.Field(default=None, alias="currentTasks", ge=0)
+    conditions: list[Condition] | None = None
+
+
+def _validate_status_update(
+    update: dict[str, Any], conditions: Iterable[Condition | Mapping[str, Any]] | None
+) -> _StatusUpdate:
+    if conditions is not None:
+        update["conditions"] = [
+            c.model_dump(by_alias=True) if isinstance(c, Condition) else c for c in conditions
+        ]
+    try:
+        checked = _StatusUpdate.model_validate(update)
+        if checked.conditions is not None:
+            Status.model_validate({"conditions": checked.conditions})
+    except pydantic.ValidationError as exc:
+        raise ValidationError(
+            "invalid status update", translate_pydantic_error(exc, prefix="status")
+        ) from None
+    return checked
+
+
+def _refuse_registry_phases(phase: Phase, loc: str) -> None:
+    if phase is Phase.OFFLINE:
+        raise ValidationError(
+            "invalid status", [FieldError(loc, "Offline is recorded by the registry only")]
+        )
+
+
+def _merge_conditions(
+    existing: list[Condition], given: list[Condition], now: datetime
+) -> list[Condition]:
+    merged = {c.type: c for c in existing}
+    for cond in given:
+        old = merged.get(cond.type)
+        fields: dict[str, Any] = {}
+        if cond.last_transition_time is None:
+            unchanged = old is not None and old.status is cond.status
+            fields["last_transition_time"] = (
+                old.last_transition_time if unchanged and old is not None else now
+            )
+        if cond.last_heartbeat_time is None:
+            fields["last_heartbeat_time"] = now
+        merged[cond.type] = cond.model_copy(update=fields)
+    return list(merged.values())
+
+
+_READY_FOR: dict[HealthState, tuple[ConditionStatus, str]] = {
+    HealthState.ALIVE: (ConditionStatus.TRUE, "HeartbeatResumed"),
+    HealthState.NOT_READY: (ConditionStatus.UNKNOWN, "NodeStatusUnknown"),
+    HealthState.OFFLINE: (ConditionStatus.UNKNOWN, "NodeOffline"),
+}
+
+
+def _status_for(
+    status: Status, target: HealthState, seen: datetime, now: datetime, policy: HealthPolicy
+) -> Status:
+    ready_status, reason = _READY_FOR[target]
+    silent = (now - seen).total_seconds()
+    if target is HealthState.ALIVE:
+        message = "the node is heartbeating again"
+    elif target is HealthState.NOT_READY:
+        message = (
+            f"no heartbeat for {silent:.0f}s (NotReady after "
+            f"{policy.not_ready_after.total_seconds():g}s)"
+        )
+    else:
+        message = (
+            f"no heartbeat for {silent:.0f}s: lease expired (TTL {policy.ttl.total_seconds():g}s)"
+        )
+    old = status.condition(READY)
+    transition = old.last_transition_time if old is not None and old.status is ready_status else now
+    ready = Condition(
+        type=READY,
+        status=ready_status,
+        reason=reason,
+        message=message,
+        lastHeartbeatTime=seen,
+        lastTransitionTime=transition,
+    )
+    others = [c for c in status.conditions if c.type != READY]
+    return status.model_copy(update={"phase": PHASE_OF[target], "conditions": [ready, *others]})

@@ -1,0 +1,15 @@
+"""Where nodes are kept: the store contract and its backends."""
+
+from node_registry.store.base import ChangeType, Store, StoreEvent, Versioned
+from node_registry.store.memory import MemoryStore
+from node_registry.store.records import HealthState, NodeRecord
+
+__all__ = [
+    "ChangeType",
+    "HealthState",
+    "MemoryStore",
+    "NodeRecord",
+    "Store",
+    "StoreEvent",
+    "Versioned",
+]

@@ -1,0 +1,79 @@
+"""The contract every store keeps, whatever holds the data (memory today, etcd next).
+
+- Every write returns a revision higher than any before it; reads report the revision at
+  which the record was last modified.
+- ``expected_revision`` makes ``update`` and ``delete`` a compare-and-swap: a stale one raises
+  ``RevisionConflictError`` and changes nothing; ``create`` of an id that exists raises it too.
+- Names are unique: ``create``/``update`` raise ``ConflictError`` when another node id holds
+  the name.
+- A heartbeat is a lease renewal: it never rewrites the record and never bumps the revision
+  (Kubernetes keeps Lease apart from Node for the same reason).
+- ``watch(since, sink)`` delivers every change after ``since`` in revision order, first the
+  kept history and then live events, or raises ``RevisionCompactedError`` when ``since`` is
+  older than the history kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from node_registry.store.records import NodeRecord
+
+
+class ChangeType(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreEvent:
+    """One committed change; ``record`` is the new state, or the last one for DELETED."""
+
+    type: ChangeType
+    record: NodeRecord
+    prev: NodeRecord | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A record with the revision of its last modification (``mod_revision`` in etcd)."""
+
+    record: NodeRecord
+    revision: int
+
+
+Sink = Callable[[StoreEvent], None]
+Cancel = Callable[[], None]
+
+
+class Store(Protocol):
+    """Synchronous store; see the module docstring for the contract."""
+
+    @property
+    def revision(self) -> int: ...
+
+    def get(self, node_id: str) -> Versioned | None: ...
+
+    def list(self) -> tuple[dict[str, Versioned], int]: ...
+
+    def create(self, record: NodeRecord, *, renewed_at: datetime) -> int: ...
+
+    def update(
+        self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
+    ) -> int: ...
+
+    def delete(self, node_id: str, *, expected_revision: int | None = None) -> int: ...
+
+    def renew(self, node_id: str, at: datetime) -> None: ...
+
+    def renewed_at(self, node_id: str) -> datetime | None: ...
+
+    def watch(self, since: int, sink: Sink) -> Cancel: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,159 @@
+"""The in-memory store: the embedded default (seed 2.2.1), with the full store contract.
+
+One lock serialises writes so revisions and the event history stay in commit order; sinks
+are called under that lock so a watcher never sees events out of order. Sinks must be quick
+and must not call back into the store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from datetime import datetime
+
+from node_registry.errors import (
+    ConflictError,
+    NotFoundError,
+    RevisionCompactedError,
+    RevisionConflictError,
+)
+from node_registry.store.base import Cancel, ChangeType, Sink, StoreEvent, Versioned
+from node_registry.store.records import NodeRecord
+
+DEFAULT_HISTORY = 10_000
+
+
+class MemoryStore:
+    """Records in dicts, leases as renewal times, the last ``history_size`` events for watchers."""
+
+    def __init__(self, *, history_size: int = DEFAULT_HISTORY) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, Versioned] = {}
+        self._names: dict[str, str] = {}
+        self._renewed: dict[str, datetime] = {}
+        self._revision = 0
+        self._history: deque[StoreEvent] = deque(maxlen=history_size)
+        self._sinks: dict[int, Sink] = {}
+        self._next_sink = 0
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(history_size={self._history.maxlen})"
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def get(self, node_id: str) -> Versioned | None:
+        return self._records.get(node_id)
+
+    def list(self) -> tuple[dict[str, Versioned], int]:
+        with self._lock:
+            return dict(self._records), self._revision
+
+    def renewed_at(self, node_id: str) -> datetime | None:
+        return self._renewed.get(node_id)
+
+    def renew(self, node_id: str, at: datetime) -> None:
+        # No lock: a dict store is atomic under the GIL and this is the hot path. The
+        # membership check and the store can interleave with a delete; the stray renewal
+        # is dropped by the next delete of the id or overwritten by its next create.
+        if node_id not in self._records:
+            raise NotFoundError(f"node {node_id!r} is not registered")
+        self._renewed[node_id] = at
+
+    def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
+        node_id = record.node_id
+        with self._lock:
+            if node_id in self._records:
+                # A create is a compare-and-swap against "absent": losing it is a stale read.
+                raise RevisionConflictError(f"node {node_id!r} already exists")
+            self._claim_name(record)
+            return self._commit(ChangeType.ADDED, record, None, renewed_at)
+
+    def update(
+        self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
+    ) -> int:
+        node_id = record.node_id
+        with self._lock:
+            current = self._records.get(node_id)
+            if current is None:
+                raise NotFoundError(f"node {node_id!r} is not registered")
+            if current.revision != expected_revision:
+                raise RevisionConflictError(
+                    f"node {node_id!r} changed (revision {current.revision}, "
+                    f"expected {expected_revision})"
+                )
+            if current.record.name != record.name:
+                self._claim_name(record)
+                del self._names[current.record.name]
+            return self._commit(ChangeType.MODIFIED, record, current.record, renewed_at)
+
+    def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
+        with self._lock:
+            current = self._records.get(node_id)
+            if current is None:
+                raise NotFoundError(f"node {node_id!r} is not registered")
+            if expected_revision is not None and current.revision != expected_revision:
+                raise RevisionConflictError(
+                    f"node {node_id!r} changed (revision {current.revision}, "
+                    f"expected {expected_revision})"
+                )
+            del self._names[current.record.name]
+            self._renewed.pop(node_id, None)
+            return self._commit(ChangeType.DELETED, current.record, current.record, None)
+
+    def watch(self, since: int, sink: Sink) -> Cancel:
+        with self._lock:
+            if since < self._revision:
+                oldest = self._history[0].revision if self._history else self._revision + 1
+                if since + 1 < oldest:
+                    raise RevisionCompactedError(
+                        f"resource version {since} is too old: history starts at "
+                        f"{oldest - 1}, current is {self._revision}; list again and "
+                        "watch from the list's version"
+                    )
+                for event in self._history:
+                    if event.revision > since:
+                        sink(event)
+            token = self._next_sink
+            self._next_sink += 1
+            self._sinks[token] = sink
+
+        def cancel() -> None:
+            with self._lock:
+                self._sinks.pop(token, None)
+
+        return cancel
+
+    def close(self) -> None:
+        with self._lock:
+            self._sinks.clear()
+
+    def _claim_name(self, record: NodeRecord) -> None:
+        owner = self._names.get(record.name)
+        if owner is not None and owner != record.node_id:
+            raise ConflictError(
+                f"name {record.name!r} is already registered by node {owner}; "
+                "names are unique, choose another or deregister that node"
+            )
+        self._names[record.name] = record.node_id
+
+    def _commit(
+        self,
+        change: ChangeType,
+        record: NodeRecord,
+        prev: NodeRecord | None,
+        renewed_at: datetime | None,
+    ) -> int:
+        self._revision += 1
+        if change is ChangeType.DELETED:
+            del self._records[record.node_id]
+        else:
+            self._records[record.node_id] = Versioned(record, self._revision)
+            if renewed_at is not None:
+                self._renewed[record.node_id] = renewed_at
+        event = StoreEvent(change, record, prev, self._revision)
+        self._history.append(event)
+        for sink in list(self._sinks.values()):
+            sink(event)
+        return self._revision

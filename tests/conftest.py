@@ -1,0 +1,60 @@
+"""Shared fixtures: a fake clock, a registry on it, and a passport factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from node_registry import FakeClock, Registry, load_settings
+
+PassportFactory = Callable[..., dict[str, Any]]
+
+
+def passport(
+    name: str,
+    *,
+    capabilities: tuple[str, ...] = ("code_generation", "python"),
+    kind: str = "agent",
+    labels: dict[str, str] | None = None,
+    resources: dict[str, str] | None = None,
+    phase: str = "Running",
+    uid: str | None = None,
+) -> dict[str, Any]:
+    """A valid v1 passport document; every argument overrides one part of it."""
+    return {
+        "apiVersion": "ai_team.io/v1",
+        "kind": "NodePassport",
+        "metadata": {
+            "uid": uid or str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+            "name": name,
+            "nodeType": kind,
+            "labels": {"zone": "eu-west-1"} if labels is None else labels,
+        },
+        "spec": {
+            "capabilities": [{"name": c, "version": "1.0"} for c in capabilities],
+            "resources": {"cpu": "4", "memory": "8Gi"} if resources is None else resources,
+            "endpoint": {"protocol": "mindbus", "address": "amqp://bus:5672", "queue": name},
+            "maxConcurrentTasks": 4,
+        },
+        "status": {"phase": phase},
+    }
+
+
+@pytest.fixture
+def make_passport() -> PassportFactory:
+    return passport
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def registry(clock: FakeClock) -> Iterator[Registry]:
+    reg = Registry(clock=clock, settings=load_settings())
+    yield reg
+    reg.close()

@@ -1,0 +1,262 @@
+"""The lifecycle table of DESIGN.md on a fake clock: health, phase, Ready, removal, protection."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from conftest import PassportFactory, passport
+from node_registry import (
+    ConditionStatus,
+    EventType,
+    FakeClock,
+    HealthState,
+    MemoryStore,
+    NotFoundError,
+    Phase,
+    Registry,
+    load_settings,
+)
+from node_registry.store import NodeRecord
+
+ALIVE, NOT_READY, OFFLINE = HealthState.ALIVE, HealthState.NOT_READY, HealthState.OFFLINE
+
+
+@pytest.mark.parametrize(
+    ("silent", "expected"),
+    [
+        (0, ALIVE),
+        (19.999, ALIVE),
+        (20, NOT_READY),
+        (29.999, NOT_READY),
+        (30, OFFLINE),
+        (89.999, OFFLINE),
+    ],
+)
+def test_health_is_computed_on_read_without_a_controller(
+    registry: Registry,
+    clock: FakeClock,
+    make_passport: PassportFactory,
+    silent: float,
+    expected: HealthState,
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    clock.advance(silent)
+    assert registry.get(node).health_state is expected
+    assert [e.health_state for e in registry.find_nodes()] == [expected]
+
+
+def _phase_and_ready(registry: Registry, node: str) -> tuple[Phase, ConditionStatus | None]:
+    status = registry.get(node).passport.status
+    ready = status.condition("Ready")
+    return status.phase, ready.status if ready else None
+
+
+def test_controller_records_each_transition_and_emits_events(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    watch = registry.watch(registry.resource_version)
+
+    clock.advance(20)
+    registry.reconcile()
+    assert _phase_and_ready(registry, node) == (Phase.NOT_READY, ConditionStatus.UNKNOWN)
+    event = watch.next(0)
+    assert event is not None
+    assert event.type is EventType.HEALTH_CHANGED
+    assert event.previous_health is ALIVE
+    assert event.entry.health_state is NOT_READY
+    ready = event.entry.passport.status.condition("Ready")
+    assert ready is not None
+    assert ready.reason == "NodeStatusUnknown"
+    assert ready.last_transition_time == clock.now()
+
+    clock.advance(10)
+    registry.reconcile()
+    assert _phase_and_ready(registry, node) == (Phase.OFFLINE, ConditionStatus.UNKNOWN)
+    event = watch.next(0)
+    assert event is not None
+    assert (event.type, event.previous_health, event.entry.health_state) == (
+        EventType.HEALTH_CHANGED,
+        NOT_READY,
+        OFFLINE,
+    )
+    # Ready stayed Unknown, so its transition time is the NotReady one.
+    offline_ready = event.entry.passport.status.condition("Ready")
+    assert offline_ready is not None
+    assert offline_ready.last_transition_time == ready.last_transition_time
+
+    registry.reconcile()  # nothing changed: no write, no event
+    assert watch.next(0) is None
+
+    clock.advance(59.9)
+    registry.reconcile()
+    assert registry.get(node).health_state is OFFLINE
+    clock.advance(0.1)  # ttl + grace_period since the last heartbeat
+    registry.reconcile()
+    with pytest.raises(NotFoundError):
+        registry.get(node)
+    event = watch.next(0)
+    assert event is not None
+    assert event.type is EventType.DELETED
+
+
+@pytest.mark.parametrize("silent", [21, 31, 85])
+def test_heartbeat_at_any_point_restores_alive_running(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory, silent: float
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    for _ in range(int(silent)):
+        clock.advance(1)
+        registry.reconcile()
+    assert registry.get(node).health_state is not ALIVE
+    watch = registry.watch(registry.resource_version)
+    registry.heartbeat(node)
+    entry = registry.get(node)
+    assert entry.health_state is ALIVE
+    assert _phase_and_ready(registry, node) == (Phase.RUNNING, ConditionStatus.TRUE)
+    assert registry.find_nodes(only_healthy=True) == [entry]
+    event = watch.next(0)
+    assert event is not None
+    assert event.type is EventType.HEALTH_CHANGED
+    assert event.entry.health_state is ALIVE
+    registry.heartbeat(node)  # already recorded alive: no second write
+    assert watch.next(0) is None
+
+
+def test_a_controller_jump_records_offline_before_removal(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    registry.register(make_passport("coder-01"))
+    watch = registry.watch(registry.resource_version)
+    clock.advance(1000)
+    registry.reconcile()
+    kinds = [(e.type, e.entry.health_state) for e in iter(lambda: watch.next(0), None)]
+    assert kinds == [(EventType.HEALTH_CHANGED, OFFLINE), (EventType.DELETED, OFFLINE)]
+
+
+def _fleet(registry: Registry, count: int) -> list[str]:
+    return [registry.register(passport(f"agent-{i:03d}")).node_id for i in range(count)]
+
+
+def test_mass_failure_protection_keeps_nodes_and_releases(
+    registry: Registry, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    nodes = _fleet(registry, 10)
+    clock.advance(15)
+    for node in nodes[:3]:  # 3 of 10 keep heartbeating: 70 % silent at once
+        registry.heartbeat(node)
+    clock.advance(16)  # the silent 7 are past the TTL
+    with caplog.at_level(logging.WARNING, logger="node_registry"):
+        registry.reconcile()
+    assert registry.protection_active
+    assert "mass-failure protection engaged" in caplog.text
+    (condition,) = registry.conditions()
+    assert condition.type == "MassFailureProtection"
+    assert condition.status is True
+    assert condition.reason == "MassHeartbeatLoss"
+    assert "7 of 10" in condition.message
+    silent = [registry.get(n) for n in nodes[3:]]
+    assert {e.health_state for e in silent} == {NOT_READY}
+    assert {e.passport.status.phase for e in silent} == {Phase.NOT_READY}
+
+    clock.advance(500)  # far past ttl + grace: still nothing removed or marked Offline
+    for node in nodes[:3]:
+        registry.heartbeat(node)
+    registry.reconcile()
+    assert len(registry.list_nodes().items) == 10
+    assert {registry.get(n).health_state for n in nodes[3:]} == {NOT_READY}
+
+    for node in nodes[3:8]:  # heartbeats return for most: 2 of 10 silent
+        registry.heartbeat(node)
+    with caplog.at_level(logging.WARNING, logger="node_registry"):
+        registry.reconcile()
+    assert not registry.protection_active
+    assert "released" in caplog.text
+    # Normal rules again: the two still silent are long past ttl + grace, so they go.
+    assert sorted(e.node_id for e in registry.list_nodes().items) == sorted(nodes[:8])
+
+
+def test_few_failures_are_not_mass_failures(registry: Registry, clock: FakeClock) -> None:
+    nodes = _fleet(registry, 4)
+    clock.advance(25)
+    for node in nodes[2:]:
+        registry.heartbeat(node)
+    clock.advance(6)
+    registry.reconcile()  # 2 of 4 silent: below min_unhealthy_nodes (3)
+    assert not registry.protection_active
+    assert {registry.get(n).health_state for n in nodes[:2]} == {OFFLINE}
+
+
+def test_nodes_already_offline_do_not_count_toward_protection(
+    registry: Registry, clock: FakeClock
+) -> None:
+    dead = _fleet(registry, 2)
+    clock.advance(31)
+    registry.reconcile()
+    assert {registry.get(n).health_state for n in dead} == {OFFLINE}
+    alive = [registry.register(passport(f"fresh-{i}")).node_id for i in range(4)]
+    clock.advance(10)
+    for node in alive:
+        registry.heartbeat(node)
+    registry.reconcile()
+    assert not registry.protection_active
+
+
+def test_protection_can_be_disabled(clock: FakeClock) -> None:
+    registry = Registry(clock=clock, settings=load_settings(protection={"enabled": False}))
+    nodes = _fleet(registry, 5)
+    clock.advance(31)
+    registry.reconcile()
+    assert not registry.protection_active
+    assert {registry.get(n).health_state for n in nodes} == {OFFLINE}
+
+
+def test_entries_restored_from_a_store_count_as_just_seen(clock: FakeClock) -> None:
+    store = MemoryStore()
+    first = Registry(store, clock=clock, settings=load_settings())
+    node = first.register(passport("coder-01")).node_id
+    first.close()
+    clock.advance(3600)  # the registry was down for an hour
+    second = Registry(store, clock=clock, settings=load_settings())
+    assert second.get(node).health_state is ALIVE
+    second.reconcile()
+    assert second.get(node).passport.status.phase is Phase.RUNNING
+    clock.advance(20)
+    assert second.get(node).health_state is NOT_READY
+    clock.advance(10)
+    second.reconcile()
+    assert second.get(node).health_state is OFFLINE
+
+
+def test_pending_nodes_are_alive_but_not_schedulable(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01", phase="Pending")).node_id
+    assert registry.get(node).health_state is ALIVE
+    assert registry.find_nodes(only_healthy=True) == []
+    registry.update_status(node, phase="Running")
+    assert [e.node_id for e in registry.find_nodes(only_healthy=True)] == [node]
+
+
+def test_controller_thread_runs_passes(clock: FakeClock) -> None:
+    settings = load_settings(controller={"period_seconds": 0.01})
+    with Registry(clock=clock, settings=settings) as registry:
+        node = registry.register(passport("coder-01")).node_id
+        clock.advance(25)
+        deadline = time.monotonic() + 5
+        while registry.get(node).passport.status.phase is not Phase.NOT_READY:
+            assert time.monotonic() < deadline, "the controller thread never recorded NotReady"
+            time.sleep(0.01)
+    assert not any(t.name == "node-registry-controller" for t in threading.enumerate())
+
+
+def test_record_round_trips_as_json(registry: Registry, make_passport: PassportFactory) -> None:
+    entry = registry.register(make_passport("coder-01", resources={"memory": ".5Gi"}))
+    stored = NodeRecord(entry.passport, entry.registered_at)
+    again = NodeRecord.from_dict(stored.to_dict())
+    assert again == stored
+    assert again.labels["memory"] == "0.5Gi"

@@ -1,0 +1,234 @@
+"""Registry writes and reads: register, re-register, heartbeat, status, deregister, find."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import PassportFactory
+from node_registry import (
+    ConditionStatus,
+    ConflictError,
+    FakeClock,
+    HealthState,
+    NodeType,
+    NotFoundError,
+    Phase,
+    Registry,
+    SelectorError,
+    ValidationError,
+)
+
+
+def test_register_returns_entry_with_seed_fields(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    doc = make_passport("coder-01")
+    entry = registry.register(doc)
+    assert entry.node_id == doc["metadata"]["uid"]
+    assert entry.node_kind is NodeType.AGENT
+    assert entry.health_state is HealthState.ALIVE
+    assert entry.registered_at == clock.now()
+    assert entry.last_seen == clock.now()
+    assert entry.resource_version == registry.resource_version == 1
+    assert entry.passport.to_dict()["spec"]["capabilities"][0]["name"] == "code_generation"
+
+
+def test_reregister_replaces_passport_and_keeps_registered_at(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    first = registry.register(make_passport("coder-01", capabilities=("python",)))
+    clock.advance(5)
+    second = registry.register(make_passport("coder-01", capabilities=("go",)))
+    assert second.registered_at == first.registered_at
+    assert second.last_seen == clock.now()
+    assert second.resource_version > first.resource_version
+    assert [c.name for c in registry.get(first.node_id).passport.spec.capabilities] == ["go"]
+    assert registry.find_nodes(selector="capability.python") == []
+
+
+def test_new_uid_with_taken_name_is_conflict_and_changes_nothing(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    registry.register(make_passport("coder-01"))
+    before = registry.list_nodes()
+    other = make_passport("coder-01", uid="00000000-0000-4000-8000-000000000001")
+    with pytest.raises(ConflictError, match="already registered"):
+        registry.register(other)
+    after = registry.list_nodes()
+    assert after.resource_version == before.resource_version
+    assert [e.to_dict() for e in after.items] == [e.to_dict() for e in before.items]
+
+
+def test_rename_to_a_taken_name_is_conflict(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    registry.register(make_passport("coder-01"))
+    second = registry.register(make_passport("coder-02"))
+    with pytest.raises(ConflictError):
+        registry.register(make_passport("coder-01", uid=second.node_id))
+    assert registry.get(second.node_id).name == "coder-02"
+
+
+def test_rename_frees_the_old_name(registry: Registry, make_passport: PassportFactory) -> None:
+    first = registry.register(make_passport("coder-01"))
+    registry.register(make_passport("coder-renamed", uid=first.node_id))
+    # A new uid takes the freed name.
+    registry.register(make_passport("coder-01", uid="00000000-0000-4000-8000-000000000002"))
+    assert sorted(e.name for e in registry.list_nodes().items) == ["coder-01", "coder-renamed"]
+
+
+def test_heartbeat_unknown_node_is_not_found(registry: Registry) -> None:
+    with pytest.raises(NotFoundError, match="not registered"):
+        registry.heartbeat("00000000-0000-4000-8000-00000000dead")
+
+
+def test_heartbeat_renews_without_new_revision(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    entry = registry.register(make_passport("coder-01"))
+    clock.advance(7)
+    registry.heartbeat(entry.node_id)
+    again = registry.get(entry.node_id)
+    assert again.last_seen == clock.now()
+    assert again.resource_version == entry.resource_version
+    assert registry.resource_version == 1
+
+
+def test_update_status_merges_conditions_and_counts_as_heartbeat(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01", phase="Pending")).node_id
+    clock.advance(3)
+    entry = registry.update_status(
+        node,
+        phase="Running",
+        current_tasks=2,
+        conditions=[{"type": "Ready", "status": "True", "reason": "AgentStarted"}],
+    )
+    status = entry.passport.status
+    assert status.phase is Phase.RUNNING
+    assert status.current_tasks == 2
+    ready = status.condition("Ready")
+    assert ready is not None
+    assert ready.status is ConditionStatus.TRUE
+    assert ready.last_transition_time == clock.now()
+    assert entry.last_seen == clock.now()
+
+    clock.advance(3)
+    entry = registry.update_status(
+        node, conditions=[{"type": "GPUHealthy", "status": "False", "reason": "XidError"}]
+    )
+    types = {c.type: c for c in entry.passport.status.conditions}
+    assert set(types) == {"Ready", "GPUHealthy"}
+    # Ready did not change, so its transition time stays where it was.
+    assert types["Ready"].last_transition_time == ready.last_transition_time
+    assert entry.passport.status.current_tasks == 2
+
+    clock.advance(3)
+    entry = registry.update_status(node, conditions=[{"type": "Ready", "status": "False"}])
+    flipped = entry.passport.status.condition("Ready")
+    assert flipped is not None
+    assert flipped.last_transition_time == clock.now()
+
+
+def test_update_status_unknown_node(registry: Registry) -> None:
+    with pytest.raises(NotFoundError):
+        registry.update_status("00000000-0000-4000-8000-00000000dead", current_tasks=1)
+
+
+def test_deregister(registry: Registry, make_passport: PassportFactory) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    registry.deregister(node)
+    with pytest.raises(NotFoundError):
+        registry.get(node)
+    with pytest.raises(NotFoundError):
+        registry.deregister(node)
+    with pytest.raises(NotFoundError):
+        registry.heartbeat(node)
+
+
+def test_find_by_kind_selector_and_health(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    registry.register(make_passport("coder-01"))
+    registry.register(make_passport("coder-02", capabilities=("code_generation",)))
+    registry.register(make_passport("writer-01", capabilities=("text_generation",)))
+    registry.register(make_passport("db-01", kind="storage", capabilities=("sql",)))
+    pending = registry.register(make_passport("coder-03", phase="Pending"))
+    assert [e.name for e in registry.find_nodes(kind="storage")] == ["db-01"]
+    assert [e.name for e in registry.find_nodes(kind=NodeType.AGENT)] == [
+        "coder-01",
+        "coder-02",
+        "coder-03",
+        "writer-01",
+    ]
+    assert [e.name for e in registry.find_nodes(selector="capability.code_generation")] == [
+        "coder-01",
+        "coder-02",
+        "coder-03",
+    ]
+    healthy = registry.find_nodes(selector="capability.code_generation", only_healthy=True)
+    assert pending.name not in [e.name for e in healthy]
+    # A node that reports itself not ready is not offered either.
+    registry.update_status(healthy[0].node_id, conditions=[{"type": "Ready", "status": "False"}])
+    assert [e.name for e in registry.find_nodes(kind="agent", only_healthy=True)] == [
+        "coder-02",
+        "writer-01",
+    ]
+    clock.advance(25)
+    assert registry.find_nodes(only_healthy=True) == []
+
+
+def test_find_nodes_string_and_structured_selectors_agree(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    registry.register(make_passport("a-1", resources={"memory": "8Gi", "cpu": "2"}))
+    registry.register(make_passport("a-2", resources={"memory": "2Gi", "cpu": "16"}))
+    registry.register(make_passport("a-3", labels={"zone": "us-east-1"}))
+    structured = registry.find_nodes(
+        selector={
+            "matchLabels": {"zone": "eu-west-1"},
+            "matchExpressions": [{"key": "cpu", "operator": "Gt", "values": ["3"]}],
+        }
+    )
+    text = registry.find_nodes(selector="zone=eu-west-1,cpu>3")
+    assert [e.name for e in structured] == [e.name for e in text] == ["a-2"]
+    assert [e.name for e in registry.find_nodes(selector="zone notin (eu-west-1)")] == ["a-3"]
+    assert [e.name for e in registry.find_nodes(selector="memory<4Gi")] == ["a-2"]
+
+
+def test_find_nodes_bad_arguments(registry: Registry) -> None:
+    with pytest.raises(ValidationError, match="'robot' is not one of"):
+        registry.find_nodes(kind="robot")
+    with pytest.raises(SelectorError, match="matchExpressions"):
+        registry.find_nodes(selector={"matchExpressions": [{"key": "a", "operator": "Near"}]})
+    with pytest.raises(SelectorError):
+        registry.find_nodes(selector="zone in (a")
+
+
+def test_get_by_name(registry: Registry, make_passport: PassportFactory) -> None:
+    node = registry.register(make_passport("coder-01"))
+    assert registry.get_by_name("coder-01").node_id == node.node_id
+    with pytest.raises(NotFoundError):
+        registry.get_by_name("nobody")
+
+
+def test_v1alpha1_passport_is_converted_and_found(registry: Registry) -> None:
+    entry = registry.register(
+        {
+            "apiVersion": "ai_team.io/v1alpha1",
+            "kind": "NodePassport",
+            "uid": "7d0b6c1e-0000-4000-8000-000000000001",
+            "name": "legacy-agent",
+            "nodeType": "agent",
+            "capabilities": ["code_generation"],
+            "resources": {"memory": "4Gi"},
+            "endpoint": "amqp://bus:5672/legacy",
+        }
+    )
+    assert entry.passport.api_version == "ai_team.io/v1"
+    assert entry.passport.spec.endpoint is not None
+    assert entry.passport.spec.endpoint.protocol == "amqp"
+    assert [e.name for e in registry.find_nodes(selector="capability.code_generation")] == [
+        "legacy-agent"
+    ]

@@ -1,0 +1,166 @@
+"""Watch: every change in order with rising versions, resume, compaction, slow watchers, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from conftest import PassportFactory, passport
+from node_registry import (
+    AsyncRegistry,
+    EventType,
+    FakeClock,
+    Registry,
+    RevisionCompactedError,
+    load_settings,
+)
+
+
+def _drain(watch: object) -> list[tuple[EventType, str, int]]:
+    from node_registry.registry import Watch
+
+    assert isinstance(watch, Watch)
+    return [(e.type, e.entry.name, e.resource_version) for e in iter(lambda: watch.next(0), None)]
+
+
+def test_events_cover_every_write_in_order(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    watch = registry.watch(0)
+    a = registry.register(make_passport("a-1")).node_id
+    registry.register(make_passport("a-2"))
+    registry.update_status(a, current_tasks=3)
+    registry.heartbeat(a)  # a lease renewal is not a node event
+    registry.register(make_passport("a-1", capabilities=("go",)))
+    registry.deregister(a)
+    assert _drain(watch) == [
+        (EventType.ADDED, "a-1", 1),
+        (EventType.ADDED, "a-2", 2),
+        (EventType.MODIFIED, "a-1", 3),
+        (EventType.MODIFIED, "a-1", 4),
+        (EventType.DELETED, "a-1", 5),
+    ]
+
+
+def test_resume_from_a_version_replays_only_later_events(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    for i in range(5):
+        registry.register(make_passport(f"a-{i}"))
+    listed = registry.list_nodes()
+    assert listed.resource_version == 5
+    registry.register(make_passport("late"))
+    with registry.watch(3) as watch:
+        assert [v for _, _, v in _drain(watch)] == [4, 5, 6]
+    with registry.watch(listed.resource_version) as watch:
+        assert _drain(watch) == [(EventType.ADDED, "late", 6)]
+
+
+def test_watch_from_now_sees_only_new_events(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    registry.register(make_passport("old"))
+    watch = registry.watch()
+    assert watch.next(0) is None
+    registry.register(make_passport("new"))
+    assert _drain(watch) == [(EventType.ADDED, "new", 2)]
+
+
+def test_version_older_than_history_is_compacted(clock: FakeClock) -> None:
+    registry = Registry(clock=clock, settings=load_settings(watch={"history_size": 3}))
+    for i in range(6):
+        registry.register(passport(f"a-{i}"))
+    with pytest.raises(RevisionCompactedError, match="list again"):
+        registry.watch(1)
+    with registry.watch(3) as watch:  # events 4..6 are still kept
+        assert [v for _, _, v in _drain(watch)] == [4, 5, 6]
+    listed = registry.list_nodes()  # the documented recovery: list, then watch
+    with registry.watch(listed.resource_version) as watch:
+        registry.register(passport("a-6"))
+        assert [v for _, _, v in _drain(watch)] == [7]
+
+
+def test_a_watcher_that_falls_too_far_behind_is_closed(clock: FakeClock) -> None:
+    registry = Registry(clock=clock, settings=load_settings(watch={"history_size": 4}))
+    watch = registry.watch(0)
+    for i in range(6):
+        registry.register(passport(f"a-{i}"))
+    got = []
+    for _ in range(4):
+        event = watch.next(0)
+        assert event is not None
+        got.append(event.resource_version)
+    assert got == [1, 2, 3, 4]
+    with pytest.raises(RevisionCompactedError, match="fell more than 4 events behind"):
+        watch.next(0)
+
+
+def test_blocking_watch_wakes_on_a_write_from_another_thread(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    watch = registry.watch()
+    writer = threading.Timer(0.05, lambda: registry.register(make_passport("late")))
+    writer.start()
+    event = watch.next(timeout=5)
+    writer.join()
+    assert event is not None
+    assert event.entry.name == "late"
+    watch.close()
+    assert watch.next(0) is None
+
+
+def test_async_watch_and_async_registry(clock: FakeClock) -> None:
+    async def scenario() -> list[tuple[EventType, str, int]]:
+        registry = AsyncRegistry(clock=clock, settings=load_settings())
+        first = await registry.register(passport("a-1"))
+        seen: list[tuple[EventType, str, int]] = []
+        async with registry.watch(0) as watch:
+            await registry.register(passport("a-2"))
+            clock.advance(21)
+            await registry.heartbeat((await registry.find_nodes(selector="!missing"))[1].node_id)
+            await registry.reconcile()
+            await registry.deregister(first.node_id)
+            for _ in range(4):
+                event = await watch.next(timeout=1)
+                assert event is not None
+                seen.append((event.type, event.entry.name, event.resource_version))
+            assert await watch.next(timeout=0.01) is None
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        (EventType.ADDED, "a-1", 1),
+        (EventType.ADDED, "a-2", 2),
+        (EventType.HEALTH_CHANGED, "a-1", 3),
+        (EventType.DELETED, "a-1", 4),
+    ]
+
+
+def test_async_watch_from_another_thread_writer(clock: FakeClock) -> None:
+    async def scenario() -> str:
+        registry = AsyncRegistry(clock=clock, settings=load_settings())
+        watch = registry.watch()
+        thread = threading.Thread(target=registry.sync.register, args=(passport("threaded"),))
+        thread.start()
+        event = await watch.next(timeout=5)
+        thread.join()
+        watch.close()
+        assert event is not None
+        return event.entry.name
+
+    assert asyncio.run(scenario()) == "threaded"
+
+
+def test_async_watch_overflow_raises_compacted(clock: FakeClock) -> None:
+    async def scenario() -> None:
+        registry = AsyncRegistry(clock=clock, settings=load_settings(watch={"history_size": 2}))
+        watch = registry.watch(0)
+        for i in range(4):
+            await registry.register(passport(f"a-{i}"))
+        assert (await watch.next(1)) is not None
+        assert (await watch.next(1)) is not None
+        with pytest.raises(RevisionCompactedError):
+            await watch.next(1)
+
+    asyncio.run(scenario())
