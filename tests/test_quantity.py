@@ -227,7 +227,7 @@ INVALID = [
     "inf",
     "NaN",
     "1e3Ki",
-    "١",  # an Arabic-Indic digit: Go only reads ASCII digits
+    "\u0661",  # ARABIC-INDIC DIGIT ONE: Go only reads ASCII digits
 ]
 
 
@@ -251,7 +251,7 @@ def test_invalid(text: str) -> None:
     ],
 )
 def test_error_message_quotes_text_and_reason(text: str, reason: str) -> None:
-    with pytest.raises(ValidationError, match="^invalid quantity") as caught:
+    with pytest.raises(ValidationError, match=r"^invalid quantity") as caught:
         parse_quantity(text)
     assert str(caught.value).startswith(reason)
 
@@ -275,7 +275,7 @@ def test_validation_error_is_the_registry_error_type() -> None:
 
 # An independent oracle: decimal.Decimal reads the number (and the e/E exponent form) itself,
 # and the SI multipliers are written out here rather than taken from the module.
-ORACLE_MULTIPLIERS = {
+ORACLE_MULTIPLIERS: dict[str, int | Fraction] = {
     "": 1,
     "n": Fraction(1, 1000**3),
     "u": Fraction(1, 1000**2),

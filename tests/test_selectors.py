@@ -45,7 +45,18 @@ def sel(*requirements: Requirement) -> Selector:
 # ---------------------------------------------------------------------------------------------
 # apimachinery pkg/labels/selector_test.go, TestSelectorParse
 
-GOOD_STRINGS = ["x=a,y=b,z=c", "", "x!=a,y=b", "x=", "x= ", "x=,z= ", "x= ,z= ", "!x", "x>1", "x>1,z<5"]
+GOOD_STRINGS = [
+    "x=a,y=b,z=c",
+    "",
+    "x!=a,y=b",
+    "x=",
+    "x= ",
+    "x=,z= ",
+    "x= ,z= ",
+    "!x",
+    "x>1",
+    "x>1,z<5",
+]
 BAD_STRINGS = ["x=a||y=b", "x==a==b", "!x=a", "x<a"]
 
 
@@ -399,9 +410,7 @@ def test_upstream_validated_selector_from_set() -> None:
 
 # selector_test.go, TestRequiresExactMatch, as index terms
 def test_index_terms() -> None:
-    selector = parse_selector(
-        "a=1,b==2,c in (3,4),d,e!=5,f notin (6),!g,mem>4Gi,cpu<8,h in (),i="
-    )
+    selector = parse_selector("a=1,b==2,c in (3,4),d,e!=5,f notin (6),!g,mem>4Gi,cpu<8,h in (),i=")
     assert selector.index_terms() == [
         ("a", frozenset({"1"})),
         ("b", frozenset({"2"})),
@@ -884,7 +893,6 @@ def test_property_index_terms_hold_for_every_match(case: tuple[Selector, dict[st
 def test_property_parser_only_raises_selector_errors(text: str) -> None:
     try:
         selector = parse_selector(text)
-    except SelectorError as error:
-        assert "invalid label selector" in str(error)
-    else:
-        assert parse_selector(str(selector)) == selector
+    except SelectorError:
+        return  # refusing is fine; any other exception type fails the test
+    assert parse_selector(str(selector)) == selector

@@ -130,7 +130,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     try:
         return bound(**overrides)
     except pydantic.ValidationError as exc:
-        where = f" in {file}" if file else ""
+        where = f" (file {file}, or NODE_REGISTRY_* environment variables)" if file else ""
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors(include_url=False)

@@ -75,9 +75,7 @@ def _number_to_str(value: object) -> object:
 
 
 # The JSON Schema (validation mode) must accept the numbers the validator accepts.
-NumberOrStr = Annotated[
-    str, BeforeValidator(_number_to_str, json_schema_input_type=str | float)
-]
+NumberOrStr = Annotated[str, BeforeValidator(_number_to_str, json_schema_input_type=str | float)]
 
 
 class _Model(BaseModel):
@@ -166,12 +164,8 @@ class Metadata(_Model):
 class Spec(_Model):
     """What the node offers: capabilities, resources (Kubernetes quantities), endpoint."""
 
-    capabilities: list[Capability] = Field(
-        default_factory=list, max_length=limits.MAX_CAPABILITIES
-    )
-    resources: dict[str, NumberOrStr] = Field(
-        default_factory=dict, max_length=limits.MAX_RESOURCES
-    )
+    capabilities: list[Capability] = Field(default_factory=list, max_length=limits.MAX_CAPABILITIES)
+    resources: dict[str, NumberOrStr] = Field(default_factory=dict, max_length=limits.MAX_RESOURCES)
     endpoint: Endpoint | None = None
     max_concurrent_tasks: int | None = Field(default=None, alias="maxConcurrentTasks", ge=0)
 

@@ -101,7 +101,9 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return text
 
 
-def translate_pydantic_error(exc: pydantic.ValidationError, *, prefix: str = "") -> list[FieldError]:
+def translate_pydantic_error(
+    exc: pydantic.ValidationError, *, prefix: str = ""
+) -> list[FieldError]:
     """pydantic's errors as ours, with dotted field paths in the wire (camelCase) names."""
     out: list[FieldError] = []
     for err in exc.errors(include_url=False):
@@ -117,9 +119,7 @@ def _validate(model: type[M], doc: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(doc)
     except pydantic.ValidationError as exc:
-        raise ValidationError(
-            f"invalid {model.__name__}", translate_pydantic_error(exc)
-        ) from None
+        raise ValidationError(f"invalid {model.__name__}", translate_pydantic_error(exc)) from None
 
 
 #: Values JSON holds, plus those YAML and Python callers pass for timestamps and uids.

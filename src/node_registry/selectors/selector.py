@@ -14,7 +14,8 @@ Gt/Lt extension (ours). Kubernetes compares int64 integers only; we compare Kube
 (``node_registry.quantity``), so ``memory Gt 4Gi`` matches ``memory=8Gi``. The rule:
 
 * The bound (the requirement's single value) must be an integer or a quantity, else
-  ``SelectorError`` when the selector is built. It is parsed once, into an exact Fraction.
+  ``SelectorError`` when the selector is built. It is parsed once, exactly (as an integer
+  numerator and denominator, so matching compares integers, not Fractions).
 * At match time the label value is parsed as a quantity. Plain integers are quantities, so
   integer-against-integer is exactly Kubernetes' comparison (without the int64 limit).
 * A missing key, or a label value that is not a quantity (e.g. "v2", "Gi"), never matches:
