@@ -25,6 +25,19 @@ DEFAULTS: dict[str, Any] = {
     "controller": {"period_seconds": 5},
     "protection": {"enabled": True, "unhealthy_fraction": 0.55, "min_unhealthy_nodes": 3},
     "watch": {"history_size": 10_000},
+    "store": {"url": "memory://"},
+    "server": {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "tokens_file": None,
+        "allow_insecure": False,
+        "tls_certfile": None,
+        "tls_keyfile": None,
+        "max_body_bytes": 1024 * 1024,
+        "protected_label_prefix": "registry.ai-team.io/",
+        "list_snapshot_ttl_seconds": 300,
+        "bookmark_interval_seconds": 30,
+    },
 }
 
 

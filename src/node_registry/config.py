@@ -77,6 +77,40 @@ class WatchSettings(_Section):
     history_size: int = Field(default=10_000, ge=1)
 
 
+class StoreSettings(_Section):
+    """Where nodes are kept, as a URL: ``memory://`` (the default) or ``etcd://host:2379/prefix``."""
+
+    url: str = "memory://"
+
+
+class ServerSettings(_Section):
+    """``node-registry serve``: address, access, limits of the HTTP API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: YAML file of bearer tokens and roles; none: no authentication (loopback only).
+    tokens_file: Path | None = None
+    #: Serve without tokens on a non-loopback address anyway (never in production).
+    allow_insecure: bool = False
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    #: Request bodies above this are refused with 413. A passport is at most 256 KiB as
+    #: JSON; YAML and whitespace get room, and it stays under etcd's 1.5 MiB request limit.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Labels under this prefix belong to the registry and operators; nodes may not set them.
+    protected_label_prefix: str = "registry.ai-team.io/"
+    #: How long a paginated list's snapshot stays readable through its continue token.
+    list_snapshot_ttl_seconds: float = Field(default=300, gt=0)
+    #: An idle watch stream gets a BOOKMARK this often, so its resume point stays fresh.
+    bookmark_interval_seconds: float = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: give both or neither")
+        return self
+
+
 class Settings(BaseSettings):
     """Every knob of the registry, validated as a whole."""
 
@@ -91,6 +125,8 @@ class Settings(BaseSettings):
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
     def settings_customise_sources(

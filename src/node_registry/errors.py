@@ -45,7 +45,7 @@ class ValidationError(RegistryError):
 class SelectorError(ValidationError):
     """A label selector does not parse or breaks a rule; the message quotes the bad part."""
 
-    reason = "BadSelector"
+    reason = "BadRequest"
     status_code = 400
 
 
@@ -80,6 +80,8 @@ class ConflictError(RegistryError):
 class RevisionConflictError(ConflictError):
     """A compare-and-swap lost: the object changed since it was read. Read again and retry."""
 
+    reason = "ResourceVersionConflict"
+
 
 class RevisionCompactedError(RegistryError):
     """The resource version asked for is older than the kept history: list again, then watch."""
@@ -93,6 +95,27 @@ class StoreUnavailableError(RegistryError):
 
     status_code = 503
     reason = "ServiceUnavailable"
+
+
+class UnsupportedMediaTypeError(ValidationError):
+    """The request body is in a format the API does not read (JSON and YAML are read)."""
+
+    status_code = 415
+    reason = "UnsupportedMediaType"
+
+
+class UnauthorizedError(RegistryError):
+    """No credentials, or credentials the registry does not know."""
+
+    status_code = 401
+    reason = "Unauthorized"
+
+
+class ForbiddenError(RegistryError):
+    """The caller is known but its role does not allow this request."""
+
+    status_code = 403
+    reason = "Forbidden"
 
 
 class ConfigError(RegistryError):

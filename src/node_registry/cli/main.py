@@ -82,6 +82,48 @@ def example() -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="config/node_registry.yaml")
+    ] = None,
+    store: Annotated[str | None, typer.Option(help="Store URL [default: memory://]")] = None,
+    tokens_file: Annotated[
+        Path | None, typer.Option(help="YAML file of bearer tokens and their roles")
+    ] = None,
+    tls_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM)")] = None,
+    tls_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
+    allow_insecure: Annotated[
+        bool,
+        typer.Option(help="Serve without tokens on a non-loopback address (never in production)"),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Run the registry as an HTTP service (memory:// by default)."""
+    from node_registry.cli.serve import run_server
+
+    overrides = {
+        "host": host,
+        "port": port,
+        "tokens_file": tokens_file,
+        "tls_certfile": tls_certfile,
+        "tls_keyfile": tls_keyfile,
+        "allow_insecure": allow_insecure or None,
+    }
+    try:
+        run_server(
+            config=config,
+            server={k: v for k, v in overrides.items() if v is not None},
+            store_url=store,
+            log_level=log_level,
+        )
+    except RegistryError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def version() -> None:
     """Print the version and the passport versions served."""
     out.print(f"node-registry {__version__}", highlight=False)

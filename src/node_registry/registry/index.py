@@ -28,6 +28,7 @@ class NodeIndex:
         self._by_label: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_key: defaultdict[str, set[str]] = defaultdict(set)
         self._by_kind: defaultdict[NodeType, set[str]] = defaultdict(set)
+        self._by_name: dict[str, str] = {}
         self.revision = 0
 
     def __len__(self) -> int:
@@ -35,6 +36,10 @@ class NodeIndex:
 
     def get(self, node_id: str) -> Versioned | None:
         return self._nodes.get(node_id)
+
+    def id_of(self, name: str) -> str | None:
+        """The node id registered under ``name`` (names are unique)."""
+        return self._by_name.get(name)
 
     def load(self, nodes: dict[str, Versioned], revision: int) -> None:
         with self._lock:
@@ -101,6 +106,7 @@ class NodeIndex:
         record = versioned.record
         node_id = record.node_id
         self._nodes[node_id] = versioned
+        self._by_name[record.name] = node_id
         for item in record.labels.items():
             self._by_label[item].add(node_id)
             self._by_key[item[0]].add(node_id)
@@ -110,6 +116,8 @@ class NodeIndex:
         record = versioned.record
         node_id = record.node_id
         del self._nodes[node_id]
+        if self._by_name.get(record.name) == node_id:
+            del self._by_name[record.name]
         for item in record.labels.items():
             _discard(self._by_label, item, node_id)
             _discard(self._by_key, item[0], node_id)

@@ -223,10 +223,14 @@ class Registry:
         return self._entry(current, self._clock.now())
 
     def get_by_name(self, name: str) -> RegistryEntry:
-        for entry in self.list_nodes().items:
-            if entry.name == name:
-                return entry
-        raise NotFoundError(f"no node is named {name!r}")
+        return self.get(self.id_of(name))
+
+    def id_of(self, name: str) -> str:
+        """The node id registered under ``name``; ``NotFoundError`` when there is none."""
+        node_id = self._index.id_of(name)
+        if node_id is None:
+            raise NotFoundError(f"no node is named {name!r}")
+        return node_id
 
     def find_nodes(
         self,
@@ -273,6 +277,10 @@ class Registry:
     def conditions(self) -> list[RegistryCondition]:
         """Conditions of the registry itself (mass-failure protection)."""
         return [self._protection]
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailableError`` unless the store answers."""
+        self._store.ping()
 
     @property
     def protection_active(self) -> bool:

@@ -1,6 +1,7 @@
 """Where nodes are kept: the store contract and its backends."""
 
 from node_registry.store.base import ChangeType, Store, StoreEvent, Versioned
+from node_registry.store.factory import open_store
 from node_registry.store.memory import MemoryStore
 from node_registry.store.records import HealthState, NodeRecord
 
@@ -12,4 +13,5 @@ __all__ = [
     "Store",
     "StoreEvent",
     "Versioned",
+    "open_store",
 ]

@@ -76,4 +76,7 @@ class Store(Protocol):
 
     def watch(self, since: int, sink: Sink) -> Cancel: ...
 
+    def ping(self) -> None:
+        """Raise ``StoreUnavailableError`` unless the store answers (``/readyz``)."""
+
     def close(self) -> None: ...

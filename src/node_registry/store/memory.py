@@ -125,6 +125,9 @@ class MemoryStore:
 
         return cancel
 
+    def ping(self) -> None:
+        """Always reachable: it lives in this process."""
+
     def close(self) -> None:
         with self._lock:
             self._sinks.clear()

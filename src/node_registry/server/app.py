@@ -1,0 +1,495 @@
+"""The HTTP service: ``create_app(registry, settings)`` builds the FastAPI application.
+
+Routes are thin: they authenticate, authorize, translate HTTP to a registry call and the
+result to the wire format (``node_registry.wire``). Every error leaves as a Kubernetes
+``Status`` from the one table in ``wire``. No module-level state: the app factory takes the
+registry, the settings and a metrics collector registry, so tests build as many as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from node_registry import __version__
+from node_registry.config import ServerSettings, Settings
+from node_registry.errors import (
+    FieldError,
+    ForbiddenError,
+    NotFoundError,
+    RegistryError,
+    SelectorError,
+    ValidationError,
+)
+from node_registry.passport import NodePassport, NodeType, load_passport
+from node_registry.registry import AsyncRegistry, EventType, RegistryEntry
+from node_registry.selectors import Selector, as_selector
+from node_registry.server.auth import (
+    Authenticator,
+    Principal,
+    Role,
+    authorize_node_write,
+    authorize_read,
+)
+from node_registry.server.body import BodyLimitMiddleware, BodyTooLarge, read_document, too_large
+from node_registry.server.metrics import Metrics
+from node_registry.server.pages import Paginator
+from node_registry.server.streams import ndjson_frame, sse_frame, stream_events
+from node_registry.wire import (
+    API_PREFIX,
+    LEASE_KIND,
+    Lease,
+    RegistryEntryList,
+    RegistryEntryModel,
+    SearchRequest,
+    Status,
+    StatusUpdate,
+    entry_to_wire,
+    list_to_wire,
+    status_from_error,
+)
+
+log = logging.getLogger("node_registry.server")
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+NodeName = Annotated[str, Path(max_length=253, pattern=NAME_PATTERN, description="Node name")]
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Status, "description": text}
+    for code, text in {
+        400: "Bad request (selector, continue token)",
+        401: "No or unknown bearer token",
+        403: "The token's role does not allow this",
+        404: "No such node",
+        409: "Name taken by another node, or a concurrent change",
+        410: "Resource version or continue token too old: list again",
+        413: "Request body over the limit",
+        415: "Body is neither JSON nor YAML",
+        422: "Invalid passport or request",
+        503: "Store unavailable",
+    }.items()
+}
+PASSPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {"schema": {"$ref": "#/components/schemas/NodePassport"}}
+            for media in ("application/json", "application/yaml")
+        },
+    }
+}
+WATCH_CONTENT: dict[str, Any] = {
+    "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/WatchEventModel"}},
+    "text/event-stream": {"schema": {"type": "string"}},
+}
+
+
+def _principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator.authenticate(authorization)
+
+
+# Module level: FastAPI resolves these string annotations against the module's globals.
+Caller = Annotated[Principal, Depends(_principal)]
+
+
+class _Timing:
+    """Pure ASGI middleware: request latency by route template (no BaseHTTPMiddleware cost)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.request_duration.labels(template, scope["method"]).observe(
+                time.perf_counter() - start
+            )
+
+
+def _lease_doc(name: str, entry: RegistryEntry, ttl: float) -> dict[str, Any]:
+    return {
+        "apiVersion": "ai_team.io/v1",
+        "kind": LEASE_KIND,
+        "metadata": {"name": name, "resourceVersion": str(entry.resource_version)},
+        "spec": {
+            "holderIdentity": name,
+            "leaseDurationSeconds": round(ttl),
+            "renewTime": entry.last_seen.isoformat(),
+        },
+    }
+
+
+def create_app(
+    registry: AsyncRegistry,
+    settings: Settings | None = None,
+    *,
+    metrics: Metrics | None = None,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The registry's HTTP API over ``registry``; runs its lifecycle controller while serving."""
+    settings = settings or registry.settings
+    server: ServerSettings = settings.server
+    metrics = metrics or Metrics(registry.sync)
+    auth = authenticator or Authenticator.from_file(server.tokens_file)
+    pages = Paginator(server.list_snapshot_ttl_seconds)
+    ttl = settings.heartbeat.ttl_seconds
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        counter = asyncio.create_task(_count_transitions(registry, metrics))
+        async with registry:
+            yield
+        counter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await counter
+
+    app = FastAPI(
+        title="AI_TEAM Node Registry",
+        version=__version__,
+        description="Node passports, heartbeats as leases, label selectors, watch.",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.authenticator = auth
+
+    def refuse(exc: RegistryError, name: str | None = None) -> JSONResponse:
+        metrics.refusals.labels(exc.reason).inc()
+        return JSONResponse(status_from_error(exc, name=name), status_code=exc.status_code)
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+        name = request.path_params.get("name")
+        return refuse(exc, name if isinstance(name, str) else None)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return refuse(too_large(exc.limit))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            FieldError(
+                ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+                str(e["msg"]).removeprefix("Value error, "),
+            )
+            for e in exc.errors()
+        ]
+        return refuse(ValidationError("invalid request", problems))
+
+    # -- nodes --------------------------------------------------------------------------
+
+    async def _register(caller: Principal, doc: Any, path_name: str | None) -> JSONResponse:
+        if not isinstance(doc, dict):
+            raise ValidationError(
+                "a passport must be a JSON object", [FieldError("", f"got {type(doc).__name__}")]
+            )
+        passport = load_passport(doc)
+        name = passport.metadata.name
+        if path_name is not None and path_name != name:
+            raise ValidationError(
+                "name mismatch",
+                [
+                    FieldError(
+                        "metadata.name",
+                        f"{name!r} does not match the name in the URL ({path_name!r})",
+                    )
+                ],
+            )
+        authorize_node_write(caller, name)
+        existing: RegistryEntry | None
+        try:
+            existing = await registry.get(passport.node_id)
+        except NotFoundError:
+            existing = None
+        if caller.role is Role.NODE:
+            passport = _restrict_protected_labels(passport, existing, server.protected_label_prefix)
+        entry = await registry.register(passport)
+        metrics.registrations.inc()
+        return JSONResponse(entry_to_wire(entry), status_code=200 if existing else 201)
+
+    @app.post(
+        f"{API_PREFIX}/nodes",
+        status_code=201,
+        response_model=RegistryEntryModel,
+        openapi_extra=PASSPORT_BODY,
+        summary="Register a node (or re-register: replaces its passport)",
+        tags=["nodes"],
+    )
+    async def register(request: Request, caller: Caller) -> JSONResponse:
+        return await _register(caller, await read_document(request), None)
+
+    @app.put(
+        f"{API_PREFIX}/nodes/{{name}}",
+        response_model=RegistryEntryModel,
+        openapi_extra=PASSPORT_BODY,
+        summary="Register or replace the node called NAME",
+        tags=["nodes"],
+    )
+    async def replace(name: NodeName, request: Request, caller: Caller) -> JSONResponse:
+        return await _register(caller, await read_document(request), name)
+
+    @app.get(
+        f"{API_PREFIX}/nodes/{{name}}",
+        response_model=RegistryEntryModel,
+        summary="Get one node",
+        tags=["nodes"],
+    )
+    async def get_node(name: NodeName, caller: Caller) -> JSONResponse:
+        authorize_read(caller)
+        entry = registry.sync.get_by_name(name)
+        return JSONResponse(entry_to_wire(entry))
+
+    @app.delete(
+        f"{API_PREFIX}/nodes/{{name}}",
+        response_model=Status,
+        summary="Deregister a node",
+        tags=["nodes"],
+    )
+    async def delete_node(name: NodeName, caller: Caller) -> JSONResponse:
+        authorize_node_write(caller, name)
+        node_id = registry.sync.id_of(name)
+        await registry.deregister(node_id)
+        return JSONResponse(
+            {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "metadata": {},
+                "status": "Success",
+                "message": f"node {name} deregistered",
+                "reason": "",
+                "details": {"name": name, "kind": "nodes", "causes": []},
+                "code": 200,
+            }
+        )
+
+    @app.get(
+        f"{API_PREFIX}/nodes",
+        response_model=RegistryEntryList,
+        summary="List nodes, or watch them with watch=true",
+        tags=["nodes"],
+        responses={200: {"content": WATCH_CONTENT}},
+    )
+    async def list_nodes(
+        request: Request,
+        caller: Caller,
+        kind: NodeType | None = None,
+        label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=4096)] = None,
+        healthy: bool = False,
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+        continue_: Annotated[str | None, Query(alias="continue", max_length=512)] = None,
+        watch: bool = False,
+        resource_version: Annotated[
+            str | None, Query(alias="resourceVersion", max_length=20, pattern=r"^[0-9]*$")
+        ] = None,
+        timeout_seconds: Annotated[
+            int | None, Query(alias="timeoutSeconds", ge=1, le=86_400)
+        ] = None,
+        allow_watch_bookmarks: Annotated[bool, Query(alias="allowWatchBookmarks")] = True,
+        last_event_id: Annotated[
+            str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^[0-9]*$")
+        ] = None,
+    ) -> Response:
+        authorize_read(caller)
+        selector = _query_selector(label_selector)
+        if watch:
+            sse = "text/event-stream" in request.headers.get("accept", "")
+            since_text = (last_event_id if sse and last_event_id else None) or resource_version
+            since = int(since_text) if since_text else registry.sync.resource_version
+            registry.sync.watch(since).close()  # a too-old version is a 410 before streaming
+            frames = stream_events(
+                registry,
+                since,
+                kind=kind,
+                selector=selector,
+                frame=sse_frame if sse else ndjson_frame,
+                bookmarks=allow_watch_bookmarks,
+                bookmark_interval=server.bookmark_interval_seconds,
+                timeout=timeout_seconds,
+                on_open=metrics.watch_streams.inc,
+                on_close=metrics.watch_streams.dec,
+            )
+            media = "text/event-stream" if sse else "application/x-ndjson"
+            return StreamingResponse(
+                frames, media_type=media, headers={"Cache-Control": "no-cache"}
+            )
+        if continue_:
+            page = pages.next(continue_, limit)
+        else:
+            found = await registry.find_nodes(kind=kind, selector=selector, only_healthy=healthy)
+            page = pages.first(found, registry.sync.resource_version, limit)
+        return JSONResponse(
+            list_to_wire(page.items, page.resource_version, page.continue_token, page.remaining)
+        )
+
+    @app.post(
+        f"{API_PREFIX}/search",
+        response_model=RegistryEntryList,
+        summary="find_nodes(kind, selector, only_healthy) with a structured selector",
+        tags=["nodes"],
+    )
+    async def search(body: SearchRequest, caller: Caller) -> JSONResponse:
+        authorize_read(caller)
+        selector = (
+            body.selector.model_dump(by_alias=True, exclude_defaults=True)
+            if body.selector
+            else None
+        )
+        found = await registry.find_nodes(
+            kind=body.kind, selector=selector, only_healthy=body.only_healthy
+        )
+        return JSONResponse(list_to_wire(found, registry.sync.resource_version))
+
+    # -- heartbeats and status ----------------------------------------------------------
+
+    @app.put(
+        f"{API_PREFIX}/leases/{{name}}",
+        response_model=Lease,
+        summary="Renew the node's lease: the heartbeat",
+        tags=["leases"],
+    )
+    async def renew_lease(name: NodeName, lease: Lease, caller: Caller) -> JSONResponse:
+        authorize_node_write(caller, name)
+        _check_lease(lease, name)
+        sync = registry.sync
+        sync.heartbeat(sync.id_of(name))
+        metrics.heartbeats.inc()
+        return JSONResponse(_lease_doc(name, sync.get_by_name(name), ttl))
+
+    @app.get(
+        f"{API_PREFIX}/leases/{{name}}",
+        response_model=Lease,
+        summary="The node's lease: when it last renewed",
+        tags=["leases"],
+    )
+    async def get_lease(name: NodeName, caller: Caller) -> JSONResponse:
+        if caller.role is Role.NODE:
+            authorize_node_write(caller, name)
+        else:
+            authorize_read(caller)
+        return JSONResponse(_lease_doc(name, registry.sync.get_by_name(name), ttl))
+
+    @app.patch(
+        f"{API_PREFIX}/nodes/{{name}}/status",
+        response_model=RegistryEntryModel,
+        summary="Update phase, conditions, currentTasks (merge by condition type)",
+        tags=["nodes"],
+    )
+    async def update_status(name: NodeName, body: StatusUpdate, caller: Caller) -> JSONResponse:
+        authorize_node_write(caller, name)
+        entry = await registry.update_status(
+            registry.sync.id_of(name),
+            phase=body.phase,
+            conditions=body.conditions,
+            current_tasks=body.current_tasks,
+        )
+        return JSONResponse(entry_to_wire(entry))
+
+    # -- operations ---------------------------------------------------------------------
+
+    @app.get("/healthz", response_class=PlainTextResponse, tags=["operations"])
+    async def healthz() -> str:
+        return "ok"
+
+    @app.get(
+        "/readyz",
+        response_class=PlainTextResponse,
+        tags=["operations"],
+        responses={503: {"model": Status}},
+    )
+    async def readyz() -> str:
+        registry.sync.ping()
+        return "ok"
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    async def metrics_endpoint(caller: Caller) -> Response:
+        authorize_read(caller)
+        return Response(generate_latest(metrics.collectors), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimitMiddleware, limit=server.max_body_bytes)
+    app.add_middleware(_Timing, metrics=metrics)
+    return app
+
+
+def _query_selector(text: str | None) -> Selector:
+    try:
+        return as_selector(text)
+    except SelectorError as exc:
+        # The parser cannot know it was given a query parameter; the caller should be told.
+        raise SelectorError(
+            exc.message, [FieldError(e.loc or "labelSelector", e.message) for e in exc.errors]
+        ) from None
+
+
+def _check_lease(lease: Lease, name: str) -> None:
+    if lease.metadata is not None and lease.metadata.name != name:
+        raise ValidationError(
+            "lease name mismatch",
+            [FieldError("metadata.name", f"{lease.metadata.name!r} is not {name!r}")],
+        )
+    holder = lease.spec.holder_identity
+    if holder is not None and holder != name:
+        raise ValidationError(
+            "lease holder mismatch",
+            [FieldError("spec.holderIdentity", f"{holder!r} does not hold the lease of {name!r}")],
+        )
+
+
+def _restrict_protected_labels(
+    passport: NodePassport, existing: RegistryEntry | None, prefix: str
+) -> NodePassport:
+    """NodeRestriction: a node keeps the protected labels operators gave it and adds none."""
+    stored = {
+        k: v
+        for k, v in (existing.passport.metadata.labels.items() if existing else ())
+        if k.startswith(prefix)
+    }
+    sent = {k: v for k, v in passport.metadata.labels.items() if k.startswith(prefix)}
+    changed = sorted(k for k, v in sent.items() if stored.get(k) != v)
+    if changed:
+        raise ForbiddenError(
+            f"labels under {prefix!r} are set by the registry and operators, not by nodes: "
+            f"{', '.join(changed)}"
+        )
+    if stored.keys() - sent.keys():
+        labels = {**passport.metadata.labels, **stored}
+        metadata = passport.metadata.model_copy(update={"labels": labels})
+        passport = passport.model_copy(update={"metadata": metadata})
+    return passport
+
+
+async def _count_transitions(registry: AsyncRegistry, metrics: Metrics) -> None:
+    """Count recorded health transitions for the metrics, from the registry's own watch."""
+    while True:
+        watch = registry.watch()
+        try:
+            async for event in watch:
+                if event.type is EventType.HEALTH_CHANGED and event.previous_health:
+                    metrics.transitions.labels(
+                        event.previous_health.value, event.entry.health_state.value
+                    ).inc()
+        except RegistryError:
+            log.warning("transition counter fell behind; counting from now on")
+        finally:
+            watch.close()

@@ -1,0 +1,85 @@
+"""Prometheus metrics of the service, in a collector registry of its own (no globals).
+
+Node counts and the protection flag are read from the registry at scrape time, so they are
+never stale; counters are bumped where the thing happens. Names follow Prometheus
+conventions: ``node_registry_`` prefix, base units (seconds), ``_total`` on counters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from node_registry.passport import NodeType
+from node_registry.registry import Registry
+from node_registry.store import HealthState
+
+
+class _RegistryCollector(Collector):
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        nodes = GaugeMetricFamily(
+            "node_registry_nodes",
+            "Registered nodes by kind and current health state.",
+            labels=["kind", "health_state"],
+        )
+        tally = Tally((e.node_kind, e.health_state) for e in self._registry.list_nodes().items)
+        for kind in NodeType:
+            for state in HealthState:
+                nodes.add_metric([kind.value, state.value], tally.get((kind, state), 0))
+        yield nodes
+        yield GaugeMetricFamily(
+            "node_registry_mass_failure_protection_active",
+            "1 while mass-failure protection holds nodes NotReady instead of Offline.",
+            value=1 if self._registry.protection_active else 0,
+        )
+        yield GaugeMetricFamily(
+            "node_registry_resource_version",
+            "The registry's current resource version.",
+            value=self._registry.resource_version,
+        )
+
+
+class Metrics:
+    """Every metric the service exports."""
+
+    def __init__(self, registry: Registry, collectors: CollectorRegistry | None = None) -> None:
+        self.collectors = collectors or CollectorRegistry()
+        reg = self.collectors
+        self.registrations = Counter(
+            "node_registry_registrations_total",
+            "Successful registrations (first ones and re-registrations).",
+            registry=reg,
+        )
+        self.heartbeats = Counter(
+            "node_registry_heartbeats_total", "Lease renewals accepted.", registry=reg
+        )
+        self.refusals = Counter(
+            "node_registry_refusals_total",
+            "Requests refused, by Status reason (Invalid, Forbidden, NotFound, ...).",
+            ["reason"],
+            registry=reg,
+        )
+        self.transitions = Counter(
+            "node_registry_health_transitions_total",
+            "Health transitions recorded by the lifecycle controller.",
+            ["from_state", "to_state"],
+            registry=reg,
+        )
+        self.request_duration = Histogram(
+            "node_registry_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["route", "method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=reg,
+        )
+        self.watch_streams = Gauge(
+            "node_registry_watch_streams", "Open watch streams (NDJSON and SSE).", registry=reg
+        )
+        reg.register(_RegistryCollector(registry))
