@@ -395,7 +395,9 @@ def render(
         "cpu/memory/gpu quantities), the real `Registry` on the default in-memory store with "
         "`SystemClock`, no controller thread. Selectors are passed as dicts, so parsing is "
         "part of every `find_nodes` call. Garbage collection stays on: "
-        f"{gc_note}, which is what shows in the tail latencies.",
+        f"{gc_note}, which is what shows in the tail latencies. Cases are interleaved in rounds "
+        "so noise spreads over all of them; Min is the best single call, the cost without "
+        "interference.",
         "",
         "| Throughput | Median | Min | Max | Calls | Target | Met |",
         "|---|---:|---:|---:|---:|---:|---|",

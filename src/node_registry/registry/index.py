@@ -75,7 +75,8 @@ class NodeIndex:
         # up the writers feeding the cache.
         if selector.empty():
             return found
-        return [v for v in found if selector.matches(v.record.labels)]
+        match = selector.matches
+        return [v for v in found if match(v.record.labels)]
 
     def _candidates(self, kind: NodeType | None, selector: Selector) -> set[str] | None:
         # The smallest sets first: intersection costs the size of the smaller operand.
@@ -95,6 +96,8 @@ class NodeIndex:
         if not sets:
             return None
         sets.sort(key=len)
+        if len(sets[0]) == len(self._nodes):
+            return None  # every node qualifies: scan them all rather than copy the set
         result = set(sets[0])
         for other in sets[1:]:
             result &= other

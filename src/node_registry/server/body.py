@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import yaml
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,11 +26,15 @@ JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
 
 
-class BodyTooLarge(Exception):
-    """Raised inside the receive channel; turned into a 413 Status by the app."""
+class BodyTooLarge(HTTPException):
+    """Raised inside the receive channel; turned into a 413 Status by the app.
+
+    An ``HTTPException`` so that FastAPI re-raises it while it reads a body into a model
+    (leases, status, search) instead of swallowing it into a bare 400.
+    """
 
     def __init__(self, limit: int) -> None:
-        super().__init__(limit)
+        super().__init__(413, f"request body over {limit} bytes")
         self.limit = limit
 
 

@@ -31,19 +31,16 @@ class NodeRecord:
     registered_at: datetime
     health: HealthState = HealthState.ALIVE
     health_changed_at: datetime | None = None
-    labels: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    labels: dict[str, str] = field(init=False, compare=False, repr=False)
+    node_id: str = field(init=False, compare=False, repr=False)
+    name: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Effective labels are read by every selector match; compute them once per write.
+        # Read on every query and selector match; computed once per write (str(UUID) alone
+        # costs more than the rest of building an entry).
         object.__setattr__(self, "labels", effective_labels(self.passport))
-
-    @property
-    def node_id(self) -> str:
-        return self.passport.node_id
-
-    @property
-    def name(self) -> str:
-        return self.passport.metadata.name
+        object.__setattr__(self, "node_id", self.passport.node_id)
+        object.__setattr__(self, "name", self.passport.metadata.name)
 
     def to_dict(self) -> dict[str, Any]:
         """The stored JSON document (what the etcd backend writes under the node's key)."""

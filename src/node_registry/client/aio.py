@@ -1,0 +1,175 @@
+"""``AsyncRegistryClient``: the registry service from asyncio code; the sync client's twin.
+
+Same calls, same core (``client.core``), same failover and retry policy; only the I/O path
+is spelled out again with ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from node_registry.client import core
+from node_registry.client.settings import ClientSettings
+from node_registry.errors import RegistryUnreachableError, StoreUnavailableError
+from node_registry.passport import Condition, NodePassport, NodeType, Phase
+from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
+
+
+class AsyncRegistryClient:
+    """``await client.find_nodes(kind="agent", selector=..., only_healthy=True)``."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = ClientSettings.build(endpoints, token, timeout, retries, backoff)
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=url,
+                headers=self.settings.headers(),
+                timeout=timeout,
+                verify=verify,
+                transport=transport,
+            )
+            for url in self.settings.endpoints
+        ]
+        self._current = 0
+
+    def __repr__(self) -> str:
+        return f"AsyncRegistryClient({list(self.settings.endpoints)!r})"
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.endpoints[self._current]
+
+    async def _send(self, call: core.Call) -> Any:
+        problems: list[str] = []
+        for attempt in range(self.settings.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.settings.delay(attempt))
+            for offset in range(len(self._clients)):
+                index = (self._current + offset) % len(self._clients)
+                client = self._clients[index]
+                try:
+                    response = await client.request(
+                        call.method, call.path, params=call.params, json=call.body
+                    )
+                    result = core.check(response.status_code, response.content)
+                except httpx.TransportError as exc:
+                    problems.append(f"{client.base_url}: {type(exc).__name__}: {exc}")
+                    continue
+                except StoreUnavailableError as exc:
+                    problems.append(f"{client.base_url}: {exc}")
+                    continue
+                self._current = index
+                return result
+        raise RegistryUnreachableError(
+            f"no registry endpoint answered {call.method} {call.path}: " + "; ".join(problems[-3:])
+        )
+
+    async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
+        return core.entry(await self._send(core.register(passport)))
+
+    async def heartbeat(self, name: str) -> datetime:
+        return core.renew_time(await self._send(core.heartbeat(name)))
+
+    async def update_status(
+        self,
+        name: str,
+        *,
+        phase: Phase | str | None = None,
+        conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
+        current_tasks: int | None = None,
+    ) -> RegistryEntry:
+        call = core.update_status(
+            name, phase=phase, conditions=conditions, current_tasks=current_tasks
+        )
+        return core.entry(await self._send(call))
+
+    async def deregister(self, name: str) -> None:
+        await self._send(core.deregister(name))
+
+    async def get(self, name: str) -> RegistryEntry:
+        return core.entry(await self._send(core.get(name)))
+
+    async def find_nodes(
+        self,
+        kind: str | NodeType | None = None,
+        selector: core.SelectorInput = None,
+        only_healthy: bool = False,
+    ) -> list[RegistryEntry]:
+        return core.entries(await self._send(core.find_nodes(kind, selector, only_healthy)))
+
+    async def list_nodes(self, *, page_size: int = 500) -> NodeList:
+        items: list[RegistryEntry] = []
+        token: str | None = None
+        while True:
+            page, token = core.node_list(await self._send(core.list_page(page_size, token)))
+            items.extend(page.items)
+            if token is None:
+                return NodeList(items, page.resource_version)
+
+    async def watch(
+        self, since: int, *, timeout_seconds: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        """Events after ``since``; reconnects with failover and resumes from the last version."""
+        last = since
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        failures = 0
+        while deadline is None or time.monotonic() < deadline:
+            remaining = None if deadline is None else max(1, round(deadline - time.monotonic()))
+            call = core.watch(last, timeout_seconds=remaining)
+            client = self._clients[self._current]
+            try:
+                async with client.stream(
+                    call.method,
+                    call.path,
+                    params=call.params,
+                    timeout=httpx.Timeout(self.settings.timeout, read=None),
+                ) as response:
+                    if response.status_code != 200:
+                        core.check(response.status_code, await response.aread())
+                    failures = 0
+                    async for line in response.aiter_lines():
+                        item = core.watch_line(line)
+                        if isinstance(item, WatchEvent):
+                            last = item.resource_version
+                            yield item
+                        elif item is not None:
+                            last = item
+                if timeout_seconds is not None:
+                    return
+            except (httpx.TransportError, StoreUnavailableError):
+                failures += 1
+                self._current = (self._current + 1) % len(self._clients)
+                if failures > self.settings.retries * len(self._clients):
+                    raise RegistryUnreachableError(
+                        f"the watch lost every registry endpoint (resume from {last})"
+                    ) from None
+                await asyncio.sleep(self.settings.delay(failures))
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,59 @@
+"""Client settings shared by the sync and async clients: endpoints, token, retry policy."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from node_registry.errors import ConfigError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_ENV = "NODE_REGISTRY_URL"
+TOKEN_ENV = "NODE_REGISTRY_TOKEN"
+#: Kubernetes' client backoff tops out at a few seconds; so does ours between rounds.
+MAX_DELAY = 7.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    endpoints: tuple[str, ...]
+    token: str | None
+    timeout: float
+    retries: int
+    backoff: float
+
+    @classmethod
+    def build(
+        cls,
+        endpoints: str | Sequence[str] | None,
+        token: str | None,
+        timeout: float,
+        retries: int,
+        backoff: float,
+    ) -> ClientSettings:
+        """Arguments first, then ``NODE_REGISTRY_URL`` (comma-separated) and ``_TOKEN``."""
+        raw = endpoints if endpoints is not None else os.environ.get(URL_ENV, DEFAULT_URL)
+        urls = [u.strip().rstrip("/") for u in (raw.split(",") if isinstance(raw, str) else raw)]
+        urls = [u for u in urls if u]
+        if not urls:
+            raise ConfigError("no registry endpoint given")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"registry endpoint {url!r} must start with http:// or https://")
+        if timeout <= 0 or retries < 0 or backoff < 0:
+            raise ConfigError("timeout must be positive; retries and backoff not negative")
+        return cls(
+            endpoints=tuple(urls),
+            token=token if token is not None else os.environ.get(TOKEN_ENV) or None,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before round ``attempt`` (1, 2, ...): doubling, capped."""
+        return float(min(self.backoff * 2.0 ** (attempt - 1), MAX_DELAY))

@@ -1,0 +1,476 @@
+"""Access control end to end: bearer tokens, roles and NodeRestriction against a real server.
+
+One uvicorn server per module with a tokens file of four principals; before every test the
+registry is put back to the same state (``coder-01`` registered, ``coder-02`` not), so the
+tests are independent although they share the server.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from node_registry import FakeClock
+from node_registry.errors import ConfigError
+from node_registry.server import Authenticator
+from node_registry.wire import API_PREFIX
+from conftest import passport
+from live_server import make_app, serve
+
+ADMIN = "admin-token-0123456789abcdef"
+READER = "reader-token-0123456789abcdef"
+NODE_01 = "node-coder-01-token-0123456789"
+NODE_02 = "node-coder-02-token-0123456789"
+TOKENS = {
+    "tokens": [
+        {"token": ADMIN, "role": "admin", "name": "ops"},
+        {"token": READER, "role": "reader", "name": "dashboard"},
+        {"token": NODE_01, "role": "node", "node": "coder-01"},
+        {"token": NODE_02, "role": "node", "node": "coder-02"},
+    ]
+}
+#: Registered before every test; coder-02 has a token but no node.
+TARGET = "coder-01"
+ABSENT = "coder-02"
+PROTECTED = "registry.ai-team.io/trusted"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tokens = tmp_path_factory.mktemp("access") / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    # A fake clock that never moves: no node changes health while the module runs.
+    app = make_app(clock=FakeClock(), server={"tokens_file": tokens})
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        reset(http)
+        yield http
+
+
+def reset(http: httpx.Client) -> None:
+    """``coder-01`` registered from scratch, nothing else."""
+    for item in snapshot(http)["items"]:
+        name = item["passport"]["metadata"]["name"]
+        response = http.delete(f"{API_PREFIX}/nodes/{name}", headers=bearer(ADMIN))
+        assert response.status_code == 200, response.text
+    response = http.post(f"{API_PREFIX}/nodes", json=passport(TARGET), headers=bearer(ADMIN))
+    assert response.status_code == 201, response.text
+
+
+def snapshot(http: httpx.Client) -> dict[str, Any]:
+    """Everything stored, as the admin sees it (including the list's resourceVersion)."""
+    response = http.get(f"{API_PREFIX}/nodes", headers=bearer(ADMIN))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# -- the matrix ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # {name} is the node acted on
+    body: Any = None
+
+    def url(self, name: str) -> str:
+        return self.path.format(name=name)
+
+    def send(self, http: httpx.Client, name: str, headers: dict[str, str]) -> httpx.Response:
+        body = self.body(name) if callable(self.body) else self.body
+        if self.path.endswith("watch"):
+            # A watch that is allowed streams: the status and headers come first, then stop
+            # reading (timeoutSeconds bounds the stream should the close go unnoticed).
+            params = {"watch": "true", "timeoutSeconds": "5"}
+            with http.stream(
+                "GET", f"{API_PREFIX}/nodes", params=params, headers=headers
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                return response
+        return http.request(self.method, self.url(name), json=body, headers=headers)
+
+
+ENDPOINTS = {
+    "register": Endpoint("POST", f"{API_PREFIX}/nodes", passport),
+    "replace": Endpoint("PUT", f"{API_PREFIX}/nodes/{{name}}", passport),
+    "get": Endpoint("GET", f"{API_PREFIX}/nodes/{{name}}"),
+    "list": Endpoint("GET", f"{API_PREFIX}/nodes"),
+    "watch": Endpoint("GET", "watch"),
+    "search": Endpoint("POST", f"{API_PREFIX}/search", {"kind": "agent"}),
+    "lease-get": Endpoint("GET", f"{API_PREFIX}/leases/{{name}}"),
+    "lease-renew": Endpoint(
+        "PUT", f"{API_PREFIX}/leases/{{name}}", lambda name: {"spec": {"holderIdentity": name}}
+    ),
+    "status-patch": Endpoint(
+        "PATCH", f"{API_PREFIX}/nodes/{{name}}/status", {"phase": "Running", "currentTasks": 2}
+    ),
+    "delete": Endpoint("DELETE", f"{API_PREFIX}/nodes/{{name}}"),
+    "metrics": Endpoint("GET", "/metrics"),
+    "healthz": Endpoint("GET", "/healthz"),
+    "readyz": Endpoint("GET", "/readyz"),
+    "openapi": Endpoint("GET", "/openapi.json"),
+    "docs": Endpoint("GET", "/docs"),
+}
+PUBLIC = {"healthz", "readyz", "openapi", "docs"}
+
+#: Status on the registered node TARGET, per authenticated caller. node-own is coder-01's
+#: token, node-other is coder-02's token acting on coder-01.
+ALLOWED: dict[str, tuple[int, int, int, int]] = {
+    #                admin reader node-own node-other
+    "register": (200, 403, 200, 403),
+    "replace": (200, 403, 200, 403),
+    "get": (200, 200, 403, 403),
+    "list": (200, 200, 403, 403),
+    "watch": (200, 200, 403, 403),
+    "search": (200, 200, 403, 403),
+    "lease-get": (200, 200, 200, 403),
+    "lease-renew": (200, 403, 200, 403),
+    "status-patch": (200, 403, 200, 403),
+    "delete": (200, 403, 200, 403),
+    "metrics": (200, 200, 403, 403),
+}
+AUTHENTICATED = {"admin": ADMIN, "reader": READER, "node-own": NODE_01, "node-other": NODE_02}
+#: Credentials that identify nobody -> (Authorization header or None, what the 401 says).
+UNAUTHENTICATED: dict[str, tuple[str | None, str]] = {
+    "no-token": (None, "requires a bearer token"),
+    "unknown-token": ("Bearer this-token-is-not-in-the-file", "unknown bearer token"),
+    "basic": ("Basic x", "must be 'Bearer <token>'"),
+    "bearer-alone": ("Bearer", "must be 'Bearer <token>'"),
+}
+
+
+def _matrix() -> Iterator[Any]:
+    for endpoint in ENDPOINTS:
+        for credential in [*UNAUTHENTICATED, *AUTHENTICATED]:
+            if endpoint in PUBLIC:
+                expected = 200
+            elif credential in UNAUTHENTICATED:
+                expected = 401
+            else:
+                expected = ALLOWED[endpoint][list(AUTHENTICATED).index(credential)]
+            yield pytest.param(endpoint, credential, expected, id=f"{endpoint}-{credential}")
+
+
+def _headers(credential: str) -> dict[str, str]:
+    if credential in AUTHENTICATED:
+        return bearer(AUTHENTICATED[credential])
+    header = UNAUTHENTICATED[credential][0]
+    return {} if header is None else {"Authorization": header}
+
+
+def assert_status_body(response: httpx.Response, code: int, reason: str) -> str:
+    body = response.json()
+    assert body["apiVersion"] == "v1"
+    assert body["kind"] == "Status"
+    assert body["status"] == "Failure"
+    assert body["code"] == code
+    assert body["reason"] == reason
+    message: str = body["message"]
+    assert message
+    for secret in (ADMIN, READER, NODE_01, NODE_02):
+        assert secret not in response.text
+    return message
+
+
+def assert_refusal_explained(response: httpx.Response, endpoint: str, credential: str) -> None:
+    if response.status_code == 401:
+        message = assert_status_body(response, 401, "Unauthorized")
+        assert UNAUTHENTICATED[credential][1] in message
+        return
+    message = assert_status_body(response, 403, "Forbidden")
+    role = credential.split("-")[0]
+    assert f"{role} " in message, message  # who was refused...
+    if credential == "reader":
+        assert "may not change nodes" in message  # ...and why
+    elif endpoint in ALLOWED and ALLOWED[endpoint][2] == 200:
+        # A write (or the lease read) on another node: names both nodes.
+        assert f"may not change node {TARGET!r}, only {ABSENT!r}" in message
+    else:
+        assert "may only register, heartbeat, update and deregister its own node" in message
+
+
+@pytest.mark.parametrize(("endpoint", "credential", "expected"), list(_matrix()))
+def test_access_matrix(
+    client: httpx.Client, endpoint: str, credential: str, expected: int
+) -> None:
+    before = snapshot(client)
+    response = ENDPOINTS[endpoint].send(client, TARGET, _headers(credential))
+    assert response.status_code == expected, response.text
+    if expected >= 400:
+        assert_refusal_explained(response, endpoint, credential)
+        assert snapshot(client) == before, "a refused request changed stored data"
+    elif endpoint == "watch":
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+
+
+#: Status on ABSENT (coder-02: a token, no node): authorized callers learn it is missing,
+#: a node bound elsewhere is refused before the registry is asked (403, not 404).
+MISSING: dict[str, tuple[int, int, int, int]] = {
+    #                admin reader node-own node-other
+    "get": (404, 404, 403, 403),
+    "lease-get": (404, 404, 404, 403),
+    "lease-renew": (404, 403, 404, 403),
+    "status-patch": (404, 403, 404, 403),
+    "delete": (404, 403, 404, 403),
+}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "credential", "expected"),
+    [
+        pytest.param(endpoint, credential, codes[index], id=f"{endpoint}-{credential}")
+        for endpoint, codes in MISSING.items()
+        for index, credential in enumerate(AUTHENTICATED)
+    ],
+)
+def test_access_to_a_missing_node(
+    client: httpx.Client, endpoint: str, credential: str, expected: int
+) -> None:
+    # node-own is coder-02 acting on itself here, node-other is coder-01 acting on coder-02.
+    token = {"node-own": NODE_02, "node-other": NODE_01}.get(credential, AUTHENTICATED[credential])
+    before = snapshot(client)
+    response = ENDPOINTS[endpoint].send(client, ABSENT, bearer(token))
+    assert response.status_code == expected, response.text
+    if expected == 404:
+        message = assert_status_body(response, 404, "NotFound")
+        assert ABSENT in message
+    else:
+        message = assert_status_body(response, 403, "Forbidden")
+        if credential == "node-other" and MISSING[endpoint][2] != 403:
+            assert f"may not change node {ABSENT!r}, only {TARGET!r}" in message
+    assert snapshot(client) == before
+
+
+def test_a_node_registers_itself_from_nothing(client: httpx.Client) -> None:
+    response = client.post(f"{API_PREFIX}/nodes", json=passport(ABSENT), headers=bearer(NODE_02))
+    assert response.status_code == 201, response.text
+    names = [i["passport"]["metadata"]["name"] for i in snapshot(client)["items"]]
+    assert sorted(names) == [TARGET, ABSENT]
+
+
+def test_a_node_cannot_register_a_passport_named_for_another(client: httpx.Client) -> None:
+    before = snapshot(client)
+    # coder-02's token, coder-01's passport: on POST the name comes only from the body.
+    response = client.post(f"{API_PREFIX}/nodes", json=passport(TARGET), headers=bearer(NODE_02))
+    assert response.status_code == 403, response.text
+    assert f"may not change node {TARGET!r}" in assert_status_body(response, 403, "Forbidden")
+    assert snapshot(client) == before
+
+
+def test_tokens_are_matched_exactly(client: httpx.Client) -> None:
+    before = snapshot(client)
+    for header in (
+        f"Bearer {ADMIN[:-1]}",  # a prefix
+        f"Bearer {ADMIN}x",  # an extension
+        f"Bearer {ADMIN.upper()}",  # another case
+        f"Token {ADMIN}",  # another scheme
+        ADMIN,  # no scheme
+    ):
+        response = client.delete(
+            f"{API_PREFIX}/nodes/{TARGET}", headers={"Authorization": header}
+        )
+        assert response.status_code == 401, header
+        assert_status_body(response, 401, "Unauthorized")
+    assert snapshot(client) == before
+    # The scheme is case-insensitive (RFC 7235), the token is not.
+    response = client.get(f"{API_PREFIX}/nodes", headers={"Authorization": f"bearer {READER}"})
+    assert response.status_code == 200
+
+
+# -- NodeRestriction: protected labels ------------------------------------------------------
+
+
+def _labelled(value: str | None, **extra: str) -> dict[str, Any]:
+    labels = {"zone": "eu-west-1", **extra}
+    if value is not None:
+        labels[PROTECTED] = value
+    return passport(TARGET, labels=labels)
+
+
+def _stored_labels(http: httpx.Client) -> dict[str, str]:
+    response = http.get(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN))
+    assert response.status_code == 200, response.text
+    labels: dict[str, str] = response.json()["passport"]["metadata"]["labels"]
+    return labels
+
+
+def _register(http: httpx.Client, doc: dict[str, Any], token: str, via: str) -> httpx.Response:
+    if via == "POST":
+        return http.post(f"{API_PREFIX}/nodes", json=doc, headers=bearer(token))
+    return http.put(f"{API_PREFIX}/nodes/{TARGET}", json=doc, headers=bearer(token))
+
+
+def _assert_protected_refusal(response: httpx.Response) -> None:
+    assert response.status_code == 403, response.text
+    message = assert_status_body(response, 403, "Forbidden")
+    assert PROTECTED in message
+    assert "not by nodes" in message
+
+
+@pytest.mark.parametrize("via", ["POST", "PUT"])
+def test_a_node_may_not_set_a_protected_label(client: httpx.Client, via: str) -> None:
+    before = snapshot(client)
+    _assert_protected_refusal(_register(client, _labelled("true"), NODE_01, via))
+    assert snapshot(client) == before
+    # Nor on first registration (coder-02 has no node yet).
+    labels = {"zone": "eu-west-1", PROTECTED: "true"}
+    response = client.post(
+        f"{API_PREFIX}/nodes", json=passport(ABSENT, labels=labels), headers=bearer(NODE_02)
+    )
+    _assert_protected_refusal(response)
+    assert snapshot(client) == before
+
+
+@pytest.mark.parametrize("via", ["POST", "PUT"])
+def test_a_node_keeps_the_protected_labels_an_operator_set(client: httpx.Client, via: str) -> None:
+    # The operator marks the node.
+    response = _register(client, _labelled("true"), ADMIN, via)
+    assert response.status_code == 200, response.text
+    assert _stored_labels(client)[PROTECTED] == "true"
+
+    # The node re-registers without the label, changing another one: the mark stays.
+    response = _register(client, _labelled(None, team="blue"), NODE_01, via)
+    assert response.status_code == 200, response.text
+    assert response.json()["passport"]["metadata"]["labels"][PROTECTED] == "true"
+    assert _stored_labels(client) == {"zone": "eu-west-1", "team": "blue", PROTECTED: "true"}
+
+    # Repeating the operator's value is no change, so it is allowed.
+    response = _register(client, _labelled("true"), NODE_01, via)
+    assert response.status_code == 200, response.text
+
+    # A different value is refused and changes nothing.
+    before = snapshot(client)
+    _assert_protected_refusal(_register(client, _labelled("false"), NODE_01, via))
+    assert snapshot(client) == before
+    assert _stored_labels(client)[PROTECTED] == "true"
+
+    # The operator may change it, and the node keeps the new value too.
+    response = _register(client, _labelled("false"), ADMIN, via)
+    assert response.status_code == 200, response.text
+    assert _stored_labels(client)[PROTECTED] == "false"
+    response = _register(client, _labelled(None), NODE_01, via)
+    assert response.status_code == 200, response.text
+    assert _stored_labels(client)[PROTECTED] == "false"
+
+    # The operator may also remove it.
+    response = _register(client, _labelled(None), ADMIN, via)
+    assert response.status_code == 200, response.text
+    assert PROTECTED not in _stored_labels(client)
+
+
+def test_a_node_may_not_reach_a_protected_label_through_its_resources(
+    client: httpx.Client,
+) -> None:
+    # Every resource is also a label (``<resource>: <quantity>``) that selectors match, so
+    # a resource named under the protected prefix would be a protected label in disguise.
+    doc = passport(TARGET, resources={"cpu": "4", PROTECTED: "1"})
+    before = snapshot(client)
+    _assert_protected_refusal(_register(client, doc, NODE_01, "POST"))
+    assert snapshot(client) == before
+    selector = f"{API_PREFIX}/nodes?labelSelector={PROTECTED}"
+    assert client.get(selector, headers=bearer(ADMIN)).json()["items"] == []
+
+    # What an operator declared, the node may repeat.
+    response = _register(client, doc, ADMIN, "POST")
+    assert response.status_code == 200, response.text
+    response = _register(client, copy.deepcopy(doc), NODE_01, "POST")
+    assert response.status_code == 200, response.text
+    changed = passport(TARGET, resources={"cpu": "4", PROTECTED: "2"})
+    _assert_protected_refusal(_register(client, changed, NODE_01, "POST"))
+
+
+# -- the tokens file -----------------------------------------------------------------------
+
+SECRET = "s3cret-token-value-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(
+            {"tokens": [{"token": SECRET, "role": "node"}]},
+            "a token with role 'node' names its node",
+            id="node-without-node",
+        ),
+        pytest.param(
+            {"tokens": [{"token": "short", "role": "admin"}]},
+            "tokens.0.token: String should have at least 16 characters",
+            id="short-token",
+        ),
+        pytest.param(
+            {"tokens": [{"token": SECRET, "role": "admin"}, {"token": SECRET, "role": "reader"}]},
+            "tokens[1] is a duplicate",
+            id="duplicate-token",
+        ),
+        pytest.param(
+            {"tokens": [{"token": SECRET, "role": "root"}]},
+            "tokens.0.role: Input should be 'admin', 'reader' or 'node'",
+            id="unknown-role",
+        ),
+        pytest.param(
+            {"tokens": [{"token": SECRET, "role": "admin", "node": "coder-01"}]},
+            "only role 'node' is bound to a node",
+            id="admin-bound-to-node",
+        ),
+        pytest.param(
+            {"tokens": [{"token": SECRET, "role": "node", "node": "Coder_01"}]},
+            "node 'Coder_01'",
+            id="invalid-node-name",
+        ),
+        pytest.param(
+            {"tokens": [{"token": SECRET, "role": "admin", "scope": "all"}]},
+            "tokens.0.scope: Extra inputs are not permitted",
+            id="unknown-field",
+        ),
+        pytest.param({"tokens": []}, "tokens: List should have at least 1 item", id="no-tokens"),
+        pytest.param("tokens: [ {token: x", "is not valid YAML", id="broken-yaml"),
+        pytest.param(None, "cannot read tokens file", id="missing-file"),
+    ],
+)
+def test_invalid_tokens_file_is_a_config_error(
+    tmp_path: Path, content: dict[str, Any] | str | None, problem: str
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    if isinstance(content, dict):
+        path.write_text(yaml.safe_dump(content), encoding="utf-8")
+    elif isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        Authenticator.from_file(path)
+    message = str(caught.value)
+    assert problem in message
+    assert str(path) in message
+    assert SECRET not in message  # a tokens file's errors never repeat a token
+
+
+def test_valid_tokens_file_maps_tokens_to_principals(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    auth = Authenticator.from_file(path)
+    assert auth.enabled
+    node = auth.authenticate(f"Bearer {NODE_01}")
+    assert (node.role.value, node.node, node.name) == ("node", "coder-01", "coder-01")
+    admin = auth.authenticate(f"Bearer {ADMIN}")
+    assert (admin.role.value, admin.node, admin.name) == ("admin", None, "ops")
+    assert not Authenticator.from_file(None).enabled

@@ -1,0 +1,816 @@
+"""The HTTP API end to end: a real uvicorn server on loopback, driven with httpx.
+
+Every server runs over an in-memory registry on a FakeClock, with the lifecycle controller's
+timer pushed out of reach: lifecycle transitions happen only when a test advances the clock
+and calls ``reconcile()`` itself, so nothing here sleeps for a TTL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from conftest import passport
+from fastapi import FastAPI
+from live_server import make_app, serve
+from prometheus_client.parser import text_string_to_metric_families
+
+from node_registry import FakeClock, Registry
+from node_registry.server import pages
+
+API = "/apis/ai_team.io/v1"
+T0 = FakeClock().now()
+JSON = {"content-type": "application/json"}
+YAML = {"content-type": "application/yaml"}
+#: Plain HTTP only, but httpx builds a TLS context per client (tens of ms): build it once.
+TLS = ssl.create_default_context()
+
+
+@dataclass
+class Api:
+    """One running server: its app, a client on its base URL and the clock it reads."""
+
+    app: FastAPI
+    http: httpx.Client
+    clock: FakeClock
+
+    @property
+    def registry(self) -> Registry:
+        registry: Registry = self.app.state.registry.sync
+        return registry
+
+    def register(self, doc: dict[str, Any], status: int = 201) -> dict[str, Any]:
+        response = self.http.post(f"{API}/nodes", json=doc)
+        assert response.status_code == status, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def node(self, name: str) -> dict[str, Any]:
+        response = self.http.get(f"{API}/nodes/{name}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def names(self, **params: Any) -> list[str]:
+        response = self.http.get(f"{API}/nodes", params=params)
+        assert response.status_code == 200, response.text
+        return [item["passport"]["metadata"]["name"] for item in response.json()["items"]]
+
+    def everything(self) -> list[dict[str, Any]]:
+        """The full list, for before/after comparisons."""
+        response = self.http.get(f"{API}/nodes")
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    def renew(self, name: str, **spec: Any) -> httpx.Response:
+        lease = {
+            "apiVersion": "ai_team.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name},
+            "spec": {"holderIdentity": name, **spec},
+        }
+        return self.http.put(f"{API}/leases/{name}", json=lease)
+
+    def metrics(self) -> str:
+        response = self.http.get("/metrics")
+        assert response.status_code == 200, response.text
+        return response.text
+
+
+Start = Callable[..., Api]
+
+
+def running(stack: contextlib.ExitStack, clock: FakeClock, **overrides: Any) -> Api:
+    """A server with ``load_settings`` overrides, stopped when ``stack`` closes."""
+    overrides.setdefault("controller", {"period_seconds": 3600})  # reconcile() by hand only
+    app = make_app(clock=clock, **overrides)
+    base = stack.enter_context(serve(app))
+    http = stack.enter_context(httpx.Client(base_url=base, timeout=5, verify=TLS))
+    return Api(app, http, clock)
+
+
+@pytest.fixture
+def start(clock: FakeClock) -> Iterator[Start]:
+    """Start servers; all of them stop at the test's end."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **overrides: running(stack, clock, **overrides)
+
+
+@pytest.fixture
+def api(start: Start) -> Api:
+    return start()
+
+
+@pytest.fixture(scope="module")
+def refusing_api() -> Iterator[Api]:
+    """One server for the tests of refused requests: they check that nothing changes anyway."""
+    with contextlib.ExitStack() as stack:
+        yield running(stack, FakeClock())
+
+
+def assert_status(
+    response: httpx.Response, code: int, reason: str, *, field: str | None = None
+) -> dict[str, Any]:
+    """``response`` is a Kubernetes Status failure with this code and reason (and cause)."""
+    assert response.status_code == code, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert body["apiVersion"] == "v1"
+    assert body["kind"] == "Status"
+    assert body["status"] == "Failure"
+    assert body["code"] == code
+    assert body["reason"] == reason
+    assert body["message"]
+    if field is not None:
+        fields = [c["field"] for c in body["details"]["causes"]]
+        assert field in fields, body
+    return body
+
+
+def fleet() -> list[dict[str, Any]]:
+    """The seed's example nodes: three coders, a writer and a database."""
+    busy = passport("ai-agent-coder-02", resources={"memory": "16Gi", "cpu": "8"})
+    busy["status"]["currentTasks"] = 3
+    return [
+        passport("ai-agent-coder-01", resources={"memory": "8Gi", "cpu": "4"}),
+        busy,
+        passport(
+            "ai-agent-coder-03",
+            capabilities=("code_generation",),
+            labels={"zone": "us-east-1"},
+            resources={"memory": "2Gi", "cpu": "1"},
+        ),
+        passport(
+            "ai-agent-writer-01", capabilities=("text_generation",), resources={"memory": "4Gi"}
+        ),
+        passport(
+            "postgres-01", kind="storage", capabilities=("sql",), labels={"zone": "eu-central-1"}
+        ),
+    ]
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# -- register, get, delete -------------------------------------------------------------------
+
+
+def test_register_json_then_reregister(api: Api) -> None:
+    doc = passport("coder-1")
+    created = api.register(doc, 201)
+    assert created["kind"] == "RegistryEntry"
+    assert created["apiVersion"] == "ai_team.io/v1"
+    assert created["nodeId"] == doc["metadata"]["uid"]
+    assert created["nodeKind"] == "agent"
+    assert created["healthState"] == "ALIVE"
+    assert created["schedulable"] is True
+    assert created["passport"]["metadata"]["labels"] == {"zone": "eu-west-1"}
+    assert at(created["registeredAt"]) == T0
+
+    api.clock.advance(5)
+    doc["metadata"]["labels"] = {"zone": "eu-west-2"}
+    replaced = api.register(doc, 200)
+    assert replaced["nodeId"] == created["nodeId"]
+    assert replaced["passport"]["metadata"]["labels"] == {"zone": "eu-west-2"}
+    assert at(replaced["registeredAt"]) == T0  # kept across re-registration
+    assert at(replaced["lastSeen"]) == T0 + timedelta(seconds=5)  # counts as a heartbeat
+    assert int(replaced["resourceVersion"]) > int(created["resourceVersion"])
+
+    assert api.node("coder-1") == replaced
+    assert api.names() == ["coder-1"]
+
+
+def test_register_yaml(api: Api) -> None:
+    doc = passport("yaml-node", labels={"zone": "eu-west-1", "tier": "gold"})
+    response = api.http.post(f"{API}/nodes", content=yaml.safe_dump(doc), headers=YAML)
+    assert response.status_code == 201, response.text
+    assert response.json()["passport"]["metadata"]["labels"] == {
+        "zone": "eu-west-1",
+        "tier": "gold",
+    }
+    doc["spec"]["maxConcurrentTasks"] = 9
+    again = api.http.post(
+        f"{API}/nodes", content=yaml.safe_dump(doc), headers={"content-type": "text/yaml"}
+    )
+    assert again.status_code == 200, again.text
+    assert api.node("yaml-node")["passport"]["spec"]["maxConcurrentTasks"] == 9
+
+
+def test_put_registers_under_the_url_name(api: Api) -> None:
+    doc = passport("put-node")
+    first = api.http.put(f"{API}/nodes/put-node", json=doc)
+    assert first.status_code == 201, first.text
+    second = api.http.put(f"{API}/nodes/put-node", json=doc)
+    assert second.status_code == 200, second.text
+    assert second.json()["nodeId"] == first.json()["nodeId"]
+
+
+def test_put_with_a_mismatched_name_is_refused(api: Api) -> None:
+    response = api.http.put(f"{API}/nodes/other-name", json=passport("put-node"))
+    body = assert_status(response, 422, "Invalid", field="metadata.name")
+    assert "other-name" in body["message"]
+    assert "put-node" in body["message"]
+    assert api.everything() == []
+
+
+def test_get_unknown_node_is_a_404_status(api: Api) -> None:
+    response = api.http.get(f"{API}/nodes/no-such-node")
+    body = assert_status(response, 404, "NotFound")
+    assert "no-such-node" in body["message"]
+    assert body["details"]["name"] == "no-such-node"
+    assert body["details"]["kind"] == "nodes"
+
+
+def test_delete_then_404(api: Api) -> None:
+    api.register(passport("doomed"))
+    api.register(passport("keeper"))
+    response = api.http.delete(f"{API}/nodes/doomed")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["kind"], body["status"], body["code"]) == ("Status", "Success", 200)
+    assert body["details"]["name"] == "doomed"
+
+    assert_status(api.http.get(f"{API}/nodes/doomed"), 404, "NotFound")
+    assert_status(api.http.delete(f"{API}/nodes/doomed"), 404, "NotFound")
+    assert api.names() == ["keeper"]
+
+
+def test_name_taken_by_another_uid_is_a_409(api: Api) -> None:
+    original = api.register(passport("taken"))
+    impostor = passport("taken", uid="00000000-0000-4000-8000-000000000001")
+    body = assert_status(api.http.post(f"{API}/nodes", json=impostor), 409, "Conflict")
+    assert "taken" in body["message"]
+    assert api.node("taken")["nodeId"] == original["nodeId"]
+    assert len(api.everything()) == 1
+
+
+# -- list and search -------------------------------------------------------------------------
+
+
+def test_list_with_kubectl_label_selectors_and_kind(api: Api) -> None:
+    for doc in fleet():
+        api.register(doc)
+
+    both = "capability.code_generation=true,capability.python=true"
+    assert api.names(labelSelector=both) == ["ai-agent-coder-01", "ai-agent-coder-02"]
+    constraints = "zone in (eu-west-1),memory>4Gi"
+    assert api.names(labelSelector=constraints) == ["ai-agent-coder-01", "ai-agent-coder-02"]
+    assert api.names(labelSelector="memory<4Gi") == ["ai-agent-coder-03"]
+    assert api.names(labelSelector="zone notin (eu-west-1)") == [
+        "ai-agent-coder-03",
+        "postgres-01",
+    ]
+    assert api.names(kind="storage") == ["postgres-01"]
+    assert api.names(kind="agent") == [
+        "ai-agent-coder-01",
+        "ai-agent-coder-02",
+        "ai-agent-coder-03",
+        "ai-agent-writer-01",
+    ]
+    assert api.names(kind="storage", labelSelector="capability.code_generation") == []
+    assert len(api.names()) == 5
+    assert_status(api.http.get(f"{API}/nodes", params={"kind": "robot"}), 422, "Invalid")
+
+
+def test_list_healthy_only_returns_schedulable_nodes(api: Api) -> None:
+    for name in ("ready", "pending", "unready", "silent"):
+        api.register(passport(name))
+    patched = api.http.patch(f"{API}/nodes/pending/status", json={"phase": "Pending"})
+    assert patched.status_code == 200, patched.text
+    condition = {"type": "Ready", "status": "False", "reason": "Warming"}
+    patched = api.http.patch(f"{API}/nodes/unready/status", json={"conditions": [condition]})
+    assert patched.status_code == 200, patched.text
+
+    api.clock.advance(21)
+    for name in ("ready", "pending", "unready"):
+        assert api.renew(name).status_code == 200
+
+    assert api.names(healthy="true") == ["ready"]
+    items = {i["passport"]["metadata"]["name"]: i for i in api.everything()}
+    assert sorted(items) == ["pending", "ready", "silent", "unready"]
+    assert {n: i["schedulable"] for n, i in items.items()} == {
+        "ready": True,
+        "pending": False,
+        "unready": False,
+        "silent": False,
+    }
+    assert items["silent"]["healthState"] == "NOT_READY"  # computed from the lease on read
+    assert items["pending"]["healthState"] == "ALIVE"
+
+    search = api.http.post(f"{API}/search", json={"onlyHealthy": True})
+    assert search.status_code == 200, search.text
+    assert [i["passport"]["metadata"]["name"] for i in search.json()["items"]] == ["ready"]
+
+
+SEED_SELECTORS: list[dict[str, Any]] = [
+    {"matchLabels": {"capability.code_generation": "true", "capability.python": "true"}},
+    {
+        "matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["eu-west-1"]},
+            {"key": "memory", "operator": "Gt", "values": ["4Gi"]},
+        ]
+    },
+]
+
+
+@pytest.mark.parametrize("selector", SEED_SELECTORS, ids=["capabilities", "constraints"])
+def test_search_answers_like_the_embedded_find_nodes(api: Api, selector: dict[str, Any]) -> None:
+    for doc in fleet():
+        api.register(doc)
+    api.clock.advance(21)
+    assert api.renew("ai-agent-coder-02").status_code == 200
+
+    for kind, only_healthy in [(None, False), ("agent", False), ("agent", True)]:
+        request: dict[str, Any] = {"selector": selector, "onlyHealthy": only_healthy}
+        if kind:
+            request["kind"] = kind
+        response = api.http.post(f"{API}/search", json=request)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["kind"] == "RegistryEntryList"
+        embedded = api.registry.find_nodes(kind=kind, selector=selector, only_healthy=only_healthy)
+        assert [i["nodeId"] for i in body["items"]] == [e.node_id for e in embedded]
+        names = [i["passport"]["metadata"]["name"] for i in body["items"]]
+        expected = ["ai-agent-coder-02"] if only_healthy else ["ai-agent-coder-01", "ai-agent-coder-02"]
+        assert names == expected
+
+
+def test_search_with_a_bad_operator_is_refused(api: Api) -> None:
+    bad = {"selector": {"matchExpressions": [{"key": "zone", "operator": "Near", "values": []}]}}
+    body = assert_status(api.http.post(f"{API}/search", json=bad), 422, "Invalid")
+    assert "operator" in body["message"]
+
+
+# -- pagination ------------------------------------------------------------------------------
+
+
+def test_pages_come_from_one_consistent_snapshot(api: Api) -> None:
+    names = [f"node-{i:02d}" for i in range(25)]
+    for name in names:
+        api.register(passport(name))
+
+    first = api.http.get(f"{API}/nodes", params={"limit": 10}).json()
+    version = first["metadata"]["resourceVersion"]
+    assert version == str(api.registry.resource_version)
+    assert first["metadata"]["remainingItemCount"] == 15
+    pages_seen = [first]
+
+    # Changes between pages: one node that would sort into page 2, one removed from page 3.
+    api.register(passport("node-15a"))
+    assert api.http.delete(f"{API}/nodes/node-20").status_code == 200
+
+    token = first["metadata"]["continue"]
+    while token:
+        page = api.http.get(f"{API}/nodes", params={"limit": 10, "continue": token})
+        assert page.status_code == 200, page.text
+        pages_seen.append(page.json())
+        token = page.json()["metadata"].get("continue")
+
+    assert [len(p["items"]) for p in pages_seen] == [10, 10, 5]
+    assert [p["metadata"]["resourceVersion"] for p in pages_seen] == [version] * 3
+    assert pages_seen[1]["metadata"]["remainingItemCount"] == 5
+    assert "continue" not in pages_seen[2]["metadata"]
+    listed = [i["passport"]["metadata"]["name"] for p in pages_seen for i in p["items"]]
+    assert listed == names  # no gaps, no duplicates, in order, the snapshot's content
+
+    now = api.names()
+    assert "node-15a" in now
+    assert "node-20" not in now
+
+
+def test_a_garbage_continue_token_is_refused(api: Api) -> None:
+    for token in ("garbage!!", "Zm9v", "e30"):  # not base64 JSON; "foo"; "{}"
+        response = api.http.get(f"{API}/nodes", params={"continue": token, "limit": 2})
+        assert 400 <= response.status_code < 500, response.text
+        body = assert_status(response, response.status_code, "Invalid", field="continue")
+        assert "continue" in body["message"]
+
+
+def test_an_expired_continue_token_is_a_410(start: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    skew = [0.0]
+    monkeypatch.setattr(
+        pages, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + skew[0])
+    )
+    api = start(server={"list_snapshot_ttl_seconds": 60})
+    for i in range(5):
+        api.register(passport(f"node-{i}"))
+
+    first = api.http.get(f"{API}/nodes", params={"limit": 2}).json()
+    token = first["metadata"]["continue"]
+    second = api.http.get(f"{API}/nodes", params={"limit": 2, "continue": token})
+    assert second.status_code == 200, second.text  # still within its lifetime
+
+    skew[0] = 61
+    response = api.http.get(f"{API}/nodes", params={"limit": 2, "continue": token})
+    body = assert_status(response, 410, "Expired")
+    assert "list again" in body["message"]
+
+
+# -- heartbeats ------------------------------------------------------------------------------
+
+
+def test_a_lease_renewal_moves_last_seen(api: Api) -> None:
+    created = api.register(passport("beating"))
+    lease = api.http.get(f"{API}/leases/beating").json()
+    assert lease["kind"] == "Lease"
+    assert lease["metadata"]["name"] == "beating"
+    assert lease["spec"]["holderIdentity"] == "beating"
+    assert lease["spec"]["leaseDurationSeconds"] == 30
+    assert at(lease["spec"]["renewTime"]) == T0
+
+    api.clock.advance(7)
+    renewed = api.renew("beating")
+    assert renewed.status_code == 200, renewed.text
+    assert at(renewed.json()["spec"]["renewTime"]) == T0 + timedelta(seconds=7)
+    assert at(api.http.get(f"{API}/leases/beating").json()["spec"]["renewTime"]) == T0 + timedelta(
+        seconds=7
+    )
+    node = api.node("beating")
+    assert at(node["lastSeen"]) == T0 + timedelta(seconds=7)
+    # A heartbeat renews the lease and writes nothing else: no new resource version.
+    assert node["resourceVersion"] == created["resourceVersion"]
+
+    bare = api.http.put(f"{API}/leases/beating", json={"spec": {}})
+    assert bare.status_code == 200, bare.text
+
+
+def test_lease_refusals(api: Api) -> None:
+    api.register(passport("beating"))
+    api.clock.advance(5)
+
+    assert_status(api.renew("ghost"), 404, "NotFound")
+    assert_status(api.http.get(f"{API}/leases/ghost"), 404, "NotFound")
+    body = assert_status(
+        api.renew("beating", holderIdentity="someone-else"),
+        422,
+        "Invalid",
+        field="spec.holderIdentity",
+    )
+    assert "someone-else" in body["message"]
+    wrong_name = {"metadata": {"name": "other"}, "spec": {"holderIdentity": "beating"}}
+    assert_status(
+        api.http.put(f"{API}/leases/beating", json=wrong_name), 422, "Invalid", field="metadata.name"
+    )
+    assert_status(
+        api.http.put(f"{API}/leases/beating", json={"spec": {}, "extra": 1}), 422, "Invalid"
+    )
+    assert at(api.node("beating")["lastSeen"]) == T0  # nothing above renewed the lease
+
+
+def test_one_lease_renewal_revives_a_not_ready_node(api: Api) -> None:
+    api.register(passport("sleepy"))
+    api.clock.advance(21)
+    api.registry.reconcile()
+    node = api.node("sleepy")
+    assert node["healthState"] == "NOT_READY"
+    assert node["passport"]["status"]["phase"] == "NotReady"
+    ready = {c["type"]: c for c in node["passport"]["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "Unknown"
+
+    assert api.renew("sleepy").status_code == 200
+    node = api.node("sleepy")
+    assert node["healthState"] == "ALIVE"
+    assert node["passport"]["status"]["phase"] == "Running"
+    ready = {c["type"]: c for c in node["passport"]["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "True"
+    assert node["schedulable"] is True
+    assert api.names(healthy="true") == ["sleepy"]
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def test_status_patch_merges(api: Api) -> None:
+    api.register(passport("worker"))
+    url = f"{API}/nodes/worker/status"
+
+    tasks = api.http.patch(url, json={"currentTasks": 2})
+    assert tasks.status_code == 200, tasks.text
+    assert tasks.json()["passport"]["status"]["currentTasks"] == 2
+    assert tasks.json()["passport"]["status"]["phase"] == "Running"
+
+    conditions = [
+        {"type": "Ready", "status": "True", "reason": "Warm"},
+        {"type": "GpuHealthy", "status": "True"},
+    ]
+    assert api.http.patch(url, json={"conditions": conditions}).status_code == 200
+
+    api.clock.advance(3)
+    gpu_down = {"type": "GpuHealthy", "status": "False", "reason": "Xid79"}
+    merged = api.http.patch(url, json={"phase": "Pending", "conditions": [gpu_down]})
+    assert merged.status_code == 200, merged.text
+    status = api.node("worker")["passport"]["status"]
+    assert status["phase"] == "Pending"
+    assert status["currentTasks"] == 2  # not given: kept
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert sorted(by_type) == ["GpuHealthy", "Ready"]  # merged by type, not replaced
+    assert by_type["Ready"]["status"] == "True"
+    assert at(by_type["Ready"]["lastTransitionTime"]) == T0
+    assert by_type["GpuHealthy"]["status"] == "False"
+    assert by_type["GpuHealthy"]["reason"] == "Xid79"
+    assert at(by_type["GpuHealthy"]["lastTransitionTime"]) == T0 + timedelta(seconds=3)
+
+
+def test_status_patch_refusals(api: Api) -> None:
+    api.register(passport("worker"))
+    url = f"{API}/nodes/worker/status"
+    before = api.everything()
+
+    offline = assert_status(
+        api.http.patch(url, json={"phase": "Offline"}), 422, "Invalid", field="status.phase"
+    )
+    assert "Offline" in offline["message"]
+    unknown = assert_status(
+        api.http.patch(url, json={"phase": "Running", "mood": "happy"}), 422, "Invalid"
+    )
+    assert "mood" in unknown["message"]
+    assert_status(api.http.patch(url, json={"currentTasks": -1}), 422, "Invalid")
+    assert_status(api.http.patch(url, json={"phase": "Dancing"}), 422, "Invalid")
+    assert_status(
+        api.http.patch(f"{API}/nodes/ghost/status", json={"phase": "Running"}), 404, "NotFound"
+    )
+    assert api.everything() == before
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+def _v2() -> bytes:
+    doc = passport("victim", labels={"zone": "eu-west-9"})
+    doc["apiVersion"] = "ai_team.io/v2"
+    return json.dumps(doc).encode()
+
+
+def _labels(labels: dict[str, str]) -> bytes:
+    return json.dumps(passport("victim", labels=labels)).encode()
+
+
+BAD_BODIES = [
+    pytest.param(b'{"apiVersion": "ai_team.io/v1", ', JSON, 422, "Invalid", "malformed JSON", id="json"),
+    pytest.param(b"metadata: [name: victim\n", YAML, 422, "Invalid", "malformed YAML", id="yaml"),
+    pytest.param(b'[{"metadata": {"name": "victim"}}]', JSON, 422, "Invalid", "got list", id="array"),
+    pytest.param(b"", JSON, 422, "Invalid", "empty request body", id="empty"),
+    pytest.param(b"  \n", YAML, 422, "Invalid", "empty request body", id="blank"),
+    pytest.param(
+        json.dumps(passport("victim")).encode(),
+        {"content-type": "text/plain"},
+        415,
+        "UnsupportedMediaType",
+        "text/plain",
+        id="text-plain",
+    ),
+    pytest.param(_v2(), JSON, 422, "UnsupportedVersion", "ai_team.io/v1", id="api-v2"),
+    pytest.param(_labels({"bad key!": "x"}), JSON, 422, "Invalid", "bad key!", id="label-key"),
+    pytest.param(_labels({"zone": "-eu-"}), JSON, 422, "Invalid", "metadata.labels", id="label-value"),
+    pytest.param(
+        _labels({f"label-{i}": "x" for i in range(65)}),
+        JSON,
+        422,
+        "Invalid",
+        "at most 64",
+        id="too-many-labels",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "headers", "code", "reason", "named"), BAD_BODIES)
+def test_bad_bodies_are_refused_and_change_nothing(
+    refusing_api: Api, content: bytes, headers: dict[str, str], code: int, reason: str, named: str
+) -> None:
+    api = refusing_api
+    for name in ("victim", "bystander"):
+        response = api.http.put(f"{API}/nodes/{name}", json=passport(name))
+        assert response.status_code in (200, 201), response.text
+    before = api.everything()
+    assert len(before) == 2
+
+    for method, url in (("POST", f"{API}/nodes"), ("PUT", f"{API}/nodes/victim")):
+        response = api.http.request(method, url, content=content, headers=headers)
+        body = assert_status(response, code, reason)
+        causes = " ".join(f"{c['field']} {c['message']}" for c in body["details"]["causes"])
+        assert named in body["message"] or named in causes, body
+
+    assert api.everything() == before
+
+
+def test_unknown_api_version_names_the_served_ones(refusing_api: Api) -> None:
+    api = refusing_api
+    body = assert_status(
+        api.http.post(f"{API}/nodes", content=_v2(), headers=JSON),
+        422,
+        "UnsupportedVersion",
+        field="apiVersion",
+    )
+    assert "ai_team.io/v2" in body["message"]
+    assert "ai_team.io/v1" in body["message"]
+    assert "ai_team.io/v1alpha1" in body["message"]
+
+
+def test_a_bad_label_selector_is_a_400_naming_the_parameter(api: Api) -> None:
+    api.register(passport("victim"))
+    response = api.http.get(f"{API}/nodes", params={"labelSelector": "memory>>4"})
+    body = assert_status(response, 400, "BadRequest")
+    assert body["details"]["causes"][0]["field"] == "labelSelector"
+    assert "memory>>4" in body["message"]
+    watch = api.http.get(f"{API}/nodes", params={"labelSelector": "zone in (", "watch": "true"})
+    assert assert_status(watch, 400, "BadRequest")["details"]["causes"][0]["field"] == (
+        "labelSelector"
+    )
+
+
+def test_bodies_over_the_limit_are_a_413(start: Start) -> None:
+    api = start(server={"max_body_bytes": 2048})
+    api.register(passport("victim"))
+    before = api.everything()
+    big = json.dumps(passport("victim", labels={f"k{i}": "v" * 40 for i in range(40)})).encode()
+    assert len(big) > 2048
+
+    def chunks(data: bytes) -> Iterator[bytes]:
+        for i in range(0, len(data), 512):
+            yield data[i : i + 512]
+
+    padded_lease = b'{"spec": {"holderIdentity": "victim"}' + b" " * 3000 + b"}"
+    padded_status = b'{"phase": "Pending"' + b" " * 3000 + b"}"
+    requests: list[tuple[str, str, bytes]] = [
+        ("POST", f"{API}/nodes", big),
+        ("PUT", f"{API}/nodes/victim", big),
+        ("PUT", f"{API}/leases/victim", padded_lease),
+        ("PATCH", f"{API}/nodes/victim/status", padded_status),
+        ("POST", f"{API}/search", b'{"kind": "agent"' + b" " * 3000 + b"}"),
+    ]
+    api.clock.advance(5)
+    for method, url, data in requests:
+        for label, content in (("content-length", data), ("chunked", chunks(data))):
+            response = api.http.request(method, url, content=content, headers=JSON)
+            if label == "chunked":
+                assert "content-length" not in response.request.headers
+            body = assert_status(response, 413, "RequestEntityTooLarge")
+            assert "2048" in body["message"], (method, url, label)
+
+    assert api.everything() == before  # the lease was not renewed either
+    small = api.http.patch(f"{API}/nodes/victim/status", content=b'{"currentTasks": 1}', headers=JSON)
+    assert small.status_code == 200, small.text
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+def test_health_endpoints(refusing_api: Api) -> None:
+    api = refusing_api
+    for path in ("/healthz", "/readyz"):
+        response = api.http.get(path)
+        assert response.status_code == 200
+        assert response.text == "ok"
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_openapi_documents_every_route(refusing_api: Api) -> None:
+    api = refusing_api
+    response = api.http.get("/openapi.json")
+    assert response.status_code == 200
+    doc = response.json()
+    schemas = doc["components"]["schemas"]
+    for name in ("NodePassport", "RegistryEntryModel", "Status", "Lease", "WatchEventModel"):
+        assert name in schemas, sorted(schemas)
+    assert schemas["Status"]["properties"]["kind"]["const"] == "Status"
+
+    api_operations = [
+        (path, method, op)
+        for path, ops in doc["paths"].items()
+        if path.startswith(API)
+        for method, op in ops.items()
+    ]
+    assert len(api_operations) == 9
+    for path, method, op in api_operations:
+        success = op["responses"].get("200") or op["responses"].get("201")
+        assert success is not None, (method, path)
+        ref = success["content"]["application/json"]["schema"]["$ref"]
+        assert ref.removeprefix("#/components/schemas/") in schemas, (method, path, ref)
+        not_found = op["responses"]["404"]["content"]["application/json"]["schema"]["$ref"]
+        assert not_found == "#/components/schemas/Status", (method, path)
+
+    dangling = {r for r in _refs(doc) if r.removeprefix("#/components/schemas/") not in schemas}
+    assert dangling == set()
+
+    docs = api.http.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` with exactly these labels (None: no such sample)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return None
+
+
+def wait_for_sample(api: Api, expected: float, name: str, **labels: str) -> None:
+    deadline = time.monotonic() + 2
+    while (value := sample(api.metrics(), name, **labels)) != expected:
+        assert time.monotonic() < deadline, f"{name}{labels} is {value}, not {expected}"
+        time.sleep(0.02)
+
+
+def test_metrics_count_what_happened(api: Api) -> None:
+    api.register(passport("agent-a"))
+    api.register(passport("agent-b"))
+    for name in ("agent-a", "agent-a", "agent-b"):
+        assert api.renew(name).status_code == 200
+    assert api.http.get(f"{API}/nodes/ghost").status_code == 404
+    assert api.renew("agent-a", holderIdentity="agent-b").status_code == 422
+
+    text = api.metrics()
+    assert sample(text, "node_registry_registrations_total") == 2
+    assert sample(text, "node_registry_heartbeats_total") == 3
+    assert sample(text, "node_registry_refusals_total", reason="NotFound") == 1
+    assert sample(text, "node_registry_refusals_total", reason="Invalid") == 1
+    assert sample(text, "node_registry_nodes", kind="agent", health_state="ALIVE") == 2
+    assert sample(text, "node_registry_nodes", kind="agent", health_state="NOT_READY") == 0
+    assert sample(text, "node_registry_nodes", kind="storage", health_state="ALIVE") == 0
+    assert sample(text, "node_registry_mass_failure_protection_active") == 0
+    assert sample(text, "node_registry_resource_version") == api.registry.resource_version
+    lease_route = {"route": f"{API}/leases/{{name}}", "method": "PUT"}
+    assert sample(text, "node_registry_http_request_duration_seconds_count", **lease_route) == 4
+    assert sample(text, "node_registry_http_request_duration_seconds_sum", **lease_route) > 0
+    get_route = {"route": f"{API}/nodes/{{name}}", "method": "GET"}
+    assert sample(text, "node_registry_http_request_duration_seconds_count", **get_route) == 1
+
+    api.clock.advance(21)
+    api.registry.reconcile()
+    wait_for_sample(
+        api, 2, "node_registry_health_transitions_total", from_state="ALIVE", to_state="NOT_READY"
+    )
+    text = api.metrics()
+    assert sample(text, "node_registry_nodes", kind="agent", health_state="NOT_READY") == 2
+    assert sample(text, "node_registry_nodes", kind="agent", health_state="ALIVE") == 0
+    assert sample(text, "node_registry_mass_failure_protection_active") == 0  # 2 < 3 nodes
+
+
+def test_mass_failure_gauge(api: Api) -> None:
+    names = [f"agent-{i}" for i in range(4)]
+    for name in names:
+        api.register(passport(name))
+    api.clock.advance(31)  # past the TTL: all four would be Offline
+    api.registry.reconcile()
+    text = api.metrics()
+    assert sample(text, "node_registry_mass_failure_protection_active") == 1
+    assert sample(text, "node_registry_nodes", kind="agent", health_state="NOT_READY") == 4
+    assert sample(text, "node_registry_nodes", kind="agent", health_state="OFFLINE") == 0
+
+    for name in names:
+        assert api.renew(name).status_code == 200
+    api.registry.reconcile()
+    assert sample(api.metrics(), "node_registry_mass_failure_protection_active") == 0
+    wait_for_sample(
+        api, 4, "node_registry_health_transitions_total", from_state="NOT_READY", to_state="ALIVE"
+    )
+
+
+def test_metric_names_follow_prometheus_conventions(api: Api) -> None:
+    api.register(passport("agent-a"))
+    text = api.metrics()
+    types: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            types[name] = kind
+    counters = [n for n, k in types.items() if k == "counter"]
+    histograms = [n for n, k in types.items() if k == "histogram"]
+    assert len(counters) >= 4
+    assert all(n.startswith("node_registry_") for n in types)
+    assert [n for n in counters if not n.endswith("_total")] == []
+    assert histograms == ["node_registry_http_request_duration_seconds"]
+    for family in text_string_to_metric_families(text):
+        if family.type == "counter":
+            assert {s.name for s in family.samples} <= {
+                f"{family.name}_total",
+                f"{family.name}_created",
+            }
