@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -67,6 +67,9 @@ class WatchEvent:
     entry: RegistryEntry
     resource_version: int
     previous_health: HealthState | None = None
+    #: The node as it was before a MODIFIED/HEALTH_CHANGED: a filtered watch needs it to
+    #: tell "stopped matching" (sent as DELETED) from "never matched" (not sent).
+    previous: RegistryEntry | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"type": self.type.value, "object": self.entry.to_dict()}

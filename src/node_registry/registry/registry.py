@@ -51,6 +51,7 @@ from node_registry.passport import (
 )
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry.entry import (
+    EventType,
     NodeList,
     RegistryCondition,
     RegistryEntry,
@@ -426,19 +427,27 @@ class Registry:
         )
 
     def _event(self, event: StoreEvent) -> WatchEvent:
+        # Events are history: an entry shows the health recorded at that revision.
         record = event.record
-        entry = RegistryEntry(
+        entry = self._recorded_entry(record, event.revision)
+        kind = event_type(event)
+        if kind is EventType.ADDED or event.prev is None:
+            return WatchEvent(kind, entry, event.revision)
+        previous = None
+        if kind is not EventType.DELETED:
+            previous = self._recorded_entry(event.prev, event.revision)
+        return WatchEvent(kind, entry, event.revision, event.prev.health, previous)
+
+    def _recorded_entry(self, record: NodeRecord, revision: int) -> RegistryEntry:
+        return RegistryEntry(
             node_id=record.node_id,
             node_kind=record.passport.metadata.node_type,
             passport=record.passport,
             last_seen=self._store.renewed_at(record.node_id) or record.registered_at,
             health_state=record.health,
             registered_at=record.registered_at,
-            resource_version=event.revision,
+            resource_version=revision,
         )
-        kind = event_type(event)
-        previous = event.prev.health if event.prev is not None else None
-        return WatchEvent(kind, entry, event.revision, previous if kind != "ADDED" else None)
 
     def _modify(
         self,

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import pydantic
@@ -22,6 +23,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from node_registry import __version__
@@ -238,6 +240,19 @@ def create_app(
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return refuse(too_large(exc.limit))
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Routing (404, 405) and FastAPI's body parsing (400 for a body that is not even
+        # text) raise these; they leave as a Status like every other error.
+        reason = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+        metrics.refusals.labels(reason).inc()
+        body = Status(code=exc.status_code, reason=reason, message=str(exc.detail))
+        return JSONResponse(
+            body.model_dump(by_alias=True, exclude_none=True),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
@@ -284,6 +299,7 @@ def create_app(
         f"{API_PREFIX}/nodes",
         status_code=201,
         response_model=RegistryEntryModel,
+        responses={200: {"model": RegistryEntryModel, "description": "Re-registered"}},
         openapi_extra=PASSPORT_BODY,
         summary="Register a node (or re-register: replaces its passport)",
         tags=["nodes"],
@@ -294,6 +310,7 @@ def create_app(
     @app.put(
         f"{API_PREFIX}/nodes/{{name}}",
         response_model=RegistryEntryModel,
+        responses={201: {"model": RegistryEntryModel, "description": "Registered"}},
         openapi_extra=PASSPORT_BODY,
         summary="Register or replace the node called NAME",
         tags=["nodes"],
@@ -368,9 +385,10 @@ def create_app(
             sse = "text/event-stream" in request.headers.get("accept", "")
             since_text = (last_event_id if sse and last_event_id else None) or resource_version
             since = int(since_text) if since_text else registry.sync.resource_version
-            registry.sync.watch(since).close()  # a too-old version is a 410 before streaming
+            # Opened here, not in the generator, so a too-old version is a plain 410.
+            opened = registry.watch(since)
             frames = stream_events(
-                registry,
+                opened,
                 since,
                 kind=kind,
                 selector=selector,
@@ -485,7 +503,11 @@ def create_app(
         authorize_read(caller)
         return Response(generate_latest(metrics.collectors), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodyLimitMiddleware, limit=server.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=server.max_body_bytes,
+        on_refuse=lambda reason: metrics.refusals.labels(reason).inc(),
+    )
     app.add_middleware(_Timing, metrics=metrics)
     return app
 

@@ -7,6 +7,7 @@ Content-Length and again on the bytes actually received (chunked bodies have no 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -41,9 +42,12 @@ class BodyTooLarge(HTTPException):
 class BodyLimitMiddleware:
     """Refuse request bodies over ``limit`` bytes (413) before they reach a handler."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, on_refuse: Callable[[str], None] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.on_refuse = on_refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +55,10 @@ class BodyLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _send_status(send, status_from_error(too_large(self.limit)))
+                refusal = too_large(self.limit)
+                if self.on_refuse is not None:
+                    self.on_refuse(refusal.reason)
+                await _send_status(send, status_from_error(refusal))
                 return
         received = 0
 

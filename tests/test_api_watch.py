@@ -1,0 +1,402 @@
+"""Watch over HTTP end to end: NDJSON and Server-Sent Events from a real uvicorn server.
+
+Servers run on a FakeClock with the lifecycle controller's timer out of reach (transitions
+come from ``reconcile()`` called by the test) and, unless a test says otherwise, a BOOKMARK
+every 0.2 s: the first BOOKMARK after a replay marks "caught up", so a test reads exactly
+what was replayed without waiting for a timeout. Every read is bounded by httpx's read
+timeout and by the stream's own ``timeoutSeconds``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import passport
+from live_server import make_app, serve
+from node_registry import FakeClock, Registry
+
+API = "/apis/ai_team.io/v1"
+TLS = ssl.create_default_context()
+#: A line must arrive within 2 s; nothing here waits longer for the server.
+READ = httpx.Timeout(5, read=2)
+SSE = {"accept": "text/event-stream"}
+Doc = dict[str, Any]
+
+
+@dataclass
+class Api:
+    app: FastAPI
+    http: httpx.Client
+    clock: FakeClock
+
+    @property
+    def registry(self) -> Registry:
+        registry: Registry = self.app.state.registry.sync
+        return registry
+
+    def ok(self, method: str, path: str, **kwargs: Any) -> Doc:
+        response = self.http.request(method, f"{API}{path}", **kwargs)
+        assert response.status_code in (200, 201), response.text
+        body: Doc = response.json()
+        return body
+
+    def streams_open(self) -> float | None:
+        text = self.http.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "node_registry_watch_streams":
+                    return float(sample.value)
+        return None
+
+    def wait_streams(self, expected: float) -> None:
+        deadline = time.monotonic() + 2
+        while (value := self.streams_open()) != expected:
+            assert time.monotonic() < deadline, f"watch streams gauge is {value}, not {expected}"
+            time.sleep(0.02)
+
+
+Start = Callable[..., Api]
+
+
+@pytest.fixture
+def start(clock: FakeClock) -> Iterator[Start]:
+    with contextlib.ExitStack() as stack:
+
+        def _start(**overrides: Any) -> Api:
+            overrides.setdefault("controller", {"period_seconds": 3600})
+            overrides.setdefault("server", {"bookmark_interval_seconds": 0.2})
+            app = make_app(clock=clock, **overrides)
+            base = stack.enter_context(serve(app))
+            http = stack.enter_context(httpx.Client(base_url=base, timeout=READ, verify=TLS))
+            return Api(app, http, clock)
+
+        yield _start
+
+
+@pytest.fixture
+def api(start: Start) -> Api:
+    return start()
+
+
+@contextlib.contextmanager
+def ndjson(
+    api: Api, headers: dict[str, str] | None = None, **params: Any
+) -> Iterator[Iterator[Doc]]:
+    """The watch's lines, parsed; the connection closes when the block ends."""
+    query = {"watch": "true", "timeoutSeconds": 10, **params}
+    with api.http.stream("GET", f"{API}/nodes", params=query, headers=headers) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"] == "application/x-ndjson"
+        yield (json.loads(line) for line in response.iter_lines() if line)
+
+
+@contextlib.contextmanager
+def sse(api: Api, headers: dict[str, str] | None = None, **params: Any) -> Iterator[Iterator[Doc]]:
+    """The watch as Server-Sent Events: each frame as {"id", "event", "data"}."""
+    query = {"watch": "true", "timeoutSeconds": 10, **params}
+    with api.http.stream(
+        "GET", f"{API}/nodes", params=query, headers={**SSE, **(headers or {})}
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        yield _frames(response.iter_lines())
+
+
+def _frames(lines: Iterator[str]) -> Iterator[Doc]:
+    frame: dict[str, str] = {}
+    for line in lines:
+        if line:
+            field, sep, value = line.partition(": ")
+            assert sep, f"not an SSE field line: {line!r}"
+            assert field not in frame, f"{field} twice in one frame"
+            frame[field] = value
+        elif frame:
+            assert sorted(frame) == ["data", "event", "id"], frame
+            yield {"id": frame["id"], "event": frame["event"], "data": json.loads(frame["data"])}
+            frame = {}
+
+
+def until_bookmark(events: Iterator[Doc]) -> tuple[list[Doc], Doc]:
+    """Events up to the first BOOKMARK, and that BOOKMARK."""
+    seen: list[Doc] = []
+    for event in events:
+        if event["type"] == "BOOKMARK":
+            return seen, event
+        seen.append(event)
+        assert len(seen) < 100, "no BOOKMARK"
+    raise AssertionError(f"the stream ended before a BOOKMARK, after {seen}")
+
+
+def summary(events: list[Doc]) -> list[tuple[str, str]]:
+    return [(e["type"], e["object"]["passport"]["metadata"]["name"]) for e in events]
+
+
+def versions(events: list[Doc]) -> list[int]:
+    return [int(e["object"]["resourceVersion"]) for e in events]
+
+
+HISTORY = [
+    ("ADDED", "node-a"),
+    ("MODIFIED", "node-a"),
+    ("ADDED", "node-b"),
+    ("HEALTH_CHANGED", "node-a"),
+    ("DELETED", "node-a"),
+]
+
+
+def make_history(api: Api) -> None:
+    """One event of each type, as HISTORY lists them."""
+    api.ok("POST", "/nodes", json=passport("node-a"))
+    api.ok("PATCH", "/nodes/node-a/status", json={"currentTasks": 1})
+    api.ok("POST", "/nodes", json=passport("node-b"))
+    api.clock.advance(21)
+    api.ok("PUT", "/leases/node-b", json={"spec": {"holderIdentity": "node-b"}})
+    api.registry.reconcile()  # node-a went silent: NOT_READY; node-b renewed
+    api.ok("DELETE", "/nodes/node-a")
+
+
+# -- NDJSON ----------------------------------------------------------------------------------
+
+
+def test_watch_from_zero_replays_every_event_in_order(api: Api) -> None:
+    make_history(api)
+    with ndjson(api, resourceVersion="0") as events:
+        replayed, bookmark = until_bookmark(events)
+
+    assert summary(replayed) == HISTORY
+    rvs = versions(replayed)
+    assert rvs == sorted(set(rvs)), rvs  # strictly increasing
+    assert rvs[-1] == api.registry.resource_version
+    assert int(bookmark["object"]["metadata"]["resourceVersion"]) == rvs[-1]
+
+    health = replayed[3]
+    assert health["previousHealth"] == "ALIVE"
+    assert health["object"]["healthState"] == "NOT_READY"
+    assert health["object"]["passport"]["status"]["phase"] == "NotReady"
+    assert replayed[1]["object"]["passport"]["status"]["currentTasks"] == 1
+    assert "previousHealth" not in replayed[0]
+    assert replayed[4]["object"]["nodeId"] == replayed[0]["object"]["nodeId"]
+
+
+def test_watch_resumes_after_a_version(api: Api) -> None:
+    make_history(api)
+    with ndjson(api, resourceVersion="0") as events:
+        everything, _ = until_bookmark(events)
+    middle = versions(everything)[1]
+
+    with ndjson(api, resourceVersion=str(middle)) as events:
+        later, bookmark = until_bookmark(events)
+    assert summary(later) == HISTORY[2:]
+    assert later == everything[2:]
+    assert all(v > middle for v in versions(later))
+    assert bookmark["object"]["metadata"]["resourceVersion"] == str(versions(everything)[-1])
+
+
+def test_watch_from_a_compacted_version_is_a_410_before_streaming(start: Start) -> None:
+    api = start(watch={"history_size": 3})
+    for i in range(5):
+        api.ok("POST", "/nodes", json=passport(f"node-{i}"))
+
+    for headers, params in (({}, {"resourceVersion": "0"}), (SSE, {"resourceVersion": "1"})):
+        query = {"watch": "true", "timeoutSeconds": 5, **params}
+        with api.http.stream("GET", f"{API}/nodes", params=query, headers=headers) as response:
+            assert response.status_code == 410
+            assert response.headers["content-type"] == "application/json"
+            body = json.loads(response.read())
+        assert body["kind"] == "Status"
+        assert body["reason"] == "Expired"
+        assert body["code"] == 410
+        assert "too old" in body["message"]
+    assert api.streams_open() == 0
+
+    # The kept history (the last three versions) can still be resumed from.
+    with ndjson(api, resourceVersion="2") as events:
+        kept, _ = until_bookmark(events)
+    assert versions(kept) == [3, 4, 5]
+
+
+def test_bookmarks_keep_an_idle_watch_current(api: Api) -> None:
+    api.ok("POST", "/nodes", json=passport("node-a"))
+    api.ok("POST", "/nodes", json=passport("node-b"))
+    current = str(api.registry.resource_version)
+
+    with ndjson(api) as events:
+        started = time.monotonic()
+        first, second = next(events), next(events)
+        assert [first["type"], second["type"]] == ["BOOKMARK", "BOOKMARK"]
+        assert time.monotonic() - started >= 0.3  # one per 0.2 s, not a busy loop
+        for bookmark in (first, second):
+            assert bookmark["object"]["metadata"] == {"resourceVersion": current}
+            assert bookmark["object"]["kind"] == "RegistryEntry"
+
+        added = api.ok("POST", "/nodes", json=passport("node-c"))
+        changes, bookmark = until_bookmark(events)
+        assert summary(changes) == [("ADDED", "node-c")]
+        assert bookmark["object"]["metadata"]["resourceVersion"] == added["resourceVersion"]
+
+
+def test_bookmarks_can_be_turned_off_and_the_timeout_ends_the_stream(api: Api) -> None:
+    api.ok("POST", "/nodes", json=passport("node-a"))
+    started = time.monotonic()
+    with ndjson(api, allowWatchBookmarks="false", timeoutSeconds=1) as events:
+        lines = list(events)
+    assert lines == []
+    assert 0.9 < time.monotonic() - started < 2
+
+
+def test_watch_filters_by_label_selector_and_kind(api: Api) -> None:
+    api.ok("POST", "/nodes", json=passport("coder"))
+    api.ok("POST", "/nodes", json=passport("writer", capabilities=("text_generation",)))
+    api.ok("POST", "/nodes", json=passport("db", kind="storage", capabilities=("sql",)))
+    api.ok("PATCH", "/nodes/writer/status", json={"currentTasks": 2})
+    api.ok("PATCH", "/nodes/coder/status", json={"currentTasks": 1})
+    current = str(api.registry.resource_version)
+
+    cases: list[tuple[dict[str, str], list[tuple[str, str]]]] = [
+        ({"labelSelector": "capability.python=true"}, [("ADDED", "coder"), ("MODIFIED", "coder")]),
+        (
+            {"labelSelector": "capability.python!=true"},
+            [("ADDED", "writer"), ("ADDED", "db"), ("MODIFIED", "writer")],
+        ),
+        ({"kind": "storage"}, [("ADDED", "db")]),
+        (
+            {"kind": "agent", "labelSelector": "capability.text_generation"},
+            [("ADDED", "writer"), ("MODIFIED", "writer")],
+        ),
+        ({"kind": "storage", "labelSelector": "capability.python"}, []),
+    ]
+    for params, expected in cases:
+        with ndjson(api, resourceVersion="0", **params) as events:
+            matched, bookmark = until_bookmark(events)
+        assert summary(matched) == expected, params
+        # Skipped events still move the resume point: the bookmark is the current version.
+        assert bookmark["object"]["metadata"]["resourceVersion"] == current, params
+
+
+def test_a_filtered_watch_sees_nodes_enter_and_leave_its_selector(api: Api) -> None:
+    # Kubernetes' watch cache: leaving the selector is DELETED, entering it is ADDED, so a
+    # cache built from a filtered watch never keeps a node that no longer matches.
+    api.ok("POST", "/nodes", json=passport("coder", capabilities=("python",)))
+    api.ok("POST", "/nodes", json=passport("coder", capabilities=("go",)))
+    api.ok("PATCH", "/nodes/coder/status", json={"currentTasks": 1})  # matches neither time
+    api.ok("POST", "/nodes", json=passport("coder", capabilities=("python", "go")))
+    api.ok("PATCH", "/nodes/coder/status", json={"currentTasks": 2})
+    with ndjson(api, resourceVersion="0", labelSelector="capability.python") as events:
+        matched, _ = until_bookmark(events)
+    assert summary(matched) == [
+        ("ADDED", "coder"),
+        ("DELETED", "coder"),
+        ("ADDED", "coder"),
+        ("MODIFIED", "coder"),
+    ]
+    assert versions(matched) == [1, 2, 4, 5]
+
+
+def test_an_open_watch_gets_changes_live(api: Api) -> None:
+    api.ok("POST", "/nodes", json=passport("early"))
+    with ndjson(api, allowWatchBookmarks="false") as events:
+        # Writes from this thread while the server streams from its own.
+        api.ok("POST", "/nodes", json=passport("late"))
+        started = time.monotonic()
+        added = next(events)
+        assert time.monotonic() - started < 2
+        assert summary([added]) == [("ADDED", "late")]
+
+        api.ok("PATCH", "/nodes/late/status", json={"phase": "Pending"})
+        modified = next(events)
+        assert summary([modified]) == [("MODIFIED", "late")]
+        assert modified["object"]["passport"]["status"]["phase"] == "Pending"
+
+        # A write straight into the registry from a thread that is not the server's.
+        api.clock.advance(21)
+        writer = threading.Thread(target=api.registry.reconcile)
+        writer.start()
+        writer.join(timeout=2)
+        changed = sorted(summary([next(events), next(events)]))
+        assert changed == [("HEALTH_CHANGED", "early"), ("HEALTH_CHANGED", "late")]
+        assert int(modified["object"]["resourceVersion"]) > int(added["object"]["resourceVersion"])
+
+
+# -- Server-Sent Events ----------------------------------------------------------------------
+
+
+def test_sse_frames_carry_the_resource_version_as_id(api: Api) -> None:
+    make_history(api)
+    with sse(api, resourceVersion="0") as frames:
+        replayed, bookmark = _sse_until_bookmark(frames)
+
+    assert [
+        (f["event"], f["data"]["object"]["passport"]["metadata"]["name"]) for f in replayed
+    ] == HISTORY
+    for frame in replayed:
+        assert frame["event"] == frame["data"]["type"]
+        assert frame["id"] == frame["data"]["object"]["resourceVersion"]
+    assert [int(f["id"]) for f in replayed] == sorted({int(f["id"]) for f in replayed})
+    assert bookmark["id"] == str(api.registry.resource_version)
+    assert bookmark["data"]["object"]["metadata"]["resourceVersion"] == bookmark["id"]
+
+
+def test_sse_reconnect_with_last_event_id_resumes_after_it(api: Api) -> None:
+    make_history(api)
+    with sse(api, resourceVersion="0") as frames:
+        everything, _ = _sse_until_bookmark(frames)
+    seen = everything[1]["id"]
+
+    # An EventSource reconnects to the same URL and adds Last-Event-ID: it must win.
+    with sse(api, headers={"Last-Event-ID": seen}, resourceVersion="0") as frames:
+        later, _ = _sse_until_bookmark(frames)
+    assert later == everything[2:]
+    assert all(int(f["id"]) > int(seen) for f in later)
+
+    # Last-Event-ID means nothing to an NDJSON watch: resourceVersion rules there.
+    with ndjson(api, headers={"Last-Event-ID": seen}, resourceVersion="0") as events:
+        replayed, _ = until_bookmark(events)
+    assert summary(replayed) == HISTORY
+
+
+def _sse_until_bookmark(frames: Iterator[Doc]) -> tuple[list[Doc], Doc]:
+    seen: list[Doc] = []
+    for frame in frames:
+        if frame["event"] == "BOOKMARK":
+            return seen, frame
+        seen.append(frame)
+        assert len(seen) < 100, "no BOOKMARK"
+    raise AssertionError(f"the stream ended before a BOOKMARK, after {seen}")
+
+
+# -- the open streams gauge ------------------------------------------------------------------
+
+
+def test_the_streams_gauge_follows_open_watches(api: Api) -> None:
+    api.ok("POST", "/nodes", json=passport("node-a"))
+    assert api.streams_open() == 0
+    with ndjson(api) as events:
+        assert next(events)["type"] == "BOOKMARK"
+        api.wait_streams(1)
+        with sse(api) as frames:
+            assert next(frames)["event"] == "BOOKMARK"
+            api.wait_streams(2)
+        api.wait_streams(1)  # the client hung up: the server noticed
+    api.wait_streams(0)
+
+    # A stream that ends by its own timeout is closed too.
+    with ndjson(api, timeoutSeconds=1) as events:
+        assert next(events)["type"] == "BOOKMARK"
+        api.wait_streams(1)
+        rest = [e["type"] for e in events]  # ends when the server ends the stream
+        assert rest
+        assert set(rest) == {"BOOKMARK"}
+        api.wait_streams(0)  # the server closed it, not the client
