@@ -164,3 +164,30 @@ def test_async_watch_overflow_raises_compacted(clock: FakeClock) -> None:
             await watch.next(1)
 
     asyncio.run(scenario())
+
+
+def test_a_version_newer_than_any_issued_is_refused(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    # A watcher holding a version of a previous registry's history (memory:// restarted)
+    # must list again, not silently follow a different history.
+    registry.register(make_passport("a-1"))
+    with pytest.raises(RevisionCompactedError, match="newer than the registry's current"):
+        registry.watch(5)
+    with registry.watch(1) as watch:  # the current version itself is fine
+        assert watch.next(0) is None
+
+
+def test_select_reports_the_version_its_answer_was_taken_at(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    registry.register(make_passport("a-1"))
+    registry.register(make_passport("a-2", capabilities=("go",)))
+    found = registry.select(selector="capability.python")
+    assert [e.name for e in found.items] == ["a-1"]
+    assert found.resource_version == 2
+    with registry.watch(found.resource_version) as watch:
+        registry.register(make_passport("a-3"))
+        event = watch.next(0)
+        assert event is not None
+        assert event.entry.name == "a-3"

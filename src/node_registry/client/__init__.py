@@ -1,6 +1,7 @@
-"""Clients of the registry service: sync and async, on one I/O-free core."""
+"""Clients of the registry service: sync and async on one I/O-free core, and informers."""
 
 from node_registry.client.aio import AsyncRegistryClient
+from node_registry.client.informer import AsyncInformer, Informer, NodeCache
 from node_registry.client.sync import RegistryClient
 
-__all__ = ["AsyncRegistryClient", "RegistryClient"]
+__all__ = ["AsyncInformer", "AsyncRegistryClient", "Informer", "NodeCache", "RegistryClient"]

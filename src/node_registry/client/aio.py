@@ -7,6 +7,7 @@ is spelled out again with ``await``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
-from node_registry.client.settings import ClientSettings
+from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings, tls_verify
 from node_registry.errors import RegistryUnreachableError, StoreUnavailableError
 from node_registry.passport import Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
@@ -33,7 +34,8 @@ class AsyncRegistryClient:
         timeout: float = 5.0,
         retries: int = 3,
         backoff: float = 0.2,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
+        watch_idle_timeout: float = WATCH_IDLE_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = ClientSettings.build(endpoints, token, timeout, retries, backoff)
@@ -42,12 +44,13 @@ class AsyncRegistryClient:
                 base_url=url,
                 headers=self.settings.headers(),
                 timeout=timeout,
-                verify=verify,
+                verify=tls_verify(verify),
                 transport=transport,
             )
             for url in self.settings.endpoints
         ]
         self._current = 0
+        self._watch_timeout = httpx.Timeout(timeout, read=watch_idle_timeout)
 
     def __repr__(self) -> str:
         return f"AsyncRegistryClient({list(self.settings.endpoints)!r})"
@@ -139,7 +142,7 @@ class AsyncRegistryClient:
                     call.method,
                     call.path,
                     params=call.params,
-                    timeout=httpx.Timeout(self.settings.timeout, read=None),
+                    timeout=self._watch_timeout,
                 ) as response:
                     if response.status_code != 200:
                         core.check(response.status_code, await response.aread())

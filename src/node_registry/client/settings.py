@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,17 @@ URL_ENV = "NODE_REGISTRY_URL"
 TOKEN_ENV = "NODE_REGISTRY_TOKEN"
 #: Kubernetes' client backoff tops out at a few seconds; so does ours between rounds.
 MAX_DELAY = 7.0
+#: A watch that hears nothing (no event, no BOOKMARK) this long is presumed dead and is
+#: reopened: three of the server's default 30 s bookmark intervals, so a half-open
+#: connection cannot hang a watcher forever.
+WATCH_IDLE_TIMEOUT = 90.0
+
+
+def tls_verify(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
+    """httpx's ``verify`` from a flag, a CA bundle path or a context (paths are deprecated)."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,4 +68,5 @@ class ClientSettings:
 
     def delay(self, attempt: int) -> float:
         """Backoff before round ``attempt`` (1, 2, ...): doubling, capped."""
-        return float(min(self.backoff * 2.0 ** (attempt - 1), MAX_DELAY))
+        # The exponent is capped: 2.0 ** 1024 overflows after a long enough outage.
+        return float(min(self.backoff * 2.0 ** min(attempt - 1, 32), MAX_DELAY))

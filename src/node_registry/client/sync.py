@@ -8,6 +8,7 @@ with exponential backoff between rounds over the endpoints.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
-from node_registry.client.settings import ClientSettings
+from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings, tls_verify
 from node_registry.errors import RegistryUnreachableError, StoreUnavailableError
 from node_registry.passport import Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
@@ -34,7 +35,8 @@ class RegistryClient:
         timeout: float = 5.0,
         retries: int = 3,
         backoff: float = 0.2,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
+        watch_idle_timeout: float = WATCH_IDLE_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings = ClientSettings.build(endpoints, token, timeout, retries, backoff)
@@ -43,12 +45,13 @@ class RegistryClient:
                 base_url=url,
                 headers=self.settings.headers(),
                 timeout=timeout,
-                verify=verify,
+                verify=tls_verify(verify),
                 transport=transport,
             )
             for url in self.settings.endpoints
         ]
         self._current = 0
+        self._watch_timeout = httpx.Timeout(timeout, read=watch_idle_timeout)
 
     def __repr__(self) -> str:
         return f"RegistryClient({list(self.settings.endpoints)!r})"
@@ -144,7 +147,7 @@ class RegistryClient:
                     call.method,
                     call.path,
                     params=call.params,
-                    timeout=httpx.Timeout(self.settings.timeout, read=None),
+                    timeout=self._watch_timeout,
                 ) as response:
                     if response.status_code != 200:
                         core.check(response.status_code, response.read())

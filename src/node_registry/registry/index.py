@@ -63,9 +63,11 @@ class NodeIndex:
         with self._lock:
             return list(self._nodes.values()), self.revision
 
-    def select(self, kind: NodeType | None, selector: Selector) -> list[Versioned]:
-        """Nodes of ``kind`` whose effective labels match ``selector``."""
+    def select(self, kind: NodeType | None, selector: Selector) -> tuple[list[Versioned], int]:
+        """Nodes of ``kind`` whose effective labels match ``selector``, and the revision of
+        the state they were taken from (one snapshot: a watch from it misses nothing)."""
         with self._lock:
+            revision = self.revision
             candidates = self._candidates(kind, selector)
             if candidates is None:
                 found = list(self._nodes.values())
@@ -74,9 +76,9 @@ class NodeIndex:
         # Records are immutable, so the full match runs outside the lock and never holds
         # up the writers feeding the cache.
         if selector.empty():
-            return found
+            return found, revision
         match = selector.matches
-        return [v for v in found if match(v.record.labels)]
+        return [v for v in found if match(v.record.labels)], revision
 
     def _candidates(self, kind: NodeType | None, selector: Selector) -> set[str] | None:
         # The smallest sets first: intersection costs the size of the smaller operand.

@@ -74,7 +74,8 @@ SelectorInput = str | Mapping[str, Any] | Selector | None
 W = TypeVar("W", Watch, AsyncWatch)
 
 
-def _parse_kind(kind: str | NodeType | None) -> NodeType | None:
+def parse_kind(kind: str | NodeType | None) -> NodeType | None:
+    """The node kind named by ``kind``; ``ValidationError`` naming the allowed ones."""
     if kind is None or isinstance(kind, NodeType):
         return kind
     try:
@@ -250,15 +251,24 @@ class Registry:
         ``selector`` is the structured form (``{"matchLabels": ..., "matchExpressions": ...}``)
         or the ``kubectl -l`` string; it matches effective labels. Sorted by name.
         """
-        wanted_kind = _parse_kind(kind)
+        return self.select(kind, selector, only_healthy).items
+
+    def select(
+        self,
+        kind: str | NodeType | None = None,
+        selector: SelectorInput = None,
+        only_healthy: bool = False,
+    ) -> NodeList:
+        """``find_nodes`` with the resource version its answer was taken at (list + watch)."""
+        wanted_kind = parse_kind(kind)
         parsed = as_selector(selector)
         now = self._clock.now()
-        found = self._index.select(wanted_kind, parsed)
+        found, revision = self._index.select(wanted_kind, parsed)
         found.sort(key=_BY_NAME)
         entries = [self._entry(v, now) for v in found]
         if only_healthy:
             entries = [e for e in entries if is_schedulable(e)]
-        return entries
+        return NodeList(entries, revision)
 
     def list_nodes(self) -> NodeList:
         """Every node, and the resource version to watch from without missing a change."""

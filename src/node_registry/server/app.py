@@ -406,8 +406,8 @@ def create_app(
         if continue_:
             page = pages.next(continue_, limit)
         else:
-            found = await registry.find_nodes(kind=kind, selector=selector, only_healthy=healthy)
-            page = pages.first(found, registry.sync.resource_version, limit)
+            found = registry.sync.select(kind=kind, selector=selector, only_healthy=healthy)
+            page = pages.first(found.items, found.resource_version, limit)
         return JSONResponse(
             list_to_wire(page.items, page.resource_version, page.continue_token, page.remaining)
         )
@@ -425,10 +425,10 @@ def create_app(
             if body.selector
             else None
         )
-        found = await registry.find_nodes(
+        found = registry.sync.select(
             kind=body.kind, selector=selector, only_healthy=body.only_healthy
         )
-        return JSONResponse(list_to_wire(found, registry.sync.resource_version))
+        return JSONResponse(list_to_wire(found.items, found.resource_version))
 
     # -- heartbeats and status ----------------------------------------------------------
 

@@ -10,7 +10,7 @@
   (Kubernetes keeps Lease apart from Node for the same reason).
 - ``watch(since, sink)`` delivers every change after ``since`` in revision order, first the
   kept history and then live events, or raises ``RevisionCompactedError`` when ``since`` is
-  older than the history kept.
+  older than the history kept, or newer than any revision issued (a new history).
 """
 
 from __future__ import annotations

@@ -104,6 +104,14 @@ class MemoryStore:
 
     def watch(self, since: int, sink: Sink) -> Cancel:
         with self._lock:
+            if since > self._revision:
+                # A version this store never issued: the registry restarted with a new
+                # history (memory://) and the watcher holds a version of the old one.
+                raise RevisionCompactedError(
+                    f"resource version {since} is newer than the registry's current "
+                    f"version {self._revision} (the registry restarted?); list again and "
+                    "watch from the list's version"
+                )
             if since < self._revision:
                 oldest = self._history[0].revision if self._history else self._revision + 1
                 if since + 1 < oldest:

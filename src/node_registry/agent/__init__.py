@@ -1,0 +1,14 @@
+"""The node runtime: build a node's passport, keep it registered and alive, report status."""
+
+from node_registry.agent.build import build_passport
+from node_registry.agent.resources import detect_resources
+from node_registry.agent.runtime import AgentClient, AgentEvent, AgentEventKind, NodeAgent
+
+__all__ = [
+    "AgentClient",
+    "AgentEvent",
+    "AgentEventKind",
+    "NodeAgent",
+    "build_passport",
+    "detect_resources",
+]

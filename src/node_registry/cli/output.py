@@ -1,0 +1,320 @@
+"""How the CLI shows nodes: kubectl-style tables, ages, ``describe`` text, watch event lines.
+
+Everything here is pure (entries and a ``now`` in, text out), so the commands, the demo and
+the tests share one rendering. Tables are plain columns separated by spaces, like
+``kubectl get``: no box drawing, no colour, easy to cut with ``awk``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from node_registry.passport import NodePassport, effective_labels
+from node_registry.registry.entry import EventType, RegistryEntry, WatchEvent
+from node_registry.registry.registry import is_schedulable
+from node_registry.wire import entry_to_wire, event_to_wire, list_to_wire
+
+NONE = "<none>"
+#: Spaces between table columns (kubectl's tabwriter pads with 3).
+GAP = "   "
+COLUMNS = ("NAME", "KIND", "HEALTH", "PHASE", "TASKS", "AGE")
+WIDE_COLUMNS = (*COLUMNS, "CAPABILITIES", "ZONE", "ENDPOINT", "LAST-SEEN")
+OUTPUT_FORMATS = ("wide", "json", "yaml", "name")
+
+
+# -- durations ---------------------------------------------------------------------------
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's ``HumanDuration``: ``5s``, ``3m20s``, ``45m``, ``2h10m``, ``4d``, ``2y30d``."""
+    if seconds < -1:
+        return "<invalid>"
+    total = max(0, int(seconds))
+    if total < 120:
+        return f"{total}s"
+    minutes = total // 60
+    if minutes < 10:
+        rest = total % 60
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = total // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h{rest}m" if rest else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d{rest}h" if rest else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    years = hours // (24 * 365)
+    if years < 8:
+        rest = (hours // 24) % 365
+        return f"{years}y{rest}d" if rest else f"{years}y"
+    return f"{years}y"
+
+
+def age(since: datetime, now: datetime) -> str:
+    return human_duration((now - since).total_seconds())
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC to the second, as kubectl shows times."""
+    text = moment.replace(microsecond=0).isoformat()
+    return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
+
+
+# -- fields ------------------------------------------------------------------------------
+
+
+def tasks(passport: NodePassport) -> str:
+    limit = passport.spec.max_concurrent_tasks
+    return f"{passport.status.current_tasks}/{'-' if limit is None else limit}"
+
+
+def capabilities(passport: NodePassport) -> str:
+    return ",".join(c.name for c in passport.spec.capabilities) or NONE
+
+
+def endpoint(passport: NodePassport) -> str:
+    """``protocol:address#queue``, without repeating a protocol the address already names."""
+    ep = passport.spec.endpoint
+    if ep is None:
+        return NONE
+    text = ep.address if ep.address.startswith(f"{ep.protocol}:") else f"{ep.protocol}:{ep.address}"
+    return f"{text}#{ep.queue}" if ep.queue else text
+
+
+def labels(values: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items())) or NONE
+
+
+# -- tables ------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Left-aligned columns, padded to the widest cell, no trailing spaces."""
+    body = [list(headers), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in body) for i in range(len(headers))]
+    return "\n".join(
+        GAP.join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in body
+    )
+
+
+def node_row(entry: RegistryEntry, now: datetime, *, wide: bool = False) -> list[str]:
+    passport = entry.passport
+    row = [
+        entry.name,
+        entry.node_kind.value,
+        entry.health_state.value,
+        passport.status.phase.value,
+        tasks(passport),
+        age(entry.registered_at, now),
+    ]
+    if wide:
+        row += [
+            capabilities(passport),
+            passport.metadata.labels.get("zone", NONE),
+            endpoint(passport),
+            f"{age(entry.last_seen, now)} ago",
+        ]
+    return row
+
+
+def nodes_table(
+    entries: Sequence[RegistryEntry],
+    now: datetime,
+    *,
+    wide: bool = False,
+    show_labels: bool = False,
+) -> str:
+    """``kubectl get nodes``: the default or ``-o wide`` columns, optionally LABELS last."""
+    headers = list(WIDE_COLUMNS if wide else COLUMNS)
+    rows = [node_row(e, now, wide=wide) for e in entries]
+    if show_labels:
+        headers.append("LABELS")
+        for row, e in zip(rows, entries, strict=True):
+            row.append(labels(e.passport.metadata.labels))
+    return table(headers, rows)
+
+
+def names(entries: Iterable[RegistryEntry]) -> str:
+    return "\n".join(f"node/{e.name}" for e in entries)
+
+
+# -- documents ---------------------------------------------------------------------------
+
+
+def list_document(entries: Sequence[RegistryEntry], resource_version: int) -> dict[str, Any]:
+    """The ``RegistryEntryList`` wire document, as the server sends it."""
+    return list_to_wire(list(entries), resource_version)
+
+
+def entry_document(entry: RegistryEntry) -> dict[str, Any]:
+    return entry_to_wire(entry)
+
+
+def event_document(event: WatchEvent) -> dict[str, Any]:
+    return event_to_wire(event)
+
+
+def to_json(doc: Any) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def to_yaml(doc: Any) -> str:
+    text: str = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return text.rstrip("\n")
+
+
+# -- describe ----------------------------------------------------------------------------
+
+
+def _indent(text: str, spaces: int = 2) -> str:
+    pad = " " * spaces
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """``Key:   value`` lines aligned like kubectl describe; multi-line values stay aligned."""
+    width = max(len(key) for key, _ in pairs) + 2
+    lines: list[str] = []
+    for key, value in pairs:
+        first, *rest = value.split("\n") if value else [""]
+        lines.append(f"{key}:".ljust(width) + first)
+        lines.extend(" " * width + line for line in rest)
+    return lines
+
+
+def _label_lines(values: Mapping[str, str]) -> str:
+    return "\n".join(f"{k}={v}" for k, v in sorted(values.items())) or NONE
+
+
+def event_health(event: WatchEvent) -> str:
+    now = event.entry.health_state.value
+    if event.type is EventType.HEALTH_CHANGED and event.previous_health is not None:
+        return f"{event.previous_health.value} -> {now}"
+    return now
+
+
+def describe_node(entry: RegistryEntry, events: Sequence[WatchEvent] | None, now: datetime) -> str:
+    """``kubectl describe node``: identity, health, labels, spec, conditions, passport, events.
+
+    ``events`` None means they could not be read (the section says so).
+    """
+    passport = entry.passport
+    spec = passport.spec
+    status = passport.status
+    schedulable = is_schedulable(entry)
+    lines = _fields(
+        [
+            ("Name", entry.name),
+            ("UID", entry.node_id),
+            ("Kind", entry.node_kind.value),
+            ("API Version", passport.api_version),
+            ("Health", entry.health_state.value),
+            ("Phase", status.phase.value),
+            ("Schedulable", str(schedulable).lower()),
+            ("Tasks", tasks(passport)),
+            (
+                "Registered",
+                f"{timestamp(entry.registered_at)} ({age(entry.registered_at, now)} ago)",
+            ),
+            ("Last Seen", f"{timestamp(entry.last_seen)} ({age(entry.last_seen, now)} ago)"),
+            ("Resource Version", str(entry.resource_version)),
+            ("Labels", _label_lines(passport.metadata.labels)),
+            ("Effective Labels", _label_lines(effective_labels(passport))),
+            ("Annotations", _label_lines(passport.metadata.annotations)),
+        ]
+    )
+
+    lines.append("Capabilities:")
+    if spec.capabilities:
+        rows = [
+            [
+                c.name,
+                c.version or NONE,
+                json.dumps(c.params, separators=(",", ":"), default=str) if c.params else NONE,
+            ]
+            for c in spec.capabilities
+        ]
+        lines.append(_indent(table(["NAME", "VERSION", "PARAMS"], rows)))
+    else:
+        lines.append(f"  {NONE}")
+
+    lines.append("Resources:")
+    if spec.resources:
+        lines.extend(_indent(line) for line in _fields(sorted(spec.resources.items())))
+    else:
+        lines.append(f"  {NONE}")
+
+    lines.append("Endpoint:")
+    if spec.endpoint is not None:
+        ep = [("Protocol", spec.endpoint.protocol), ("Address", spec.endpoint.address)]
+        if spec.endpoint.queue:
+            ep.append(("Queue", spec.endpoint.queue))
+        lines.extend(_indent(line) for line in _fields(ep))
+    else:
+        lines.append(f"  {NONE}")
+
+    lines.append("Conditions:")
+    if status.conditions:
+        rows = [
+            [
+                c.type,
+                c.status.value,
+                c.reason or "",
+                c.message or "",
+                timestamp(c.last_transition_time) if c.last_transition_time else "",
+            ]
+            for c in status.conditions
+        ]
+        lines.append(
+            _indent(table(["TYPE", "STATUS", "REASON", "MESSAGE", "LAST-TRANSITION"], rows))
+        )
+    else:
+        lines.append(f"  {NONE}")
+
+    lines.append("Passport:")
+    lines.append(_indent(to_yaml(passport.to_dict())))
+
+    lines.append("Events:")
+    if events is None:
+        lines.append("  <unavailable>")
+    elif events:
+        rows = [[e.type.value, event_health(e), str(e.resource_version)] for e in events]
+        lines.append(_indent(table(["TYPE", "HEALTH", "RESOURCE-VERSION"], rows)))
+    else:
+        lines.append(f"  {NONE}")
+    return "\n".join(lines)
+
+
+# -- watch lines -------------------------------------------------------------------------
+
+#: Fixed widths: a stream cannot be measured in advance, so columns are padded generously.
+EVENT_WIDTHS = (8, 14, 28, 20)
+EVENT_HEADERS = ("TIME", "EVENT", "NAME", "HEALTH", "RESOURCE-VERSION")
+
+
+def _event_cells(cells: Sequence[str]) -> str:
+    padded = [cell.ljust(width) for cell, width in zip(cells, EVENT_WIDTHS, strict=False)]
+    return "  ".join([*padded, *cells[len(EVENT_WIDTHS) :]]).rstrip()
+
+
+def event_header() -> str:
+    return _event_cells(EVENT_HEADERS)
+
+
+def event_line(event: WatchEvent, when: str) -> str:
+    """One watch event: time, type, name, health (``A -> B`` on a transition), version."""
+    return _event_cells(
+        [when, event.type.value, event.entry.name, event_health(event), str(event.resource_version)]
+    )
