@@ -7,7 +7,6 @@ tests are independent although they share the server.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,12 @@ import httpx
 import pytest
 import yaml
 
+from conftest import passport
+from live_server import make_app, serve
 from node_registry import FakeClock
 from node_registry.errors import ConfigError
 from node_registry.server import Authenticator
 from node_registry.wire import API_PREFIX
-from conftest import passport
-from live_server import make_app, serve
 
 ADMIN = "admin-token-0123456789abcdef"
 READER = "reader-token-0123456789abcdef"
@@ -92,23 +91,22 @@ class Endpoint:
     method: str
     path: str  # {name} is the node acted on
     body: Any = None
+    params: dict[str, str] | None = None
 
     def url(self, name: str) -> str:
         return self.path.format(name=name)
 
     def send(self, http: httpx.Client, name: str, headers: dict[str, str]) -> httpx.Response:
         body = self.body(name) if callable(self.body) else self.body
-        if self.path.endswith("watch"):
-            # A watch that is allowed streams: the status and headers come first, then stop
-            # reading (timeoutSeconds bounds the stream should the close go unnoticed).
-            params = {"watch": "true", "timeoutSeconds": "5"}
-            with http.stream(
-                "GET", f"{API_PREFIX}/nodes", params=params, headers=headers
-            ) as response:
-                if response.status_code != 200:
-                    response.read()
+        # Streamed: an allowed watch sends its status and headers first, then the test stops
+        # reading and leaves (timeoutSeconds bounds the stream should the close go unnoticed).
+        with http.stream(
+            self.method, self.url(name), json=body, params=self.params, headers=headers
+        ) as response:
+            if response.headers.get("content-type", "").startswith("application/x-ndjson"):
                 return response
-        return http.request(self.method, self.url(name), json=body, headers=headers)
+            response.read()
+            return response
 
 
 ENDPOINTS = {
@@ -116,7 +114,9 @@ ENDPOINTS = {
     "replace": Endpoint("PUT", f"{API_PREFIX}/nodes/{{name}}", passport),
     "get": Endpoint("GET", f"{API_PREFIX}/nodes/{{name}}"),
     "list": Endpoint("GET", f"{API_PREFIX}/nodes"),
-    "watch": Endpoint("GET", "watch"),
+    "watch": Endpoint(
+        "GET", f"{API_PREFIX}/nodes", params={"watch": "true", "timeoutSeconds": "5"}
+    ),
     "search": Endpoint("POST", f"{API_PREFIX}/search", {"kind": "agent"}),
     "lease-get": Endpoint("GET", f"{API_PREFIX}/leases/{{name}}"),
     "lease-renew": Endpoint(
@@ -199,7 +199,7 @@ def assert_refusal_explained(response: httpx.Response, endpoint: str, credential
         assert UNAUTHENTICATED[credential][1] in message
         return
     message = assert_status_body(response, 403, "Forbidden")
-    role = credential.split("-")[0]
+    role = credential.split("-", maxsplit=1)[0]
     assert f"{role} " in message, message  # who was refused...
     if credential == "reader":
         assert "may not change nodes" in message  # ...and why
@@ -211,9 +211,7 @@ def assert_refusal_explained(response: httpx.Response, endpoint: str, credential
 
 
 @pytest.mark.parametrize(("endpoint", "credential", "expected"), list(_matrix()))
-def test_access_matrix(
-    client: httpx.Client, endpoint: str, credential: str, expected: int
-) -> None:
+def test_access_matrix(client: httpx.Client, endpoint: str, credential: str, expected: int) -> None:
     before = snapshot(client)
     response = ENDPOINTS[endpoint].send(client, TARGET, _headers(credential))
     assert response.status_code == expected, response.text
@@ -287,9 +285,7 @@ def test_tokens_are_matched_exactly(client: httpx.Client) -> None:
         f"Token {ADMIN}",  # another scheme
         ADMIN,  # no scheme
     ):
-        response = client.delete(
-            f"{API_PREFIX}/nodes/{TARGET}", headers={"Authorization": header}
-        )
+        response = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers={"Authorization": header})
         assert response.status_code == 401, header
         assert_status_body(response, 401, "Unauthorized")
     assert snapshot(client) == before
@@ -394,7 +390,7 @@ def test_a_node_may_not_reach_a_protected_label_through_its_resources(
     # What an operator declared, the node may repeat.
     response = _register(client, doc, ADMIN, "POST")
     assert response.status_code == 200, response.text
-    response = _register(client, copy.deepcopy(doc), NODE_01, "POST")
+    response = _register(client, doc, NODE_01, "POST")
     assert response.status_code == 200, response.text
     changed = passport(TARGET, resources={"cpu": "4", PROTECTED: "2"})
     _assert_protected_refusal(_register(client, changed, NODE_01, "POST"))

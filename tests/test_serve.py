@@ -83,7 +83,9 @@ def wait_healthy(server: Server, url: str, verify: ssl.SSLContext | bool = True)
             assert response.text == "ok"
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"serve did not answer /healthz within {START_TIMEOUT} s:\n{server.output()}")
+            pytest.fail(
+                f"serve did not answer /healthz within {START_TIMEOUT} s:\n{server.output()}"
+            )
         time.sleep(0.1)
 
 
