@@ -470,3 +470,31 @@ def test_valid_tokens_file_maps_tokens_to_principals(tmp_path: Path) -> None:
     admin = auth.authenticate(f"Bearer {ADMIN}")
     assert (admin.role.value, admin.node, admin.name) == ("admin", None, "ops")
     assert not Authenticator.from_file(None).enabled
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "token", "body"),
+    [
+        ("POST", "/nodes", READER, {"metadata": "not a mapping"}),
+        ("PUT", f"/nodes/{TARGET}", NODE_02, {"metadata": "not a mapping"}),
+        ("PATCH", f"/nodes/{TARGET}/status", NODE_02, {"phase": "Bogus", "bogus": 1}),
+        ("PATCH", f"/nodes/{TARGET}/status", READER, {"currentTasks": -1}),
+        ("POST", "/search", NODE_01, {"selector": {"matchExpressions": "nope"}}),
+    ],
+)
+def test_authorization_comes_before_validation(
+    client: httpx.Client, method: str, path: str, token: str, body: dict[str, Any]
+) -> None:
+    # Kubernetes authorizes before it validates: a refused caller learns nothing from
+    # whether its request was well-formed.
+    before = snapshot(client)
+    response = client.request(method, f"{API_PREFIX}{path}", json=body, headers=bearer(token))
+    assert response.status_code == 403, response.text
+    assert response.json()["reason"] == "Forbidden"
+    assert snapshot(client) == before
+
+
+def test_a_401_names_the_bearer_scheme(client: httpx.Client) -> None:
+    response = client.get(f"{API_PREFIX}/nodes")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"

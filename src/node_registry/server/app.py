@@ -130,8 +130,32 @@ async def _principal(
     return authenticator.authenticate(authorization)
 
 
+async def _reader(caller: Annotated[Principal, Depends(_principal)]) -> Principal:
+    authorize_read(caller)
+    return caller
+
+
+async def _writer(caller: Annotated[Principal, Depends(_principal)]) -> Principal:
+    # A reader may write nothing: refused before the body is even validated.
+    if caller.role is Role.READER:
+        authorize_node_write(caller, "")
+    return caller
+
+
+async def _node_writer(
+    name: NodeName, caller: Annotated[Principal, Depends(_principal)]
+) -> Principal:
+    # Authorization by the URL comes before body validation, as in Kubernetes: a caller
+    # refused for this node learns nothing from its request being malformed.
+    authorize_node_write(caller, name)
+    return caller
+
+
 # Module level: FastAPI resolves these string annotations against the module's globals.
 Caller = Annotated[Principal, Depends(_principal)]
+Reader = Annotated[Principal, Depends(_reader)]
+Writer = Annotated[Principal, Depends(_writer)]
+NodeWriter = Annotated[Principal, Depends(_node_writer)]
 
 
 class _Timing:
@@ -229,7 +253,11 @@ def create_app(
 
     def refuse(exc: RegistryError, name: str | None = None) -> JSONResponse:
         metrics.refusals.labels(exc.reason).inc()
-        return JSONResponse(status_from_error(exc, name=name), status_code=exc.status_code)
+        # RFC 7235: a 401 names the scheme the client should use.
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(
+            status_from_error(exc, name=name), status_code=exc.status_code, headers=headers
+        )
 
     @app.exception_handler(RegistryError)
     async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
@@ -304,7 +332,7 @@ def create_app(
         summary="Register a node (or re-register: replaces its passport)",
         tags=["nodes"],
     )
-    async def register(request: Request, caller: Caller) -> JSONResponse:
+    async def register(request: Request, caller: Writer) -> JSONResponse:
         return await _register(caller, await read_document(request), None)
 
     @app.put(
@@ -315,7 +343,7 @@ def create_app(
         summary="Register or replace the node called NAME",
         tags=["nodes"],
     )
-    async def replace(name: NodeName, request: Request, caller: Caller) -> JSONResponse:
+    async def replace(name: NodeName, request: Request, caller: NodeWriter) -> JSONResponse:
         return await _register(caller, await read_document(request), name)
 
     @app.get(
@@ -324,8 +352,7 @@ def create_app(
         summary="Get one node",
         tags=["nodes"],
     )
-    async def get_node(name: NodeName, caller: Caller) -> JSONResponse:
-        authorize_read(caller)
+    async def get_node(name: NodeName, caller: Reader) -> JSONResponse:
         entry = registry.sync.get_by_name(name)
         return JSONResponse(entry_to_wire(entry))
 
@@ -335,8 +362,7 @@ def create_app(
         summary="Deregister a node",
         tags=["nodes"],
     )
-    async def delete_node(name: NodeName, caller: Caller) -> JSONResponse:
-        authorize_node_write(caller, name)
+    async def delete_node(name: NodeName, caller: NodeWriter) -> JSONResponse:
         node_id = registry.sync.id_of(name)
         await registry.deregister(node_id)
         return JSONResponse(
@@ -418,8 +444,7 @@ def create_app(
         summary="find_nodes(kind, selector, only_healthy) with a structured selector",
         tags=["nodes"],
     )
-    async def search(body: SearchRequest, caller: Caller) -> JSONResponse:
-        authorize_read(caller)
+    async def search(body: SearchRequest, caller: Reader) -> JSONResponse:
         selector = (
             body.selector.model_dump(by_alias=True, exclude_defaults=True)
             if body.selector
@@ -472,8 +497,7 @@ def create_app(
         summary="Update phase, conditions, currentTasks (merge by condition type)",
         tags=["nodes"],
     )
-    async def update_status(name: NodeName, body: StatusUpdate, caller: Caller) -> JSONResponse:
-        authorize_node_write(caller, name)
+    async def update_status(name: NodeName, body: StatusUpdate, caller: NodeWriter) -> JSONResponse:
         entry = await registry.update_status(
             registry.sync.id_of(name),
             phase=body.phase,
@@ -499,8 +523,7 @@ def create_app(
         return "ok"
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
-    async def metrics_endpoint(caller: Caller) -> Response:
-        authorize_read(caller)
+    async def metrics_endpoint(caller: Reader) -> Response:
         return Response(generate_latest(metrics.collectors), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(
