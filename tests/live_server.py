@@ -32,12 +32,13 @@ def make_app(
 
 
 @contextlib.contextmanager
-def serve(app: FastAPI, **config: Any) -> Iterator[str]:
+def serve(app: FastAPI, *, port: int | None = None, **config: Any) -> Iterator[str]:
     """Run ``app`` under uvicorn in a thread; yields the base URL; stops it on exit.
 
-    ``config`` goes to ``uvicorn.Config`` (e.g. ``ssl_certfile``/``ssl_keyfile``).
+    ``port`` reuses an address (a restarted server); ``config`` goes to ``uvicorn.Config``
+    (e.g. ``ssl_certfile``/``ssl_keyfile``).
     """
-    port = free_port()
+    port = port or free_port()
     scheme = "https" if "ssl_certfile" in config else "http"
     server = uvicorn.Server(
         uvicorn.Config(

@@ -117,7 +117,8 @@ def test_heartbeat_at_any_point_restores_alive_running(
     registry.heartbeat(node)
     entry = registry.get(node)
     assert entry.health_state is ALIVE
-    assert _phase_and_ready(registry, node) == (Phase.RUNNING, ConditionStatus.TRUE)
+    # The node's own status shows again: it reported Running and no Ready condition.
+    assert _phase_and_ready(registry, node) == (Phase.RUNNING, None)
     assert registry.find_nodes(only_healthy=True) == [entry]
     event = watch.next(0)
     assert event is not None
@@ -260,3 +261,46 @@ def test_record_round_trips_as_json(registry: Registry, make_passport: PassportF
     again = NodeRecord.from_dict(stored.to_dict())
     assert again == stored
     assert again.labels["memory"] == "0.5Gi"
+
+
+def test_a_revived_node_keeps_its_own_ready_false(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    # Kubernetes' controller only ever sets Ready=Unknown; only the node says True or False.
+    node = registry.register(make_passport("coder-01")).node_id
+    registry.update_status(node, conditions=[{"type": "Ready", "status": "False"}])
+    clock.advance(25)
+    registry.reconcile()
+    assert _phase_and_ready(registry, node) == (Phase.NOT_READY, ConditionStatus.UNKNOWN)
+    registry.heartbeat(node)
+    assert _phase_and_ready(registry, node) == (Phase.RUNNING, ConditionStatus.FALSE)
+    assert registry.find_nodes(only_healthy=True) == []
+
+
+def test_a_status_report_revives_a_node_with_its_own_phase(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    clock.advance(25)
+    registry.reconcile()
+    registry.update_status(node, current_tasks=1)  # no phase: the node's Running stands
+    registry.reconcile()
+    entry = registry.get(node)
+    assert entry.health_state is ALIVE
+    assert entry.passport.status.phase is Phase.RUNNING
+    assert [e.node_id for e in registry.find_nodes(only_healthy=True)] == [node]
+
+
+def test_the_stored_passport_is_never_rewritten_by_the_controller(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    doc = make_passport("coder-01")
+    node = registry.register(doc).node_id
+    clock.advance(31)
+    registry.reconcile()
+    store = registry._store  # the stored document, not the reader's view
+    stored = store.get(node)
+    assert stored is not None
+    assert stored.record.health is OFFLINE
+    assert stored.record.passport.status.phase is Phase.RUNNING
+    assert registry.get(node).passport.status.phase is Phase.OFFLINE

@@ -18,7 +18,11 @@ import httpx
 
 from node_registry.client import core
 from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings, tls_verify
-from node_registry.errors import RegistryUnreachableError, StoreUnavailableError
+from node_registry.errors import (
+    RegistryError,
+    RegistryUnreachableError,
+    StoreUnavailableError,
+)
 from node_registry.passport import Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
 
@@ -71,13 +75,18 @@ class AsyncRegistryClient:
                     response = await client.request(
                         call.method, call.path, params=call.params, json=call.body
                     )
-                    result = core.check(response.status_code, response.content)
                 except httpx.TransportError as exc:
                     problems.append(f"{client.base_url}: {type(exc).__name__}: {exc}")
                     continue
+                try:
+                    result = core.check(response.status_code, response.content)
                 except StoreUnavailableError as exc:
                     problems.append(f"{client.base_url}: {exc}")
                     continue
+                except RegistryError:
+                    # An endpoint that answered, even "no", is the one to ask next time.
+                    self._current = index
+                    raise
                 self._current = index
                 return result
         raise RegistryUnreachableError(

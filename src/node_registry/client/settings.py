@@ -45,7 +45,7 @@ class ClientSettings:
         backoff: float,
     ) -> ClientSettings:
         """Arguments first, then ``NODE_REGISTRY_URL`` (comma-separated) and ``_TOKEN``."""
-        raw = endpoints if endpoints is not None else os.environ.get(URL_ENV, DEFAULT_URL)
+        raw = endpoints if endpoints is not None else os.environ.get(URL_ENV) or DEFAULT_URL
         urls = [u.strip().rstrip("/") for u in (raw.split(",") if isinstance(raw, str) else raw)]
         urls = [u for u in urls if u]
         if not urls:

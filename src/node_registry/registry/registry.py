@@ -429,7 +429,7 @@ class Registry:
         return RegistryEntry(
             node_id=record.node_id,
             node_kind=record.passport.metadata.node_type,
-            passport=record.passport,
+            passport=record.passport if record.health is HealthState.ALIVE else _shown(record),
             last_seen=seen,
             health_state=health,
             registered_at=record.registered_at,
@@ -452,7 +452,7 @@ class Registry:
         return RegistryEntry(
             node_id=record.node_id,
             node_kind=record.passport.metadata.node_type,
-            passport=record.passport,
+            passport=record.passport if record.health is HealthState.ALIVE else _shown(record),
             last_seen=self._store.renewed_at(record.node_id) or record.registered_at,
             health_state=record.health,
             registered_at=record.registered_at,
@@ -494,19 +494,17 @@ class Registry:
         raise ConflictError(f"node {node_id} is being changed concurrently; try again")
 
     def _record_health(self, node_id: str) -> Versioned:
-        """Write the node's current health into its record and passport status, if it changed."""
+        """Record the node's current health, if it changed (readers see it in status)."""
 
         def change(record: NodeRecord, now: datetime) -> NodeRecord | None:
             seen = self._effective_seen(record)
             target = self._capped(self._policy.health(seen, now), record)
             if target is record.health:
                 return None
-            status = _status_for(record.passport.status, target, seen, now, self._policy)
-            passport = record.passport.model_copy(update={"status": status})
             log.info(
                 "node %s (%s): %s -> %s", record.name, node_id, record.health.value, target.value
             )
-            return NodeRecord(passport, record.registered_at, target, now)
+            return _with_health(record, target, now)
 
         return self._modify_versioned(node_id, change)
 
@@ -578,38 +576,37 @@ def _merge_conditions(
     return list(merged.values())
 
 
-_READY_FOR: dict[HealthState, tuple[ConditionStatus, str]] = {
-    HealthState.ALIVE: (ConditionStatus.TRUE, "HeartbeatResumed"),
-    HealthState.NOT_READY: (ConditionStatus.UNKNOWN, "NodeStatusUnknown"),
-    HealthState.OFFLINE: (ConditionStatus.UNKNOWN, "NodeOffline"),
+_UNREADY: dict[HealthState, tuple[str, str]] = {
+    HealthState.NOT_READY: ("NodeStatusUnknown", "The node stopped renewing its lease."),
+    HealthState.OFFLINE: ("NodeOffline", "The node's lease expired; it is out of the active set."),
 }
 
 
-def _status_for(
-    status: Status, target: HealthState, seen: datetime, now: datetime, policy: HealthPolicy
-) -> Status:
-    ready_status, reason = _READY_FOR[target]
-    silent = (now - seen).total_seconds()
-    if target is HealthState.ALIVE:
-        message = "the node is heartbeating again"
-    elif target is HealthState.NOT_READY:
-        message = (
-            f"no heartbeat for {silent:.0f}s (NotReady after "
-            f"{policy.not_ready_after.total_seconds():g}s)"
-        )
-    else:
-        message = (
-            f"no heartbeat for {silent:.0f}s: lease expired (TTL {policy.ttl.total_seconds():g}s)"
-        )
-    old = status.condition(READY)
-    transition = old.last_transition_time if old is not None and old.status is ready_status else now
+def _with_health(record: NodeRecord, health: HealthState, now: datetime) -> NodeRecord:
+    """The record with ``health`` recorded at ``now``; the node's own passport untouched."""
+    unready_since = None if health is HealthState.ALIVE else record.unready_since or now
+    return NodeRecord(record.passport, record.registered_at, health, now, unready_since)
+
+
+def _shown(record: NodeRecord) -> NodePassport:
+    """The passport as readers see it while the registry has lost touch with the node.
+
+    The controller's verdict is laid over the node's own status (phase NotReady/Offline,
+    Ready=Unknown, as Kubernetes' node lifecycle controller sets it) rather than written
+    into it: when heartbeats resume, the node's own report — Ready=False included — shows
+    again unchanged, and no heartbeat ever claims readiness for a node.
+    """
+    reason, message = _UNREADY[record.health]
+    status = record.passport.status
     ready = Condition(
         type=READY,
-        status=ready_status,
+        status=ConditionStatus.UNKNOWN,
         reason=reason,
         message=message,
-        lastHeartbeatTime=seen,
-        lastTransitionTime=transition,
+        lastTransitionTime=record.unready_since,
     )
     others = [c for c in status.conditions if c.type != READY]
-    return status.model_copy(update={"phase": PHASE_OF[target], "conditions": [ready, *others]})
+    shown = status.model_copy(
+        update={"phase": PHASE_OF[record.health], "conditions": [ready, *others]}
+    )
+    return record.passport.model_copy(update={"status": shown})

@@ -22,8 +22,10 @@ class HealthState(StrEnum):
 class NodeRecord:
     """One stored node.
 
-    ``health`` is the state the lifecycle controller last *recorded* (and wrote into
-    ``passport.status``); readers compute the current state from the lease instead, so a
+    ``passport`` is exactly what the node sent and reported (its status included).
+    ``health`` is the state the lifecycle controller last *recorded*, since
+    ``health_changed_at``; ``unready_since`` is when the current silence was first recorded
+    (None while ALIVE). Readers compute the current state from the lease instead, so a
     lagging controller never makes a dead node look alive.
     """
 
@@ -31,6 +33,7 @@ class NodeRecord:
     registered_at: datetime
     health: HealthState = HealthState.ALIVE
     health_changed_at: datetime | None = None
+    unready_since: datetime | None = None
     labels: dict[str, str] = field(init=False, compare=False, repr=False)
     node_id: str = field(init=False, compare=False, repr=False)
     name: str = field(init=False, compare=False, repr=False)
@@ -48,17 +51,24 @@ class NodeRecord:
             "passport": self.passport.to_dict(),
             "registeredAt": self.registered_at.isoformat(),
             "health": self.health.value,
-            "healthChangedAt": (
-                self.health_changed_at.isoformat() if self.health_changed_at else None
-            ),
+            "healthChangedAt": _iso(self.health_changed_at),
+            "unreadySince": _iso(self.unready_since),
         }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> NodeRecord:
-        changed = doc.get("healthChangedAt")
         return cls(
             passport=NodePassport.model_validate(doc["passport"]),
             registered_at=datetime.fromisoformat(doc["registeredAt"]),
             health=HealthState(doc["health"]),
-            health_changed_at=datetime.fromisoformat(changed) if changed else None,
+            health_changed_at=_from_iso(doc.get("healthChangedAt")),
+            unready_since=_from_iso(doc.get("unreadySince")),
         )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _from_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

@@ -1,0 +1,166 @@
+"""The client library against a real server: same answers as the embedded registry, errors
+mapped back to the package's own classes, endpoint failover, watch resume and 410."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import passport
+from live_server import free_port, make_app, serve
+from node_registry import (
+    FakeClock,
+    NotFoundError,
+    Registry,
+    RevisionCompactedError,
+    SelectorError,
+    UnsupportedVersionError,
+    ValidationError,
+    load_settings,
+)
+from node_registry.client import AsyncRegistryClient, RegistryClient
+from node_registry.client.settings import DEFAULT_URL, ClientSettings, tls_verify
+from node_registry.errors import ConfigError, RegistryUnreachableError
+
+DEAD = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+SEED_SELECTORS: list[Any] = [
+    {"matchLabels": {"capability.code_generation": "true", "capability.python": "true"}},
+    {
+        "matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["eu-west-1"]},
+            {"key": "memory", "operator": "Gt", "values": ["4Gi"]},
+        ]
+    },
+    "capability.code_generation,zone!=us-east-1",
+    None,
+]
+
+
+def _fleet() -> list[dict[str, Any]]:
+    return [
+        passport("coder-01"),
+        passport("coder-02", resources={"memory": "2Gi"}),
+        passport("coder-03", labels={"zone": "us-east-1"}),
+        passport("writer-01", capabilities=("text_generation",)),
+        passport("db-01", kind="storage", capabilities=("sql",)),
+    ]
+
+
+@pytest.fixture
+def url(clock: FakeClock) -> Iterator[str]:
+    with serve(make_app(clock, controller={"period_seconds": 3600})) as base:
+        yield base
+
+
+def test_find_nodes_answers_as_the_embedded_registry(url: str, clock: FakeClock) -> None:
+    embedded = Registry(clock=clock, settings=load_settings())
+    with RegistryClient(url) as client:
+        for doc in _fleet():
+            embedded.register(doc)
+            client.register(doc)
+        for selector in SEED_SELECTORS:
+            for kind in (None, "agent", "storage"):
+                for healthy in (False, True):
+                    local = embedded.find_nodes(kind=kind, selector=selector, only_healthy=healthy)
+                    remote = client.find_nodes(kind=kind, selector=selector, only_healthy=healthy)
+                    assert [e.name for e in remote] == [e.name for e in local], (selector, kind)
+                    assert [e.health_state for e in remote] == [e.health_state for e in local]
+
+
+def test_errors_come_back_as_the_package_classes(url: str) -> None:
+    with RegistryClient(url) as client:
+        client.register(passport("coder-01"))
+        with pytest.raises(NotFoundError, match="nobody"):
+            client.get("nobody")
+        with pytest.raises(NotFoundError):
+            client.heartbeat("nobody")
+        with pytest.raises(UnsupportedVersionError) as caught:
+            client.register({**passport("x"), "apiVersion": "ai_team.io/v2"})
+        assert caught.value.errors[0].loc == "apiVersion"
+        with pytest.raises(ValidationError) as invalid:
+            client.register(passport("Bad_Name"))
+        assert invalid.value.errors[0].loc == "metadata.name"
+        with pytest.raises(SelectorError):  # refused before any request is sent
+            client.find_nodes(selector="zone in (a")
+
+
+def test_failover_moves_to_the_endpoint_that_answers(url: str) -> None:
+    with RegistryClient([DEAD, url], retries=0) as client:
+        client.register(passport("coder-01"))
+        assert client.endpoint == url
+    with RegistryClient([DEAD, url], retries=0) as client:
+        with pytest.raises(NotFoundError):  # a definite "no" still names the live endpoint
+            client.get("nobody")
+        assert client.endpoint == url
+    with (
+        RegistryClient([DEAD], retries=1, backoff=0.01) as client,
+        pytest.raises(RegistryUnreachableError, match="no registry endpoint answered"),
+    ):
+        client.get("coder-01")
+
+
+def test_watch_resumes_and_a_restarted_registry_is_a_410(clock: FakeClock) -> None:
+    port = free_port()
+    with serve(make_app(clock), port=port) as base, RegistryClient(base) as client:
+        client.register(passport("coder-01"))
+        client.register(passport("coder-02"))
+        events = list(client.watch(1, timeout_seconds=1))
+        assert [(e.type.value, e.entry.name) for e in events] == [("ADDED", "coder-02")]
+    # A new in-memory registry on the same address has a new, shorter history.
+    with serve(make_app(clock), port=port) as base, RegistryClient(base) as client:
+        with pytest.raises(RevisionCompactedError, match="list again"):
+            list(client.watch(2, timeout_seconds=1))
+        assert client.list_nodes().resource_version == 0
+
+
+def test_list_nodes_pages_through_one_snapshot(url: str) -> None:
+    with RegistryClient(url) as client:
+        for i in range(7):
+            client.register(passport(f"node-{i}"))
+        listed = client.list_nodes(page_size=3)
+        assert [e.name for e in listed.items] == [f"node-{i}" for i in range(7)]
+        assert listed.resource_version == 7
+
+
+def test_async_client(url: str) -> None:
+    async def scenario() -> list[str]:
+        async with AsyncRegistryClient([DEAD, url], retries=0) as client:
+            for doc in _fleet():
+                await client.register(doc)
+            await client.heartbeat("coder-01")
+            await client.update_status("coder-01", current_tasks=2)
+            entry = await client.get("coder-01")
+            assert entry.passport.status.current_tasks == 2
+            await client.deregister("db-01")
+            names = [e.name for e in await client.find_nodes(kind="agent", only_healthy=True)]
+            events = [e async for e in client.watch(0, timeout_seconds=1)]
+            assert events[-1].type.value == "DELETED"
+            return names
+
+    assert asyncio.run(scenario()) == ["coder-01", "coder-02", "coder-03", "writer-01"]
+
+
+def test_settings_from_arguments_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_REGISTRY_URL", "")
+    assert ClientSettings.build(None, None, 5, 3, 0.2).endpoints == (DEFAULT_URL,)
+    monkeypatch.setenv("NODE_REGISTRY_URL", "http://a:1, http://b:2/")
+    monkeypatch.setenv("NODE_REGISTRY_TOKEN", "t0ken")
+    built = ClientSettings.build(None, None, 5, 3, 0.2)
+    assert built.endpoints == ("http://a:1", "http://b:2")
+    assert built.headers() == {"Authorization": "Bearer t0ken"}
+    with pytest.raises(ConfigError, match="must start with http"):
+        ClientSettings.build("ftp://x", None, 5, 3, 0.2)
+    assert [built.delay(n) for n in (1, 2, 3, 6, 7, 5000)] == [0.2, 0.4, 0.8, 6.4, 7.0, 7.0]
+
+
+def test_tls_verify_accepts_a_ca_path_without_deprecated_httpx_use(tmp_path: Any) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    assert isinstance(tls_verify(str(path)), ssl.SSLContext)
+    assert tls_verify(False) is False
