@@ -7,6 +7,7 @@ and calls ``reconcile()`` itself, so nothing here sleeps for a TTL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import ssl
@@ -828,3 +829,34 @@ def test_metric_names_follow_prometheus_conventions(api: Api) -> None:
                 f"{family.name}_total",
                 f"{family.name}_created",
             }
+
+
+def test_a_client_hanging_up_mid_request_is_not_a_server_error() -> None:
+    # Raw ASGI: the body never arrives because the client disconnected (a node stopping
+    # during a renewal). The app must answer quietly instead of raising a traceback.
+    app = make_app(controller={"period_seconds": 3600})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "PUT",
+        "scheme": "http",
+        "path": f"{API}/leases/coder-01",
+        "raw_path": f"{API}/leases/coder-01".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"20")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 499

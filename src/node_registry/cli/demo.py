@@ -43,6 +43,8 @@ CONTROLLER_PERIOD = 0.5
 #: registry rightly believes these nodes died (rather than suspecting itself).
 ABRUPT_SHARE = 0.2
 SERVER_START_TIMEOUT = 10.0
+#: How long a stopping agent may take to finish its request in flight.
+STOP_TIMEOUT = 5.0
 
 Write = Callable[[str], None]
 
@@ -192,7 +194,10 @@ class SimulatedAgent:
     url: str
     rng: random.Random
     registered: asyncio.Event = field(default_factory=asyncio.Event)
-    leave: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set to stop at the next wake-up (never in the middle of a request); ``deregister``
+    #: says whether it leaves gracefully or simply falls silent.
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    deregister: bool = False
     task: asyncio.Task[None] | None = None
 
     @property
@@ -217,9 +222,10 @@ class SimulatedAgent:
             delay = self.rng.uniform(0.1, INTERVAL)
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.leave.wait(), timeout=delay)
-                if self.leave.is_set():
-                    await client.deregister(self.name)
+                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                if self.stop.is_set():
+                    if self.deregister:
+                        await client.deregister(self.name)
                     return
                 delay = INTERVAL
                 try:
@@ -235,19 +241,23 @@ class SimulatedAgent:
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name=f"agent-{self.name}")
 
-    async def kill(self) -> None:
-        """Die abruptly: no deregistration, the heartbeats just stop."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RegistryError):
-                await self.task
+    async def halt(self, *, deregister: bool) -> None:
+        """Stop: gracefully (deregister) or abruptly (the heartbeats just stop, no goodbye).
 
-    async def shut_down(self) -> None:
-        """Leave gracefully: deregister, then stop."""
-        self.leave.set()
-        if self.task is not None:
-            with contextlib.suppress(RegistryError):
-                await self.task
+        Either way the request in flight is finished first: to the registry, a node that
+        dies after its last heartbeat looks just like one killed during it, and the server
+        is spared connections dropped halfway through a request.
+        """
+        self.deregister = deregister
+        self.stop.set()
+        if self.task is None or self.task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout=STOP_TIMEOUT)
+        except TimeoutError:
+            self.task.cancel()
+        except RegistryError:
+            pass
 
 
 # -- the scenario ------------------------------------------------------------------------
@@ -317,7 +327,7 @@ async def _scenario(url: str, agents: int, seconds: float, write: Write) -> None
         kinds = sorted({a.passport["metadata"]["nodeType"] for a in fleet})
         say(f"{joined} of {agents} nodes registered ({', '.join(kinds)}), Running, heartbeating")
 
-        await clock.sleep_until(clock.elapsed() + min(3.0, max(1.0, seconds * 0.15)))
+        await clock.sleep_until(clock.elapsed() + min(3.0, max(1.0, seconds * 0.12)))
         order = rng.sample(range(agents), agents)
         abrupt = [fleet[i] for i in order[: max(1, round(agents * ABRUPT_SHARE))]]
         graceful = fleet[order[len(abrupt)]]
@@ -326,10 +336,9 @@ async def _scenario(url: str, agents: int, seconds: float, write: Write) -> None
             f"-> NOT_READY in {NOT_READY_AFTER:g}s, OFFLINE in {TTL:g}s, removed in "
             f"{TTL + GRACE:g}s"
         )
-        for agent in abrupt:
-            await agent.kill()
+        await asyncio.gather(*(a.halt(deregister=False) for a in abrupt))
         say(f"{graceful.name} leaves gracefully: it deregisters itself -> DELETED now")
-        await graceful.shut_down()
+        await graceful.halt(deregister=True)
 
         await clock.sleep_until(seconds)
         watcher.cancel()
@@ -356,9 +365,7 @@ async def _scenario(url: str, agents: int, seconds: float, write: Write) -> None
         )
     finally:
         watcher.cancel()
-        for agent in fleet:
-            if agent.task is not None:
-                agent.task.cancel()
+        await asyncio.gather(*(a.halt(deregister=False) for a in fleet))
         await asyncio.gather(
             watcher, *(a.task for a in fleet if a.task is not None), return_exceptions=True
         )

@@ -136,7 +136,12 @@ class AsyncRegistryClient:
                 return NodeList(items, page.resource_version)
 
     async def watch(
-        self, since: int, *, timeout_seconds: int | None = None
+        self,
+        since: int,
+        *,
+        timeout_seconds: int | None = None,
+        kind: str | NodeType | None = None,
+        selector: core.SelectorInput = None,
     ) -> AsyncIterator[WatchEvent]:
         """Events after ``since``; reconnects with failover and resumes from the last version."""
         last = since
@@ -144,7 +149,7 @@ class AsyncRegistryClient:
         failures = 0
         while deadline is None or time.monotonic() < deadline:
             remaining = None if deadline is None else max(1, round(deadline - time.monotonic()))
-            call = core.watch(last, timeout_seconds=remaining)
+            call = core.watch(last, timeout_seconds=remaining, kind=kind, selector=selector)
             client = self._clients[self._current]
             try:
                 async with client.stream(

@@ -108,10 +108,23 @@ def list_page(limit: int | None = None, continue_token: str | None = None) -> Ca
     return Call("GET", f"{API_PREFIX}/nodes", params=params)
 
 
-def watch(since: int, *, timeout_seconds: int | None = None) -> Call:
+def watch(
+    since: int,
+    *,
+    timeout_seconds: int | None = None,
+    kind: str | NodeType | None = None,
+    selector: SelectorInput = None,
+) -> Call:
+    """A watch from ``since``, filtered on the server (nodes entering or leaving the
+    selector arrive as ADDED or DELETED)."""
     params = {"watch": "true", "resourceVersion": str(since), "allowWatchBookmarks": "true"}
     if timeout_seconds is not None:
         params["timeoutSeconds"] = str(timeout_seconds)
+    if kind is not None:
+        params["kind"] = str(kind)
+    parsed = as_selector(selector)
+    if not parsed.empty():
+        params["labelSelector"] = str(parsed)
     return Call("GET", f"{API_PREFIX}/nodes", params=params)
 
 
@@ -122,6 +135,11 @@ def check(status: int, content: bytes) -> Any:
     except ValueError:
         doc = None
     if 200 <= status < 300:
+        if doc is None and content:
+            raise RegistryError(
+                f"HTTP {status} with a body that is not JSON: is this a node registry? "
+                f"{content[:80]!r}"
+            )
         return doc
     if isinstance(doc, dict) and doc.get("kind") == "Status":
         raise error_from_status(doc, code=status)

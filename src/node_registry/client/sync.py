@@ -139,7 +139,14 @@ class RegistryClient:
             if token is None:
                 return NodeList(items, page.resource_version)
 
-    def watch(self, since: int, *, timeout_seconds: int | None = None) -> Iterator[WatchEvent]:
+    def watch(
+        self,
+        since: int,
+        *,
+        timeout_seconds: int | None = None,
+        kind: str | NodeType | None = None,
+        selector: core.SelectorInput = None,
+    ) -> Iterator[WatchEvent]:
         """Events after ``since``; reconnects (with failover) and resumes from the last version.
 
         BOOKMARKs only move the resume point. ``RevisionCompactedError``: list again.
@@ -149,7 +156,7 @@ class RegistryClient:
         failures = 0
         while deadline is None or time.monotonic() < deadline:
             remaining = None if deadline is None else max(1, round(deadline - time.monotonic()))
-            call = core.watch(last, timeout_seconds=remaining)
+            call = core.watch(last, timeout_seconds=remaining, kind=kind, selector=selector)
             client = self._clients[self._current]
             try:
                 with client.stream(

@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from node_registry import __version__
@@ -60,6 +61,7 @@ from node_registry.server.body import (
 from node_registry.server.metrics import Metrics
 from node_registry.server.pages import Paginator
 from node_registry.server.streams import ndjson_frame, sse_frame, stream_events
+from node_registry.server.ui import mount_dashboard
 from node_registry.wire import (
     API_PREFIX,
     LEASE_KIND,
@@ -263,6 +265,12 @@ def create_app(
     async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
         name = request.path_params.get("name")
         return refuse(exc, name if isinstance(name, str) else None)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The caller hung up mid-request (a node shutting down during a renewal): nobody
+        # is left to answer, and it is not a server error worth a traceback.
+        return Response(status_code=499)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -525,6 +533,8 @@ def create_app(
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     async def metrics_endpoint(caller: Reader) -> Response:
         return Response(generate_latest(metrics.collectors), media_type=CONTENT_TYPE_LATEST)
+
+    mount_dashboard(app, settings)  # the web dashboard at /ui (after the API's routes)
 
     app.add_middleware(
         BodyLimitMiddleware,
