@@ -17,6 +17,9 @@ from node_registry.server import Authenticator, create_app
 from node_registry.store import open_store
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
 def is_loopback(host: str) -> bool:
     """Whether every address ``host`` resolves to is a loopback address."""
     if host in ("localhost", ""):
@@ -81,5 +84,8 @@ def run_server(
         port=settings.server.port,
         log_level=log_level,
         access_log=False,
+        # Watch streams (and dashboards) never end by themselves; don't let them hold a
+        # shutdown forever.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **tls,
     )

@@ -166,7 +166,10 @@ function heartbeat(tag, entry, receivedAt) {
       `(NOT_READY after ${notReady} s, OFFLINE after ${ttl} s, removed ${grace} s later).`,
   ];
   if (entry.healthState === 'ALIVE') {
-    lines.push(`ALIVE means its last heartbeat is less than ${notReady} s old.`);
+    lines.push(
+      `ALIVE: the registry had a heartbeat from it within the last ${notReady} s ` +
+        `(its controller checks every ${cfg('controllerPeriodSeconds', 5)} s).`,
+    );
   } else if (entry.healthState === 'OFFLINE') {
     lines.push(`Removed at about ${clockTime(seen + (ttl + grace) * 1000)} unless it heartbeats.`);
   }
@@ -177,10 +180,10 @@ function heartbeat(tag, entry, receivedAt) {
 
 function updateAge(el) {
   const seen = Number(el.dataset.seen);
-  const window = cfg('notReadyAfterSeconds', 20);
+  const limit = cfg('notReadyAfterSeconds', 20);
   const text =
-    el.dataset.health === 'ALIVE' && (clock.now() - seen) / 1000 >= window
-      ? `< ${duration(window)} ago`
+    el.dataset.health === 'ALIVE' && (clock.now() - seen) / 1000 >= limit
+      ? `< ${duration(limit)} ago`
       : ago(seen);
   if (el.textContent !== text) el.textContent = text;
 }
