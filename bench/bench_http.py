@@ -92,7 +92,8 @@ def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
                 return process
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError(process.stderr.read().decode() if process.stderr else "died")
+                detail = process.stderr.read().decode() if process.stderr else "died"
+                raise RuntimeError(detail) from None
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"server on port {port} did not start")

@@ -16,7 +16,6 @@ from node_registry.registry import AsyncRegistry
 from node_registry.server import Authenticator, create_app
 from node_registry.store import open_store
 
-
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
