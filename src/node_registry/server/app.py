@@ -22,7 +22,7 @@ import pydantic
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -64,7 +64,6 @@ from node_registry.server.streams import ndjson_frame, sse_frame, stream_events
 from node_registry.server.ui import mount_dashboard
 from node_registry.wire import (
     API_PREFIX,
-    LEASE_KIND,
     Lease,
     RegistryEntryList,
     RegistryEntryModel,
@@ -166,6 +165,7 @@ class _Timing:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -176,25 +176,23 @@ class _Timing:
             await self.app(scope, receive, send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_duration.labels(template, scope["method"]).observe(
-                time.perf_counter() - start
-            )
+            key = (getattr(route, "path", None) or "unmatched", scope["method"])
+            child = self._children.get(key)
+            if child is None:
+                # labels() takes a lock and builds a tuple key on every call; route
+                # templates are few, so each child is looked up once.
+                child = self._children[key] = self.metrics.request_duration.labels(*key)
+            child.observe(time.perf_counter() - start)
 
 
 def _lease_json(name: str, renewed: datetime, ttl: float) -> bytes:
-    return json.dumps(
-        {
-            "apiVersion": "ai_team.io/v1",
-            "kind": LEASE_KIND,
-            "metadata": {"name": name},
-            "spec": {
-                "holderIdentity": name,
-                "leaseDurationSeconds": round(ttl),
-                "renewTime": renewed.isoformat(),
-            },
-        },
-        separators=(",", ":"),
+    # Formatted rather than json.dumps'ed: it was a third of the route's own time. Safe
+    # because ``name`` is a stored node's name (a DNS-1123 subdomain: nothing to escape)
+    # and the rest are numbers and an ISO timestamp.
+    return (
+        f'{{"apiVersion":"ai_team.io/v1","kind":"Lease","metadata":{{"name":"{name}"}},'
+        f'"spec":{{"holderIdentity":"{name}","leaseDurationSeconds":{round(ttl)},'
+        f'"renewTime":"{renewed.isoformat()}"}}}}'
     ).encode()
 
 
@@ -472,10 +470,11 @@ def create_app(
         summary="Renew the node's lease: the heartbeat",
         tags=["leases"],
     )
-    async def renew_lease(name: NodeName, request: Request) -> Response:
+    async def renew_lease(name: str, request: Request) -> Response:
         # The hot path (every node, every 10 s): authentication and the body are read here
         # rather than through FastAPI's dependency and body machinery, which cost a third
-        # of the request (see docs/benchmarks.md).
+        # of the request (see docs/benchmarks.md). ``name`` skips the path pattern check
+        # too: only a registered (hence valid) name gets past ``id_of``.
         caller = auth.authenticate(request.headers.get("authorization"))
         authorize_node_write(caller, name)
         lease = _parse_lease(await request.body(), media_type(request))

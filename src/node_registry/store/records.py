@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from node_registry.passport import NodePassport, effective_labels
+from node_registry.passport import NodePassport, NodeType, effective_labels
 
 
 class HealthState(StrEnum):
@@ -37,6 +37,7 @@ class NodeRecord:
     labels: dict[str, str] = field(init=False, compare=False, repr=False)
     node_id: str = field(init=False, compare=False, repr=False)
     name: str = field(init=False, compare=False, repr=False)
+    kind: NodeType = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Read on every query and selector match; computed once per write (str(UUID) alone
@@ -44,6 +45,7 @@ class NodeRecord:
         object.__setattr__(self, "labels", effective_labels(self.passport))
         object.__setattr__(self, "node_id", self.passport.node_id)
         object.__setattr__(self, "name", self.passport.metadata.name)
+        object.__setattr__(self, "kind", self.passport.metadata.node_type)
 
     def to_dict(self) -> dict[str, Any]:
         """The stored JSON document (what the etcd backend writes under the node's key)."""
