@@ -12,6 +12,32 @@ from node_registry import FakeClock, Registry, load_settings
 
 PassportFactory = Callable[..., dict[str, Any]]
 
+# The passport example of DESIGN.md ("The passport"), its "..." placeholders filled in.
+DESIGN_EXAMPLE_YAML = """
+apiVersion: ai_team.io/v1
+kind: NodePassport
+metadata:
+  uid: 7d0b6c1e-4a5b-4c3d-9e8f-0123456789ab
+  name: ai-agent-coder-01
+  nodeType: agent
+  labels: {zone: eu-west-1}
+  annotations: {}
+spec:
+  capabilities:
+    - name: code_generation
+      version: "1.0"
+      params: {languages: [python, go]}
+  resources: {cpu: "4", memory: 8Gi, gpu: "1"}
+  endpoint: {protocol: mindbus, address: "amqp://rabbit:5672", queue: "agent.coder-01"}
+  maxConcurrentTasks: 4
+status:
+  phase: Pending
+  conditions:
+    - {type: Ready, status: "True", reason: Started, message: "ready for work",
+       lastHeartbeatTime: "2026-01-01T00:00:00Z", lastTransitionTime: "2026-01-01T00:00:00Z"}
+  currentTasks: 0
+"""
+
 
 def passport(
     name: str,

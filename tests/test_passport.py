@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import DESIGN_EXAMPLE_YAML
 from node_registry import (
     FakeClock,
     NodePassport,
@@ -32,32 +33,6 @@ from node_registry.passport.versions import CONVERTED_FROM_ANNOTATION, V1ALPHA1,
 UID = "7d0b6c1e-4a5b-4c3d-9e8f-0123456789ab"
 UID_B = "11111111-2222-4333-8444-555555555555"
 UID_NEW = "99999999-8888-4777-8666-555555555555"
-
-# The example of /work/shared/DESIGN.md ("The passport"), its "..." placeholders filled in.
-DESIGN_EXAMPLE_YAML = """
-apiVersion: ai_team.io/v1
-kind: NodePassport
-metadata:
-  uid: 7d0b6c1e-4a5b-4c3d-9e8f-0123456789ab
-  name: ai-agent-coder-01
-  nodeType: agent
-  labels: {zone: eu-west-1}
-  annotations: {}
-spec:
-  capabilities:
-    - name: code_generation
-      version: "1.0"
-      params: {languages: [python, go]}
-  resources: {cpu: "4", memory: 8Gi, gpu: "1"}
-  endpoint: {protocol: mindbus, address: "amqp://rabbit:5672", queue: "agent.coder-01"}
-  maxConcurrentTasks: 4
-status:
-  phase: Pending
-  conditions:
-    - {type: Ready, status: "True", reason: Started, message: "ready for work",
-       lastHeartbeatTime: "2026-01-01T00:00:00Z", lastTransitionTime: "2026-01-01T00:00:00Z"}
-  currentTasks: 0
-"""
 
 
 def full_passport() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import DESIGN_EXAMPLE_YAML
 from node_registry import load_passport
 from node_registry.passport.schema import SCHEMA_ID, passport_json_schema, render
 
@@ -18,31 +19,6 @@ COMMITTED = ROOT / "docs" / "passport.schema.json"
 PASSPORT_DOC = ROOT / "docs" / "passport.md"
 REGENERATE = "python -m node_registry.passport.schema > docs/passport.schema.json"
 
-# The example of /work/shared/DESIGN.md ("The passport"), its "..." placeholders filled in.
-DESIGN_EXAMPLE_YAML = """
-apiVersion: ai_team.io/v1
-kind: NodePassport
-metadata:
-  uid: 7d0b6c1e-4a5b-4c3d-9e8f-0123456789ab
-  name: ai-agent-coder-01
-  nodeType: agent
-  labels: {zone: eu-west-1}
-  annotations: {}
-spec:
-  capabilities:
-    - name: code_generation
-      version: "1.0"
-      params: {languages: [python, go]}
-  resources: {cpu: "4", memory: 8Gi, gpu: "1"}
-  endpoint: {protocol: mindbus, address: "amqp://rabbit:5672", queue: "agent.coder-01"}
-  maxConcurrentTasks: 4
-status:
-  phase: Pending
-  conditions:
-    - {type: Ready, status: "True", reason: Started, message: "ready for work",
-       lastHeartbeatTime: "2026-01-01T00:00:00Z", lastTransitionTime: "2026-01-01T00:00:00Z"}
-  currentTasks: 0
-"""
 
 # The same, as a hand-written YAML file often has it: numbers where the model wants text.
 YAML_NUMBERS = DESIGN_EXAMPLE_YAML.replace('version: "1.0"', "version: 1.0").replace(
