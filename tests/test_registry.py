@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import PassportFactory
+from conftest import PassportFactory, passport
 from node_registry import (
     ConditionStatus,
     ConflictError,
@@ -16,6 +16,7 @@ from node_registry import (
     Registry,
     SelectorError,
     ValidationError,
+    load_settings,
 )
 
 
@@ -232,3 +233,48 @@ def test_v1alpha1_passport_is_converted_and_found(registry: Registry) -> None:
     assert [e.name for e in registry.find_nodes(selector="capability.code_generation")] == [
         "legacy-agent"
     ]
+
+
+def test_the_label_and_quantity_indexes_agree_with_a_full_scan(clock: FakeClock) -> None:
+    # The index narrows candidates (sets per label, sorted quantities per key for Gt/Lt);
+    # whatever it does, the answer must be exactly that of matching every node.
+    import random
+
+    from node_registry import effective_labels
+    from node_registry.selectors import as_selector
+
+    registry = Registry(clock=clock, settings=load_settings())
+    rng = random.Random(7)
+    memories = ["512Mi", "1Gi", "2Gi", "4Gi", "4096Mi", "8Gi", "16Gi", "0.5Ti", "64Gi"]
+    names = [f"node-{i:03d}" for i in range(120)]
+    for step in range(400):  # registrations, re-registrations that move values, removals
+        name = rng.choice(names)
+        if step % 9 == 8 and registry.find_nodes(selector=f"node={name}"):
+            registry.deregister(registry.id_of(name))
+            continue
+        registry.register(
+            passport(
+                name,
+                labels={
+                    "zone": rng.choice(["a", "b", "c"]),
+                    "node": name,
+                    "gen": str(rng.randrange(5)),
+                },
+                resources={"memory": rng.choice(memories), "cpu": str(rng.randrange(1, 9))},
+            )
+        )
+    selectors = [
+        "memory>4Gi",
+        "memory<4Gi",
+        "memory>4096Mi,cpu<5",
+        "gen>2,zone notin (a)",
+        "gen<0",
+        "cpu>8",
+        "memory>511Mi,memory<0.5Ti",
+        "zone in (b,c),memory>1Gi",
+    ]
+    everything = registry.list_nodes().items
+    for text in selectors:
+        selector = as_selector(text)
+        expected = [e.name for e in everything if selector.matches(effective_labels(e.passport))]
+        assert [e.name for e in registry.find_nodes(selector=text)] == expected, text
