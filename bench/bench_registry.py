@@ -569,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target_ms=20.0,
             ),
             Case(
-                "c. `find_nodes` zone NotIn (2) + memory Gt 16Gi: no index help (worst case)",
+                "c. `find_nodes` zone NotIn (2) + memory Gt 16Gi: the sorted quantity index narrows by memory",
                 lambda: find(selector=UNINDEXED),
                 target_ms=20.0,
             ),
@@ -597,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{by_labels_scan.median_ms / by_labels.median_ms:.1f}x",
             ),
             (
-                "c / b: the unindexed vs the indexed expression selector",
+                "c / b: NotIn + Gt (quantity index) vs the label-indexed expression selector",
                 f"{unindexed.median_ms / three.median_ms:.1f}x",
             ),
             (
