@@ -569,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target_ms=20.0,
             ),
             Case(
-                "c. `find_nodes` zone NotIn (2) + memory Gt 16Gi: the sorted quantity index narrows by memory",
+                "c. `find_nodes` zone NotIn (2) + memory Gt 16Gi: narrowed by the quantity index",
                 lambda: find(selector=UNINDEXED),
                 target_ms=20.0,
             ),
