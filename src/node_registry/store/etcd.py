@@ -1,0 +1,453 @@
+"""The etcd store (seed 2.2.2, option A): records as JSON in KV, heartbeats as etcd leases.
+
+Key layout under ``prefix`` (default ``/ai_team/registry``), readable with
+``etcdctl get --prefix /ai_team/registry``:
+
+- ``{prefix}/nodes/{node_id}``  → ``NodeRecord.to_dict()`` as JSON; its ``mod_revision`` is the
+  node's resource version.
+- ``{prefix}/names/{name}``     → the node_id holding the name, written in the same
+  transaction as the node, so name uniqueness is enforced by etcd and not by a replica.
+- ``{prefix}/leases/{node_id}`` → a small JSON lease record, attached to an etcd lease of
+  ``lease_ttl`` seconds; the key's ``lease`` field is how any replica finds the lease.
+
+Every read-modify-write is one transaction comparing ``mod_revision`` (``create_revision ==
+0`` for a create); the failure branch reads the keys back so the error says what lost.
+
+Heartbeats. ``renew`` is a lease keepalive, not a Raft write. Measured sequentially on a
+2-core machine (300 ops, two runs): keepalive 1.3-1.5k/s, a put of the lease record
+1.5-1.8k/s. aetcd opens a new keepalive stream per call, so the keepalive is not cheaper in
+latency here; it is chosen because it adds no revision, no MVCC history to compact and no
+watch traffic, and one long-lived keepalive stream (not in aetcd) does 7-8k/s.
+``renewed_at`` is then derived on whichever replica asks: LeaseTimeToLive gives
+``granted_ttl`` and the remaining TTL, and ``granted_ttl - remaining`` is the time since the
+last keepalive. Precision: etcd reports the remaining TTL in whole seconds (truncated), so
+``renewed_at`` may be up to 1 s early (a node looks up to 1 s staler than it is), plus the
+skew between this replica's clock and the etcd leader's. etcd resets every lease to its full
+TTL on a leader change (and on a restart of a single member), so after one every node looks
+just renewed: the same rule as a controller failover without heartbeat history
+(kubernetes#32510), an optimistic error bounded by one ``lease_ttl``. When the lease has run
+out (no keepalive for ``lease_ttl``) its key is gone and ``renewed_at`` answers ``now -
+lease_ttl``: the latest moment the node can have been seen. So choose ``lease_ttl`` >= the
+registry's ttl + grace period (the default, 90 s, is 30 s + 60 s) and the health table is
+exact up to removal.
+
+A renewal of an expired lease grants a new one and writes the lease key (a Raft write, rare).
+Leases are cached per replica (node_id → lease id); a keepalive that finds the lease gone
+falls back to reading the lease key, so a lease re-granted by another replica is found.
+
+Errors: every aetcd/grpc failure is translated in ``_translated`` (one place): unreachable or
+timed-out etcd → ``StoreUnavailableError`` naming the endpoint; compaction →
+``RevisionCompactedError``. Every request carries ``timeout`` seconds (aetcd's default is
+none). After an etcd restart a running watch raises ``StoreUnavailableError``: watch again
+from the last revision seen (aetcd does not resume by itself).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aetcd  # type: ignore[import-untyped]  # aetcd 1.0.0 ships no py.typed marker
+import aetcd.rpc  # type: ignore[import-untyped]
+
+from node_registry.clock import Clock, SystemClock
+from node_registry.errors import (
+    ConflictError,
+    NotFoundError,
+    RevisionCompactedError,
+    RevisionConflictError,
+    StoreUnavailableError,
+)
+from node_registry.store.base import ChangeType, StoreEvent, Versioned
+from node_registry.store.records import NodeRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "/ai_team/registry"
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_LEASE_TTL = 90
+PAGE_SIZE = 1_000
+_MAX_MESSAGE = 64 * 1024 * 1024
+_RETRIES = 5
+
+
+@contextmanager
+def _translated(endpoint: str, action: str) -> Iterator[None]:
+    """aetcd's and grpc's errors → ours; the one place a library error is allowed in."""
+    try:
+        yield
+    except aetcd.RevisionCompactedError as error:
+        raise RevisionCompactedError(
+            f"resource version is too old: etcd history was compacted up to revision "
+            f"{error.compacted_revision}; list again and watch from the list's version"
+        ) from error
+    except (aetcd.ClientError, aetcd.rpc.AioRpcError, TimeoutError, OSError) as error:
+        raise StoreUnavailableError(
+            f"etcd at {endpoint} did not answer ({action}): {error or type(error).__name__}"
+        ) from error
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    prefix: str
+
+    @property
+    def nodes(self) -> bytes:
+        return f"{self.prefix}/nodes/".encode()
+
+    def node(self, node_id: str) -> bytes:
+        return f"{self.prefix}/nodes/{node_id}".encode()
+
+    def name(self, name: str) -> bytes:
+        return f"{self.prefix}/names/{name}".encode()
+
+    def lease(self, node_id: str) -> bytes:
+        return f"{self.prefix}/leases/{node_id}".encode()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    end = bytearray(prefix)
+    end[-1] += 1  # prefixes here end in "/", never in 0xff
+    return bytes(end)
+
+
+class EtcdStore:
+    """``AsyncStore`` on etcd v3 through aetcd; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 2379,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        lease_ttl: int = DEFAULT_LEASE_TTL,
+        clock: Clock | None = None,  # None for the system clock; a FakeClock in tests
+    ) -> None:
+        self._endpoint = f"{host}:{port}"
+        self._prefix = prefix.rstrip("/")
+        self._keys = _Keys(self._prefix)
+        self._timeout = timeout
+        self._lease_ttl = lease_ttl
+        self._clock = clock or SystemClock()
+        self._leases: dict[str, int] = {}
+        self._client: Any = aetcd.Client(
+            host=host,
+            port=port,
+            timeout=timeout,
+            options={
+                "grpc.max_receive_message_length": _MAX_MESSAGE,
+                # Reconnect promptly after an etcd restart (grpc's default backoff grows to
+                # two minutes, during which every call fails fast).
+                "grpc.initial_reconnect_backoff_ms": 100,
+                "grpc.min_reconnect_backoff_ms": 100,
+                "grpc.max_reconnect_backoff_ms": 1_000,
+            },
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"EtcdStore({self._endpoint!r}, prefix={self._prefix!r}, "
+            f"timeout={self._timeout}, lease_ttl={self._lease_ttl})"
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def revision(self) -> int:
+        with _translated(self._endpoint, "revision"):
+            response = await self._range(self._keys.nodes, count_only=True)
+        return int(response.header.revision)
+
+    async def get(self, node_id: str) -> Versioned | None:
+        with _translated(self._endpoint, f"get {node_id}"):
+            kv = await self._client.get(self._keys.node(node_id))
+        if kv is None:
+            return None
+        return Versioned(_decode(kv.value), int(kv.mod_revision))
+
+    async def list(self) -> tuple[dict[str, Versioned], int]:
+        """Every node at one revision, read in pages of ``PAGE_SIZE`` pinned to the first."""
+        records: dict[str, Versioned] = {}
+        start = self._keys.nodes
+        end = _prefix_end(start)
+        revision = 0
+        with _translated(self._endpoint, "list"):
+            while True:
+                response = await self._range(start, end, limit=PAGE_SIZE, revision=revision)
+                revision = revision or int(response.header.revision)
+                for kv in response.kvs:
+                    record = _decode(kv.value)
+                    records[record.node_id] = Versioned(record, int(kv.mod_revision))
+                if not response.more or not response.kvs:
+                    return records, revision
+                start = bytes(response.kvs[-1].key) + b"\0"
+
+    async def renewed_at(self, node_id: str) -> datetime | None:
+        with _translated(self._endpoint, f"lease of {node_id}"):
+            kv = await self._client.get(self._keys.lease(node_id))
+            if kv is None:
+                return await self._expired_at(node_id)
+            info = await self._client.get_lease_info(int(kv.lease), keys=False)
+        if info.TTL <= 0:
+            return await self._expired_at(node_id)
+        elapsed = max(0, int(info.grantedTTL) - int(info.TTL))
+        return self._clock.now() - timedelta(seconds=elapsed)
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
+        node_id, tx = record.node_id, self._client.transactions
+        node_key, name_key = self._keys.node(node_id), self._keys.name(record.name)
+        with _translated(self._endpoint, f"create {node_id}"):
+            lease = await self._client.lease(self._lease_ttl)
+            try:
+                ok, revision, ranges = await self._txn(
+                    compare=[tx.create(node_key) == 0, tx.create(name_key) == 0],
+                    success=[
+                        tx.put(node_key, _encode(record)),
+                        tx.put(name_key, node_id.encode()),
+                        tx.put(self._keys.lease(node_id), self._lease_doc(renewed_at), lease.id),
+                    ],
+                    failure=[tx.get(node_key), tx.get(name_key)],
+                )
+            except BaseException:
+                await self._revoke(int(lease.id))
+                raise
+            if not ok:
+                await self._revoke(int(lease.id))
+        if not ok:
+            if ranges[0]:
+                raise RevisionConflictError(f"node {node_id!r} already exists")
+            raise _name_taken(record.name, _owner(ranges[1]))
+        self._leases[node_id] = int(lease.id)
+        return revision
+
+    async def update(
+        self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
+    ) -> int:
+        node_id, tx = record.node_id, self._client.transactions
+        node_key, name_key = self._keys.node(node_id), self._keys.name(record.name)
+        with _translated(self._endpoint, f"update {node_id}"):
+            current = await self.get(node_id)
+            if current is None:
+                raise NotFoundError(f"node {node_id!r} is not registered")
+            compare = [tx.mod(node_key) == expected_revision]
+            success = [tx.put(node_key, _encode(record))]
+            old_name = current.record.name
+            if old_name != record.name:
+                compare.append(tx.create(name_key) == 0)
+                success += [
+                    tx.put(name_key, node_id.encode()),
+                    tx.delete(self._keys.name(old_name)),
+                ]
+            ok, revision, ranges = await self._txn(
+                compare=compare, success=success, failure=[tx.get(node_key), tx.get(name_key)]
+            )
+        if not ok:
+            if not ranges[0]:
+                raise NotFoundError(f"node {node_id!r} is not registered")
+            actual = int(ranges[0][0].mod_revision)
+            if actual != expected_revision:
+                raise RevisionConflictError(
+                    f"node {node_id!r} changed (revision {actual}, expected {expected_revision})"
+                )
+            raise _name_taken(record.name, _owner(ranges[1]))
+        if renewed_at is not None:
+            await self.renew(node_id, renewed_at)
+        return revision
+
+    async def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
+        tx = self._client.transactions
+        node_key = self._keys.node(node_id)
+        with _translated(self._endpoint, f"delete {node_id}"):
+            for _ in range(_RETRIES):
+                current = await self.get(node_id)
+                if current is None:
+                    raise NotFoundError(f"node {node_id!r} is not registered")
+                if expected_revision is not None and current.revision != expected_revision:
+                    raise RevisionConflictError(
+                        f"node {node_id!r} changed (revision {current.revision}, "
+                        f"expected {expected_revision})"
+                    )
+                lease_kv = await self._client.get(self._keys.lease(node_id))
+                ok, revision, _ = await self._txn(
+                    compare=[tx.mod(node_key) == current.revision],
+                    success=[
+                        tx.delete(node_key),
+                        tx.delete(self._keys.name(current.record.name)),
+                        tx.delete(self._keys.lease(node_id)),
+                    ],
+                    failure=[],
+                )
+                if ok:
+                    self._leases.pop(node_id, None)
+                    if lease_kv is not None:
+                        await self._revoke(int(lease_kv.lease))
+                    return revision
+        raise RevisionConflictError(f"node {node_id!r} kept changing; delete again")
+
+    async def renew(self, node_id: str, at: datetime) -> None:
+        """A lease keepalive; ``at`` is not stored (etcd's lease clock is the record)."""
+        with _translated(self._endpoint, f"renew {node_id}"):
+            lease_id = self._leases.get(node_id)
+            if lease_id is not None and await self._keepalive(lease_id):
+                return
+            kv = await self._client.get(self._keys.lease(node_id))
+            if kv is not None and await self._keepalive(int(kv.lease)):
+                self._leases[node_id] = int(kv.lease)
+                return
+            await self._regrant(node_id, at)
+
+    # -- watch ---------------------------------------------------------------------------
+
+    async def watch(self, since: int) -> AsyncGenerator[StoreEvent, None]:
+        current = await self.revision()
+        if since > current:
+            raise RevisionCompactedError(
+                f"resource version {since} is newer than etcd's current revision {current} "
+                "(a different etcd, or its data was reset?); list again and watch from the "
+                "list's version"
+            )
+        with _translated(self._endpoint, "watch"):
+            stream = await self._client.watch_prefix(
+                self._keys.nodes, start_revision=since + 1, prev_kv=True
+            )
+        try:
+            with _translated(self._endpoint, "watch"):
+                async for event in stream:
+                    converted = _event(event)
+                    if converted is not None:
+                        yield converted
+        finally:
+            with suppress(Exception):
+                await stream.cancel()
+
+    # -- the rest ------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self.revision()
+
+    async def close(self) -> None:
+        with suppress(Exception):
+            await self._client.close()
+
+    async def compact(self, revision: int) -> None:
+        """Drop history before ``revision`` (etcd keeps it all until told); tests and ops."""
+        with _translated(self._endpoint, f"compact {revision}"):
+            await self._client.compact(revision, physical=True)
+
+    async def _range(
+        self,
+        key: bytes,
+        end: bytes | None = None,
+        *,
+        limit: int = 0,
+        revision: int = 0,
+        count_only: bool = False,
+    ) -> Any:
+        """A raw Range: aetcd's get_range cannot page (no limit, no revision)."""
+        await self._client.connect()
+        request = aetcd.rpc.RangeRequest(
+            key=key,
+            range_end=end if end is not None else _prefix_end(key),
+            limit=limit,
+            revision=revision,
+            count_only=count_only,
+        )
+        return await self._client.kvstub.Range(
+            request, timeout=self._timeout, metadata=self._client.metadata
+        )
+
+    async def _txn(
+        self, *, compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any]
+    ) -> tuple[bool, int, Sequence[Any]]:
+        """A raw Txn: (succeeded, the revision it ran at, each range result's kvs).
+
+        aetcd's ``transaction`` drops the response header, which holds the revision.
+        """
+        await self._client.connect()
+        request = aetcd.rpc.TxnRequest(
+            compare=[c.build_message() for c in compare],
+            success=self._client._ops_to_requests(success),
+            failure=self._client._ops_to_requests(failure),
+        )
+        response = await self._client.kvstub.Txn(
+            request, timeout=self._timeout, metadata=self._client.metadata
+        )
+        ranges = [
+            list(r.response_range.kvs) for r in response.responses if r.HasField("response_range")
+        ]
+        return bool(response.succeeded), int(response.header.revision), ranges
+
+    async def _keepalive(self, lease_id: int) -> bool:
+        reply = await self._client.refresh_lease(lease_id)
+        return reply is not None and int(reply.TTL) > 0
+
+    async def _regrant(self, node_id: str, at: datetime) -> None:
+        """The lease ran out while the node record stayed: attach a new one (a Raft write)."""
+        tx = self._client.transactions
+        node_key, lease_key = self._keys.node(node_id), self._keys.lease(node_id)
+        lease = await self._client.lease(self._lease_ttl)
+        ok, _, _ = await self._txn(
+            compare=[tx.create(node_key) > 0],
+            success=[tx.put(lease_key, self._lease_doc(at), lease.id)],
+            failure=[],
+        )
+        if not ok:
+            await self._revoke(int(lease.id))
+            raise NotFoundError(f"node {node_id!r} is not registered")
+        self._leases[node_id] = int(lease.id)
+
+    async def _expired_at(self, node_id: str) -> datetime | None:
+        if await self._client.get(self._keys.node(node_id)) is None:
+            return None
+        return self._clock.now() - timedelta(seconds=self._lease_ttl)
+
+    async def _revoke(self, lease_id: int) -> None:
+        # Best effort: an orphan lease holds no keys and runs out after lease_ttl.
+        with suppress(Exception):
+            await self._client.revoke_lease(lease_id)
+
+    def _lease_doc(self, at: datetime) -> bytes:
+        doc = {"grantedAt": at.isoformat(), "ttlSeconds": self._lease_ttl}
+        return json.dumps(doc).encode()
+
+
+def _encode(record: NodeRecord) -> bytes:
+    return json.dumps(record.to_dict(), separators=(",", ":")).encode()
+
+
+def _decode(value: bytes) -> NodeRecord:
+    return NodeRecord.from_dict(json.loads(value))
+
+
+def _owner(kvs: Any) -> str:
+    return bytes(kvs[0].value).decode() if kvs else "?"
+
+
+def _name_taken(name: str, owner: str) -> ConflictError:
+    return ConflictError(
+        f"name {name!r} is already registered by node {owner}; "
+        "names are unique, choose another or deregister that node"
+    )
+
+
+def _event(event: Any) -> StoreEvent | None:
+    revision = int(event.kv.mod_revision)
+    # aetcd hands an empty KeyValue, not None, when there is no previous value.
+    has_prev = event.prev_kv is not None and bool(event.prev_kv.key)
+    prev = _decode(event.prev_kv.value) if has_prev else None
+    if event.kind == aetcd.EventKind.DELETE:
+        if prev is None:  # the previous value was compacted away: nothing to report
+            log.warning("DELETE at revision %d without its previous value; skipped", revision)
+            return None
+        return StoreEvent(ChangeType.DELETED, prev, prev, revision)
+    record = _decode(event.kv.value)
+    if event.kv.create_revision == event.kv.mod_revision:
+        return StoreEvent(ChangeType.ADDED, record, None, revision)
+    return StoreEvent(ChangeType.MODIFIED, record, prev, revision)
