@@ -164,3 +164,11 @@ def test_tls_verify_accepts_a_ca_path_without_deprecated_httpx_use(tmp_path: Any
     ca.cert_pem.write_to_path(str(path))
     assert isinstance(tls_verify(str(path)), ssl.SSLContext)
     assert tls_verify(False) is False
+
+
+def test_tls_is_built_once_and_only_for_https() -> None:
+    plain = ClientSettings.build("http://a:1,http://b:2", None, 5, 3, 0.2)
+    assert plain.tls(True) is False  # no TLS happens: no CA bundle to load per client
+    mixed = ClientSettings.build("http://a:1,https://b:2", None, 5, 3, 0.2)
+    assert isinstance(mixed.tls(True), ssl.SSLContext)
+    assert mixed.tls(False) is False

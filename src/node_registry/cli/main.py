@@ -25,7 +25,7 @@ from node_registry import __version__
 from node_registry.cli import output
 from node_registry.cli.example import run_example
 from node_registry.client import RegistryClient
-from node_registry.client.settings import TOKEN_ENV, URL_ENV, ClientSettings
+from node_registry.client.settings import TOKEN_ENV, URL_ENV
 from node_registry.errors import (
     ForbiddenError,
     NotFoundError,
@@ -135,18 +135,7 @@ def _command() -> Iterator[None]:
 
 def _client(server: str | None, token: str | None) -> RegistryClient:
     # One retry round: a person at a terminal wants the answer (or the error) quickly.
-    settings = ClientSettings.build(server, token or None, timeout=5.0, retries=1, backoff=0.2)
-    # Certificates matter only for https://; without one, skip loading the CA bundle
-    # (a tenth of the command's start-up).
-    tls = any(url.startswith("https://") for url in settings.endpoints)
-    return RegistryClient(
-        settings.endpoints,
-        token=settings.token,
-        timeout=settings.timeout,
-        retries=settings.retries,
-        backoff=settings.backoff,
-        verify=tls,
-    )
+    return RegistryClient(server, token=token or None, timeout=5.0, retries=1, backoff=0.2)
 
 
 def _resource(resource: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -17,7 +16,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
-from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings, tls_verify
+from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
 from node_registry.errors import (
     RegistryError,
     RegistryUnreachableError,
@@ -43,12 +42,13 @@ class AsyncRegistryClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = ClientSettings.build(endpoints, token, timeout, retries, backoff)
+        tls = self.settings.tls(verify)
         self._clients = [
             httpx.AsyncClient(
                 base_url=url,
                 headers=self.settings.headers(),
                 timeout=timeout,
-                verify=tls_verify(verify),
+                verify=tls,
                 transport=transport,
             )
             for url in self.settings.endpoints
@@ -144,40 +144,32 @@ class AsyncRegistryClient:
         selector: core.SelectorInput = None,
     ) -> AsyncIterator[WatchEvent]:
         """Events after ``since``; reconnects with failover and resumes from the last version."""
-        last = since
-        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-        failures = 0
-        while deadline is None or time.monotonic() < deadline:
-            remaining = None if deadline is None else max(1, round(deadline - time.monotonic()))
-            call = core.watch(last, timeout_seconds=remaining, kind=kind, selector=selector)
+        cursor = core.WatchCursor(
+            since,
+            timeout_seconds=timeout_seconds,
+            kind=kind,
+            selector=selector,
+            settings=self.settings,
+            endpoints=len(self._clients),
+        )
+        while (call := cursor.open()) is not None:
             client = self._clients[self._current]
             try:
                 async with client.stream(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    timeout=self._watch_timeout,
+                    call.method, call.path, params=call.params, timeout=self._watch_timeout
                 ) as response:
                     if response.status_code != 200:
                         core.check(response.status_code, await response.aread())
-                    failures = 0
+                    cursor.connected()
                     async for line in response.aiter_lines():
-                        item = core.watch_line(line)
-                        if isinstance(item, WatchEvent):
-                            last = item.resource_version
-                            yield item
-                        elif item is not None:
-                            last = item
-                if timeout_seconds is not None:
+                        event = cursor.read(line)
+                        if event is not None:
+                            yield event
+                if cursor.bounded:
                     return
             except (httpx.TransportError, StoreUnavailableError):
-                failures += 1
                 self._current = (self._current + 1) % len(self._clients)
-                if failures > self.settings.retries * len(self._clients):
-                    raise RegistryUnreachableError(
-                        f"the watch lost every registry endpoint (resume from {last})"
-                    ) from None
-                await asyncio.sleep(self.settings.delay(failures))
+                await asyncio.sleep(cursor.lost())
 
     async def aclose(self) -> None:
         for client in self._clients:

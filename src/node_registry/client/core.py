@@ -8,12 +8,14 @@ thread or a loop to borrow the other's code.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from node_registry.errors import RegistryError, StoreUnavailableError
+from node_registry.client.settings import ClientSettings
+from node_registry.errors import RegistryError, RegistryUnreachableError, StoreUnavailableError
 from node_registry.passport import Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
 from node_registry.selectors import Selector, as_selector
@@ -167,6 +169,62 @@ def node_list(doc: Any) -> tuple[NodeList, str | None]:
 
 def renew_time(doc: Any) -> datetime:
     return datetime.fromisoformat(doc["spec"]["renewTime"])
+
+
+class WatchCursor:
+    """A resuming watch's bookkeeping, shared by both clients: where to resume from, when
+    a bounded watch is over, and how long to wait after losing a connection."""
+
+    def __init__(
+        self,
+        since: int,
+        *,
+        timeout_seconds: int | None,
+        kind: str | NodeType | None,
+        selector: SelectorInput,
+        settings: ClientSettings,
+        endpoints: int,
+    ) -> None:
+        self.last = since
+        self.bounded = timeout_seconds is not None
+        self._deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        self._kind = kind
+        self._selector = selector
+        self._settings = settings
+        self._budget = settings.retries * endpoints
+        self._failures = 0
+
+    def open(self) -> Call | None:
+        """The request that resumes the watch, or None when its time is up."""
+        remaining = None
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                return None
+            remaining = max(1, round(left))
+        return watch(self.last, timeout_seconds=remaining, kind=self._kind, selector=self._selector)
+
+    def connected(self) -> None:
+        self._failures = 0
+
+    def read(self, line: str) -> WatchEvent | None:
+        """The event a line carries (BOOKMARKs only move the resume point)."""
+        item = watch_line(line)
+        if isinstance(item, WatchEvent):
+            self.last = item.resource_version
+            return item
+        if item is not None:
+            self.last = item
+        return None
+
+    def lost(self) -> float:
+        """Seconds to wait before reconnecting; raises once every endpoint has failed."""
+        self._failures += 1
+        if self._failures > self._budget:
+            raise RegistryUnreachableError(
+                f"the watch lost every registry endpoint (resume from {self.last})"
+            )
+        return self._settings.delay(self._failures)
 
 
 def watch_line(line: str) -> WatchEvent | int | None:

@@ -54,7 +54,7 @@ import httpx
 
 from node_registry.client.aio import AsyncRegistryClient
 from node_registry.client.core import SelectorInput
-from node_registry.client.settings import MAX_DELAY
+from node_registry.client.settings import MAX_DELAY, tls_verify
 from node_registry.client.sync import RegistryClient
 from node_registry.clock import Clock, SystemClock
 from node_registry.errors import (
@@ -434,7 +434,7 @@ class Informer(_InformerState):
         self._switch: _StopSwitch | None = None
         self._own: RegistryClient | None = None
         if client is None:
-            self._switch = _StopSwitch(httpx.HTTPTransport(verify=verify))
+            self._switch = _StopSwitch(httpx.HTTPTransport(verify=tls_verify(verify)))
             # retries=0: every broken watch must reach the informer, which re-lists.
             self._own = RegistryClient(
                 endpoints, token=token, timeout=timeout, retries=0, transport=self._switch
@@ -582,7 +582,7 @@ class AsyncInformer(_InformerState):
                 token=token,
                 timeout=timeout,
                 retries=0,
-                transport=httpx.AsyncHTTPTransport(verify=verify),
+                transport=httpx.AsyncHTTPTransport(verify=tls_verify(verify)),
             )
             client = self._own
         self._client: AsyncListWatch = client

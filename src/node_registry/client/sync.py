@@ -18,7 +18,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
-from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings, tls_verify
+from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
 from node_registry.errors import (
     RegistryError,
     RegistryUnreachableError,
@@ -44,12 +44,13 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings = ClientSettings.build(endpoints, token, timeout, retries, backoff)
+        tls = self.settings.tls(verify)
         self._clients = [
             httpx.Client(
                 base_url=url,
                 headers=self.settings.headers(),
                 timeout=timeout,
-                verify=tls_verify(verify),
+                verify=tls,
                 transport=transport,
             )
             for url in self.settings.endpoints
@@ -151,40 +152,32 @@ class RegistryClient:
 
         BOOKMARKs only move the resume point. ``RevisionCompactedError``: list again.
         """
-        last = since
-        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
-        failures = 0
-        while deadline is None or time.monotonic() < deadline:
-            remaining = None if deadline is None else max(1, round(deadline - time.monotonic()))
-            call = core.watch(last, timeout_seconds=remaining, kind=kind, selector=selector)
+        cursor = core.WatchCursor(
+            since,
+            timeout_seconds=timeout_seconds,
+            kind=kind,
+            selector=selector,
+            settings=self.settings,
+            endpoints=len(self._clients),
+        )
+        while (call := cursor.open()) is not None:
             client = self._clients[self._current]
             try:
                 with client.stream(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    timeout=self._watch_timeout,
+                    call.method, call.path, params=call.params, timeout=self._watch_timeout
                 ) as response:
                     if response.status_code != 200:
                         core.check(response.status_code, response.read())
-                    failures = 0
+                    cursor.connected()
                     for line in response.iter_lines():
-                        item = core.watch_line(line)
-                        if isinstance(item, WatchEvent):
-                            last = item.resource_version
-                            yield item
-                        elif item is not None:
-                            last = item
-                if timeout_seconds is not None:
+                        event = cursor.read(line)
+                        if event is not None:
+                            yield event
+                if cursor.bounded:
                     return
             except (httpx.TransportError, StoreUnavailableError):
-                failures += 1
                 self._current = (self._current + 1) % len(self._clients)
-                if failures > self.settings.retries * len(self._clients):
-                    raise RegistryUnreachableError(
-                        f"the watch lost every registry endpoint (resume from {last})"
-                    ) from None
-                time.sleep(self.settings.delay(failures))
+                time.sleep(cursor.lost())
 
     def close(self) -> None:
         for client in self._clients:
