@@ -25,7 +25,16 @@ DEFAULTS: dict[str, Any] = {
     "controller": {"period_seconds": 5},
     "protection": {"enabled": True, "unhealthy_fraction": 0.55, "min_unhealthy_nodes": 3},
     "watch": {"history_size": 10_000},
-    "store": {"url": "memory://"},
+    "store": {
+        "url": "memory://",
+        "etcd_timeout_seconds": 5,
+        "etcd_period_seconds": 1,
+        "etcd_ca_file": None,
+        "etcd_cert_file": None,
+        "etcd_key_file": None,
+        "etcd_username": None,
+        "etcd_password": None,
+    },
     "server": {
         "host": "127.0.0.1",
         "port": 8080,

@@ -248,12 +248,37 @@ def test_serve_refuses_a_broken_config(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_serve_refuses_a_store_it_cannot_open(tmp_path: Path) -> None:
-    # Until the etcd backend lands, the etcd:// scheme is refused by name; a real backend
-    # would instead fail to reach port 1 — either way serve must exit 1 before binding.
-    result = run_to_failure(tmp_path, "--store", "etcd://127.0.0.1:1/x", "--port", str(free_port()))
+def test_serve_refuses_a_store_scheme_it_does_not_know(tmp_path: Path) -> None:
+    result = run_to_failure(tmp_path, "--store", "zookeeper://127.0.0.1/x", "--port", "0")
     assert result.returncode == 1, result.stderr
     message = _flat(result.stderr)
-    assert "store URL 'etcd://127.0.0.1:1/x': scheme 'etcd' is not available" in message
-    assert "memory://" in message  # what is supported
+    assert "store URL 'zookeeper://127.0.0.1/x': scheme 'zookeeper' is not available" in message
+    assert "memory://, etcd://" in message  # what is supported
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("etcd://127.0.0.1:99999/x", "endpoint '127.0.0.1:99999' has an invalid port"),
+        ("etcd://:2379/x", "endpoint ':2379' has no host"),
+        ("etcd://user:pw@127.0.0.1:2379/x", "give TLS and credentials as store.etcd_* settings"),
+    ],
+)
+def test_serve_refuses_a_malformed_etcd_url(tmp_path: Path, url: str, problem: str) -> None:
+    result = run_to_failure(tmp_path, "--store", url, "--port", "0")
+    assert result.returncode == 1, result.stderr
+    assert problem in _flat(result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_exits_when_etcd_cannot_be_reached(tmp_path: Path) -> None:
+    # Port 1 on loopback: nothing listens, so the first list fails and serve must exit 1
+    # with the endpoint named, before binding.
+    started = time.monotonic()
+    result = run_to_failure(tmp_path, "--store", "etcd://127.0.0.1:1/x", "--port", "0")
+    assert result.returncode == 1, result.stderr
+    message = _flat(result.stderr)
+    assert "etcd at 127.0.0.1:1 did not answer" in message
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30

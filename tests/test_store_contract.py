@@ -59,9 +59,8 @@ class Backend:
             return AsyncMemoryStore(history_size=history_size)
         from node_registry.store.etcd import EtcdStore
 
-        host, port = self.etcd.endpoint.split(":")
         prefix = f"/test/{uuid.uuid4().hex}"
-        return EtcdStore(host, int(port), prefix=prefix, timeout=2.0, lease_ttl=lease_ttl)
+        return EtcdStore(self.etcd.endpoint, prefix=prefix, timeout=2.0, lease_ttl=lease_ttl)
 
 
 @pytest.fixture(params=["memory", "etcd"])
@@ -285,9 +284,8 @@ def test_delete_removes_record_name_and_lease(backend: Backend) -> None:
 def etcd_store(server: EtcdServer, **kwargs: Any) -> Any:
     from node_registry.store.etcd import EtcdStore
 
-    host, port = server.endpoint.split(":")
     prefix = f"/test/{uuid.uuid4().hex}"
-    return EtcdStore(host, int(port), prefix=prefix, timeout=2.0, **kwargs)
+    return EtcdStore(server.endpoint, prefix=prefix, timeout=2.0, **kwargs)
 
 
 def test_etcd_data_is_json_under_the_seed_layout(etcd: EtcdServer) -> None:

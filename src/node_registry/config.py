@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -78,9 +78,34 @@ class WatchSettings(_Section):
 
 
 class StoreSettings(_Section):
-    """Where nodes are kept, as a URL: ``memory://`` (the default) or ``etcd://host:2379/prefix``."""
+    """Where nodes are kept, as a URL: ``memory://`` (the default) or ``etcd://host:2379/prefix``.
+
+    ``etcd://host1:2379,host2:2379/ai_team/registry`` names every member of an etcd cluster
+    (calls fail over between them) and the key prefix (default ``/ai_team/registry``). The
+    ``etcd_*`` keys below matter only for etcd.
+    """
 
     url: str = "memory://"
+    #: A call to etcd that takes longer counts as etcd being unreachable (503).
+    etcd_timeout_seconds: float = Field(default=5, gt=0)
+    #: How often a replica publishes the renewals it served and checks the controller seat.
+    etcd_period_seconds: float = Field(default=1, gt=0)
+    #: TLS to etcd: the CA of etcd's certificate; with cert and key, client-certificate auth.
+    etcd_ca_file: Path | None = None
+    etcd_cert_file: Path | None = None
+    etcd_key_file: Path | None = None
+    #: etcd's own authentication (``etcdctl user add``); the password best from the
+    #: environment: NODE_REGISTRY_STORE__ETCD_PASSWORD.
+    etcd_username: str | None = None
+    etcd_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _etcd_pairs(self) -> Self:
+        if (self.etcd_cert_file is None) != (self.etcd_key_file is None):
+            raise ValueError("etcd_cert_file and etcd_key_file go together: give both or neither")
+        if (self.etcd_username is None) != (self.etcd_password is None):
+            raise ValueError("etcd_username and etcd_password go together: give both or neither")
+        return self
 
 
 class ServerSettings(_Section):

@@ -227,7 +227,10 @@ def serve(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="config/node_registry.yaml")
     ] = None,
-    store: Annotated[str | None, typer.Option(help="Store URL (default: memory://)")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="memory:// (default) or etcd://host:2379[,host:2379]/key-prefix"),
+    ] = None,
     tokens_file: Annotated[
         Path | None, typer.Option(help="YAML file of bearer tokens and their roles")
     ] = None,

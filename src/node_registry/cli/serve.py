@@ -68,8 +68,15 @@ def run_server(
         logging.getLogger("node_registry").warning(
             "no tokens file: every caller is an anonymous admin (loopback use only)"
         )
-    store = open_store(settings.store.url, history_size=settings.watch.history_size)
-    registry = AsyncRegistry(store, settings=settings)
+    store = open_store(settings)
+    try:
+        _serve(AsyncRegistry(store, settings=settings), settings, auth, log_level)
+    finally:
+        # On etcd: hands the controller seat to another replica now, not after its lease.
+        store.close()
+
+
+def _serve(registry: AsyncRegistry, settings: Settings, auth: Authenticator, level: str) -> None:
     app = create_app(registry, settings, authenticator=auth)
     tls: dict[str, Any] = {}
     if settings.server.tls_certfile is not None:
@@ -81,7 +88,7 @@ def run_server(
         app,
         host=settings.server.host,
         port=settings.server.port,
-        log_level=log_level,
+        log_level=level,
         access_log=False,
         # Watch streams (and dashboards) never end by themselves; don't let them hold a
         # shutdown forever.

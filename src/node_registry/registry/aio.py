@@ -2,20 +2,24 @@
 
 Every operation of the embedded registry is non-blocking CPU work on in-memory state (the
 store lock is held for microseconds), so each coroutine calls straight into ``Registry``:
-no thread pool and no event loop in a thread. The lifecycle controller runs as a task of
-the caller's loop inside ``async with``.
+no thread pool. On etcd, reads are still served from the replica's cache, but writes,
+heartbeats and controller passes wait on etcd, so those run in a small thread pool and the
+caller's loop keeps serving meanwhile. The lifecycle controller runs as a task of the
+caller's loop inside ``async with``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 from node_registry.clock import Clock
 from node_registry.config import Settings, load_settings
@@ -27,6 +31,11 @@ from node_registry.registry.watch import AsyncWatch
 from node_registry.store import Store
 
 log = logging.getLogger("node_registry")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+#: Writes in flight to etcd at once per process; each holds a thread while it waits.
+IO_THREADS = 32
 
 
 class AsyncRegistry:
@@ -42,6 +51,9 @@ class AsyncRegistry:
         self._sync = Registry(store, settings=settings, clock=clock)
         self.settings = self._sync.settings
         self._controller: asyncio.Task[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        if self._sync.blocking:
+            self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="node-registry-io")
 
     @classmethod
     def from_config(
@@ -58,10 +70,10 @@ class AsyncRegistry:
         return self._sync
 
     async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return self._sync.register(passport)
+        return await self._io(self._sync.register, passport)
 
     async def heartbeat(self, node_id: str) -> datetime:
-        return self._sync.heartbeat(node_id)
+        return await self._io(self._sync.heartbeat, node_id)
 
     async def update_status(
         self,
@@ -71,12 +83,16 @@ class AsyncRegistry:
         conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
         current_tasks: int | None = None,
     ) -> RegistryEntry:
-        return self._sync.update_status(
-            node_id, phase=phase, conditions=conditions, current_tasks=current_tasks
+        return await self._io(
+            self._sync.update_status,
+            node_id,
+            phase=phase,
+            conditions=conditions,
+            current_tasks=current_tasks,
         )
 
     async def deregister(self, node_id: str) -> None:
-        self._sync.deregister(node_id)
+        await self._io(self._sync.deregister, node_id)
 
     async def get(self, node_id: str) -> RegistryEntry:
         return self._sync.get(node_id)
@@ -101,16 +117,20 @@ class AsyncRegistry:
 
     # The seed's MVP names (2.2.1).
     async def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return self._sync.register(passport)
+        return await self.register(passport)
 
     async def update_heartbeat(self, node_id: str) -> None:
-        self._sync.heartbeat(node_id)
+        await self.heartbeat(node_id)
 
     async def get_alive_nodes(self) -> list[NodePassport]:
         return self._sync.get_alive_nodes()
 
     async def reconcile(self) -> None:
-        self._sync.reconcile()
+        await self._io(self._sync.reconcile)
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailableError`` unless the store answers (``/readyz``)."""
+        await self._io(self._sync.ping)
 
     async def start(self) -> None:
         """Run the lifecycle controller as a task of the running loop."""
@@ -134,13 +154,28 @@ class AsyncRegistry:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
-        self._sync.close()
+        await self.close()
+
+    async def close(self) -> None:
+        """Detach from the store (on etcd: give up the controller seat, close the client)."""
+        await self._io(self._sync.close)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     async def _run_controller(self) -> None:
         period = self.settings.controller.period_seconds
         while True:
             await asyncio.sleep(period)
+            if not self._sync.leading:
+                continue
             try:
-                self._sync.reconcile()
+                await self._io(self._sync.reconcile)
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
+
+    async def _io(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call`` here, or in the I/O pool when the store waits on the network."""
+        if self._pool is None:
+            return call(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(call, *args, **kwargs))

@@ -13,7 +13,10 @@ Design decisions, each from a lesson of Kubernetes or its peers:
   large share of nodes goes silent in the same pass, the registry assumes the fault is its
   own, keeps them NOT_READY, marks none Offline and removes none until heartbeats return.
 - Entries the registry did not see heartbeat (restored from a store when it starts) count as
-  seen at start-up (kubernetes#32510), never as long dead.
+  seen at start-up (kubernetes#32510), never as long dead; so do all entries after the
+  registry lost its shared store for a while (nodes could not heartbeat through it).
+- On a store shared by several registry processes (etcd), only the one the store elects
+  runs the lifecycle controller; every process still computes health on every read.
 - Every read-modify-write is a compare-and-swap on the record's revision, retried on conflict.
 """
 
@@ -225,6 +228,7 @@ class Registry:
     # -- reads --------------------------------------------------------------------------
 
     def get(self, node_id: str) -> RegistryEntry:
+        self._store.check_view()
         current = self._index.get(node_id)
         if current is None:
             raise NotFoundError(f"node {node_id!r} is not registered")
@@ -235,6 +239,7 @@ class Registry:
 
     def id_of(self, name: str) -> str:
         """The node id registered under ``name``; ``NotFoundError`` when there is none."""
+        self._store.check_view()
         node_id = self._index.id_of(name)
         if node_id is None:
             raise NotFoundError(f"no node is named {name!r}")
@@ -262,6 +267,7 @@ class Registry:
         """``find_nodes`` with the resource version its answer was taken at (list + watch)."""
         wanted_kind = parse_kind(kind)
         parsed = as_selector(selector)
+        self._store.check_view()
         now = self._clock.now()
         found, revision = self._index.select(wanted_kind, parsed)
         found.sort(key=_BY_NAME)
@@ -272,6 +278,7 @@ class Registry:
 
     def list_nodes(self) -> NodeList:
         """Every node, and the resource version to watch from without missing a change."""
+        self._store.check_view()
         versioned, revision = self._index.snapshot()
         versioned.sort(key=_BY_NAME)
         now = self._clock.now()
@@ -289,6 +296,7 @@ class Registry:
         return self._open_watch(AsyncWatch, since)
 
     def _open_watch(self, kind: type[W], since: int | None) -> W:
+        self._store.check_view()
         start = self._store.revision if since is None else since
         return kind(self._store.watch, start, self._event, self.settings.watch.history_size)
 
@@ -299,6 +307,16 @@ class Registry:
     def ping(self) -> None:
         """Raise ``StoreUnavailableError`` unless the store answers."""
         self._store.ping()
+
+    @property
+    def leading(self) -> bool:
+        """Whether this registry runs the lifecycle controller (always, unless on etcd)."""
+        return self._store.leading
+
+    @property
+    def blocking(self) -> bool:
+        """Whether writes wait on the network (an etcd store); see ``AsyncRegistry``."""
+        return self._store.blocking
 
     @property
     def protection_active(self) -> bool:
@@ -398,6 +416,8 @@ class Registry:
     def _run_controller(self) -> None:
         period = self.settings.controller.period_seconds
         while not self._stop.wait(period):
+            if not self._store.leading:
+                continue
             try:
                 self.reconcile()
             except RegistryError:
@@ -405,9 +425,14 @@ class Registry:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _seen_floor(self) -> datetime:
+        """No node counts as silent since before this: start-up, or the store's return."""
+        resumed = self._store.resumed_at
+        return self._started_at if resumed is None else max(resumed, self._started_at)
+
     def _effective_seen(self, record: NodeRecord) -> datetime:
         seen = self._store.renewed_at(record.node_id) or record.registered_at
-        return max(seen, self._started_at)
+        return max(seen, self._seen_floor())
 
     def _capped(self, computed: HealthState, record: NodeRecord) -> HealthState:
         # Under protection no node *becomes* Offline; one recorded Offline before stays so.
@@ -430,7 +455,7 @@ class Registry:
         """
         alive_after = now - self._policy.not_ready_after
         online_after = now - self._policy.ttl
-        started = self._started_at
+        started = self._seen_floor()
         renewed_at = self._store.renewed_at
         protected = self._protection.status
         alive, not_ready, offline = HealthState.ALIVE, HealthState.NOT_READY, HealthState.OFFLINE

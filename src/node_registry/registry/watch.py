@@ -17,10 +17,10 @@ from typing import Self
 
 from node_registry.errors import RevisionCompactedError
 from node_registry.registry.entry import EventType, WatchEvent
-from node_registry.store.base import Cancel, ChangeType, StoreEvent
+from node_registry.store.base import Cancel, ChangeType, ErrorSink, Sink, StoreEvent
 
 Convert = Callable[[StoreEvent], WatchEvent]
-Subscribe = Callable[[int, Callable[[StoreEvent], None]], Cancel]
+Subscribe = Callable[[int, Sink, ErrorSink], Cancel]
 
 
 def _overflow(capacity: int) -> RevisionCompactedError:
@@ -49,7 +49,7 @@ class Watch:
         self._convert = convert
         self._failed: RevisionCompactedError | None = None
         self._closed = False
-        self._cancel = subscribe(since, self._push)
+        self._cancel = subscribe(since, self._push, self._fail)
 
     def _push(self, event: StoreEvent) -> None:
         if self._failed is not None:
@@ -58,6 +58,12 @@ class Watch:
             self._queue.put_nowait(self._convert(event))
         except queue.Full:
             self._failed = _overflow(self._capacity)
+
+    def _fail(self, error: RevisionCompactedError) -> None:
+        # The store lost the history this watch needs: end it once the queue is drained.
+        self._failed = error
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
 
     def next(self, timeout: float | None = None) -> WatchEvent | None:
         """The next event, waiting up to ``timeout`` seconds (None: forever)."""
@@ -107,7 +113,11 @@ class AsyncWatch:
         self._convert = convert
         self._failed: RevisionCompactedError | None = None
         self._closed = False
-        self._cancel = subscribe(since, self._push)
+        self._cancel = subscribe(since, self._push, self._fail)
+
+    def _fail(self, error: RevisionCompactedError) -> None:
+        self._failed = error
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
 
     def _push(self, event: StoreEvent) -> None:
         # Runs in the writer's thread, under the store lock: count here, queue on the loop.

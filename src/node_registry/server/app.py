@@ -479,8 +479,7 @@ def create_app(
         authorize_node_write(caller, name)
         lease = _parse_lease(await request.body(), media_type(request))
         _check_lease(lease, name)
-        sync = registry.sync
-        renewed = sync.heartbeat(sync.id_of(name))
+        renewed = await registry.heartbeat(registry.sync.id_of(name))
         metrics.heartbeats.inc()
         return Response(_lease_json(name, renewed, ttl), media_type="application/json")
 
@@ -526,7 +525,7 @@ def create_app(
         responses={503: {"model": Status}},
     )
     async def readyz() -> str:
-        registry.sync.ping()
+        await registry.ping()
         return "ok"
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])

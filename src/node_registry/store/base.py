@@ -8,9 +8,15 @@
   the name.
 - A heartbeat is a lease renewal: it never rewrites the record and never bumps the revision
   (Kubernetes keeps Lease apart from Node for the same reason).
-- ``watch(since, sink)`` delivers every change after ``since`` in revision order, first the
-  kept history and then live events, or raises ``RevisionCompactedError`` when ``since`` is
-  older than the history kept, or newer than any revision issued (a new history).
+- ``watch(since, sink, on_error)`` delivers every change after ``since`` in revision order,
+  first the kept history and then live events, or raises ``RevisionCompactedError`` when
+  ``since`` is older than the history kept, or newer than any revision issued (a new
+  history). A store that can lose history later (etcd compaction under a watcher) ends the
+  watch by handing that error to ``on_error``.
+- A store shared by several registry processes (etcd) says which one runs the lifecycle
+  controller (``leading``), whether its view is current (``check_view``), and since when it
+  has seen every renewal again after losing the store (``resumed_at``). A store only this
+  process uses always leads, is always current, and never lost sight of a renewal.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from node_registry.errors import RevisionCompactedError
 from node_registry.store.records import NodeRecord
 
 
@@ -49,14 +56,27 @@ class Versioned:
 
 
 Sink = Callable[[StoreEvent], None]
+ErrorSink = Callable[[RevisionCompactedError], None]
 Cancel = Callable[[], None]
 
 
 class Store(Protocol):
     """Synchronous store; see the module docstring for the contract."""
 
+    #: Whether calls wait on the network (an async caller runs them in a thread pool).
+    blocking: bool
+
     @property
     def revision(self) -> int: ...
+
+    @property
+    def leading(self) -> bool: ...
+
+    @property
+    def resumed_at(self) -> datetime | None: ...
+
+    def check_view(self) -> None:
+        """Raise ``StoreUnavailableError`` when this process's view may be stale."""
 
     def get(self, node_id: str) -> Versioned | None: ...
 
@@ -74,7 +94,7 @@ class Store(Protocol):
 
     def renewed_at(self, node_id: str) -> datetime | None: ...
 
-    def watch(self, since: int, sink: Sink) -> Cancel: ...
+    def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel: ...
 
     def ping(self) -> None:
         """Raise ``StoreUnavailableError`` unless the store answers (``/readyz``)."""

@@ -44,16 +44,21 @@ from the last revision seen (aetcd does not resume by itself).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, Iterator, Sequence
+import socket
+from collections import deque
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aetcd  # type: ignore[import-untyped]  # aetcd 1.0.0 ships no py.typed marker
 import aetcd.rpc  # type: ignore[import-untyped]
+import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
 
 from node_registry.clock import Clock, SystemClock
 from node_registry.errors import (
@@ -109,6 +114,17 @@ class _Keys:
     def lease(self, node_id: str) -> bytes:
         return f"{self.prefix}/leases/{node_id}".encode()
 
+    @property
+    def renewals(self) -> bytes:
+        return f"{self.prefix}/renewals/".encode()
+
+    def renewal(self, replica: str) -> bytes:
+        return f"{self.prefix}/renewals/{replica}".encode()
+
+    @property
+    def controller(self) -> bytes:
+        return f"{self.prefix}/controller".encode()
+
 
 def _prefix_end(prefix: bytes) -> bytes:
     end = bytearray(prefix)
@@ -116,29 +132,203 @@ def _prefix_end(prefix: bytes) -> bytes:
     return bytes(end)
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdTLS:
+    """TLS to etcd: the CA that signed etcd's certificate, and a client pair for mTLS."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+
+def _grpc_target(endpoints: Sequence[str]) -> tuple[str, str]:
+    """One gRPC target over every endpoint, and the host name TLS checks the certificate for.
+
+    gRPC's DNS resolver takes one name, so several endpoints are resolved here into an
+    ``ipv4:``/``ipv6:`` address list; round-robin balancing then skips a dead member and
+    every call and stream fails over to the next one.
+    """
+    if len(endpoints) == 1:
+        return endpoints[0], endpoints[0].rsplit(":", 1)[0]
+    addresses: list[str] = []
+    family = "ipv4"
+    for endpoint in endpoints:
+        host, port = endpoint.rsplit(":", 1)
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        for info in infos[:1]:
+            address = str(info[4][0])
+            if info[0] == socket.AF_INET6:
+                family = "ipv6"
+                address = f"[{address}]"
+            addresses.append(f"{address}:{port}")
+    return f"{family}:{','.join(addresses)}", endpoints[0].rsplit(":", 1)[0]
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client on a channel it cannot build itself: several endpoints, TLS.
+
+    ``connect`` is aetcd's own, with only the channel creation changed (aetcd 1.0.0 dials
+    one insecure ``host:port``).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        tls: EtcdTLS | None,
+        timeout: float,
+        options: Mapping[str, Any],
+        username: str | None,
+        password: str | None,
+    ) -> None:
+        super().__init__(
+            timeout=timeout, options=dict(options), username=username, password=password
+        )
+        self._endpoints = list(endpoints)
+        self._tls = tls
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # type: ignore[has-type]  # set by aetcd, untyped
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        self._is_connecting = True
+        try:
+            target, host = _grpc_target(self._endpoints)
+            options = [*self._options.items(), ("grpc.lb_policy_name", "round_robin")]
+            if self._tls is None:
+                self.channel = grpc.aio.insecure_channel(target, options=options)
+            else:
+                options.append(("grpc.ssl_target_name_override", host))
+                self.channel = grpc.aio.secure_channel(
+                    target, self._tls.credentials(), options=options
+                )
+            if self._username is not None:
+                self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+                request = aetcd.rpc.AuthenticateRequest(
+                    name=self._username, password=self._password
+                )
+                reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", reply.token),)
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
+class _KeepAlives:
+    """Every lease renewal of this process on one long-lived LeaseKeepAlive stream.
+
+    aetcd's ``refresh_lease`` opens a stream per call (~1.4k renewals/s here); one stream
+    carries 7-8k/s. Replies come back per lease in request order, so each lease id has a
+    queue of waiting futures. A broken stream fails everything waiting on it and is opened
+    again by the next renewal.
+    """
+
+    def __init__(self, client: _Client, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+        self._waiting: dict[int, deque[asyncio.Future[int]]] = {}
+
+    async def refresh(self, lease_id: int) -> int:
+        """The lease's remaining TTL after the renewal; 0 when the lease no longer exists."""
+        call = await self._open()
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(lease_id, deque()).append(waiter)
+        async with asyncio.timeout(self._timeout):
+            async with self._write_lock:
+                await call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
+            return await waiter
+
+    async def _open(self) -> Any:
+        if self._call is None:
+            await self._client.connect()
+            self._call = self._client.leasestub.LeaseKeepAlive(metadata=self._client.metadata)
+            self._reader = asyncio.create_task(self._read(self._call))
+        return self._call
+
+    async def _read(self, call: Any) -> None:
+        error: BaseException = ConnectionError("the lease keepalive stream ended")
+        try:
+            while True:
+                reply = await call.read()
+                if reply is grpc.aio.EOF:
+                    break
+                waiting = self._waiting.get(int(reply.ID))
+                if waiting:
+                    waiter = waiting.popleft()
+                    if not waiting:
+                        del self._waiting[int(reply.ID)]
+                    if not waiter.done():
+                        waiter.set_result(int(reply.TTL))
+        except (grpc.aio.AioRpcError, OSError) as failure:
+            error = failure
+        finally:
+            if self._call is call:
+                self._call = None
+            waiting_all, self._waiting = self._waiting, {}
+            for waiting in waiting_all.values():
+                for waiter in waiting:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+
+    async def close(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        if self._reader is not None:
+            with suppress(BaseException):
+                await self._reader
+
+
 class EtcdStore:
     """``AsyncStore`` on etcd v3 through aetcd; see the module docstring for the layout."""
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 2379,
+        endpoints: str | Sequence[str] = "127.0.0.1:2379",
         *,
         prefix: str = DEFAULT_PREFIX,
         timeout: float = DEFAULT_TIMEOUT,
         lease_ttl: int = DEFAULT_LEASE_TTL,
+        tls: EtcdTLS | None = None,
+        username: str | None = None,
+        password: str | None = None,
         clock: Clock | None = None,  # None for the system clock; a FakeClock in tests
     ) -> None:
-        self._endpoint = f"{host}:{port}"
+        listed = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self._endpoint = ",".join(listed)
         self._prefix = prefix.rstrip("/")
         self._keys = _Keys(self._prefix)
         self._timeout = timeout
         self._lease_ttl = lease_ttl
         self._clock = clock or SystemClock()
         self._leases: dict[str, int] = {}
-        self._client: Any = aetcd.Client(
-            host=host,
-            port=port,
+        self._client = _Client(
+            listed,
+            tls=tls,
+            username=username,
+            password=password,
             timeout=timeout,
             options={
                 "grpc.max_receive_message_length": _MAX_MESSAGE,
@@ -149,6 +339,15 @@ class EtcdStore:
                 "grpc.max_reconnect_backoff_ms": 1_000,
             },
         )
+        self._keepalives = _KeepAlives(self._client, timeout)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
 
     def __repr__(self) -> str:
         return (
@@ -308,11 +507,7 @@ class EtcdStore:
     async def watch(self, since: int) -> AsyncGenerator[StoreEvent, None]:
         current = await self.revision()
         if since > current:
-            raise RevisionCompactedError(
-                f"resource version {since} is newer than etcd's current revision {current} "
-                "(a different etcd, or its data was reset?); list again and watch from the "
-                "list's version"
-            )
+            raise _future_revision(since, current)
         with _translated(self._endpoint, "watch"):
             stream = await self._client.watch_prefix(
                 self._keys.nodes, start_revision=since + 1, prev_kv=True
@@ -327,12 +522,109 @@ class EtcdStore:
             with suppress(Exception):
                 await stream.cancel()
 
+    async def check_watchable(self, since: int) -> None:
+        """Raise ``RevisionCompactedError`` unless a watch from ``since`` can replay history."""
+        current = await self.revision()
+        if since > current:
+            raise _future_revision(since, current)
+        if since <= 0:
+            return
+        try:
+            with _translated(self._endpoint, "watch"):
+                try:
+                    await self._range(self._keys.nodes, revision=since, count_only=True)
+                except aetcd.rpc.AioRpcError as error:
+                    if error.code() is grpc.StatusCode.OUT_OF_RANGE:
+                        raise aetcd.RevisionCompactedError(since) from error
+                    raise
+        except RevisionCompactedError:
+            raise RevisionCompactedError(
+                f"resource version {since} is too old: etcd history before it was compacted; "
+                "list again and watch from the list's version"
+            ) from None
+
+    # -- what registry replicas share: renewal times, the controller's seat ---------------
+
+    async def publish_renewals(
+        self, replica: str, renewed: Mapping[str, datetime], lease_id: int
+    ) -> None:
+        """Tell every replica when the nodes this one renewed did so (one write per call).
+
+        Keepalives do not say *when* a lease was renewed to anyone but the renewing replica;
+        this digest does, for the price of one Raft write per replica and period instead of
+        one per heartbeat. It lives on the replica's lease, so a dead replica's digest goes.
+        """
+        doc = {node_id: at.isoformat() for node_id, at in renewed.items()}
+        with _translated(self._endpoint, "publish renewals"):
+            await self._client.put(
+                self._keys.renewal(replica),
+                json.dumps(doc, separators=(",", ":")).encode(),
+                lease_id,
+            )
+
+    async def renewals(self) -> tuple[dict[str, datetime], int]:
+        """The digests now in etcd, merged (latest time per node), and the revision read at."""
+        merged: dict[str, datetime] = {}
+        with _translated(self._endpoint, "read renewals"):
+            response = await self._range(self._keys.renewals)
+        for kv in response.kvs:
+            merge_latest(merged, _decode_renewals(kv.value))
+        return merged, int(response.header.revision)
+
+    async def watch_renewals(self, since: int) -> AsyncGenerator[dict[str, datetime], None]:
+        """Each digest published after revision ``since``, as it comes."""
+        with _translated(self._endpoint, "watch renewals"):
+            stream = await self._client.watch_prefix(self._keys.renewals, start_revision=since + 1)
+        try:
+            with _translated(self._endpoint, "watch renewals"):
+                async for event in stream:
+                    if event.kind == aetcd.EventKind.PUT:
+                        yield _decode_renewals(event.kv.value)
+        finally:
+            with suppress(Exception):
+                await stream.cancel()
+
+    async def grant(self, ttl: int) -> int:
+        """A new etcd lease of ``ttl`` seconds (a replica's own: its digest, its seat)."""
+        with _translated(self._endpoint, "grant lease"):
+            lease = await self._client.lease(ttl)
+        return int(lease.id)
+
+    async def keep(self, lease_id: int) -> bool:
+        """Renew a replica's lease; False when it has already run out."""
+        with _translated(self._endpoint, "keep lease"):
+            return await self._keepalive(lease_id)
+
+    async def release(self, lease_id: int) -> None:
+        """Revoke a replica's lease: its digest and its controller seat go at once."""
+        await self._revoke(lease_id)
+
+    async def campaign(self, candidate: str, lease_id: int) -> str:
+        """Take the controller's seat if it is free; the name of whoever holds it after.
+
+        The seat is one key attached to the holder's lease, created only if absent
+        (``create_revision == 0``) in one transaction: when the holder dies, its lease runs
+        out, the key goes, and the next campaign of any replica wins it.
+        """
+        tx = self._client.transactions
+        key = self._keys.controller
+        with _translated(self._endpoint, "campaign"):
+            ok, _, ranges = await self._txn(
+                compare=[tx.create(key) == 0],
+                success=[tx.put(key, candidate.encode(), lease_id)],
+                failure=[tx.get(key)],
+            )
+        if ok:
+            return candidate
+        return bytes(ranges[0][0].value).decode() if ranges and ranges[0] else ""
+
     # -- the rest ------------------------------------------------------------------------
 
     async def ping(self) -> None:
         await self.revision()
 
     async def close(self) -> None:
+        await self._keepalives.close()
         with suppress(Exception):
             await self._client.close()
 
@@ -385,8 +677,7 @@ class EtcdStore:
         return bool(response.succeeded), int(response.header.revision), ranges
 
     async def _keepalive(self, lease_id: int) -> bool:
-        reply = await self._client.refresh_lease(lease_id)
-        return reply is not None and int(reply.TTL) > 0
+        return await self._keepalives.refresh(lease_id) > 0
 
     async def _regrant(self, node_id: str, at: datetime) -> None:
         """The lease ran out while the node record stayed: attach a new one (a Raft write)."""
@@ -424,6 +715,25 @@ def _encode(record: NodeRecord) -> bytes:
 
 def _decode(value: bytes) -> NodeRecord:
     return NodeRecord.from_dict(json.loads(value))
+
+
+def _future_revision(since: int, current: int) -> RevisionCompactedError:
+    return RevisionCompactedError(
+        f"resource version {since} is newer than etcd's current revision {current} "
+        "(a different etcd, or its data was reset?); list again and watch from the "
+        "list's version"
+    )
+
+
+def _decode_renewals(value: bytes) -> dict[str, datetime]:
+    return {node_id: datetime.fromisoformat(at) for node_id, at in json.loads(value).items()}
+
+
+def merge_latest(into: dict[str, datetime], renewed: Mapping[str, datetime]) -> None:
+    for node_id, at in renewed.items():
+        known = into.get(node_id)
+        if known is None or at > known:
+            into[node_id] = at
 
 
 def _owner(kvs: Any) -> str:

@@ -17,7 +17,14 @@ from node_registry.errors import (
     RevisionCompactedError,
     RevisionConflictError,
 )
-from node_registry.store.base import Cancel, ChangeType, Sink, StoreEvent, Versioned
+from node_registry.store.base import (
+    Cancel,
+    ChangeType,
+    ErrorSink,
+    Sink,
+    StoreEvent,
+    Versioned,
+)
 from node_registry.store.records import NodeRecord
 
 DEFAULT_HISTORY = 10_000
@@ -25,6 +32,10 @@ DEFAULT_HISTORY = 10_000
 
 class MemoryStore:
     """Records in dicts, leases as renewal times, the last ``history_size`` events for watchers."""
+
+    blocking = False
+    leading = True
+    resumed_at = None
 
     def __init__(self, *, history_size: int = DEFAULT_HISTORY) -> None:
         self._lock = threading.Lock()
@@ -102,7 +113,11 @@ class MemoryStore:
             self._renewed.pop(node_id, None)
             return self._commit(ChangeType.DELETED, current.record, current.record, None)
 
-    def watch(self, since: int, sink: Sink) -> Cancel:
+    def check_view(self) -> None:
+        """Always current: the data lives here."""
+
+    def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel:
+        # ``on_error`` is never called: history here is only ever lost before a watch starts.
         with self._lock:
             if since > self._revision:
                 # A version this store never issued: the registry restarted with a new

@@ -1,0 +1,431 @@
+"""One registry replica's view of a shared etcd: the synchronous ``Store`` over ``EtcdStore``.
+
+Any number of ``node-registry serve`` processes can share one etcd. Each runs this store,
+which owns, in one background thread with its own event loop:
+
+- a cache of every node record, fed by the etcd watch (list, then watch from the list's
+  revision; watch again from the last revision after a broken stream; list again and diff
+  after compaction), with the last ``history_size`` events for watchers. Reads never wait
+  on etcd; a write returns once this cache has applied it, so a replica reads its own
+  writes. Watchers resuming from a version outside the cache's history (a restarted
+  replica, a version another replica issued) get their own etcd watch from that version.
+- renewal times: a heartbeat is a keepalive of the node's etcd lease, which tells nobody
+  else *when* it happened, so each replica publishes a digest of the renewals it served
+  every ``period`` seconds (one write), and merges every other replica's digests. Readers
+  on any replica thus compute health from renewal times that are at most one period plus
+  a watch delay old.
+- a seat for the lifecycle controller: a key on this replica's own lease, taken in a
+  transaction when free (``EtcdStore.campaign``); ``leading`` says whether this replica
+  holds it. A replica that cannot reach etcd stops leading at its next tick, well before
+  its lease (``seat_ttl``) runs out and another replica may take the seat.
+
+When etcd cannot be reached (or the feed broke), calls fail fast with
+``StoreUnavailableError`` and reads too, rather than serve a view that may be stale; once
+the feed is back, ``resumed_at`` tells the registry from when on it has seen every renewal
+again, so nodes are not declared dead for the outage (they could not heartbeat through it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Coroutine
+from contextlib import aclosing, suppress
+from datetime import datetime
+from typing import Any, TypeVar
+
+from node_registry.clock import Clock, SystemClock
+from node_registry.errors import (
+    NotFoundError,
+    RegistryError,
+    RevisionCompactedError,
+    StoreUnavailableError,
+)
+from node_registry.store.base import Cancel, ChangeType, ErrorSink, Sink, StoreEvent, Versioned
+from node_registry.store.etcd import EtcdStore, merge_latest
+from node_registry.store.records import NodeRecord
+
+log = logging.getLogger("node_registry")
+
+T = TypeVar("T")
+_RETRY_FIRST = 0.1
+_RETRY_MAX = 2.0
+
+
+class EtcdReplica:
+    """``Store`` for one replica of a registry kept in etcd; see the module docstring."""
+
+    blocking = True
+
+    def __init__(
+        self,
+        etcd: EtcdStore,
+        *,
+        history_size: int,
+        seat_ttl: int,
+        period: float = 1.0,
+        clock: Clock | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or f"replica-{uuid.uuid4().hex[:12]}"
+        self._etcd = etcd
+        self._clock = clock or SystemClock()
+        self._seat_ttl = seat_ttl
+        self._period = period
+        self._timeout = etcd.timeout
+        self._lock = threading.Lock()
+        self._applied = threading.Condition(self._lock)
+        self._records: dict[str, Versioned] = {}
+        self._revision = 0
+        self._history: deque[StoreEvent] = deque(maxlen=history_size)
+        self._sinks: dict[int, Sink] = {}
+        self._next_sink = 0
+        self._renewed: dict[str, datetime] = {}
+        self._unpublished: dict[str, datetime] = {}
+        self._feed_up = False
+        self._ticks_up = False
+        self._resumed_at: datetime | None = None
+        self._leading = False
+        self._lease: int | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="node-registry-etcd", daemon=True
+        )
+        self._thread.start()
+        self._tasks: list[asyncio.Task[None]] = []
+        try:
+            self._call(self._start())
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"EtcdReplica({self.name!r}, {self._etcd!r})"
+
+    # -- the Store contract: reads from the cache -----------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    @property
+    def resumed_at(self) -> datetime | None:
+        return self._resumed_at
+
+    def check_view(self) -> None:
+        if not (self._feed_up and self._ticks_up):
+            raise StoreUnavailableError(
+                f"etcd ({self._etcd.endpoint}) is unreachable from this replica; its view of "
+                "the nodes may be stale, so it answers nothing until etcd is back"
+            )
+
+    def get(self, node_id: str) -> Versioned | None:
+        # The read of a read-modify-write: from etcd, so the compare-and-swap that follows
+        # is against the latest revision, not a cache that may lag by a watch delay.
+        return self._call(self._etcd.get(node_id))
+
+    def list(self) -> tuple[dict[str, Versioned], int]:
+        with self._lock:
+            return dict(self._records), self._revision
+
+    def renewed_at(self, node_id: str) -> datetime | None:
+        return self._renewed.get(node_id)
+
+    # -- writes: to etcd, then wait for the cache to apply them --------------------------
+
+    def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
+        revision = self._call(self._etcd.create(record, renewed_at=renewed_at))
+        self._renewal(record.node_id, renewed_at)
+        return self._caught_up(revision)
+
+    def update(
+        self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
+    ) -> int:
+        revision = self._call(
+            self._etcd.update(record, expected_revision=expected_revision, renewed_at=renewed_at)
+        )
+        if renewed_at is not None:
+            self._renewal(record.node_id, renewed_at)
+        return self._caught_up(revision)
+
+    def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
+        revision = self._call(self._etcd.delete(node_id, expected_revision=expected_revision))
+        return self._caught_up(revision)
+
+    def renew(self, node_id: str, at: datetime) -> None:
+        # A node just registered through another replica may not be in this cache yet.
+        if node_id not in self._records and self.get(node_id) is None:
+            raise NotFoundError(f"node {node_id!r} is not registered")
+        self._call(self._etcd.renew(node_id, at))
+        self._renewal(node_id, at)
+
+    # -- watch ---------------------------------------------------------------------------
+
+    def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel:
+        with self._lock:
+            oldest = self._history[0].revision if self._history else self._revision + 1
+            if oldest <= since + 1 and since <= self._revision:
+                for event in self._history:
+                    if event.revision > since:
+                        sink(event)
+                token = self._next_sink
+                self._next_sink += 1
+                self._sinks[token] = sink
+
+                def cancel() -> None:
+                    with self._lock:
+                        self._sinks.pop(token, None)
+
+                return cancel
+        # Outside the cache's window: a watch of its own, straight from etcd.
+        self._call(self._etcd.check_watchable(since))
+        future = asyncio.run_coroutine_threadsafe(self._relay(since, sink, on_error), self._loop)
+
+        def cancel_relay() -> None:
+            future.cancel()
+
+        return cancel_relay
+
+    def ping(self) -> None:
+        self.check_view()
+        self._call(self._etcd.ping())
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._thread.is_alive():
+            with suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(self._timeout)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(self._timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
+        with self._lock:
+            self._sinks.clear()
+
+    # -- the loop thread -----------------------------------------------------------------
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the replica's loop and wait for it, bounded by the timeout."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(self._timeout * 2 + 1)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise StoreUnavailableError(
+                f"etcd ({self._etcd.endpoint}) did not answer within {self._timeout} s"
+            ) from None
+
+    async def _start(self) -> None:
+        await self._load()
+        merged, revision = await self._etcd.renewals()
+        merge_latest(self._renewed, merged)
+        await self._tick()
+        self._feed_up = True
+        spawn = self._loop.create_task
+        self._tasks = [
+            spawn(self._follow(), name="etcd-feed"),
+            spawn(self._follow_renewals(revision), name="etcd-renewals"),
+            spawn(self._ticking(), name="etcd-tick"),
+        ]
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(BaseException):
+                await task
+        if self._lease is not None:
+            # Hand the controller seat over now rather than after seat_ttl.
+            await self._etcd.release(self._lease)
+        await self._etcd.close()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:  # relays of watchers still open, grpc's own
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    async def _load(self) -> None:
+        records, revision = await self._etcd.list()
+        with self._lock:
+            self._records = records
+            self._revision = revision
+            self._history.clear()
+            self._applied.notify_all()
+
+    async def _follow(self) -> None:
+        """The cache's feed: watch from the last revision applied, for as long as we run."""
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                await self._etcd.ping()
+                async with aclosing(self._etcd.watch(self._revision)) as events:
+                    self._set_feed(True)
+                    async for event in events:
+                        self._apply(event)
+                        delay = _RETRY_FIRST
+            except RevisionCompactedError:
+                log.warning("etcd history was compacted past this replica's view: listing again")
+                await self._relist()
+            except Exception as error:  # a bug must not stop the feed for good
+                if not isinstance(error, StoreUnavailableError):
+                    log.exception("replica %s: the etcd feed failed", self.name)
+                self._set_feed(False, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+
+    async def _relist(self) -> None:
+        """List again and hand every difference to the watchers, as one revision."""
+        records, revision = await self._etcd.list()
+        with self._lock:
+            old = self._records
+            events = [
+                StoreEvent(ChangeType.DELETED, gone.record, gone.record, revision)
+                for node_id, gone in old.items()
+                if node_id not in records
+            ]
+            for node_id, now in records.items():
+                before = old.get(node_id)
+                if before is None:
+                    events.append(StoreEvent(ChangeType.ADDED, now.record, None, revision))
+                elif before.revision != now.revision:
+                    events.append(
+                        StoreEvent(ChangeType.MODIFIED, now.record, before.record, revision)
+                    )
+            self._records = records
+            self._revision = max(self._revision, revision)
+            self._history.clear()
+            for event in events:
+                self._history.append(event)
+                for sink in list(self._sinks.values()):
+                    sink(event)
+            self._applied.notify_all()
+
+    def _apply(self, event: StoreEvent) -> None:
+        with self._lock:
+            if event.type is ChangeType.DELETED:
+                self._records.pop(event.record.node_id, None)
+                self._renewed.pop(event.record.node_id, None)
+            else:
+                self._records[event.record.node_id] = Versioned(event.record, event.revision)
+            self._revision = max(self._revision, event.revision)
+            self._history.append(event)
+            for sink in list(self._sinks.values()):
+                sink(event)
+            self._applied.notify_all()
+
+    async def _follow_renewals(self, revision: int) -> None:
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                async with aclosing(self._etcd.watch_renewals(revision)) as digests:
+                    async for digest in digests:
+                        merge_latest(self._renewed, digest)
+                        delay = _RETRY_FIRST
+            except Exception as error:  # a bug must not stop the feed for good
+                if not isinstance(error, StoreUnavailableError | RevisionCompactedError):
+                    log.exception("replica %s: the renewal feed failed", self.name)
+                self._set_feed(False, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                with suppress(RegistryError):
+                    merged, revision = await self._etcd.renewals()
+                    merge_latest(self._renewed, merged)
+
+    async def _ticking(self) -> None:
+        while True:
+            await asyncio.sleep(self._period)
+            await self._tick()
+
+    async def _tick(self) -> None:
+        """Keep this replica's lease, publish its renewals, hold or seek the controller seat."""
+        with self._lock:
+            unpublished, self._unpublished = self._unpublished, {}
+        try:
+            if self._lease is not None and not await self._etcd.keep(self._lease):
+                log.warning("replica %s: its etcd lease ran out; taking a new one", self.name)
+                self._lease = None
+            if self._lease is None:
+                self._set_leading(False)
+                self._lease = await self._etcd.grant(self._seat_ttl)
+            if unpublished:
+                await self._etcd.publish_renewals(self.name, unpublished, self._lease)
+            holder = await self._etcd.campaign(self.name, self._lease)
+        except Exception as error:
+            if not isinstance(error, RegistryError):
+                log.exception("replica %s: tick failed", self.name)
+            with self._lock:
+                merge_latest(self._unpublished, unpublished)
+            self._set_leading(False)
+            self._set_ticks(False, error)
+            return
+        self._set_leading(holder == self.name)
+        self._set_ticks(True)
+
+    async def _relay(self, since: int, sink: Sink, on_error: ErrorSink | None) -> None:
+        """A watcher's own etcd watch, re-opened from its last event after a broken stream."""
+        delay = _RETRY_FIRST
+        last = since
+        while True:
+            try:
+                async with aclosing(self._etcd.watch(last)) as events:
+                    async for event in events:
+                        with self._lock:
+                            sink(event)
+                        last = event.revision
+                        delay = _RETRY_FIRST
+            except RevisionCompactedError as error:
+                if on_error is not None:
+                    on_error(error)
+                return
+            except StoreUnavailableError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _renewal(self, node_id: str, at: datetime) -> None:
+        with self._lock:
+            merge_latest(self._renewed, {node_id: at})
+            self._unpublished[node_id] = at
+
+    def _caught_up(self, revision: int) -> int:
+        with self._applied:
+            self._applied.wait_for(lambda: self._revision >= revision, self._timeout)
+        return revision
+
+    def _set_feed(self, up: bool, error: BaseException | None = None) -> None:
+        self._feed_up, was = up, self._feed_up
+        self._changed_view(was and self._ticks_up, error)
+
+    def _set_ticks(self, up: bool, error: BaseException | None = None) -> None:
+        self._ticks_up, was = up, self._ticks_up
+        self._changed_view(self._feed_up and was, error)
+
+    def _changed_view(self, was_up: bool, error: BaseException | None) -> None:
+        up = self._feed_up and self._ticks_up
+        if up and not was_up:
+            self._resumed_at = self._clock.now()
+            log.warning("replica %s: etcd reachable again; view current", self.name)
+        elif was_up and not up:
+            log.warning(
+                "replica %s: lost etcd (%s); answering 503 until it is back", self.name, error
+            )
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading != self._leading:
+            self._leading = leading
+            if leading:
+                log.warning("replica %s now runs the lifecycle controller", self.name)
+            else:
+                log.warning("replica %s no longer runs the lifecycle controller", self.name)
+
+
+__all__ = ["EtcdReplica"]
