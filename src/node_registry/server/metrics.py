@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from node_registry.errors import StoreUnavailableError
 from node_registry.passport import NodeType
 from node_registry.registry import Registry
 from node_registry.store import HealthState
@@ -24,16 +25,31 @@ class _RegistryCollector(Collector):
         self._registry = registry
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        nodes = GaugeMetricFamily(
-            "node_registry_nodes",
-            "Registered nodes by kind and current health state.",
-            labels=["kind", "health_state"],
+        try:
+            listed = self._registry.list_nodes().items
+        except StoreUnavailableError:
+            listed = None  # no node counts rather than stale ones; the scrape still works
+        yield GaugeMetricFamily(
+            "node_registry_store_available",
+            "1 while the store answers and this process's view of it is current.",
+            value=0 if listed is None else 1,
         )
-        tally = Tally((e.node_kind, e.health_state) for e in self._registry.list_nodes().items)
-        for kind in NodeType:
-            for state in HealthState:
-                nodes.add_metric([kind.value, state.value], tally.get((kind, state), 0))
-        yield nodes
+        yield GaugeMetricFamily(
+            "node_registry_controller_leader",
+            "1 while this process runs the lifecycle controller (one replica of many on etcd).",
+            value=1 if self._registry.leading else 0,
+        )
+        if listed is not None:
+            nodes = GaugeMetricFamily(
+                "node_registry_nodes",
+                "Registered nodes by kind and current health state.",
+                labels=["kind", "health_state"],
+            )
+            tally = Tally((e.node_kind, e.health_state) for e in listed)
+            for kind in NodeType:
+                for state in HealthState:
+                    nodes.add_metric([kind.value, state.value], tally.get((kind, state), 0))
+            yield nodes
         yield GaugeMetricFamily(
             "node_registry_mass_failure_protection_active",
             "1 while mass-failure protection holds nodes NotReady instead of Offline.",

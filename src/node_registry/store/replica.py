@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import socket
 import threading
 import uuid
 from collections import deque
@@ -71,7 +73,8 @@ class EtcdReplica:
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
-        self.name = name or f"replica-{uuid.uuid4().hex[:12]}"
+        # Host and PID: an operator reading the seat's key knows which process to look at.
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._etcd = etcd
         self._clock = clock or SystemClock()
         self._seat_ttl = seat_ttl
