@@ -255,10 +255,14 @@ class _KeepAlives:
         call = await self._open()
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(lease_id, deque()).append(waiter)
-        async with asyncio.timeout(self._timeout):
-            async with self._write_lock:
-                await call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
-            return await waiter
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._write_lock:
+                    await call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
+                return await waiter
+        finally:
+            # Its reply (if one comes) still pops it, keeping the queue in request order.
+            waiter.cancel()
 
     async def _open(self) -> Any:
         if self._call is None:

