@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
         "url": "memory://",
         "etcd_timeout_seconds": 5,
         "etcd_period_seconds": 1,
+        "etcd_compaction_interval_seconds": 300,
         "etcd_ca_file": None,
         "etcd_cert_file": None,
         "etcd_key_file": None,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import aetcd  # type: ignore[import-untyped]
 import pytest
 
 from conftest import passport
@@ -68,7 +69,7 @@ class Cluster:
         self._stack = stack
         self._stores: dict[int, Store] = {}
         self.settings: Settings = load_settings(
-            heartbeat=HEARTBEAT,
+            heartbeat=overrides.pop("heartbeat", HEARTBEAT),
             store={
                 "url": f"etcd://{etcd.endpoint}{self.prefix}",
                 "etcd_period_seconds": 0.05,
@@ -89,6 +90,22 @@ class Cluster:
         """What ``serve`` does on SIGTERM: detach, close the store (gives up the seat)."""
         registry.close()
         self._stores[id(registry)].close()
+
+    def lease_remaining(self, key: str) -> int:
+        """Seconds left on the etcd lease ``key`` is attached to; 0 when the key is gone."""
+
+        async def remaining() -> int:
+            client = aetcd.Client(*self.etcd.endpoint.split(":"))
+            try:
+                kv = await client.get(key.encode())
+                if kv is None:
+                    return 0
+                info = await client.get_lease_info(int(kv.lease))
+                return max(0, int(info.TTL))
+            finally:
+                await client.close()
+
+        return asyncio.run(remaining())
 
     def compact(self, revision: int) -> None:
         async def compact() -> None:
@@ -155,6 +172,33 @@ def test_heartbeats_served_by_one_replica_keep_the_node_alive_on_all(cluster: Cl
     cluster.clock.advance(3)  # silent for not_ready_after: every replica says so
     assert a.get(node_id).health_state is HealthState.NOT_READY
     assert b.get(node_id).health_state is HealthState.NOT_READY
+
+
+def test_heartbeats_keep_the_nodes_etcd_lease_alive(etcd: EtcdServer) -> None:
+    # ttl 1.5 + grace 0.5: the node's etcd lease lives 2 s (etcd's minimum), so it runs
+    # out within the test unless heartbeats, recorded in memory, reach etcd as keepalives.
+    with ExitStack() as stack:
+        cluster = Cluster(
+            etcd,
+            stack,
+            heartbeat={
+                "interval_seconds": 0.2,
+                "not_ready_after_seconds": 1,
+                "ttl_seconds": 1.5,
+                "grace_period_seconds": 0.5,
+            },
+        )
+        registry = cluster.replica()
+        node_id = registry.register(passport("alpha")).node_id
+        lease_key = f"{cluster.prefix}/leases/{node_id}"
+        assert cluster.lease_remaining(lease_key) > 0
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            registry.heartbeat(node_id)
+            time.sleep(0.2)
+        assert cluster.lease_remaining(lease_key) > 0
+        time.sleep(2.5)  # silent longer than the lease: etcd drops the key
+        assert cluster.lease_remaining(lease_key) == 0
 
 
 def test_exactly_one_replica_runs_the_controller_and_the_seat_passes_on(

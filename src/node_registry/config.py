@@ -90,6 +90,10 @@ class StoreSettings(_Section):
     etcd_timeout_seconds: float = Field(default=5, gt=0)
     #: How often a replica publishes the renewals it served and checks the controller seat.
     etcd_period_seconds: float = Field(default=1, gt=0)
+    #: The elected replica compacts etcd's history to what it was this long ago (as the
+    #: Kubernetes API server does every 5 minutes); 0 leaves compaction to etcd's own
+    #: --auto-compaction-retention.
+    etcd_compaction_interval_seconds: float = Field(default=300, ge=0)
     #: TLS to etcd: the CA of etcd's certificate; with cert and key, client-certificate auth.
     etcd_ca_file: Path | None = None
     etcd_cert_file: Path | None = None

@@ -94,5 +94,6 @@ def _open_etcd(settings: Settings, clock: Clock | None) -> Store:
         # controller time to record transitions within one TTL.
         seat_ttl=max(MIN_LEASE_SECONDS, math.ceil(heartbeat.ttl_seconds / 2)),
         period=store.etcd_period_seconds,
+        compaction_interval=store.etcd_compaction_interval_seconds,
         clock=clock,
     )

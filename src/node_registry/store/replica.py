@@ -9,11 +9,15 @@ which owns, in one background thread with its own event loop:
   on etcd; a write returns once this cache has applied it, so a replica reads its own
   writes. Watchers resuming from a version outside the cache's history (a restarted
   replica, a version another replica issued) get their own etcd watch from that version.
-- renewal times: a heartbeat is a keepalive of the node's etcd lease, which tells nobody
-  else *when* it happened, so each replica publishes a digest of the renewals it served
-  every ``period`` seconds (one write), and merges every other replica's digests. Readers
-  on any replica thus compute health from renewal times that are at most one period plus
-  a watch delay old.
+- heartbeats. A heartbeat is recorded here, in memory, and acknowledged; nothing waits on
+  etcd (a lease keepalive costs etcd a linearizable round, ~2.4k/s on the 2-core machine
+  measured in docs/benchmarks.md, and a Raft write ~1.2k/s). Every ``period`` seconds the
+  replica then (a) publishes one digest of the renewal times it served (one write; every
+  replica merges every digest, so readers anywhere compute health from renewal times at
+  most one period plus a watch delay old), and (b) keeps alive the etcd leases of the
+  nodes that renewed, each at most once per third of the lease TTL (ttl + grace period),
+  pipelined. A replica that dies loses at most one period of renewals: those nodes look
+  one period staler elsewhere, never fresher.
 - a seat for the lifecycle controller: a key on this replica's own lease, taken in a
   transaction when free (``EtcdStore.campaign``); ``leading`` says whether this replica
   holds it. A replica that cannot reach etcd stops leading at its next tick, well before
@@ -33,6 +37,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine
@@ -56,6 +61,7 @@ log = logging.getLogger("node_registry")
 T = TypeVar("T")
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 2.0
+_KEEPALIVES_IN_FLIGHT = 64
 
 
 class EtcdReplica:
@@ -70,6 +76,7 @@ class EtcdReplica:
         history_size: int,
         seat_ttl: int,
         period: float = 1.0,
+        compaction_interval: float = 300.0,
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
@@ -89,6 +96,10 @@ class EtcdReplica:
         self._next_sink = 0
         self._renewed: dict[str, datetime] = {}
         self._unpublished: dict[str, datetime] = {}
+        # Heartbeats not yet passed on to the node's etcd lease; when each lease last was.
+        self._lease_due: dict[str, datetime] = {}
+        self._lease_kept: dict[str, float] = {}
+        self._compaction_interval = compaction_interval
         self._feed_up = False
         self._ticks_up = False
         self._resumed_at: datetime | None = None
@@ -146,6 +157,7 @@ class EtcdReplica:
 
     def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
         revision = self._call(self._etcd.create(record, renewed_at=renewed_at))
+        self._lease_kept[record.node_id] = time.monotonic()  # granted with the record
         self._renewal(record.node_id, renewed_at)
         return self._caught_up(revision)
 
@@ -155,7 +167,8 @@ class EtcdReplica:
         revision = self._call(
             self._etcd.update(record, expected_revision=expected_revision, renewed_at=renewed_at)
         )
-        if renewed_at is not None:
+        if renewed_at is not None:  # EtcdStore.update kept the lease alive too
+            self._lease_kept[record.node_id] = time.monotonic()
             self._renewal(record.node_id, renewed_at)
         return self._caught_up(revision)
 
@@ -164,11 +177,14 @@ class EtcdReplica:
         return self._caught_up(revision)
 
     def renew(self, node_id: str, at: datetime) -> None:
+        """Record the renewal; etcd hears of it within a period (see the module docstring)."""
+        self.check_view()
         # A node just registered through another replica may not be in this cache yet.
         if node_id not in self._records and self.get(node_id) is None:
             raise NotFoundError(f"node {node_id!r} is not registered")
-        self._call(self._etcd.renew(node_id, at))
         self._renewal(node_id, at)
+        with self._lock:
+            self._lease_due[node_id] = at
 
     # -- watch ---------------------------------------------------------------------------
 
@@ -238,7 +254,64 @@ class EtcdReplica:
             spawn(self._follow(), name="etcd-feed"),
             spawn(self._follow_renewals(revision), name="etcd-renewals"),
             spawn(self._ticking(), name="etcd-tick"),
+            spawn(self._keeping_leases(), name="etcd-leases"),
         ]
+        if self._compaction_interval > 0:
+            self._tasks.append(spawn(self._compacting(), name="etcd-compaction"))
+
+    async def _keeping_leases(self) -> None:
+        """Pass heartbeats on to the nodes' etcd leases, each lease at most every spacing."""
+        spacing = self._etcd.lease_ttl / 3
+        gate = asyncio.Semaphore(_KEEPALIVES_IN_FLIGHT)
+
+        async def keep(node_id: str, at: datetime) -> None:
+            async with gate:
+                try:
+                    await self._etcd.renew(node_id, at)
+                except NotFoundError:
+                    return  # deregistered meanwhile
+                except RegistryError:
+                    with self._lock:
+                        self._lease_due.setdefault(node_id, at)  # next period
+                    return
+                self._lease_kept[node_id] = time.monotonic()
+
+        while True:
+            await asyncio.sleep(self._period)
+            now = time.monotonic()
+            with self._lock:
+                due = {
+                    node_id: at
+                    for node_id, at in self._lease_due.items()
+                    if now - self._lease_kept.get(node_id, -spacing) >= spacing
+                }
+                for node_id in due:
+                    del self._lease_due[node_id]
+            if due:
+                await asyncio.gather(*(keep(node_id, at) for node_id, at in due.items()))
+
+    async def _compacting(self) -> None:
+        """Compact etcd's history as the Kubernetes API server does, while leading.
+
+        Renewal digests add a revision per replica and period; without compaction etcd's
+        database grows until it hits its quota. Every interval the leader compacts up to
+        the revision it saw one interval earlier, so a watcher may lag by one interval.
+        """
+        mark: int | None = None
+        while True:
+            await asyncio.sleep(self._compaction_interval)
+            if not self._leading:
+                mark = None
+                continue
+            try:
+                if mark is not None:
+                    await self._etcd.compact(mark)
+                    log.info("replica %s compacted etcd history up to %d", self.name, mark)
+                mark = await self._etcd.revision()
+            except RevisionCompactedError:
+                mark = None  # someone compacted further already
+            except RegistryError as error:
+                log.warning("replica %s: compaction failed (%s); next interval", self.name, error)
 
     async def _stop(self) -> None:
         for task in self._tasks:
@@ -314,8 +387,11 @@ class EtcdReplica:
     def _apply(self, event: StoreEvent) -> None:
         with self._lock:
             if event.type is ChangeType.DELETED:
-                self._records.pop(event.record.node_id, None)
-                self._renewed.pop(event.record.node_id, None)
+                node_id = event.record.node_id
+                self._records.pop(node_id, None)
+                self._renewed.pop(node_id, None)
+                self._lease_due.pop(node_id, None)
+                self._lease_kept.pop(node_id, None)
             else:
                 self._records[event.record.node_id] = Versioned(event.record, event.revision)
             self._revision = max(self._revision, event.revision)
