@@ -343,6 +343,11 @@ class EtcdStore:
                 "grpc.initial_reconnect_backoff_ms": 100,
                 "grpc.min_reconnect_backoff_ms": 100,
                 "grpc.max_reconnect_backoff_ms": 1_000,
+                # Notice a silently dead connection (no RST: a partition, a frozen member)
+                # within seconds instead of when the kernel gives up on it. etcd allows
+                # pings every 5 s by default (--grpc-keepalive-min-time).
+                "grpc.keepalive_time_ms": 10_000,
+                "grpc.keepalive_timeout_ms": 5_000,
             },
         )
         self._keepalives = _KeepAlives(self._client, timeout)

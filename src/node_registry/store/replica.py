@@ -144,6 +144,7 @@ class EtcdReplica:
     def get(self, node_id: str) -> Versioned | None:
         # The read of a read-modify-write: from etcd, so the compare-and-swap that follows
         # is against the latest revision, not a cache that may lag by a watch delay.
+        self.check_view()  # fail fast: a known outage does not wait for a timeout
         return self._call(self._etcd.get(node_id))
 
     def list(self) -> tuple[dict[str, Versioned], int]:
@@ -156,6 +157,7 @@ class EtcdReplica:
     # -- writes: to etcd, then wait for the cache to apply them --------------------------
 
     def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
+        self.check_view()
         revision = self._call(self._etcd.create(record, renewed_at=renewed_at))
         self._lease_kept[record.node_id] = time.monotonic()  # granted with the record
         self._renewal(record.node_id, renewed_at)
@@ -164,6 +166,7 @@ class EtcdReplica:
     def update(
         self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
     ) -> int:
+        self.check_view()
         revision = self._call(
             self._etcd.update(record, expected_revision=expected_revision, renewed_at=renewed_at)
         )
@@ -173,6 +176,7 @@ class EtcdReplica:
         return self._caught_up(revision)
 
     def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
+        self.check_view()
         revision = self._call(self._etcd.delete(node_id, expected_revision=expected_revision))
         return self._caught_up(revision)
 
