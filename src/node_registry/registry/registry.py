@@ -152,9 +152,9 @@ class Registry:
         checked = load_passport(passport)
         _refuse_registry_phases(checked.status.phase, "status.phase")
         node_id = checked.node_id
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             now = self._clock.now()
-            current = self._store.get(node_id)
+            current = self._current(node_id, attempt, absent_is_a_guess=True)
             try:
                 if current is None:
                     record = NodeRecord(checked, now, HealthState.ALIVE, now)
@@ -526,9 +526,9 @@ class Registry:
         renew: bool = False,
     ) -> Versioned:
         """Compare-and-swap ``change`` onto the stored record, retrying on conflict."""
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             now = self._clock.now()
-            current = self._store.get(node_id)
+            current = self._current(node_id, attempt, absent_is_a_guess=False)
             if current is None:
                 raise NotFoundError(f"node {node_id!r} is not registered")
             record = change(current.record, now)
@@ -542,6 +542,20 @@ class Registry:
                 continue
             return Versioned(record, revision)
         raise ConflictError(f"node {node_id} is being changed concurrently; try again")
+
+    def _current(self, node_id: str, attempt: int, *, absent_is_a_guess: bool) -> Versioned | None:
+        """The record to compare-and-swap against: the index first, the store after a miss.
+
+        On a shared store the index lags by a watch delay; a stale guess costs one failed
+        compare-and-swap (a create is one against absence), while asking the store every
+        time costs a round trip per write. Absence is a usable guess only where the write
+        that follows checks it (a create); elsewhere an unknown node is looked up.
+        """
+        if attempt == 0:
+            known = self._index.get(node_id)
+            if known is not None or absent_is_a_guess:
+                return known
+        return self._store.get(node_id)
 
     def _record_health(self, node_id: str) -> Versioned:
         """Record the node's current health, if it changed (readers see it in status)."""

