@@ -8,18 +8,22 @@ is spent only on etcd round trips and the watch delay between replicas (bounded 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import aetcd  # type: ignore[import-untyped]
 import pytest
+import trustme
 
 from conftest import passport
 from etcd_server import EtcdServer, etcd_binary, running_etcd
+from live_server import free_port
 from node_registry import Registry
 from node_registry.clock import FakeClock
 from node_registry.config import Settings, load_settings
@@ -375,3 +379,105 @@ def test_etcd_urls_name_endpoints_and_a_prefix(url: str, endpoints: list[str], p
 def test_bad_etcd_urls_are_refused_by_name(url: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         parse_etcd_url(url)
+
+
+# -- TLS and etcd's own authentication ----------------------------------------------------------
+
+
+def test_tls_client_certificates_and_etcd_users(tmp_path: Path) -> None:
+    binary = etcd_binary()
+    etcdctl = Path(binary).with_name("etcdctl") if binary else None
+    if binary is None or etcdctl is None or not etcdctl.is_file():
+        pytest.skip("no etcd/etcdctl binaries")
+    ca = trustme.CA()
+    server, client = ca.issue_cert("127.0.0.1"), ca.issue_cert("registry-client")
+    files = {
+        "ca": ca.cert_pem,
+        "server": server.cert_chain_pems[0],
+        "server-key": server.private_key_pem,
+        "client": client.cert_chain_pems[0],
+        "client-key": client.private_key_pem,
+    }
+    for name, blob in files.items():
+        blob.write_to_path(str(tmp_path / f"{name}.pem"))
+    port, peer = free_port(), free_port()
+    url = f"https://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            binary,
+            "--name=tls",
+            f"--data-dir={tmp_path / 'data'}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=tls=http://127.0.0.1:{peer}",
+            f"--cert-file={tmp_path / 'server.pem'}",
+            f"--key-file={tmp_path / 'server-key.pem'}",
+            f"--trusted-ca-file={tmp_path / 'ca.pem'}",
+            "--client-cert-auth",
+            "--log-level=error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        tls = [
+            f"--endpoints={url}",
+            f"--cacert={tmp_path / 'ca.pem'}",
+            f"--cert={tmp_path / 'client.pem'}",
+            f"--key={tmp_path / 'client-key.pem'}",
+        ]
+
+        def ctl(*args: str) -> None:
+            subprocess.run([str(etcdctl), *tls, *args], check=True, capture_output=True, timeout=10)
+
+        eventually(lambda: _answers(ctl), "etcd over TLS is up", timeout=15)
+        ctl("user", "add", "root", "--new-user-password=rootpw")
+        ctl("user", "grant-role", "root", "root")
+        ctl("user", "add", "registry", "--new-user-password=s3cret")
+        ctl("role", "add", "registry")
+        ctl("role", "grant-permission", "registry", "--prefix=true", "readwrite", "/team-a/")
+        ctl("user", "grant-role", "registry", "registry")
+        ctl("auth", "enable")
+
+        def settings(**store: Any) -> Settings:
+            base = {
+                "url": f"etcd://127.0.0.1:{port}/team-a",
+                "etcd_timeout_seconds": 2,
+                "etcd_compaction_interval_seconds": 0,  # compaction needs etcd's root role
+                "etcd_ca_file": tmp_path / "ca.pem",
+                "etcd_cert_file": tmp_path / "client.pem",
+                "etcd_key_file": tmp_path / "client-key.pem",
+                "etcd_username": "registry",
+                "etcd_password": "s3cret",
+            }
+            return load_settings(store={**base, **store})
+
+        good = settings()
+        store = open_store(good)
+        try:
+            registry = Registry(store, settings=good)
+            entry = registry.register(passport("alpha"))
+            registry.heartbeat(entry.node_id)
+            assert registry.get(entry.node_id).passport == entry.passport
+            registry.close()
+        finally:
+            store.close()
+        with pytest.raises(StoreUnavailableError, match=r"refused .*authentication failed"):
+            open_store(settings(etcd_password="wrong"))
+        with pytest.raises(StoreUnavailableError, match=r"refused .*permission denied"):
+            open_store(settings(url=f"etcd://127.0.0.1:{port}/team-b"))
+        with pytest.raises(StoreUnavailableError, match="did not answer"):
+            open_store(settings(etcd_ca_file=None, etcd_cert_file=None, etcd_key_file=None))
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(ctl: Callable[..., None]) -> bool:
+    try:
+        ctl("endpoint", "health")
+    except subprocess.CalledProcessError:
+        return False
+    return True

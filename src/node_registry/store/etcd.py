@@ -93,10 +93,29 @@ def _translated(endpoint: str, action: str) -> Iterator[None]:
             f"resource version is too old: etcd history was compacted up to revision "
             f"{error.compacted_revision}; list again and watch from the list's version"
         ) from error
-    except (aetcd.ClientError, aetcd.rpc.AioRpcError, TimeoutError, OSError) as error:
+    except aetcd.rpc.AioRpcError as error:
+        raise _rpc_error(endpoint, action, error) from error
+    except (aetcd.ClientError, TimeoutError, OSError) as error:
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, aetcd.rpc.AioRpcError):  # aetcd wraps some; say what etcd said
+            raise _rpc_error(endpoint, action, cause) from error
         raise StoreUnavailableError(
             f"etcd at {endpoint} did not answer ({action}): {error or type(error).__name__}"
         ) from error
+
+
+_REFUSALS = {"PERMISSION_DENIED", "UNAUTHENTICATED"}
+
+
+def _rpc_error(endpoint: str, action: str, error: Any) -> StoreUnavailableError:
+    code, details = error.code().name, error.details()
+    if code in _REFUSALS or "authentication failed" in details or "permission denied" in details:
+        return StoreUnavailableError(
+            f"etcd at {endpoint} refused the request ({action}): {details}; check the "
+            "registry's etcd credentials (store.etcd_username/etcd_password, client "
+            "certificate) and the role's permissions on the key prefix"
+        )
+    return StoreUnavailableError(f"etcd at {endpoint} did not answer ({action}): {code}: {details}")
 
 
 @dataclass(frozen=True, slots=True)
