@@ -432,6 +432,10 @@ class Registry:
 
     def _effective_seen(self, record: NodeRecord) -> datetime:
         seen = self._store.renewed_at(record.node_id) or record.registered_at
+        if record.health is not HealthState.ALIVE:
+            # Recorded silent before we lost sight: the floor keeps nodes from being
+            # declared dead for our blindness, it never revives one (only a heartbeat does).
+            return seen
         return max(seen, self._seen_floor())
 
     def _capped(self, computed: HealthState, record: NodeRecord) -> HealthState:
@@ -464,7 +468,7 @@ class Registry:
         for versioned in found:
             record = versioned.record
             seen = renewed_at(record.node_id) or record.registered_at
-            effective = seen if seen > started else started
+            effective = seen if seen > started or record.health is not alive else started
             if effective > alive_after:
                 health = alive
             elif effective > online_after or (protected and record.health is not offline):

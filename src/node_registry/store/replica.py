@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import heapq
 import logging
 import os
 import socket
@@ -77,6 +78,7 @@ class EtcdReplica:
         seat_ttl: int,
         period: float = 1.0,
         compaction_interval: float = 300.0,
+        lease_spacing: float | None = None,
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
@@ -88,7 +90,10 @@ class EtcdReplica:
         self._period = period
         self._timeout = etcd.timeout
         self._lock = threading.Lock()
-        self._applied = threading.Condition(self._lock)
+        # Writers waiting for the cache to apply their revision: (revision, seq, event),
+        # a heap, so each applied event wakes only the writers it completes.
+        self._waiting: list[tuple[int, int, threading.Event]] = []
+        self._waiter_seq = 0
         self._records: dict[str, Versioned] = {}
         self._revision = 0
         self._history: deque[StoreEvent] = deque(maxlen=history_size)
@@ -100,6 +105,8 @@ class EtcdReplica:
         self._lease_due: dict[str, datetime] = {}
         self._lease_kept: dict[str, float] = {}
         self._compaction_interval = compaction_interval
+        # A node's etcd lease is kept alive at most this often (None: a third of its TTL).
+        self._lease_spacing = etcd.lease_ttl / 3 if lease_spacing is None else lease_spacing
         #: What the heartbeat path cost etcd so far (the benchmark reads these).
         self.keepalives_sent = 0
         self.digests_published = 0
@@ -268,7 +275,7 @@ class EtcdReplica:
 
     async def _keeping_leases(self) -> None:
         """Pass heartbeats on to the nodes' etcd leases, each lease at most every spacing."""
-        spacing = self._etcd.lease_ttl / 3
+        spacing = self._lease_spacing
         gate = asyncio.Semaphore(_KEEPALIVES_IN_FLIGHT)
 
         async def keep(node_id: str, at: datetime) -> None:
@@ -342,7 +349,7 @@ class EtcdReplica:
             self._records = records
             self._revision = revision
             self._history.clear()
-            self._applied.notify_all()
+            self._wake_writers()
 
     async def _follow(self) -> None:
         """The cache's feed: watch from the last revision applied, for as long as we run."""
@@ -390,7 +397,7 @@ class EtcdReplica:
                 self._history.append(event)
                 for sink in list(self._sinks.values()):
                     sink(event)
-            self._applied.notify_all()
+            self._wake_writers()
 
     def _apply(self, event: StoreEvent) -> None:
         with self._lock:
@@ -406,7 +413,7 @@ class EtcdReplica:
             self._history.append(event)
             for sink in list(self._sinks.values()):
                 sink(event)
-            self._applied.notify_all()
+            self._wake_writers()
 
     async def _follow_renewals(self, revision: int) -> None:
         delay = _RETRY_FIRST
@@ -485,9 +492,21 @@ class EtcdReplica:
             self._unpublished[node_id] = at
 
     def _caught_up(self, revision: int) -> int:
-        with self._applied:
-            self._applied.wait_for(lambda: self._revision >= revision, self._timeout)
+        with self._lock:
+            if self._revision >= revision:
+                return revision
+            done = threading.Event()
+            self._waiter_seq += 1
+            heapq.heappush(self._waiting, (revision, self._waiter_seq, done))
+        # Bounded: a cache that lags longer only costs this replica its read-your-writes.
+        done.wait(self._timeout)
         return revision
+
+    def _wake_writers(self) -> None:
+        """Under the lock: release the writers whose revision the cache has reached."""
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= self._revision:
+            heapq.heappop(waiting)[2].set()
 
     def _set_feed(self, up: bool, error: BaseException | None = None) -> None:
         self._feed_up, was = up, self._feed_up
