@@ -317,7 +317,11 @@ def test_etcd_outage_fails_fast_then_recovers_without_false_verdicts(tmp_path: A
         with ExitStack() as stack:
             cluster = Cluster(etcd, stack)
             registry = cluster.replica()
+            silent = registry.register(passport("silent"))
+            cluster.clock.advance(3)
             entry = registry.register(passport("alpha"))
+            registry.reconcile()  # "silent" is recorded NotReady before the outage
+            assert registry.get(silent.node_id).health_state is HealthState.NOT_READY
             etcd.stop()
             started = time.monotonic()
             eventually(lambda: _unavailable(registry), "reads fail while etcd is down")
@@ -339,6 +343,13 @@ def test_etcd_outage_fails_fast_then_recovers_without_false_verdicts(tmp_path: A
             assert back.health_state is HealthState.ALIVE
             registry.reconcile()
             assert registry.get(entry.node_id).health_state is HealthState.ALIVE
+            # A node recorded silent before the outage is not revived by it, nor removed
+            # for it: its verdicts resume from the end of the outage.
+            assert registry.get(silent.node_id).health_state is HealthState.NOT_READY
+            cluster.clock.advance(6)  # ttl after the outage: Offline, not yet removed
+            registry.reconcile()
+            assert registry.get(silent.node_id).health_state is HealthState.OFFLINE
+            assert registry.get(entry.node_id).health_state is HealthState.OFFLINE
             assert registry.register(passport("beta")).passport.metadata.name == "beta"
     finally:
         etcd.stop()

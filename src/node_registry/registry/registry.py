@@ -351,8 +351,7 @@ class Registry:
         observed: list[tuple[Versioned, HealthState, datetime]] = []
         considered = unhealthy = 0
         for versioned in snapshot:
-            seen = self._effective_seen(versioned.record)
-            computed = self._policy.health(seen, now)
+            computed, seen = self._verdict(versioned.record, now)
             observed.append((versioned, computed, seen))
             if versioned.record.health is not HealthState.OFFLINE:
                 considered += 1
@@ -430,13 +429,21 @@ class Registry:
         resumed = self._store.resumed_at
         return self._started_at if resumed is None else max(resumed, self._started_at)
 
-    def _effective_seen(self, record: NodeRecord) -> datetime:
+    def _verdict(self, record: NodeRecord, now: datetime) -> tuple[HealthState, datetime]:
+        """The node's health now, and the last-seen time that counts for its removal.
+
+        The seen-floor spares nodes from verdicts our own blindness would cause; it never
+        revives a node recorded silent before it (only a heartbeat does that).
+        """
         seen = self._store.renewed_at(record.node_id) or record.registered_at
-        if record.health is not HealthState.ALIVE:
-            # Recorded silent before we lost sight: the floor keeps nodes from being
-            # declared dead for our blindness, it never revives one (only a heartbeat does).
-            return seen
-        return max(seen, self._seen_floor())
+        floored = max(seen, self._seen_floor())
+        health = self._policy.health(floored, now)
+        if (
+            _SEVERITY[record.health] > _SEVERITY[health]
+            and self._policy.health(seen, now) is not HealthState.ALIVE
+        ):
+            health = record.health
+        return health, floored
 
     def _capped(self, computed: HealthState, record: NodeRecord) -> HealthState:
         # Under protection no node *becomes* Offline; one recorded Offline before stays so.
@@ -462,13 +469,14 @@ class Registry:
         started = self._seen_floor()
         renewed_at = self._store.renewed_at
         protected = self._protection.status
+        severity = _SEVERITY
         alive, not_ready, offline = HealthState.ALIVE, HealthState.NOT_READY, HealthState.OFFLINE
         entries: list[RegistryEntry] = []
         append = entries.append
         for versioned in found:
             record = versioned.record
             seen = renewed_at(record.node_id) or record.registered_at
-            effective = seen if seen > started or record.health is not alive else started
+            effective = seen if seen > started else started
             if effective > alive_after:
                 health = alive
             elif effective > online_after or (protected and record.health is not offline):
@@ -476,6 +484,13 @@ class Registry:
                 health = not_ready
             else:
                 health = offline
+            recorded = record.health
+            if (
+                recorded is not alive
+                and seen <= alive_after
+                and severity[recorded] > severity[health]
+            ):
+                health = recorded  # the floor never revives (see _verdict)
             passport = record.passport if record.health is alive else _shown(record)
             append(
                 RegistryEntry(
@@ -565,8 +580,7 @@ class Registry:
         """Record the node's current health, if it changed (readers see it in status)."""
 
         def change(record: NodeRecord, now: datetime) -> NodeRecord | None:
-            seen = self._effective_seen(record)
-            target = self._capped(self._policy.health(seen, now), record)
+            target = self._capped(self._verdict(record, now)[0], record)
             if target is record.health:
                 return None
             log.info(
@@ -643,6 +657,8 @@ def _merge_conditions(
         merged[cond.type] = cond.model_copy(update=fields)
     return list(merged.values())
 
+
+_SEVERITY = {HealthState.ALIVE: 0, HealthState.NOT_READY: 1, HealthState.OFFLINE: 2}
 
 _UNREADY: dict[HealthState, tuple[str, str]] = {
     HealthState.NOT_READY: ("NodeStatusUnknown", "The node stopped renewing its lease."),
