@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conftest import PassportFactory, passport
@@ -18,6 +20,7 @@ from node_registry import (
     ValidationError,
     load_settings,
 )
+from node_registry.store import MemoryStore, NodeRecord
 
 
 def test_register_returns_entry_with_seed_fields(
@@ -278,3 +281,25 @@ def test_the_label_and_quantity_indexes_agree_with_a_full_scan(clock: FakeClock)
         selector = as_selector(text)
         expected = [e.name for e in everything if selector.matches(effective_labels(e.passport))]
         assert [e.name for e in registry.find_nodes(selector=text)] == expected, text
+
+
+class _DeregisteredUnderfoot(MemoryStore):
+    """A store where another caller deregisters the node just before the next update."""
+
+    armed = False
+
+    def update(self, record: NodeRecord, **kwargs: Any) -> int:
+        if self.armed:
+            self.armed = False
+            self.delete(record.node_id)
+        return super().update(record, **kwargs)
+
+
+def test_re_registering_a_node_deregistered_meanwhile_registers_it_again() -> None:
+    store = _DeregisteredUnderfoot()
+    registry = Registry(store)
+    first = registry.register(passport("alpha"))
+    store.armed = True
+    again = registry.register(passport("alpha", labels={"zone": "b"}))
+    assert again.node_id == first.node_id
+    assert registry.get(first.node_id).passport.metadata.labels["zone"] == "b"

@@ -166,8 +166,8 @@ class Registry:
                     revision = self._store.update(
                         record, expected_revision=current.revision, renewed_at=now
                     )
-            except RevisionConflictError:
-                continue
+            except (RevisionConflictError, NotFoundError):
+                continue  # changed or deregistered meanwhile: look again, create if gone
             return self._entry(Versioned(record, revision), now)
         raise ConflictError(f"node {node_id} is being changed concurrently; try again")
 
