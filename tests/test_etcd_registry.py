@@ -12,8 +12,9 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import ExitStack, aclosing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from node_registry.registry.entry import EventType
 from node_registry.store import HealthState, Store, open_store
 from node_registry.store.etcd import EtcdStore
 from node_registry.store.factory import parse_etcd_url
+from node_registry.store.replica import EtcdReplica
 
 WAIT = 5.0
 HEARTBEAT = {
@@ -305,6 +307,49 @@ def test_a_watch_from_a_compacted_version_is_refused(cluster: Cluster) -> None:
 
 
 # -- etcd going away --------------------------------------------------------------------------
+
+
+def test_a_replica_whose_renewal_feed_alone_failed_serves_again(etcd: EtcdServer) -> None:
+    prefix = f"/test/{uuid.uuid4().hex}"
+    store = EtcdStore(etcd.endpoint, prefix=prefix, timeout=1)
+    real = store.watch_renewals
+    opened: list[int] = []
+
+    async def flaky(since: int) -> AsyncGenerator[dict[str, Any], None]:
+        # The first digest watch breaks at its first digest, long after the node feed is
+        # up: only the renewal feed fails, and it alone must bring the view back.
+        opened.append(since)
+        async with aclosing(real(since)) as digests:
+            async for digest in digests:
+                if len(opened) == 1:
+                    raise StoreUnavailableError("injected: the digest watch broke")
+                yield digest
+
+    async def publish_a_digest() -> None:
+        other = EtcdStore(etcd.endpoint, prefix=prefix, timeout=1)
+        try:
+            lease = await other.grant(5)
+            await other.publish_renewals("another-replica", {"n": datetime.now(UTC)}, lease)
+        finally:
+            await other.close()
+
+    store.watch_renewals = flaky  # type: ignore[method-assign]
+    replica = EtcdReplica(store, history_size=100, seat_ttl=2, period=0.05)
+    try:
+        eventually(lambda: _view_current(replica), "the view is current")
+        asyncio.run(publish_a_digest())
+        eventually(lambda: len(opened) >= 2, "the digest watch was opened again")
+        eventually(lambda: _view_current(replica), "the view is current again")
+    finally:
+        replica.close()
+
+
+def _view_current(store: Store) -> bool:
+    try:
+        store.check_view()
+    except StoreUnavailableError:
+        return False
+    return True
 
 
 def test_etcd_outage_fails_fast_then_recovers_without_false_verdicts(tmp_path: Any) -> None:

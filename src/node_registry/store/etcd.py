@@ -767,7 +767,25 @@ def _future_revision(since: int, current: int) -> RevisionCompactedError:
 
 
 def _decode_renewals(value: bytes) -> dict[str, datetime]:
-    return {node_id: datetime.fromtimestamp(at, UTC) for node_id, at in json.loads(value).items()}
+    """A digest's renewal times; what does not read as one is skipped, with a warning.
+
+    A digest only refines renewal times (the seen-floor covers what it would have said),
+    so one written by another version, or damaged, must not stop a replica.
+    """
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        log.warning("a renewal digest is not a JSON object; skipped")
+        return {}
+    renewed: dict[str, datetime] = {}
+    for node_id, at in doc.items():
+        if isinstance(at, int | float) and not isinstance(at, bool):
+            renewed[node_id] = datetime.fromtimestamp(at, UTC)
+    if len(renewed) < len(doc):
+        log.warning("a renewal digest had %d unreadable entries; skipped", len(doc) - len(renewed))
+    return renewed
 
 
 def merge_latest(into: dict[str, datetime], renewed: Mapping[str, datetime]) -> None:

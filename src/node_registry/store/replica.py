@@ -110,8 +110,9 @@ class EtcdReplica:
         #: What the heartbeat path cost etcd so far (the benchmark reads these).
         self.keepalives_sent = 0
         self.digests_published = 0
-        self._feed_up = False
-        self._ticks_up = False
+        # The parts of this replica's view that are failing now, and why; the view is
+        # current only when none is (feed: node watch; renewals: digest watch; ticks).
+        self._down: dict[str, BaseException] = {"starting": StoreUnavailableError("starting")}
         self._resumed_at: datetime | None = None
         self._leading = False
         self._lease: int | None = None
@@ -138,14 +139,15 @@ class EtcdReplica:
 
     @property
     def leading(self) -> bool:
-        return self._leading
+        # A replica whose view is down does not act as controller, seat or not.
+        return self._leading and not self._down
 
     @property
     def resumed_at(self) -> datetime | None:
         return self._resumed_at
 
     def check_view(self) -> None:
-        if not (self._feed_up and self._ticks_up):
+        if self._down:
             raise StoreUnavailableError(
                 f"etcd ({self._etcd.endpoint}) is unreachable from this replica; its view of "
                 "the nodes may be stale, so it answers nothing until etcd is back"
@@ -262,7 +264,7 @@ class EtcdReplica:
         merged, revision = await self._etcd.renewals()
         merge_latest(self._renewed, merged)
         await self._tick()
-        self._feed_up = True
+        self._set_part("starting", None)
         spawn = self._loop.create_task
         self._tasks = [
             spawn(self._follow(), name="etcd-feed"),
@@ -358,7 +360,7 @@ class EtcdReplica:
             try:
                 await self._etcd.ping()
                 async with aclosing(self._etcd.watch(self._revision)) as events:
-                    self._set_feed(True)
+                    self._set_part("feed", None)
                     async for event in events:
                         self._apply(event)
                         delay = _RETRY_FIRST
@@ -368,7 +370,7 @@ class EtcdReplica:
             except Exception as error:  # a bug must not stop the feed for good
                 if not isinstance(error, StoreUnavailableError):
                     log.exception("replica %s: the etcd feed failed", self.name)
-                self._set_feed(False, error)
+                self._set_part("feed", error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
@@ -415,23 +417,30 @@ class EtcdReplica:
                 sink(event)
             self._wake_writers()
 
-    async def _follow_renewals(self, revision: int) -> None:
+    async def _follow_renewals(self, revision: int | None) -> None:
+        """Merge every replica's digests; after a failure, read them afresh and watch again.
+
+        Digests are state (the latest per replica), not history, so a fresh read loses
+        nothing that matters and needs no history that compaction may have dropped.
+        """
         delay = _RETRY_FIRST
         while True:
             try:
+                if revision is None:
+                    merged, revision = await self._etcd.renewals()
+                    merge_latest(self._renewed, merged)
                 async with aclosing(self._etcd.watch_renewals(revision)) as digests:
+                    self._set_part("renewals", None)
                     async for digest in digests:
                         merge_latest(self._renewed, digest)
                         delay = _RETRY_FIRST
             except Exception as error:  # a bug must not stop the feed for good
                 if not isinstance(error, StoreUnavailableError | RevisionCompactedError):
                     log.exception("replica %s: the renewal feed failed", self.name)
-                self._set_feed(False, error)
+                self._set_part("renewals", error)
+                revision = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
-                with suppress(RegistryError):
-                    merged, revision = await self._etcd.renewals()
-                    merge_latest(self._renewed, merged)
 
     async def _ticking(self) -> None:
         while True:
@@ -459,10 +468,10 @@ class EtcdReplica:
             with self._lock:
                 merge_latest(self._unpublished, unpublished)
             self._set_leading(False)
-            self._set_ticks(False, error)
+            self._set_part("ticks", error)
             return
         self._set_leading(holder == self.name)
-        self._set_ticks(True)
+        self._set_part("ticks", None)
 
     async def _relay(self, since: int, sink: Sink, on_error: ErrorSink | None) -> None:
         """A watcher's own etcd watch, re-opened from its last event after a broken stream."""
@@ -508,16 +517,16 @@ class EtcdReplica:
         while waiting and waiting[0][0] <= self._revision:
             heapq.heappop(waiting)[2].set()
 
-    def _set_feed(self, up: bool, error: BaseException | None = None) -> None:
-        self._feed_up, was = up, self._feed_up
-        self._changed_view(was and self._ticks_up, error)
-
-    def _set_ticks(self, up: bool, error: BaseException | None = None) -> None:
-        self._ticks_up, was = up, self._ticks_up
-        self._changed_view(self._feed_up and was, error)
-
-    def _changed_view(self, was_up: bool, error: BaseException | None) -> None:
-        up = self._feed_up and self._ticks_up
+    def _set_part(self, part: str, error: BaseException | None) -> None:
+        """Record that ``part`` of the view failed (``error``) or works again (None)."""
+        was_up = not self._down
+        if error is None:
+            self._down.pop(part, None)
+        else:
+            self._down[part] = error
+        up = not self._down
+        if part == "starting":
+            return  # the start is not a recovery: the registry counts from its own start
         if up and not was_up:
             self._resumed_at = self._clock.now()
             log.warning("replica %s: etcd reachable again; view current", self.name)
