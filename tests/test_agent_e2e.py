@@ -9,13 +9,10 @@ wall clock, which the server's ``lastSeen`` is written in too (same machine).
 from __future__ import annotations
 
 import functools
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,6 +27,7 @@ from node_registry.errors import NotFoundError, RegistryError
 from node_registry.passport import Phase
 from node_registry.registry.entry import RegistryEntry
 from node_registry.store import HealthState
+from processes import Proc, Processes
 
 INTERVAL = 0.2
 NOT_READY_AFTER = 0.8
@@ -54,38 +52,8 @@ POLL = 0.02
 T = TypeVar("T")
 
 
-def _env() -> dict[str, str]:
-    # Nothing from the environment running the tests steers the processes.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NODE_REGISTRY_")}
-    env.update(PYTHONUNBUFFERED="1", NO_COLOR="1", COLUMNS="1000")
-    return env
-
-
-@dataclass
-class Proc:
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-@dataclass
-class Cluster:
+class Cluster(Processes):
     """The processes of one test; ``close`` kills whatever is still running."""
-
-    tmp: Path
-    procs: list[Proc] = field(default_factory=list)
-
-    def spawn(self, label: str, args: list[str]) -> Proc:
-        log = self.tmp / f"{label}-{time.monotonic_ns()}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=self.tmp
-            )
-        proc = Proc(process, log)
-        self.procs.append(proc)
-        return proc
 
     def server(self, port: int, *, wait: bool = True) -> Proc:
         """``node-registry serve`` on ``port``; ``wait=False``: do not wait until it answers."""
@@ -100,12 +68,6 @@ class Cluster:
         file = self.tmp / f"{name}.yaml"
         file.write_text(yaml.safe_dump(passport(name, phase="Pending")), encoding="utf-8")
         return self.spawn(name, [*AGENT, "-f", str(file), "--server", ",".join(urls)])
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.process.poll() is None:
-                proc.process.kill()
-            proc.process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -28,15 +28,12 @@ import base64
 import functools
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +51,7 @@ from node_registry.passport import Phase
 from node_registry.registry.entry import EventType, RegistryEntry, WatchEvent
 from node_registry.store import HealthState
 from node_registry.wire import API_PREFIX
+from processes import Proc, Processes
 
 T = TypeVar("T")
 
@@ -116,50 +114,8 @@ FAST_RAFT = ("--heartbeat-interval=50", "--election-timeout=500")
 # -- processes -------------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    # Nothing from the environment running the tests steers the processes.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NODE_REGISTRY_")}
-    env.update(PYTHONUNBUFFERED="1", NO_COLOR="1", COLUMNS="1000")
-    return env
-
-
-@dataclass
-class Proc:
-    process: subprocess.Popen[bytes]
-    log: Path
-    port: int | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.port is not None
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL by PID, as a crash, and reap it."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-
-@dataclass
-class Procs:
+class Procs(Processes):
     """The processes of one test; ``close`` kills, by PID, whatever is still running."""
-
-    tmp: Path
-    procs: list[Proc] = field(default_factory=list)
-
-    def spawn(self, label: str, args: list[str]) -> Proc:
-        log = self.tmp / f"{label}-{time.monotonic_ns()}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=self.tmp
-            )
-        proc = Proc(process, log)
-        self.procs.append(proc)
-        return proc
 
     def serve(self, label: str, store_url: str, timings: Timings) -> Proc:
         """``node-registry serve --store STORE_URL`` on a free port; not waited for."""
@@ -175,16 +131,6 @@ class Procs:
         file = self.tmp / f"{name}.yaml"
         file.write_text(yaml.safe_dump(passport(name, phase="Pending")), encoding="utf-8")
         return self.spawn(name, [*AGENT, "-f", str(file), "--server", ",".join(urls)])
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.log.name}\n{p.output()}" for p in self.procs)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.process.poll() is None:
-                proc.process.kill()
-        for proc in self.procs:
-            proc.process.wait(timeout=10)
 
 
 @pytest.fixture
