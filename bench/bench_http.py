@@ -32,8 +32,15 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SECTION_START = "<!-- bench_http:start -->"
-SECTION_END = "<!-- bench_http:end -->"
+
+
+def markers(store: str) -> tuple[str, str]:
+    """This run's section of the markdown file: one per kind of store (memory, etcd)."""
+    scheme = store.split(":", 1)[0]
+    name = "bench_http" if scheme == "memory" else f"bench_http_{scheme}"
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
 LEASE_PATH = "/apis/ai_team.io/v1/leases/"
 
 LUA = """
@@ -181,19 +188,26 @@ def render(runs: list[Run], args: argparse.Namespace, counted_ok: bool) -> str:
 
     bare, ours = median("bare", "rate"), median("registry", "rate")
     ratio = ours / bare
+    start, end = markers(args.store)
+    where = "" if args.store.startswith("memory") else f", on {args.store.split(':', 1)[0]}"
     lines = [
-        SECTION_START,
-        "## HTTP: lease renewals (heartbeats) vs a bare FastAPI PUT",
+        start,
+        f"## HTTP: lease renewals (heartbeats) vs a bare FastAPI PUT{where}",
         "",
         f"`python bench/bench_http.py --nodes {args.nodes} --duration {args.duration:g} "
-        f"--rounds {args.rounds} --connections {args.connections}` — "
+        f"--rounds {args.rounds} --connections {args.connections} --store {args.store}` — "
         f"{datetime.now(UTC):%Y-%m-%d}, {machine_facts()}.",
         "",
         "Each server is its own uvicorn process (uvloop, httptools, no access log) pinned to "
-        "CPU 0; wrk runs pinned to CPU 1. The registry serves the in-memory store with "
+        f"CPU 0; wrk runs pinned to CPU 1. The registry serves the store `{args.store}` with "
         f"{args.nodes} registered nodes, renewed round-robin; the bare app answers the same "
         "PUT with a constant. The two alternate, "
-        f"{args.rounds} rounds of {args.duration:g} s each.",
+        f"{args.rounds} rounds of {args.duration:g} s each."
+        + (
+            ""
+            if args.store.startswith("memory")
+            else " The store's server (one etcd member on loopback) runs unpinned beside them."
+        ),
         "",
         "| server | round | renewals/s | p50 | p99 | non-2xx | socket errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -219,16 +233,17 @@ def render(runs: list[Run], args: argparse.Namespace, counted_ok: bool) -> str:
         f"{'met' if ours >= 5000 else 'missed'} — {ours * 10:,.0f} nodes at a 10 s interval. "
         f"Every renewal the registry answered was counted by `node_registry_heartbeats_total`: "
         f"{'yes' if counted_ok else 'NO'}.",
-        SECTION_END,
+        end,
     ]
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, store: str) -> None:
+    start, end = markers(store)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
@@ -242,6 +257,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--write", type=Path, help="update this markdown file's section")
+    parser.add_argument(
+        "--store",
+        default="memory://",
+        help="the registry's store, e.g. etcd://127.0.0.1:2379/bench (etcd must be running)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install -y wrk", file=sys.stderr)
@@ -260,6 +280,8 @@ def main() -> int:
             "-m",
             "node_registry",
             "serve",
+            "--store",
+            args.store,
             "--port",
             str(our_port),
             "--log-level",
@@ -296,7 +318,7 @@ def main() -> int:
     section = render(runs, args, counted_ok)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, section, args.store)
     return 0
 
 

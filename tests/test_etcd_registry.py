@@ -25,7 +25,7 @@ import trustme
 from conftest import passport
 from etcd_server import EtcdServer, etcd_binary, running_etcd
 from live_server import free_port
-from node_registry import Registry
+from node_registry import AsyncRegistry, Registry
 from node_registry.clock import FakeClock
 from node_registry.config import Settings, load_settings
 from node_registry.errors import (
@@ -154,6 +154,35 @@ def test_the_registry_api_works_on_etcd(cluster: Cluster) -> None:
         registry.get(entry.node_id)
     with pytest.raises(NotFoundError):
         registry.heartbeat(entry.node_id)
+
+
+def test_async_heartbeats_record_in_memory_and_revive_through_etcd(cluster: Cluster) -> None:
+    store = open_store(cluster.settings, clock=cluster.clock)
+
+    async def scenario() -> None:
+        registry = AsyncRegistry(store, settings=cluster.settings, clock=cluster.clock)
+        try:
+            node_id = (await registry.register(passport("alpha"))).node_id
+            version = registry.sync.resource_version
+            assert registry.sync.heartbeat_is_local(node_id)
+            await registry.heartbeat(node_id)
+            assert registry.sync.resource_version == version  # nothing written
+            cluster.clock.advance(3)
+            await registry.reconcile()
+            assert not registry.sync.heartbeat_is_local(node_id)  # recorded NotReady
+            await registry.heartbeat(node_id)  # records the recovery: an etcd write
+            entry = await registry.get(node_id)
+            assert entry.health_state is HealthState.ALIVE
+            assert entry.resource_version > version
+            with pytest.raises(NotFoundError):
+                await registry.heartbeat("no-such-node")
+        finally:
+            await registry.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
 
 
 def test_a_write_on_one_replica_is_seen_by_the_others(cluster: Cluster) -> None:

@@ -73,6 +73,9 @@ class AsyncRegistry:
         return await self._io(self._sync.register, passport)
 
     async def heartbeat(self, node_id: str) -> datetime:
+        if self._pool is None or self._sync.heartbeat_is_local(node_id):
+            # The hot path of every node: no thread hop when nothing waits on the network.
+            return self._sync.heartbeat(node_id)
         return await self._io(self._sync.heartbeat, node_id)
 
     async def update_status(

@@ -183,6 +183,16 @@ class Registry:
             self._record_health(node_id)
         return now
 
+    def heartbeat_is_local(self, node_id: str) -> bool:
+        """Whether ``heartbeat(node_id)`` needs no store round trip (the usual case).
+
+        True when the node is known here and recorded alive: the renewal is then recorded
+        in memory (etcd hears of it in a batch); otherwise the heartbeat may look the node
+        up or record its recovery, which are store writes.
+        """
+        current = self._index.get(node_id)
+        return current is not None and current.record.health is HealthState.ALIVE
+
     def update_status(
         self,
         node_id: str,
