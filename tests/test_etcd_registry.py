@@ -275,6 +275,29 @@ def test_the_leader_records_transitions_and_every_replica_sees_them(cluster: Clu
     watch.close()
 
 
+def test_every_replica_shows_the_controllers_mass_failure_protection(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    leader = leader_of(a, b)
+    other = b if leader is a else a
+    ids = [leader.register(passport(f"n{i}")).node_id for i in range(4)]
+    eventually(lambda: other.resource_version >= leader.resource_version, "B has them")
+    cluster.clock.advance(3)  # every node silent at once: the fault must be ours
+    leader.reconcile()
+    assert leader.protection_active
+    eventually(lambda: other.protection_active, "the other replica learned of it")
+    (shown,) = other.conditions()
+    assert shown == leader.conditions()[0]
+    cluster.clock.advance(10)  # past ttl: under protection nobody shows them Offline
+    leader.reconcile()
+    for registry in (leader, other):
+        assert {registry.get(i).health_state for i in ids} == {HealthState.NOT_READY}
+    for node_id in ids:
+        leader.heartbeat(node_id)
+    leader.reconcile()
+    assert not leader.protection_active
+    eventually(lambda: not other.protection_active, "the release reached the other replica")
+
+
 def test_concurrent_writers_on_two_replicas_lose_no_update(cluster: Cluster) -> None:
     a, b = cluster.replica(), cluster.replica()
     node_id = a.register(passport("alpha")).node_id

@@ -95,3 +95,22 @@ class RegistryCondition:
     reason: str
     message: str
     last_transition_time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": self.last_transition_time.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> RegistryCondition:
+        return cls(
+            str(doc["type"]),
+            bool(doc["status"]),
+            str(doc["reason"]),
+            str(doc["message"]),
+            datetime.fromisoformat(doc["lastTransitionTime"]),
+        )

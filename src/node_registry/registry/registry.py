@@ -121,7 +121,7 @@ class Registry:
         self._clock: Clock = clock or SystemClock()
         self._policy = HealthPolicy.from_settings(self.settings.heartbeat)
         self._started_at = self._clock.now()
-        self._protection = RegistryCondition(
+        self._protection = self._protection_off = RegistryCondition(
             MASS_FAILURE_PROTECTION, False, "NodesHeartbeating", "", self._started_at
         )
         self._index = NodeIndex()
@@ -312,7 +312,7 @@ class Registry:
 
     def conditions(self) -> list[RegistryCondition]:
         """Conditions of the registry itself (mass-failure protection)."""
-        return [self._protection]
+        return [self._protection_now()]
 
     def ping(self) -> None:
         """Raise ``StoreUnavailableError`` unless the store answers."""
@@ -330,7 +330,7 @@ class Registry:
 
     @property
     def protection_active(self) -> bool:
-        return self._protection.status
+        return self._protection_now().status
 
     @property
     def resource_version(self) -> int:
@@ -374,6 +374,7 @@ class Registry:
             min_unhealthy=protection.min_unhealthy_nodes,
         )
         self._set_protection(protected, unhealthy, considered, now)
+        self._share_protection()
         for observed_version, computed, seen in observed:
             record = observed_version.record
             revision = observed_version.revision
@@ -459,7 +460,7 @@ class Registry:
         # Under protection no node *becomes* Offline; one recorded Offline before stays so.
         if (
             computed is HealthState.OFFLINE
-            and self._protection.status
+            and self._protection_now().status
             and record.health is not HealthState.OFFLINE
         ):
             return HealthState.NOT_READY
@@ -478,7 +479,7 @@ class Registry:
         online_after = now - self._policy.ttl
         started = self._seen_floor()
         renewed_at = self._store.renewed_at
-        protected = self._protection.status
+        protected = self._protection_now().status
         severity = _SEVERITY
         alive, not_ready, offline = HealthState.ALIVE, HealthState.NOT_READY, HealthState.OFFLINE
         entries: list[RegistryEntry] = []
@@ -599,6 +600,29 @@ class Registry:
             return _with_health(record, target, now)
 
         return self._modify_versioned(node_id, change)
+
+    def _protection_now(self) -> RegistryCondition:
+        """Protection as the controller decided it: here, or published by another replica."""
+        if self._store.leading:
+            return self._protection
+        shared = self._store.shared_state(MASS_FAILURE_PROTECTION)
+        if shared is None:
+            return self._protection_off  # nothing published, or its controller died
+        try:
+            return RegistryCondition.from_dict(shared)
+        except (KeyError, TypeError, ValueError):
+            log.warning("the published mass-failure protection is unreadable; ignored")
+            return self._protection_off
+
+    def _share_protection(self) -> None:
+        """Publish the controller's protection decision for the other replicas, if changed."""
+        doc = self._protection.to_dict()
+        if self._store.shared_state(MASS_FAILURE_PROTECTION) == doc:
+            return
+        try:
+            self._store.publish_state(MASS_FAILURE_PROTECTION, doc)
+        except RegistryError as error:
+            log.warning("could not publish mass-failure protection (%s); next pass", error)
 
     def _set_protection(self, active: bool, unhealthy: int, considered: int, now: datetime) -> None:
         if active == self._protection.status:

@@ -14,8 +14,9 @@
   history). A store that can lose history later (etcd compaction under a watcher) ends the
   watch by handing that error to ``on_error``.
 - A store shared by several registry processes (etcd) says which one runs the lifecycle
-  controller (``leading``), whether its view is current (``check_view``), and since when it
-  has seen every renewal again after losing the store (``resumed_at``). A store only this
+  controller (``leading``), whether its view is current (``check_view``), since when it
+  has seen every renewal again after losing the store (``resumed_at``), and carries the
+  controller's shared state to the others (``publish_state``/``shared_state``). A store only this
   process uses always leads, is always current, and never lost sight of a renewal.
 """
 
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from node_registry.errors import RevisionCompactedError
 from node_registry.store.records import NodeRecord
@@ -77,6 +78,12 @@ class Store(Protocol):
 
     def check_view(self) -> None:
         """Raise ``StoreUnavailableError`` when this process's view may be stale."""
+
+    def publish_state(self, key: str, doc: dict[str, Any]) -> None:
+        """Share a piece of the controller's state with every process on this store."""
+
+    def shared_state(self, key: str) -> dict[str, Any] | None:
+        """What the controller last published under ``key`` (None: nothing, or it died)."""
 
     def get(self, node_id: str) -> Versioned | None: ...
 

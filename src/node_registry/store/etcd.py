@@ -146,6 +146,13 @@ class _Keys:
     def controller(self) -> bytes:
         return f"{self.prefix}/controller".encode()
 
+    @property
+    def states(self) -> bytes:
+        return f"{self.prefix}/state/".encode()
+
+    def state(self, key: str) -> bytes:
+        return f"{self.prefix}/state/{key}".encode()
+
 
 def _prefix_end(prefix: bytes) -> bytes:
     end = bytearray(prefix)
@@ -625,6 +632,38 @@ class EtcdStore:
             with suppress(Exception):
                 await stream.cancel()
 
+    async def put_state(self, key: str, doc: Mapping[str, Any], lease_id: int) -> None:
+        """Publish a piece of the controller's state (on its lease: it goes when it dies)."""
+        with _translated(self._endpoint, f"publish {key}"):
+            await self._client.put(self._keys.state(key), json.dumps(doc).encode(), lease_id)
+
+    async def states(self) -> tuple[dict[str, dict[str, Any]], int]:
+        """Every published piece of state, and the revision read at."""
+        with _translated(self._endpoint, "read state"):
+            response = await self._range(self._keys.states)
+        found = {}
+        for kv in response.kvs:
+            doc = _decode_state(kv.value)
+            if doc is not None:
+                found[bytes(kv.key)[len(self._keys.states) :].decode()] = doc
+        return found, int(response.header.revision)
+
+    async def watch_states(
+        self, since: int
+    ) -> AsyncGenerator[tuple[str, dict[str, Any] | None], None]:
+        """(key, document) for each state published after ``since``; None when it went."""
+        with _translated(self._endpoint, "watch state"):
+            stream = await self._client.watch_prefix(self._keys.states, start_revision=since + 1)
+        try:
+            with _translated(self._endpoint, "watch state"):
+                async for event in stream:
+                    key = bytes(event.kv.key)[len(self._keys.states) :].decode()
+                    gone = event.kind == aetcd.EventKind.DELETE
+                    yield key, None if gone else _decode_state(event.kv.value)
+        finally:
+            with suppress(Exception):
+                await stream.cancel()
+
     async def grant(self, ttl: int) -> int:
         """A new etcd lease of ``ttl`` seconds (a replica's own: its digest, its seat)."""
         with _translated(self._endpoint, "grant lease"):
@@ -786,6 +825,17 @@ def _decode_renewals(value: bytes) -> dict[str, datetime]:
     if len(renewed) < len(doc):
         log.warning("a renewal digest had %d unreadable entries; skipped", len(doc) - len(renewed))
     return renewed
+
+
+def _decode_state(value: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        log.warning("a published registry state is not a JSON object; ignored")
+        return None
+    return doc
 
 
 def merge_latest(into: dict[str, datetime], renewed: Mapping[str, datetime]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from datetime import datetime
+from typing import Any
 
 from node_registry.errors import (
     ConflictError,
@@ -46,6 +47,7 @@ class MemoryStore:
         self._history: deque[StoreEvent] = deque(maxlen=history_size)
         self._sinks: dict[int, Sink] = {}
         self._next_sink = 0
+        self._state: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(history_size={self._history.maxlen})"
@@ -115,6 +117,12 @@ class MemoryStore:
 
     def check_view(self) -> None:
         """Always current: the data lives here."""
+
+    def publish_state(self, key: str, doc: dict[str, Any]) -> None:
+        self._state[key] = doc
+
+    def shared_state(self, key: str) -> dict[str, Any] | None:
+        return self._state.get(key)
 
     def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel:
         # ``on_error`` is never called: history here is only ever lost before a watch starts.

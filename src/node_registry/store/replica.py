@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing, suppress
 from datetime import datetime
 from typing import Any, TypeVar
@@ -60,6 +60,8 @@ from node_registry.store.records import NodeRecord
 log = logging.getLogger("node_registry")
 
 T = TypeVar("T")
+S = TypeVar("S")  # a snapshot of shared state
+C = TypeVar("C")  # one change of it
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 2.0
 _KEEPALIVES_IN_FLIGHT = 64
@@ -101,6 +103,7 @@ class EtcdReplica:
         self._next_sink = 0
         self._renewed: dict[str, datetime] = {}
         self._unpublished: dict[str, datetime] = {}
+        self._states: dict[str, dict[str, Any]] = {}
         # Heartbeats not yet passed on to the node's etcd lease; when each lease last was.
         self._lease_due: dict[str, datetime] = {}
         self._lease_kept: dict[str, float] = {}
@@ -229,6 +232,17 @@ class EtcdReplica:
 
         return cancel_relay
 
+    def publish_state(self, key: str, doc: dict[str, Any]) -> None:
+        self.check_view()
+        lease = self._lease
+        if lease is None:
+            raise StoreUnavailableError(f"replica {self.name} holds no etcd lease yet")
+        self._call(self._etcd.put_state(key, doc, lease))
+        self._states[key] = doc
+
+    def shared_state(self, key: str) -> dict[str, Any] | None:
+        return self._states.get(key)
+
     def ping(self) -> None:
         self.check_view()
         self._call(self._etcd.ping())
@@ -268,7 +282,27 @@ class EtcdReplica:
         spawn = self._loop.create_task
         self._tasks = [
             spawn(self._follow(), name="etcd-feed"),
-            spawn(self._follow_renewals(revision), name="etcd-renewals"),
+            spawn(
+                self._follow_shared(
+                    "renewals",
+                    self._etcd.renewals,
+                    self._etcd.watch_renewals,
+                    self._take_renewals,
+                    self._take_renewals,
+                    revision,
+                ),
+                name="etcd-renewals",
+            ),
+            spawn(
+                self._follow_shared(
+                    "state",
+                    self._etcd.states,
+                    self._etcd.watch_states,
+                    self._take_states,
+                    self._take_state,
+                ),
+                name="etcd-state",
+            ),
             spawn(self._ticking(), name="etcd-tick"),
             spawn(self._keeping_leases(), name="etcd-leases"),
         ]
@@ -417,30 +451,51 @@ class EtcdReplica:
                 sink(event)
             self._wake_writers()
 
-    async def _follow_renewals(self, revision: int | None) -> None:
-        """Merge every replica's digests; after a failure, read them afresh and watch again.
+    async def _follow_shared(
+        self,
+        part: str,
+        read: Callable[[], Awaitable[tuple[S, int]]],
+        watch: Callable[[int], AsyncGenerator[C, None]],
+        take_all: Callable[[S], None],
+        take_one: Callable[[C], None],
+        revision: int | None = None,
+    ) -> None:
+        """Keep shared state current: read it, watch from there; after a failure, read afresh.
 
-        Digests are state (the latest per replica), not history, so a fresh read loses
-        nothing that matters and needs no history that compaction may have dropped.
+        Digests and published state are state (the latest per key), not history, so a fresh
+        read loses nothing that matters and needs no history that compaction may have dropped.
         """
         delay = _RETRY_FIRST
         while True:
             try:
                 if revision is None:
-                    merged, revision = await self._etcd.renewals()
-                    merge_latest(self._renewed, merged)
-                async with aclosing(self._etcd.watch_renewals(revision)) as digests:
-                    self._set_part("renewals", None)
-                    async for digest in digests:
-                        merge_latest(self._renewed, digest)
+                    snapshot, revision = await read()
+                    take_all(snapshot)
+                async with aclosing(watch(revision)) as items:
+                    self._set_part(part, None)
+                    async for item in items:
+                        take_one(item)
                         delay = _RETRY_FIRST
             except Exception as error:  # a bug must not stop the feed for good
                 if not isinstance(error, StoreUnavailableError | RevisionCompactedError):
-                    log.exception("replica %s: the renewal feed failed", self.name)
-                self._set_part("renewals", error)
+                    log.exception("replica %s: the %s feed failed", self.name, part)
+                self._set_part(part, error)
                 revision = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
+
+    def _take_renewals(self, renewed: dict[str, datetime]) -> None:
+        merge_latest(self._renewed, renewed)
+
+    def _take_states(self, states: dict[str, dict[str, Any]]) -> None:
+        self._states = states
+
+    def _take_state(self, change: tuple[str, dict[str, Any] | None]) -> None:
+        key, doc = change
+        if doc is None:
+            self._states.pop(key, None)
+        else:
+            self._states[key] = doc
 
     async def _ticking(self) -> None:
         while True:
