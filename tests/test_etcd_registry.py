@@ -34,8 +34,16 @@ from node_registry.errors import (
     RevisionCompactedError,
     StoreUnavailableError,
 )
+from node_registry.passport import NodePassport
 from node_registry.registry.entry import EventType
-from node_registry.store import HealthState, Store, open_store
+from node_registry.store import (
+    HealthState,
+    NodeRecord,
+    Store,
+    StoreEvent,
+    Versioned,
+    open_store,
+)
 from node_registry.store.etcd import EtcdStore
 from node_registry.store.factory import parse_etcd_url
 from node_registry.store.replica import EtcdReplica
@@ -392,6 +400,67 @@ def test_a_replica_whose_renewal_feed_alone_failed_serves_again(etcd: EtcdServer
         asyncio.run(publish_a_digest())
         eventually(lambda: len(opened) >= 2, "the digest watch was opened again")
         eventually(lambda: _view_current(replica), "the view is current again")
+    finally:
+        replica.close()
+
+
+def test_a_replica_that_lost_history_lists_again_and_tells_its_watchers(
+    etcd: EtcdServer,
+) -> None:
+    prefix = f"/test/{uuid.uuid4().hex}"
+
+    async def write(*, create: list[str], delete: list[str]) -> None:
+        direct = EtcdStore(etcd.endpoint, prefix=prefix, timeout=1)
+        try:
+            for name in create:
+                record = NodeRecord(NodePassport.model_validate(passport(name)), datetime.now(UTC))
+                await direct.create(record, renewed_at=datetime.now(UTC))
+            for name in delete:
+                await direct.delete(str(uuid.uuid5(uuid.NAMESPACE_DNS, name)))
+        finally:
+            await direct.close()
+
+    asyncio.run(write(create=["stays", "goes"], delete=[]))
+    store = EtcdStore(etcd.endpoint, prefix=prefix, timeout=1)
+    real_watch, real_list = store.watch, store.list
+    gate = threading.Event()
+    watches: list[int] = []
+    lists: list[int] = []
+
+    async def gated_watch(since: int) -> AsyncGenerator[StoreEvent, None]:
+        # The feed's first watch reports, once the test says so, that etcd compacted the
+        # history it needs (as after a long partition), so the replica must list again.
+        watches.append(since)
+        if len(watches) == 1:
+            while not gate.is_set():
+                await asyncio.sleep(0.01)
+            raise RevisionCompactedError("injected: compacted")
+        async with aclosing(real_watch(since)) as events:
+            async for event in events:
+                yield event
+
+    async def flaky_list() -> tuple[dict[str, Versioned], int]:
+        lists.append(1)
+        if len(lists) == 2:  # the first list again fails: the feed must retry, not die
+            raise StoreUnavailableError("injected: etcd away during the list")
+        return await real_list()
+
+    store.watch = gated_watch  # type: ignore[method-assign]
+    store.list = flaky_list  # type: ignore[method-assign]
+    replica = EtcdReplica(store, history_size=100, seat_ttl=2, period=0.05)
+    try:
+        seen: list[StoreEvent] = []
+        replica.watch(replica.revision, seen.append)
+        asyncio.run(write(create=["arrives"], delete=["goes"]))
+        gate.set()
+        eventually(lambda: len(seen) == 2, "the differences reached the watcher")
+        changes = sorted((e.type.value, e.record.name) for e in seen)
+        assert changes == [("ADDED", "arrives"), ("DELETED", "goes")]
+        assert len({e.revision for e in seen}) == 1  # one listed revision for all of them
+        names = {v.record.name for v in replica.list()[0].values()}
+        assert names == {"stays", "arrives"}
+        eventually(lambda: _view_current(replica), "the view is current again")
+        assert len(lists) >= 3
     finally:
         replica.close()
 

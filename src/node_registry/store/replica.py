@@ -390,17 +390,22 @@ class EtcdReplica:
     async def _follow(self) -> None:
         """The cache's feed: watch from the last revision applied, for as long as we run."""
         delay = _RETRY_FIRST
+        relist = False
         while True:
             try:
+                if relist:
+                    await self._relist()
+                    relist = False
                 await self._etcd.ping()
                 async with aclosing(self._etcd.watch(self._revision)) as events:
                     self._set_part("feed", None)
                     async for event in events:
                         self._apply(event)
                         delay = _RETRY_FIRST
-            except RevisionCompactedError:
+            except RevisionCompactedError as error:
                 log.warning("etcd history was compacted past this replica's view: listing again")
-                await self._relist()
+                self._set_part("feed", error)
+                relist = True
             except Exception as error:  # a bug must not stop the feed for good
                 if not isinstance(error, StoreUnavailableError):
                     log.exception("replica %s: the etcd feed failed", self.name)
