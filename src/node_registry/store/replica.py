@@ -339,7 +339,14 @@ class EtcdReplica:
                 for node_id in due:
                     del self._lease_due[node_id]
             if due:
-                await asyncio.gather(*(keep(node_id, at) for node_id, at in due.items()))
+                results = await asyncio.gather(
+                    *(keep(node_id, at) for node_id, at in due.items()), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, Exception):  # a bug: log it, keep keeping leases
+                        log.error(
+                            "replica %s: a lease keepalive failed", self.name, exc_info=result
+                        )
 
     async def _compacting(self) -> None:
         """Compact etcd's history as the Kubernetes API server does, while leading.
@@ -363,6 +370,8 @@ class EtcdReplica:
                 mark = None  # someone compacted further already
             except RegistryError as error:
                 log.warning("replica %s: compaction failed (%s); next interval", self.name, error)
+            except Exception:  # a bug must not end compaction for good
+                log.exception("replica %s: compaction failed", self.name)
 
     async def _stop(self) -> None:
         for task in self._tasks:
@@ -552,6 +561,13 @@ class EtcdReplica:
             except StoreUnavailableError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
+            except Exception:
+                # Not etcd's doing (a record this version cannot read, a bug): end this
+                # watcher as too old, so its client lists again, rather than hang it.
+                log.exception("replica %s: a watcher's relay failed", self.name)
+                if on_error is not None:
+                    on_error(RevisionCompactedError("the watch broke; list again"))
+                return
 
     # -- bookkeeping ---------------------------------------------------------------------
 
