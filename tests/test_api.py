@@ -396,9 +396,7 @@ def test_pages_come_from_one_consistent_snapshot(api: Api) -> None:
 def test_a_garbage_continue_token_is_refused(api: Api) -> None:
     for token in ("garbage!!", "Zm9v", "e30"):  # not base64 JSON; "foo"; "{}"
         response = api.http.get(f"{API}/nodes", params={"continue": token, "limit": 2})
-        # 422 Invalid today; the route's error table (and Kubernetes) say 400 BadRequest.
-        reason = {400: "BadRequest", 422: "Invalid"}.get(response.status_code, "a 400 or 422")
-        body = assert_status(response, response.status_code, reason, field="continue")
+        body = assert_status(response, 400, "BadRequest", field="continue")  # as Kubernetes
         assert "continue" in body["message"]
 
 
@@ -473,6 +471,10 @@ def test_lease_refusals(api: Api) -> None:
     assert_status(
         api.http.put(f"{API}/leases/beating", json={"spec": {}, "extra": 1}), 422, "Invalid"
     )
+    unreadable = api.http.put(
+        f"{API}/leases/beating", content=b'{"spec": ', headers={"Content-Type": "application/json"}
+    )
+    assert_status(unreadable, 400, "BadRequest")
     assert at(api.node("beating")["lastSeen"]) == T0  # nothing above renewed the lease
 
 
@@ -545,6 +547,10 @@ def test_status_patch_refusals(api: Api) -> None:
     assert "mood" in unknown["message"]
     assert_status(api.http.patch(url, json={"currentTasks": -1}), 422, "Invalid")
     assert_status(api.http.patch(url, json={"phase": "Dancing"}), 422, "Invalid")
+    unreadable = api.http.patch(
+        url, content=b'{"phase": ', headers={"Content-Type": "application/json"}
+    )
+    assert_status(unreadable, 400, "BadRequest")  # unreadable: 400, as Kubernetes
     assert_status(
         api.http.patch(f"{API}/nodes/ghost/status", json={"phase": "Running"}), 404, "NotFound"
     )
@@ -566,14 +572,16 @@ def _labels(labels: dict[str, str]) -> bytes:
 
 BAD_BODIES = [
     pytest.param(
-        b'{"apiVersion": "ai_team.io/v1", ', JSON, 422, "Invalid", "malformed JSON", id="json"
+        b'{"apiVersion": "ai_team.io/v1", ', JSON, 400, "BadRequest", "malformed JSON", id="json"
     ),
-    pytest.param(b"metadata: [name: victim\n", YAML, 422, "Invalid", "malformed YAML", id="yaml"),
+    pytest.param(
+        b"metadata: [name: victim\n", YAML, 400, "BadRequest", "malformed YAML", id="yaml"
+    ),
     pytest.param(
         b'[{"metadata": {"name": "victim"}}]', JSON, 422, "Invalid", "got list", id="array"
     ),
-    pytest.param(b"", JSON, 422, "Invalid", "empty request body", id="empty"),
-    pytest.param(b"  \n", YAML, 422, "Invalid", "empty request body", id="blank"),
+    pytest.param(b"", JSON, 400, "BadRequest", "empty request body", id="empty"),
+    pytest.param(b"  \n", YAML, 400, "BadRequest", "empty request body", id="blank"),
     pytest.param(
         json.dumps(passport("victim")).encode(),
         {"content-type": "text/plain"},

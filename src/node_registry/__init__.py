@@ -6,6 +6,7 @@ The public surface is what ``__all__`` lists; everything else may change without
 from node_registry.clock import Clock, FakeClock, SystemClock
 from node_registry.config import Settings, load_settings
 from node_registry.errors import (
+    BadRequestError,
     ConfigError,
     ConflictError,
     FieldError,
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncRegistry",
+    "BadRequestError",
     "Capability",
     "Clock",
     "Condition",

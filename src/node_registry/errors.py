@@ -42,11 +42,20 @@ class ValidationError(RegistryError):
         self.message = message
 
 
-class SelectorError(ValidationError):
-    """A label selector does not parse or breaks a rule; the message quotes the bad part."""
+class BadRequestError(ValidationError):
+    """The request cannot be read at all: malformed JSON or YAML, an empty body, a selector
+    that does not parse, a continue token this registry did not issue.
+
+    Kubernetes answers these 400 BadRequest; a readable request with wrong values is a
+    ``ValidationError`` (422 Invalid).
+    """
 
     reason = "BadRequest"
     status_code = 400
+
+
+class SelectorError(BadRequestError):
+    """A label selector does not parse or breaks a rule; the message quotes the bad part."""
 
 
 class UnsupportedVersionError(ValidationError):

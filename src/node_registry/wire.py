@@ -232,7 +232,7 @@ def event_from_wire(doc: dict[str, Any]) -> WatchEvent | int:
 
 _ERROR_CLASSES: tuple[type[errors.RegistryError], ...] = (
     errors.ValidationError,
-    errors.SelectorError,
+    errors.BadRequestError,  # SelectorError arrives as this: the Status does not tell them apart
     errors.UnsupportedVersionError,
     errors.TooLargeError,
     errors.UnsupportedMediaTypeError,

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from node_registry import __version__
 from node_registry.config import ServerSettings, Settings
 from node_registry.errors import (
+    BadRequestError,
     FieldError,
     ForbiddenError,
     NotFoundError,
@@ -83,7 +84,7 @@ NodeName = Annotated[str, Path(max_length=253, pattern=NAME_PATTERN, description
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": Status, "description": text}
     for code, text in {
-        400: "Bad request (selector, continue token)",
+        400: "Unreadable request: malformed JSON/YAML, empty body, selector, continue token",
         401: "No or unknown bearer token",
         403: "The token's role does not allow this",
         404: "No such node",
@@ -205,7 +206,9 @@ def _parse_lease(raw: bytes, kind: str) -> Lease:
     try:
         return Lease.model_validate_json(raw or b"{}")
     except pydantic.ValidationError as exc:
-        raise ValidationError("invalid Lease", translate_pydantic_error(exc)) from None
+        unreadable = any(e["type"] == "json_invalid" for e in exc.errors())
+        error = BadRequestError if unreadable else ValidationError
+        raise error("invalid Lease", translate_pydantic_error(exc)) from None
 
 
 def create_app(
@@ -296,6 +299,8 @@ def create_app(
             )
             for e in exc.errors()
         ]
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return refuse(BadRequestError("malformed JSON", problems))
         return refuse(ValidationError("invalid request", problems))
 
     # -- nodes --------------------------------------------------------------------------

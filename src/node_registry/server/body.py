@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from node_registry.errors import (
+    BadRequestError,
     FieldError,
     TooLargeError,
     UnsupportedMediaTypeError,
-    ValidationError,
 )
 from node_registry.wire import status_from_error
 
@@ -108,16 +108,16 @@ async def read_document(request: Request) -> Any:
         )
     raw = await request.body()
     if not raw.strip():
-        raise ValidationError("empty request body", [FieldError("", "a document is required")])
+        raise BadRequestError("empty request body", [FieldError("", "a document is required")])
     try:
         if kind in YAML_TYPES:
             return yaml.safe_load(raw)
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ValidationError(
+        raise BadRequestError(
             "malformed JSON", [FieldError("", f"{exc.msg} at line {exc.lineno} column {exc.colno}")]
         ) from None
     except yaml.YAMLError as exc:
-        raise ValidationError("malformed YAML", [FieldError("", str(exc))]) from None
+        raise BadRequestError("malformed YAML", [FieldError("", str(exc))]) from None
     except UnicodeDecodeError as exc:
-        raise ValidationError("the body is not UTF-8", [FieldError("", str(exc))]) from None
+        raise BadRequestError("the body is not UTF-8", [FieldError("", str(exc))]) from None

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from node_registry.errors import FieldError, RevisionCompactedError, ValidationError
+from node_registry.errors import BadRequestError, FieldError, RevisionCompactedError
 from node_registry.registry.entry import RegistryEntry
 
 MAX_SNAPSHOTS = 256
@@ -97,7 +97,7 @@ def _decode(token: str) -> tuple[str, int]:
         if not isinstance(key, str) or not isinstance(offset, int) or offset < 0:
             raise ValueError(doc)
     except (ValueError, KeyError, TypeError):
-        raise ValidationError(
+        raise BadRequestError(
             "invalid continue token", [FieldError("continue", "not a token this registry issued")]
         ) from None
     return key, offset
