@@ -9,9 +9,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
+
+import yaml
+
+from conftest import passport
+
+
+def agent_command(interval: float) -> list[str]:
+    return [sys.executable, "-m", "node_registry", "agent", "--interval", str(interval)]
 
 
 def child_env() -> dict[str, str]:
@@ -48,6 +58,8 @@ class Processes:
 
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
+    #: Seconds between an agent's renewals (each test module sets its own).
+    agent_interval: ClassVar[float]
 
     def spawn(self, label: str, args: list[str]) -> Proc:
         log = self.tmp / f"{label}-{time.monotonic_ns()}.log"
@@ -58,6 +70,13 @@ class Processes:
         proc = Proc(process, log)
         self.procs.append(proc)
         return proc
+
+    def agent(self, name: str, *urls: str) -> Proc:
+        """``node-registry agent`` for a passport named ``name`` (phase Pending)."""
+        file = self.tmp / f"{name}.yaml"
+        file.write_text(yaml.safe_dump(passport(name, phase="Pending")), encoding="utf-8")
+        args = [*agent_command(self.agent_interval), "-f", str(file), "--server", ",".join(urls)]
+        return self.spawn(name, args)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.log.name}\n{p.output()}" for p in self.procs)

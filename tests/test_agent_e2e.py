@@ -27,7 +27,7 @@ from node_registry.errors import NotFoundError, RegistryError
 from node_registry.passport import Phase
 from node_registry.registry.entry import RegistryEntry
 from node_registry.store import HealthState
-from processes import Proc, Processes
+from processes import Proc, Processes, agent_command
 
 INTERVAL = 0.2
 NOT_READY_AFTER = 0.8
@@ -43,7 +43,7 @@ CONFIG = {
     "controller": {"period_seconds": 0.1},
 }
 SERVE = [sys.executable, "-m", "node_registry", "serve", "--log-level", "warning"]
-AGENT = [sys.executable, "-m", "node_registry", "agent", "--interval", str(INTERVAL)]
+AGENT = agent_command(INTERVAL)
 START_TIMEOUT = 20.0  # a cold interpreter on a busy 2-core machine
 #: How late a transition may be observed: a controller period, a poll, a loaded machine.
 LATE = 1.0
@@ -55,6 +55,8 @@ T = TypeVar("T")
 class Cluster(Processes):
     """The processes of one test; ``close`` kills whatever is still running."""
 
+    agent_interval = INTERVAL
+
     def server(self, port: int, *, wait: bool = True) -> Proc:
         """``node-registry serve`` on ``port``; ``wait=False``: do not wait until it answers."""
         config = self.tmp / "registry.yaml"
@@ -63,11 +65,6 @@ class Cluster(Processes):
         if wait:
             wait_healthy(proc, port)
         return proc
-
-    def agent(self, name: str, *urls: str) -> Proc:
-        file = self.tmp / f"{name}.yaml"
-        file.write_text(yaml.safe_dump(passport(name, phase="Pending")), encoding="utf-8")
-        return self.spawn(name, [*AGENT, "-f", str(file), "--server", ",".join(urls)])
 
 
 @pytest.fixture

@@ -57,7 +57,6 @@ T = TypeVar("T")
 
 INTERVAL = 0.2
 SERVE = [sys.executable, "-m", "node_registry", "serve", "--log-level", "warning"]
-AGENT = [sys.executable, "-m", "node_registry", "agent", "--interval", str(INTERVAL)]
 START_TIMEOUT = 30.0  # cold interpreters on a busy 2-core machine
 #: How late something may be observed: a tick, a controller pass, a poll, a loaded machine.
 LATE = 1.5
@@ -117,6 +116,8 @@ FAST_RAFT = ("--heartbeat-interval=50", "--election-timeout=500")
 class Procs(Processes):
     """The processes of one test; ``close`` kills, by PID, whatever is still running."""
 
+    agent_interval = INTERVAL
+
     def serve(self, label: str, store_url: str, timings: Timings) -> Proc:
         """``node-registry serve --store STORE_URL`` on a free port; not waited for."""
         config = self.tmp / f"{label}.yaml"
@@ -126,11 +127,6 @@ class Procs(Processes):
         proc = self.spawn(label, args)
         proc.port = port
         return proc
-
-    def agent(self, name: str, *urls: str) -> Proc:
-        file = self.tmp / f"{name}.yaml"
-        file.write_text(yaml.safe_dump(passport(name, phase="Pending")), encoding="utf-8")
-        return self.spawn(name, [*AGENT, "-f", str(file), "--server", ",".join(urls)])
 
 
 @pytest.fixture
@@ -345,6 +341,17 @@ class Watcher:
         self.close()
         if self.error is not None:
             raise AssertionError(f"the watch failed: {self.error!r}") from self.error
+
+    def through(self, end: int, procs: Procs) -> list[WatchEvent]:
+        """Every event up to and including version ``end`` once it has come; then stop."""
+        self.wait_for(
+            "the watcher reached the last write",
+            lambda events: any(e.resource_version >= end for e in events),
+            5,
+            procs,
+        )
+        self.stop()
+        return list(self.events)
 
 
 class Heartbeats:
@@ -762,14 +769,7 @@ def test_killing_the_etcd_leader_loses_no_node_and_no_watch_event(
             samples = poller.stop()
             end = writes[-1]
             history = etcd_history(successor, prefix, start, end)
-            watcher.wait_for(
-                "the watcher reached the last write",
-                lambda events: any(e.resource_version >= end for e in events),
-                5,
-                procs,
-            )
-            watcher.stop()
-            events = list(watcher.events)
+            events = watcher.through(end, procs)
     finally:
         if poller is not None:
             poller.stop()
@@ -888,14 +888,7 @@ def test_etcd_down_means_fast_503s_and_its_return_means_full_recovery(
             time.sleep(1.0)  # the poller watches a little longer after recovery
             samples = poller.stop()
             history = etcd_history(etcd, prefix, start, end)
-            watcher.wait_for(
-                "the watcher reached the last write",
-                lambda events: any(e.resource_version >= end for e in events),
-                5,
-                procs,
-            )
-            watcher.stop()
-            events = list(watcher.events)
+            events = watcher.through(end, procs)
             assert heartbeats.failures > 0  # the steady heartbeats did hit the outage
     finally:
         api.close()
