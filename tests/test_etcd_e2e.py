@@ -99,7 +99,9 @@ class Timings:
 
 
 #: Lifecycle transitions within seconds (replicas, controller failover, concurrent writers).
-FAST = Timings(not_ready_after=1.0, ttl=2.0, grace=1.0)
+#: ttl 4 s: the seat's lease is then etcd's minimum, 2 s, so "takes over within one TTL"
+#: (the issue's words) has a margin a loaded machine cannot eat.
+FAST = Timings(not_ready_after=1.0, ttl=4.0, grace=1.0)
 #: An etcd leader election (about a second here) plus the agents' backoff after it fit in
 #: not_ready_after; the TTL leaves twice that before anything could be called Offline.
 ELECTION = Timings(not_ready_after=3.0, ttl=6.0, grace=2.0)
@@ -579,7 +581,7 @@ def test_two_replicas_share_one_etcd_and_the_controller_fails_over(
                 procs,
             )
             takeover = time.monotonic() - killed
-            assert takeover <= FAST.seat_ttl + LATE, takeover
+            assert takeover <= FAST.ttl, takeover  # within one TTL
             assert holds_seat(controller_holder(etcd, prefix), survivor)
 
             # Lifecycle transitions continue, recorded by the survivor.
