@@ -366,6 +366,39 @@ def test_a_watch_from_a_compacted_version_is_refused(cluster: Cluster) -> None:
         late.watch(current + 1_000)
 
 
+def test_async_watches_outside_the_cache_are_checked_off_the_loop(cluster: Cluster) -> None:
+    a = cluster.replica()
+    old = a.register(passport("alpha")).resource_version
+    current = a.update_status(a.id_of("alpha"), current_tasks=1).resource_version
+    store = open_store(cluster.settings, clock=cluster.clock)  # its cache starts after them
+
+    async def resume() -> None:
+        registry = AsyncRegistry(store, settings=cluster.settings, clock=cluster.clock)
+        try:
+            watch = await registry.open_watch(old)  # outside the new cache: etcd's history
+            event = await watch.next(WAIT)
+            assert event is not None
+            assert event.resource_version == current
+            watch.close()
+        finally:
+            await registry.close()
+
+    async def too_old() -> None:
+        registry = AsyncRegistry(store, settings=cluster.settings, clock=cluster.clock)
+        try:
+            with pytest.raises(RevisionCompactedError, match="compacted"):
+                await registry.open_watch(old - 1)
+        finally:
+            await registry.close()
+
+    try:
+        asyncio.run(resume())
+        cluster.compact(current)
+        asyncio.run(too_old())
+    finally:
+        store.close()
+
+
 # -- etcd going away --------------------------------------------------------------------------
 
 

@@ -112,8 +112,20 @@ class AsyncRegistry:
         return self._sync.list_nodes()
 
     def watch(self, since: int | None = None) -> AsyncWatch:
-        """``async for event in registry.watch(since)``; must be called inside the loop."""
+        """``async for event in registry.watch(since)``; must be called inside the loop.
+
+        On etcd, a version outside the replica's cache is checked with a round trip here;
+        ``open_watch`` does that without holding up the loop.
+        """
         return self._sync.async_watch(since)
+
+    async def open_watch(self, since: int | None = None) -> AsyncWatch:
+        """``watch``, with the check of ``since`` against the store's history off the loop."""
+        if self._pool is None:
+            return self._sync.async_watch(since)
+        start = self._sync.resource_version if since is None else since
+        await self._io(self._sync.check_watchable, start)
+        return self._sync.async_watch(start, checked=True)
 
     def conditions(self) -> list[RegistryCondition]:
         return self._sync.conditions()

@@ -301,13 +301,27 @@ class Registry:
         """
         return self._open_watch(Watch, since)
 
-    def async_watch(self, since: int | None = None) -> AsyncWatch:
-        """``watch`` for asyncio: ``async for event in ...``; call it inside the event loop."""
-        return self._open_watch(AsyncWatch, since)
+    def async_watch(self, since: int | None = None, *, checked: bool = False) -> AsyncWatch:
+        """``watch`` for asyncio: ``async for event in ...``; call it inside the event loop.
 
-    def _open_watch(self, kind: type[W], since: int | None) -> W:
+        ``checked``: ``check_watchable(since)`` was called already (``AsyncRegistry`` does it
+        in its I/O pool), so opening does not wait on the store.
+        """
+        return self._open_watch(AsyncWatch, since, check=not checked)
+
+    def check_watchable(self, since: int) -> None:
+        """Raise ``RevisionCompactedError`` unless a watch from ``since`` can replay history.
+
+        On etcd this may be a round trip (a version outside the replica's cache).
+        """
+        self._store.check_view()
+        self._store.check_watchable(since)
+
+    def _open_watch(self, kind: type[W], since: int | None, *, check: bool = True) -> W:
         self._store.check_view()
         start = self._store.revision if since is None else since
+        if check:
+            self._store.check_watchable(start)
         return kind(self._store.watch, start, self._event, self.settings.watch.history_size)
 
     def conditions(self) -> list[RegistryCondition]:

@@ -423,7 +423,7 @@ def create_app(
             since_text = (last_event_id if sse and last_event_id else None) or resource_version
             since = int(since_text) if since_text else registry.sync.resource_version
             # Opened here, not in the generator, so a too-old version is a plain 410.
-            opened = registry.watch(since)
+            opened = await registry.open_watch(since)
             frames = stream_events(
                 opened,
                 since,

@@ -101,6 +101,9 @@ class Store(Protocol):
 
     def renewed_at(self, node_id: str) -> datetime | None: ...
 
+    def check_watchable(self, since: int) -> None:
+        """Raise ``RevisionCompactedError`` where ``watch(since)`` would (may be a round trip)."""
+
     def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel: ...
 
     def ping(self) -> None:

@@ -124,25 +124,32 @@ class MemoryStore:
     def shared_state(self, key: str) -> dict[str, Any] | None:
         return self._state.get(key)
 
+    def check_watchable(self, since: int) -> None:
+        with self._lock:
+            self._check_watchable(since)
+
+    def _check_watchable(self, since: int) -> None:
+        if since > self._revision:
+            # A version this store never issued: the registry restarted with a new
+            # history (memory://) and the watcher holds a version of the old one.
+            raise RevisionCompactedError(
+                f"resource version {since} is newer than the registry's current "
+                f"version {self._revision} (the registry restarted?); list again and "
+                "watch from the list's version"
+            )
+        oldest = self._history[0].revision if self._history else self._revision + 1
+        if since < self._revision and since + 1 < oldest:
+            raise RevisionCompactedError(
+                f"resource version {since} is too old: history starts at "
+                f"{oldest - 1}, current is {self._revision}; list again and "
+                "watch from the list's version"
+            )
+
     def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel:
         # ``on_error`` is never called: history here is only ever lost before a watch starts.
         with self._lock:
-            if since > self._revision:
-                # A version this store never issued: the registry restarted with a new
-                # history (memory://) and the watcher holds a version of the old one.
-                raise RevisionCompactedError(
-                    f"resource version {since} is newer than the registry's current "
-                    f"version {self._revision} (the registry restarted?); list again and "
-                    "watch from the list's version"
-                )
+            self._check_watchable(since)
             if since < self._revision:
-                oldest = self._history[0].revision if self._history else self._revision + 1
-                if since + 1 < oldest:
-                    raise RevisionCompactedError(
-                        f"resource version {since} is too old: history starts at "
-                        f"{oldest - 1}, current is {self._revision}; list again and "
-                        "watch from the list's version"
-                    )
                 for event in self._history:
                     if event.revision > since:
                         sink(event)

@@ -207,10 +207,14 @@ class EtcdReplica:
 
     # -- watch ---------------------------------------------------------------------------
 
+    def _in_window(self, since: int) -> bool:
+        """Under the lock: whether the cache's history holds every event after ``since``."""
+        oldest = self._history[0].revision if self._history else self._revision + 1
+        return oldest <= since + 1 and since <= self._revision
+
     def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel:
         with self._lock:
-            oldest = self._history[0].revision if self._history else self._revision + 1
-            if oldest <= since + 1 and since <= self._revision:
+            if self._in_window(since):
                 for event in self._history:
                     if event.revision > since:
                         sink(event)
@@ -223,8 +227,10 @@ class EtcdReplica:
                         self._sinks.pop(token, None)
 
                 return cancel
-        # Outside the cache's window: a watch of its own, straight from etcd.
-        self._call(self._etcd.check_watchable(since))
+        # Outside the cache's window: a watch of its own, straight from etcd. Without an
+        # error sink the caller learns of a too-old version only here, so check first.
+        if on_error is None:
+            self._call(self._etcd.check_watchable(since))
         future = asyncio.run_coroutine_threadsafe(self._relay(since, sink, on_error), self._loop)
 
         def cancel_relay() -> None:
@@ -242,6 +248,12 @@ class EtcdReplica:
 
     def shared_state(self, key: str) -> dict[str, Any] | None:
         return self._states.get(key)
+
+    def check_watchable(self, since: int) -> None:
+        with self._lock:
+            if self._in_window(since):
+                return
+        self._call(self._etcd.check_watchable(since))
 
     def ping(self) -> None:
         self.check_view()
@@ -548,6 +560,8 @@ class EtcdReplica:
         last = since
         while True:
             try:
+                if last == since:  # compacted or never issued: say so, do not wait for events
+                    await self._etcd.check_watchable(since)
                 async with aclosing(self._etcd.watch(last)) as events:
                     async for event in events:
                         with self._lock:
