@@ -630,6 +630,8 @@ class Registry:
 
     def _share_protection(self) -> None:
         """Publish the controller's protection decision for the other replicas, if changed."""
+        if not self._store.leading:
+            return  # a pass run by hand on another replica must not overrule the controller
         doc = self._protection.to_dict()
         if self._store.shared_state(MASS_FAILURE_PROTECTION) == doc:
             return
