@@ -45,9 +45,8 @@ from node_registry.config import Settings, load_settings  # noqa: E402
 from node_registry.store import Store, open_store  # noqa: E402
 from node_registry.store.etcd import EtcdStore  # noqa: E402
 from node_registry.store.replica import EtcdReplica  # noqa: E402
+from sections import write_section  # noqa: E402
 
-SECTION_START = "<!-- bench_etcd:start -->"
-SECTION_END = "<!-- bench_etcd:end -->"
 IN_FLIGHT = 32
 FIND_CALLS = 200
 
@@ -274,18 +273,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    block = f"{SECTION_START}\n{section}\n{SECTION_END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION_START)
-    end = text.find(SECTION_END, start + 1) if start >= 0 else -1
-    if start >= 0 and end >= 0:
-        text = text[:start] + block + text[end + len(SECTION_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default="1000,10000", help="fleet sizes, comma-separated")
@@ -312,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render(command.strip(), results, base, args.members, capacity)
     print(section)
     if args.write is not None:
-        write_section(args.write, section)
+        write_section(args.write, "bench_etcd", section)
     return 0
 
 

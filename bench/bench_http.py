@@ -30,15 +30,16 @@ from pathlib import Path
 
 import httpx
 
+from sections import write_section
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def markers(store: str) -> tuple[str, str]:
+def section_name(store: str) -> str:
     """This run's section of the markdown file: one per kind of store (memory, etcd)."""
     scheme = store.split(":", 1)[0]
-    name = "bench_http" if scheme == "memory" else f"bench_http_{scheme}"
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    return "bench_http" if scheme == "memory" else f"bench_http_{scheme}"
 
 
 LEASE_PATH = "/apis/ai_team.io/v1/leases/"
@@ -188,10 +189,8 @@ def render(runs: list[Run], args: argparse.Namespace, counted_ok: bool) -> str:
 
     bare, ours = median("bare", "rate"), median("registry", "rate")
     ratio = ours / bare
-    start, end = markers(args.store)
     where = "" if args.store.startswith("memory") else f", on {args.store.split(':', 1)[0]}"
     lines = [
-        start,
         f"## HTTP: lease renewals (heartbeats) vs a bare FastAPI PUT{where}",
         "",
         f"`python bench/bench_http.py --nodes {args.nodes} --duration {args.duration:g} "
@@ -233,21 +232,8 @@ def render(runs: list[Run], args: argparse.Namespace, counted_ok: bool) -> str:
         f"{'met' if ours >= 5000 else 'missed'} — {ours * 10:,.0f} nodes at a 10 s interval. "
         f"Every renewal the registry answered was counted by `node_registry_heartbeats_total`: "
         f"{'yes' if counted_ok else 'NO'}.",
-        end,
     ]
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str, store: str) -> None:
-    start, end = markers(store)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> int:
@@ -318,7 +304,7 @@ def main() -> int:
     section = render(runs, args, counted_ok)
     print(section)
     if args.write:
-        write_section(args.write, section, args.store)
+        write_section(args.write, section_name(args.store), section)
     return 0
 
 

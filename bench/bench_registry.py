@@ -28,9 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from node_registry import Registry, RegistryEntry, SystemClock
-
-SECTION_START = "<!-- bench_registry:start -->"
-SECTION_END = "<!-- bench_registry:end -->"
+from sections import write_section
 
 # -- the synthetic fleet ------------------------------------------------------------------------
 
@@ -425,27 +423,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str, cores: int) -> None:
-    """Replace this benchmark's section of ``path``, leaving the rest of the file as it is."""
-    block = f"{SECTION_START}\n{section}\n{SECTION_END}"
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-    else:
-        text = (
-            "# Benchmarks\n\n"
-            f"Figures are from one run on a shared {cores}-core machine and are noisy: compare "
-            "ratios from the same run rather than absolute numbers across runs.\n"
-        )
-    start = text.find(SECTION_START)
-    end = text.find(SECTION_END, start + 1) if start >= 0 else -1
-    if start >= 0 and end >= 0:
-        text = text[:start] + block + text[end + len(SECTION_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 # -- main -----------------------------------------------------------------------------------------
 
 
@@ -622,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(section)
         if args.write is not None:
-            write_section(args.write, section, os.cpu_count() or 1)
+            write_section(args.write, "bench_registry", section)
             print(f"\nwrote the bench_registry section of {args.write}")
         if args.profile:
             profile_hot_paths(registry, ids, labels, seconds)

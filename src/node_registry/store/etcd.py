@@ -13,33 +13,30 @@ Key layout under ``prefix`` (default ``/ai_team/registry``), readable with
 Every read-modify-write is one transaction comparing ``mod_revision`` (``create_revision ==
 0`` for a create); the failure branch reads the keys back so the error says what lost.
 
-Heartbeats. ``renew`` is a lease keepalive, not a Raft write. Measured sequentially on a
-2-core machine (300 ops, two runs): keepalive 1.3-1.5k/s, a put of the lease record
-1.5-1.8k/s. aetcd opens a new keepalive stream per call, so the keepalive is not cheaper in
-latency here; it is chosen because it adds no revision, no MVCC history to compact and no
-watch traffic, and one long-lived keepalive stream (not in aetcd) does 7-8k/s.
-``renewed_at`` is then derived on whichever replica asks: LeaseTimeToLive gives
-``granted_ttl`` and the remaining TTL, and ``granted_ttl - remaining`` is the time since the
-last keepalive. Precision: etcd reports the remaining TTL in whole seconds (truncated), so
-``renewed_at`` may be up to 1 s early (a node looks up to 1 s staler than it is), plus the
-skew between this replica's clock and the etcd leader's. etcd resets every lease to its full
-TTL on a leader change (and on a restart of a single member), so after one every node looks
-just renewed: the same rule as a controller failover without heartbeat history
-(kubernetes#32510), an optimistic error bounded by one ``lease_ttl``. When the lease has run
-out (no keepalive for ``lease_ttl``) its key is gone and ``renewed_at`` answers ``now -
-lease_ttl``: the latest moment the node can have been seen. So choose ``lease_ttl`` >= the
-registry's ttl + grace period (the default, 90 s, is 30 s + 60 s) and the health table is
-exact up to removal.
+What replicas share besides the nodes (see ``store.replica``): ``renewals/{replica}``
+(digests of renewal times, on the replica's lease), ``controller`` (the lifecycle
+controller's seat, on its holder's lease) and ``state/{key}`` (what the controller
+publishes, on its lease).
+
+Heartbeats. ``renew`` is a lease keepalive, not a Raft write: it adds no revision, no MVCC
+history to compact and no watch traffic. Every keepalive of the process goes over one
+long-lived LeaseKeepAlive stream (aetcd would open a stream per call); etcd answers about
+2.4k/s on the 2-core machine measured. ``renewed_at`` here is derived from the lease
+(LeaseTimeToLive: ``granted_ttl - remaining``; whole seconds, and reset to the full TTL on
+an etcd leader change), which is what the store contract asks; the registry's replicas do
+not use it for health: ``EtcdReplica`` records renewal times itself and shares them as
+digests, so no verdict depends on etcd's remaining TTLs.
 
 A renewal of an expired lease grants a new one and writes the lease key (a Raft write, rare).
 Leases are cached per replica (node_id → lease id); a keepalive that finds the lease gone
 falls back to reading the lease key, so a lease re-granted by another replica is found.
 
-Errors: every aetcd/grpc failure is translated in ``_translated`` (one place): unreachable or
-timed-out etcd → ``StoreUnavailableError`` naming the endpoint; compaction →
-``RevisionCompactedError``. Every request carries ``timeout`` seconds (aetcd's default is
-none). After an etcd restart a running watch raises ``StoreUnavailableError``: watch again
-from the last revision seen (aetcd does not resume by itself).
+Errors: every aetcd/grpc failure is translated in ``_translated`` (one place): unreachable,
+timed-out or refusing etcd → ``StoreUnavailableError`` naming the endpoint and what etcd
+said; compaction → ``RevisionCompactedError``. Every request carries ``timeout`` seconds
+(aetcd's default is none). After an etcd restart a running watch raises
+``StoreUnavailableError``: watch again from the last revision seen (aetcd does not resume
+by itself).
 """
 
 from __future__ import annotations

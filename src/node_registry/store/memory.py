@@ -8,7 +8,6 @@ and must not call back into the store.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +25,7 @@ from node_registry.store.base import (
     StoreEvent,
     Versioned,
 )
+from node_registry.store.feed import Feed
 from node_registry.store.records import NodeRecord
 
 DEFAULT_HISTORY = 10_000
@@ -44,13 +44,11 @@ class MemoryStore:
         self._names: dict[str, str] = {}
         self._renewed: dict[str, datetime] = {}
         self._revision = 0
-        self._history: deque[StoreEvent] = deque(maxlen=history_size)
-        self._sinks: dict[int, Sink] = {}
-        self._next_sink = 0
+        self._feed = Feed(history_size, self._lock)
         self._state: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
-        return f"MemoryStore(history_size={self._history.maxlen})"
+        return f"MemoryStore(history_size={self._feed.history.maxlen})"
 
     @property
     def revision(self) -> int:
@@ -137,7 +135,7 @@ class MemoryStore:
                 f"version {self._revision} (the registry restarted?); list again and "
                 "watch from the list's version"
             )
-        oldest = self._history[0].revision if self._history else self._revision + 1
+        oldest = self._feed.oldest(self._revision)
         if since < self._revision and since + 1 < oldest:
             raise RevisionCompactedError(
                 f"resource version {since} is too old: history starts at "
@@ -149,26 +147,14 @@ class MemoryStore:
         # ``on_error`` is never called: history here is only ever lost before a watch starts.
         with self._lock:
             self._check_watchable(since)
-            if since < self._revision:
-                for event in self._history:
-                    if event.revision > since:
-                        sink(event)
-            token = self._next_sink
-            self._next_sink += 1
-            self._sinks[token] = sink
-
-        def cancel() -> None:
-            with self._lock:
-                self._sinks.pop(token, None)
-
-        return cancel
+            return self._feed.subscribe(since, sink)
 
     def ping(self) -> None:
         """Always reachable: it lives in this process."""
 
     def close(self) -> None:
         with self._lock:
-            self._sinks.clear()
+            self._feed.close()
 
     def _claim_name(self, record: NodeRecord) -> None:
         owner = self._names.get(record.name)
@@ -194,7 +180,5 @@ class MemoryStore:
             if renewed_at is not None:
                 self._renewed[record.node_id] = renewed_at
         event = StoreEvent(change, record, prev, self._revision)
-        self._history.append(event)
-        for sink in list(self._sinks.values()):
-            sink(event)
+        self._feed.publish(event)
         return self._revision

@@ -40,7 +40,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing, suppress
 from datetime import datetime
@@ -55,6 +54,7 @@ from node_registry.errors import (
 )
 from node_registry.store.base import Cancel, ChangeType, ErrorSink, Sink, StoreEvent, Versioned
 from node_registry.store.etcd import EtcdStore, merge_latest
+from node_registry.store.feed import Feed
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger("node_registry")
@@ -98,9 +98,7 @@ class EtcdReplica:
         self._waiter_seq = 0
         self._records: dict[str, Versioned] = {}
         self._revision = 0
-        self._history: deque[StoreEvent] = deque(maxlen=history_size)
-        self._sinks: dict[int, Sink] = {}
-        self._next_sink = 0
+        self._feed = Feed(history_size, self._lock)
         self._renewed: dict[str, datetime] = {}
         self._unpublished: dict[str, datetime] = {}
         self._states: dict[str, dict[str, Any]] = {}
@@ -207,26 +205,10 @@ class EtcdReplica:
 
     # -- watch ---------------------------------------------------------------------------
 
-    def _in_window(self, since: int) -> bool:
-        """Under the lock: whether the cache's history holds every event after ``since``."""
-        oldest = self._history[0].revision if self._history else self._revision + 1
-        return oldest <= since + 1 and since <= self._revision
-
     def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel:
         with self._lock:
-            if self._in_window(since):
-                for event in self._history:
-                    if event.revision > since:
-                        sink(event)
-                token = self._next_sink
-                self._next_sink += 1
-                self._sinks[token] = sink
-
-                def cancel() -> None:
-                    with self._lock:
-                        self._sinks.pop(token, None)
-
-                return cancel
+            if self._feed.covers(since, self._revision):
+                return self._feed.subscribe(since, sink)
         # Outside the cache's window: a watch of its own, straight from etcd. Without an
         # error sink the caller learns of a too-old version only here, so check first.
         if on_error is None:
@@ -251,7 +233,7 @@ class EtcdReplica:
 
     def check_watchable(self, since: int) -> None:
         with self._lock:
-            if self._in_window(since):
+            if self._feed.covers(since, self._revision):
                 return
         self._call(self._etcd.check_watchable(since))
 
@@ -270,7 +252,7 @@ class EtcdReplica:
         if not self._thread.is_alive():
             self._loop.close()
         with self._lock:
-            self._sinks.clear()
+            self._feed.close()
 
     # -- the loop thread -----------------------------------------------------------------
 
@@ -405,7 +387,7 @@ class EtcdReplica:
         with self._lock:
             self._records = records
             self._revision = revision
-            self._history.clear()
+            self._feed.history.clear()
             self._wake_writers()
 
     async def _follow(self) -> None:
@@ -454,11 +436,9 @@ class EtcdReplica:
                     )
             self._records = records
             self._revision = max(self._revision, revision)
-            self._history.clear()
+            self._feed.history.clear()
             for event in events:
-                self._history.append(event)
-                for sink in list(self._sinks.values()):
-                    sink(event)
+                self._feed.publish(event)
             self._wake_writers()
 
     def _apply(self, event: StoreEvent) -> None:
@@ -472,9 +452,7 @@ class EtcdReplica:
             else:
                 self._records[event.record.node_id] = Versioned(event.record, event.revision)
             self._revision = max(self._revision, event.revision)
-            self._history.append(event)
-            for sink in list(self._sinks.values()):
-                sink(event)
+            self._feed.publish(event)
             self._wake_writers()
 
     async def _follow_shared(
