@@ -7,6 +7,8 @@ these cover what those tables do not, and the walk-through in docs/scheduling.md
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -411,3 +413,20 @@ def test_property_the_choice_is_feasible_best_and_independent_of_order(
     again = schedule(shuffled, task)
     assert again.node == decision.node
     assert [s.name for s in again.ranking] == [s.name for s in decision.ranking]
+
+
+# --- the walk-through --------------------------------------------------------------------------
+
+
+def test_the_walk_through_output_in_the_docs_is_current() -> None:
+    script = ROOT / "examples" / "scheduling.py"
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    doc = (ROOT / "docs" / "scheduling.md").read_text(encoding="utf-8")
+    match = re.search(r"\$ python examples/scheduling.py\n(.*?)```", doc, re.DOTALL)
+    assert match is not None, "docs/scheduling.md has no output block for the walk-through"
+    assert match.group(1) == result.stdout, (
+        "docs/scheduling.md is out of date with examples/scheduling.py; paste its output"
+    )
