@@ -14,6 +14,8 @@ from node_registry.passport.models import (
     Phase,
     Spec,
     Status,
+    Taint,
+    TaintEffect,
 )
 from node_registry.passport.versions import load_passport, served_versions
 
@@ -30,6 +32,8 @@ __all__ = [
     "Phase",
     "Spec",
     "Status",
+    "Taint",
+    "TaintEffect",
     "effective_labels",
     "load_passport",
     "served_versions",

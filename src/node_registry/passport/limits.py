@@ -16,6 +16,8 @@ MAX_LABELS = 64
 MAX_CAPABILITIES = 128
 #: Resource entries (``cpu``, ``memory``, ``nvidia.com/gpu``, ...); each becomes a derived label.
 MAX_RESOURCES = 32
+#: Taints on one node. Kubernetes sets none; every toleration of a task is tried against each.
+MAX_TAINTS = 32
 #: Conditions in status; Kubernetes nodes carry about five.
 MAX_CONDITIONS = 32
 #: Total bytes of annotation keys and values, as Kubernetes' TotalAnnotationSizeLimitB.

@@ -100,6 +100,26 @@ def _check_label_map(value: dict[str, str], *, what: str) -> dict[str, str]:
     return value
 
 
+def check_resource_map(value: dict[str, str]) -> dict[str, str]:
+    """Resource names are label keys and amounts non-negative quantities; ValueError if not."""
+    problems: list[str] = []
+    for key, quantity in value.items():
+        problems.extend(f"key {key!r}: {m}" for m in label_syntax.qualified_name_errors(key))
+        if not is_quantity(quantity) or quantity.startswith("-"):
+            problems.append(
+                f"{key}: {quantity!r} is not a non-negative Kubernetes quantity "
+                "(such as 4, 500m, 8Gi, 1.5G)"
+            )
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+def check_label_map(value: dict[str, str]) -> dict[str, str]:
+    """Label keys and values in Kubernetes syntax; ValueError naming each bad one if not."""
+    return _check_label_map(value, what="labels")
+
+
 class Capability(_Model):
     """One thing the node can do; it is selectable as the label ``capability.<name>=true``."""
 
@@ -161,6 +181,50 @@ class Metadata(_Model):
         return _check_label_map(value, what="annotations")
 
 
+class TaintEffect(StrEnum):
+    """What a taint does to tasks that do not tolerate it (Kubernetes' three effects)."""
+
+    #: No new task is placed on the node; running ones stay.
+    NO_SCHEDULE = "NoSchedule"
+    #: The scheduler avoids the node when it can (a score, not a filter).
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    #: No new task is placed, and running ones are evicted (after their tolerationSeconds).
+    NO_EXECUTE = "NoExecute"
+
+
+class Taint(_Model):
+    """A Kubernetes node taint: it repels every task that does not tolerate it.
+
+    ``value`` may be omitted (Kubernetes reads it as ""); it is kept absent so the passport is
+    stored as sent. ``timeAdded`` is when a NoExecute taint appeared: the orchestrator counts
+    a toleration's ``tolerationSeconds`` from it.
+    """
+
+    key: str
+    value: str | None = None
+    effect: TaintEffect
+    time_added: datetime | None = Field(default=None, alias="timeAdded")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if errors := label_syntax.qualified_name_errors(value):
+            raise ValueError("; ".join(errors))
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str | None) -> str | None:
+        if value is not None and (errors := label_syntax.label_value_errors(value)):
+            raise ValueError("; ".join(errors))
+        return value
+
+    def __str__(self) -> str:
+        """Kubernetes' ``Taint.ToString``: ``key=value:effect``, ``key:effect`` with no value."""
+        value = f"={self.value}" if self.value else ""
+        return f"{self.key}{value}:{self.effect.value}"
+
+
 class Spec(_Model):
     """What the node offers: capabilities, resources (Kubernetes quantities), endpoint."""
 
@@ -168,6 +232,8 @@ class Spec(_Model):
     resources: dict[str, NumberOrStr] = Field(default_factory=dict, max_length=limits.MAX_RESOURCES)
     endpoint: Endpoint | None = None
     max_concurrent_tasks: int | None = Field(default=None, alias="maxConcurrentTasks", ge=0)
+    # None rather than []: a passport sent without taints is stored and returned without them.
+    taints: list[Taint] | None = Field(default=None, max_length=limits.MAX_TAINTS)
 
     @field_validator("capabilities")
     @classmethod
@@ -179,20 +245,26 @@ class Spec(_Model):
             seen.add(cap.name)
         return value
 
+    @field_validator("taints")
+    @classmethod
+    def _unique_taints(cls, value: list[Taint] | None) -> list[Taint] | None:
+        # As Kubernetes' validateNodeTaints: one taint per (key, effect), so a toleration's
+        # tolerationSeconds never has two start times to choose from.
+        seen: dict[tuple[str, TaintEffect], int] = {}
+        for index, taint in enumerate(value or ()):
+            pair = (taint.key, taint.effect)
+            if pair in seen:
+                raise ValueError(
+                    f"taints[{index}] repeats taints[{seen[pair]}] ({taint.key}:"
+                    f"{taint.effect.value}): taints must be unique by key and effect pair"
+                )
+            seen[pair] = index
+        return value
+
     @field_validator("resources")
     @classmethod
     def _resources(cls, value: dict[str, str]) -> dict[str, str]:
-        problems: list[str] = []
-        for key, quantity in value.items():
-            problems.extend(f"key {key!r}: {m}" for m in label_syntax.qualified_name_errors(key))
-            if not is_quantity(quantity) or quantity.startswith("-"):
-                problems.append(
-                    f"{key}: {quantity!r} is not a non-negative Kubernetes quantity "
-                    "(such as 4, 500m, 8Gi, 1.5G)"
-                )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
+        return check_resource_map(value)
 
 
 class Condition(_Model):
