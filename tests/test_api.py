@@ -26,8 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import passport
 from live_server import make_app, serve
-from node_registry import FakeClock, Registry
-from node_registry.server import pages
+from node_registry import AsyncRegistry, FakeClock, Registry, load_passport, load_settings
+from node_registry.server import create_app, pages
+from node_registry.store import MemoryStore, NodeRecord
+from node_registry.wire import entry_from_wire
 
 API = "/apis/ai_team.io/v1"
 T0 = FakeClock().now()
@@ -555,6 +557,68 @@ def test_status_patch_refusals(api: Api) -> None:
         api.http.patch(f"{API}/nodes/ghost/status", json={"phase": "Running"}), 404, "NotFound"
     )
     assert api.everything() == before
+
+
+def test_status_patches_cannot_merge_past_the_condition_limit(api: Api) -> None:
+    api.register(passport("worker"))
+    api.register(passport("bystander"))
+    url = f"{API}/nodes/worker/status"
+    first = [{"type": f"First{i}", "status": "True"} for i in range(32)]
+    assert api.http.patch(url, json={"conditions": first}).status_code == 200
+    before = api.everything()
+    more = [{"type": f"More{i}", "status": "True"} for i in range(32)]
+    refused = assert_status(
+        api.http.patch(url, json={"conditions": more}), 422, "Invalid", field="status.conditions"
+    )
+    assert "at most 32 conditions" in refused["message"]
+    assert api.everything() == before
+    # Every node still reads back as a passport a client accepts (the client validates).
+    for item in api.everything():
+        entry_from_wire(item)
+
+
+def test_a_lone_surrogate_is_refused_and_never_stored(api: Api) -> None:
+    api.register(passport("worker"))
+    before = api.everything()
+    doc = json.dumps(passport("sneaky")).replace(
+        '"labels"', '"annotations": {"note": "\\ud800"}, "labels"'
+    )
+    assert "\\ud800" in doc
+    body = assert_status(
+        api.http.post(f"{API}/nodes", content=doc, headers=JSON),
+        422,
+        "Invalid",
+        field="metadata.annotations.note",
+    )
+    assert "lone surrogate" in body["message"]
+    patch = b'{"conditions": [{"type": "Note", "status": "True", "detail": "\\udc00"}]}'
+    assert_status(
+        api.http.patch(f"{API}/nodes/worker/status", content=patch, headers=JSON),
+        422,
+        "Invalid",
+        field="status.conditions[0].detail",
+    )
+    assert api.everything() == before
+    assert api.http.post(f"{API}/search", json={}).status_code == 200
+
+
+def test_a_stored_value_json_cannot_carry_costs_only_its_node(clock: FakeClock) -> None:
+    # What an older registry could have stored: the response path fails closed for that node.
+    store = MemoryStore()
+    settings = load_settings(controller={"period_seconds": 3600})
+    app = create_app(AsyncRegistry(store, clock=clock, settings=settings), settings)
+    good = load_passport(passport("good"))
+    bad = load_passport(passport("bad"))
+    metadata = bad.metadata.model_copy(update={"annotations": {"note": "\ud800"}})
+    store.create(NodeRecord(good, T0), renewed_at=T0)
+    store.create(NodeRecord(bad.model_copy(update={"metadata": metadata}), T0), renewed_at=T0)
+    with serve(app) as base, httpx.Client(base_url=base, timeout=5) as http:
+        for listed in (http.get(f"{API}/nodes"), http.post(f"{API}/search", json={})):
+            assert listed.status_code == 200, listed.text
+            assert [i["passport"]["metadata"]["name"] for i in listed.json()["items"]] == ["good"]
+        alone = assert_status(http.get(f"{API}/nodes/bad"), 500, "InternalError")
+        assert "node bad cannot be sent as JSON" in alone["message"]
+        assert http.get(f"{API}/nodes/good").status_code == 200
 
 
 # -- bad input -------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from node_registry.passport import (
     NodeType,
     Phase,
     Status,
+    limits,
     load_passport,
 )
 from node_registry.passport.versions import translate_pydantic_error
@@ -64,7 +65,15 @@ from node_registry.registry.health import PHASE_OF, HealthPolicy, protection_eng
 from node_registry.registry.index import NodeIndex
 from node_registry.registry.watch import AsyncWatch, Watch, event_type
 from node_registry.selectors import Selector, as_selector
-from node_registry.store import HealthState, MemoryStore, NodeRecord, Store, StoreEvent, Versioned
+from node_registry.store import (
+    HealthState,
+    MemoryStore,
+    NodeRecord,
+    SkippedRecords,
+    Store,
+    StoreEvent,
+    Versioned,
+)
 
 log = logging.getLogger("node_registry")
 
@@ -225,7 +234,7 @@ class Registry:
             if given.conditions is not None:
                 fields["conditions"] = _merge_conditions(status.conditions, given.conditions, now)
             new_status = status.model_copy(update=fields)
-            passport = record.passport.model_copy(update={"status": new_status})
+            passport = _checked_merge(record.passport.model_copy(update={"status": new_status}))
             changed_at = record.health_changed_at if record.health is HealthState.ALIVE else now
             return NodeRecord(passport, record.registered_at, HealthState.ALIVE, changed_at)
 
@@ -349,6 +358,11 @@ class Registry:
     @property
     def resource_version(self) -> int:
         return self._store.revision
+
+    @property
+    def skipped_records(self) -> SkippedRecords:
+        """Stored records this process skips because it cannot read them (for the metrics)."""
+        return self._store.skipped
 
     # -- the seed's MVP names (2.2.1) -----------------------------------------------------
 
@@ -688,6 +702,32 @@ def _refuse_registry_phases(phase: Phase, loc: str) -> None:
         raise ValidationError(
             "invalid status", [FieldError(loc, "Offline is recorded by the registry only")]
         )
+
+
+def _checked_merge(passport: NodePassport) -> NodePassport:
+    """The passport after a status merge, held to every limit a registration is held to.
+
+    ``model_copy`` validates nothing, and a merge adds to what is stored: without this, two
+    updates of 32 new condition types store 64, which no reader (and no etcd replica
+    decoding it) accepts afterwards.
+    """
+    conditions = passport.status.conditions
+    if len(conditions) > limits.MAX_CONDITIONS:
+        raise ValidationError(
+            "invalid status update",
+            [
+                FieldError(
+                    "status.conditions",
+                    f"at most {limits.MAX_CONDITIONS} conditions; merging this update by type "
+                    f"would make {len(conditions)} (update the types already there, or "
+                    "re-register the node to replace its conditions)",
+                )
+            ],
+        )
+    try:
+        return load_passport(passport)
+    except ValidationError as exc:
+        raise type(exc)("invalid status update", exc.errors) from None
 
 
 def _merge_conditions(

@@ -61,6 +61,7 @@ from node_registry.server.body import (
 )
 from node_registry.server.metrics import Metrics
 from node_registry.server.pages import Paginator
+from node_registry.server.render import NodesResponse
 from node_registry.server.streams import ndjson_frame, sse_frame, stream_events
 from node_registry.server.ui import mount_dashboard
 from node_registry.wire import (
@@ -267,6 +268,14 @@ def create_app(
         name = request.path_params.get("name")
         return refuse(exc, name if isinstance(name, str) else None)
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a refusal: the client still gets a Status, and the traceback is logged
+        # (Starlette re-raises the error for the server to log after this answer).
+        message = f"internal error: {type(exc).__name__} (see the registry log)"
+        body = Status(code=500, reason="InternalError", message=message)
+        return JSONResponse(body.model_dump(by_alias=True, exclude_none=True), status_code=500)
+
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
         # The caller hung up mid-request (a node shutting down during a renewal): nobody
@@ -332,7 +341,7 @@ def create_app(
             passport = _restrict_protected_labels(passport, existing, server.protected_label_prefix)
         entry = await registry.register(passport)
         metrics.registrations.inc()
-        return JSONResponse(entry_to_wire(entry), status_code=200 if existing else 201)
+        return NodesResponse(entry_to_wire(entry), status_code=200 if existing else 201)
 
     @app.post(
         f"{API_PREFIX}/nodes",
@@ -365,7 +374,7 @@ def create_app(
     )
     async def get_node(name: NodeName, caller: Reader) -> JSONResponse:
         entry = registry.sync.get_by_name(name)
-        return JSONResponse(entry_to_wire(entry))
+        return NodesResponse(entry_to_wire(entry))
 
     @app.delete(
         f"{API_PREFIX}/nodes/{{name}}",
@@ -445,7 +454,7 @@ def create_app(
         else:
             found = registry.sync.select(kind=kind, selector=selector, only_healthy=healthy)
             page = pages.first(found.items, found.resource_version, limit)
-        return JSONResponse(
+        return NodesResponse(
             list_to_wire(page.items, page.resource_version, page.continue_token, page.remaining)
         )
 
@@ -464,7 +473,7 @@ def create_app(
         found = registry.sync.select(
             kind=body.kind, selector=selector, only_healthy=body.only_healthy
         )
-        return JSONResponse(list_to_wire(found.items, found.resource_version))
+        return NodesResponse(list_to_wire(found.items, found.resource_version))
 
     # -- heartbeats and status ----------------------------------------------------------
 
@@ -515,7 +524,7 @@ def create_app(
             conditions=body.conditions,
             current_tasks=body.current_tasks,
         )
-        return JSONResponse(entry_to_wire(entry))
+        return NodesResponse(entry_to_wire(entry))
 
     # -- operations ---------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Where nodes are kept: the store contract and its backends."""
 
-from node_registry.store.base import ChangeType, Store, StoreEvent, Versioned
+from node_registry.store.base import ChangeType, SkippedRecords, Store, StoreEvent, Versioned
 from node_registry.store.factory import open_store
 from node_registry.store.memory import MemoryStore
 from node_registry.store.records import HealthState, NodeRecord
@@ -10,6 +10,7 @@ __all__ = [
     "HealthState",
     "MemoryStore",
     "NodeRecord",
+    "SkippedRecords",
     "Store",
     "StoreEvent",
     "Versioned",

@@ -18,10 +18,15 @@
   has seen every renewal again after losing the store (``resumed_at``), and carries the
   controller's shared state to the others (``publish_state``/``shared_state``). A store only this
   process uses always leads, is always current, and never lost sight of a renewal.
+- A stored record this process cannot read (written by another version, damaged, or over
+  a limit enforced later) is skipped by every read and watch, never raised: one bad record
+  must not take reads, watches or a replica down. ``skipped`` says which, for the metrics.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +35,8 @@ from typing import Any, Protocol
 
 from node_registry.errors import RevisionCompactedError
 from node_registry.store.records import NodeRecord
+
+log = logging.getLogger("node_registry")
 
 
 class ChangeType(StrEnum):
@@ -56,6 +63,63 @@ class Versioned:
     revision: int
 
 
+class SkippedRecords:
+    """The stored records skipped as unreadable: which keys now, and how many versions so far.
+
+    Each version of a key (its revision) is counted and logged once, however many reads and
+    watches come across it; a key leaves the set when a later readable version replaces it
+    or it is deleted. Watches replaying old history report old versions: a version older
+    than what is known of the key changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._skipped: dict[str, int] = {}  # key -> revision of the unreadable version
+        self._cleared: dict[str, int] = {}  # key once skipped -> revision it was cleared at
+        self.found = 0  #: unreadable versions found since this process started
+
+    def skip(self, key: str, revision: int, why: str) -> None:
+        with self._lock:
+            known = max(self._skipped.get(key, -1), self._cleared.get(key, -1))
+            if revision <= known:
+                return
+            self._skipped[key] = revision
+            self.found += 1
+        log.warning(
+            "skipped the stored record %s (revision %d): it cannot be read (%s); every other "
+            "node is served as usual. The node's next registration replaces it; or remove it "
+            "(etcdctl del %s)",
+            key,
+            revision,
+            why,
+            key,
+        )
+
+    def readable(self, key: str, revision: int | None = None) -> None:
+        """``key`` holds a readable version at ``revision`` (None: the latest), or is gone."""
+        if key not in self._skipped:
+            return  # the usual case: no lock
+        with self._lock:
+            skipped = self._skipped.get(key)
+            if skipped is None or (revision is not None and revision < skipped):
+                return
+            del self._skipped[key]
+            self._cleared[key] = skipped if revision is None else revision
+
+    def replace(self, found: dict[str, tuple[int, str]], revision: int) -> None:
+        """A listing at ``revision`` found exactly these unreadable keys (key -> (rev, why))."""
+        for key in set(self._skipped) - set(found):
+            self.readable(key, revision)
+        for key, (version, why) in found.items():
+            self.skip(key, version, why)
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys skipped now."""
+        with self._lock:
+            return sorted(self._skipped)
+
+
 Sink = Callable[[StoreEvent], None]
 ErrorSink = Callable[[RevisionCompactedError], None]
 Cancel = Callable[[], None]
@@ -66,6 +130,8 @@ class Store(Protocol):
 
     #: Whether calls wait on the network (an async caller runs them in a thread pool).
     blocking: bool
+    #: Stored records skipped as unreadable (see the module docstring).
+    skipped: SkippedRecords
 
     @property
     def revision(self) -> int: ...

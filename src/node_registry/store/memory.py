@@ -22,6 +22,7 @@ from node_registry.store.base import (
     ChangeType,
     ErrorSink,
     Sink,
+    SkippedRecords,
     StoreEvent,
     Versioned,
 )
@@ -46,6 +47,8 @@ class MemoryStore:
         self._revision = 0
         self._feed = Feed(history_size, self._lock)
         self._state: dict[str, dict[str, Any]] = {}
+        #: Always empty: records are kept as objects here, never decoded.
+        self.skipped = SkippedRecords()
 
     def __repr__(self) -> str:
         return f"MemoryStore(history_size={self._feed.history.maxlen})"

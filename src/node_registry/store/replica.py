@@ -87,6 +87,7 @@ class EtcdReplica:
         # Host and PID: an operator reading the seat's key knows which process to look at.
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._etcd = etcd
+        self.skipped = etcd.skipped
         self._clock = clock or SystemClock()
         self._seat_ttl = seat_ttl
         self._period = period
