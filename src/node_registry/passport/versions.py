@@ -144,6 +144,9 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
+_INTEGER_BOUND = 10**limits.MAX_INTEGER_DIGITS
+
+
 def _json_problem(doc: Mapping[str, Any]) -> FieldError | None:
     """Where ``doc`` holds something a JSON document cannot (the first such place), or None."""
     stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
@@ -167,6 +170,11 @@ def _json_problem(doc: Mapping[str, Any]) -> FieldError | None:
             problem = _text_problem(value)
             if problem is not None:
                 return FieldError(loc, problem)
+        elif isinstance(value, int) and abs(value) >= _INTEGER_BOUND:
+            digits = len(str(abs(value))) if value.bit_length() < 14_000 else "thousands of"
+            return FieldError(
+                loc, f"an integer of {digits} digits; at most {limits.MAX_INTEGER_DIGITS}"
+            )
         elif isinstance(value, float) and not math.isfinite(value):
             return FieldError(loc, f"{value!r} is not a JSON number")
         elif not isinstance(value, _JSON_LEAVES):
