@@ -360,6 +360,62 @@ def test_search_with_a_bad_operator_is_refused(api: Api) -> None:
     assert "operator" in body["message"]
 
 
+def _search(expressions: int, values: int = 0) -> dict[str, Any]:
+    listed = {"operator": "In", "values": [f"v{j}" for j in range(values)]} if values else {}
+    return {
+        "selector": {
+            "matchExpressions": [
+                {"key": f"k{i}", "operator": "DoesNotExist", **listed} for i in range(expressions)
+            ]
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (_search(23_000), "selector.matchExpressions", "at most 64 items"),
+        (_search(1, 300), "selector.matchExpressions.0.values", "at most 256 items"),
+        (_search(8, 200), "selector", "1600 values in all; at most 1024"),
+        ({"selector": {"matchLabels": {f"k{i}": "v" for i in range(65)}}},
+         "selector.matchLabels", "at most 64 items"),
+        ({"selector": {"matchLabels": {f"k{i}": "v" for i in range(40)},
+                       **_search(40)["selector"]}},
+         "selector", "80 requirements in all; at most 64"),
+        ({"selector": {"matchLabels": {"k" * 400: "v"}}},
+         "selector.matchLabels." + "k" * 400 + ".[key]", "at most 317 characters"),
+    ],
+    ids=["expressions-23000", "values", "total-values", "labels", "total-requirements",
+         "key-length"],
+)  # fmt: skip
+def test_search_selectors_are_bounded_like_query_strings(
+    refusing_api: Api, body: dict[str, Any], field: str, message: str
+) -> None:
+    api = refusing_api
+    started = time.monotonic()
+    compact = json.dumps(body, separators=(",", ":"))  # 23,000 expressions: 0.98 MB
+    refused = assert_status(
+        api.http.post(f"{API}/search", content=compact, headers=JSON), 422, "Invalid"
+    )
+    assert time.monotonic() - started < 2  # the 23,000 expressions held the loop 2 s before
+    causes = {c["field"]: c["message"] for c in refused["details"]["causes"]}
+    assert field in causes, refused
+    assert message in causes[field], refused
+    assert api.http.post(f"{API}/search", json=_search(64)).status_code == 200
+
+
+def test_label_selector_parameters_are_bounded_in_requirements(api: Api) -> None:
+    api.register(passport("worker"))
+    absent = ",".join(f"!k{i}" for i in range(65))
+    body = assert_status(
+        api.http.get(f"{API}/nodes", params={"labelSelector": absent}), 400, "BadRequest"
+    )
+    assert body["details"]["causes"][0]["field"] == "labelSelector"
+    assert "more than 64 requirements" in body["message"]
+    within = ",".join(f"!k{i}" for i in range(64))
+    assert api.names(labelSelector=within) == ["worker"]
+
+
 # -- pagination ------------------------------------------------------------------------------
 
 
