@@ -7,6 +7,8 @@ tests are independent although they share the server.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import yaml
 from conftest import passport
 from live_server import make_app, serve
 from node_registry import FakeClock
-from node_registry.errors import ConfigError
+from node_registry.errors import ConfigError, UnauthorizedError
 from node_registry.server import Authenticator
 from node_registry.wire import API_PREFIX
 
@@ -470,6 +472,81 @@ def test_valid_tokens_file_maps_tokens_to_principals(tmp_path: Path) -> None:
     admin = auth.authenticate(f"Bearer {ADMIN}")
     assert (admin.role.value, admin.node, admin.name) == ("admin", None, "ops")
     assert not Authenticator.from_file(None).enabled
+
+
+class Ticks:
+    """A monotonic clock for the authenticator's once-a-second check, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_changed_tokens_file_is_read_again_within_a_second(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    path.chmod(0o600)
+    ticks = Ticks()
+    auth = Authenticator.from_file(path, ticks=ticks)
+    assert auth.authenticate(f"Bearer {NODE_02}").node == "coder-02"
+    without = {"tokens": [t for t in TOKENS["tokens"] if t["token"] != NODE_02]}
+    path.write_text(yaml.safe_dump(without), encoding="utf-8")
+    ticks.now += 0.5  # the file is looked at once a second at most, not per request
+    assert auth.authenticate(f"Bearer {NODE_02}").node == "coder-02"
+    ticks.now += 0.5
+    with pytest.raises(UnauthorizedError):
+        auth.authenticate(f"Bearer {NODE_02}")
+    assert auth.authenticate(f"Bearer {NODE_01}").node == "coder-01"
+
+    # A file that no longer reads keeps the tokens in force, and says why.
+    path.write_text("tokens: [ {token: " + NODE_02, encoding="utf-8")
+    ticks.now += 1
+    with caplog.at_level(logging.ERROR, logger="node_registry.server"):
+        assert auth.authenticate(f"Bearer {NODE_01}").node == "coder-01"
+    assert "tokens file not reloaded, the tokens in force stay" in caplog.text
+    assert NODE_02 not in caplog.text
+    assert not auth.reload()
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    assert auth.reload()
+    assert auth.authenticate(f"Bearer {NODE_02}").node == "coder-02"
+    assert "can be read by" not in caplog.text  # mode 600: nobody else reads it
+
+
+@pytest.mark.parametrize(
+    ("mode", "who"), [(0o640, "its group"), (0o604, "every user")], ids=["group", "world"]
+)
+def test_a_tokens_file_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, who: str
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    path.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="node_registry.server"):
+        auth = Authenticator.from_file(path)
+        assert f"can be read by {who} (mode {oct(mode)})" in caplog.text
+        caplog.clear()
+        auth.reload()
+    assert f"can be read by {who}" in caplog.text  # at every reload too
+
+
+def test_a_token_removed_from_the_file_stops_working_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    app = make_app(clock=FakeClock(), server={"tokens_file": path})
+    with serve(app) as url, httpx.Client(base_url=url, timeout=5) as http:
+        assert http.get(f"{API_PREFIX}/nodes", headers=bearer(READER)).status_code == 200
+        without = {"tokens": [t for t in TOKENS["tokens"] if t["token"] != READER]}
+        path.write_text(yaml.safe_dump(without), encoding="utf-8")
+        deadline = time.monotonic() + 5
+        while (code := http.get(f"{API_PREFIX}/nodes", headers=bearer(READER)).status_code) == 200:
+            assert time.monotonic() < deadline, "the removed token still works"
+            time.sleep(0.05)
+        assert code == 401
+        assert http.get(f"{API_PREFIX}/nodes", headers=bearer(ADMIN)).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,20 @@ Roles: ``admin`` may do everything; ``reader`` may get, list, search and watch; 
 bound to one node name and may register, heartbeat, report status and deregister that node
 only — nothing else, and never a label under the protected prefix (NodeRestriction).
 Without a tokens file every caller is an anonymous admin: for local use on loopback only.
+
+The tokens file is read again when it changes (checked at most once a second, on a
+request) and on SIGHUP (``node-registry serve``), so a token removed from it stops working
+without a restart; a file that no longer reads keeps the tokens in force, with an error
+logged. A file other users may read is warned about, at start and at every reload.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from node_registry.errors import ConfigError, ForbiddenError, UnauthorizedError
 from node_registry.labels import dns1123_subdomain_errors
+
+log = logging.getLogger("node_registry.server")
+
+#: How often a request may look at the tokens file for a change (one stat() call).
+RELOAD_CHECK_SECONDS = 1.0
 
 
 class Role(StrEnum):
@@ -77,55 +91,125 @@ class Authenticator:
 
     Tokens are kept and looked up by their SHA-256 digest: one dict lookup per request
     whatever the number of node tokens, and lookup timing reveals nothing about the tokens
-    themselves (an attacker cannot steer the digest's bytes).
+    themselves (an attacker cannot steer the digest's bytes). See the module docstring for
+    reloading; ``ticks`` is the monotonic clock that spaces the checks (tests move it).
     """
 
-    def __init__(self, principals: dict[bytes, Principal] | None) -> None:
+    def __init__(
+        self,
+        principals: dict[bytes, Principal] | None,
+        *,
+        path: Path | None = None,
+        ticks: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._principals = principals
+        self._path = path
+        self._ticks = ticks
+        self._checked_at = ticks()
+        self._version: tuple[int, int, int] | None = None
 
     @property
     def enabled(self) -> bool:
         return self._principals is not None
 
     @classmethod
-    def from_file(cls, path: Path | None) -> Authenticator:
+    def from_file(
+        cls, path: Path | None, *, ticks: Callable[[], float] = time.monotonic
+    ) -> Authenticator:
         if path is None:
             return cls(None)
+        version = _version(path)  # before reading: a change while it is read is seen later
+        authenticator = cls(_load(path), path=path, ticks=ticks)
+        authenticator._version = version
+        return authenticator
+
+    def reload(self) -> bool:
+        """Read the tokens file again; False (tokens unchanged, error logged) if it fails."""
+        if self._path is None:
+            return False
+        self._checked_at = self._ticks()
+        self._version = _version(self._path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read tokens file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"tokens file {path} is not valid YAML: {exc}") from None
-        try:
-            parsed = _TokensFile.model_validate(raw)
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_url=False)
-            )
-            raise ConfigError(f"invalid tokens file {path}: {problems}") from None
-        principals: dict[bytes, Principal] = {}
-        for index, entry in enumerate(parsed.tokens):
-            digest = _digest(entry.token)
-            if digest in principals:
-                raise ConfigError(f"invalid tokens file {path}: tokens[{index}] is a duplicate")
-            name = entry.name or entry.node or f"{entry.role.value}-{index}"
-            principals[digest] = Principal(name, entry.role, entry.node)
-        return cls(principals)
+            principals = _load(self._path)
+        except ConfigError as error:
+            log.error("tokens file not reloaded, the tokens in force stay: %s", error)
+            return False
+        self._principals = principals
+        log.warning("tokens file %s reloaded: %d tokens", self._path, len(principals))
+        return True
+
+    def _reload_if_changed(self) -> None:
+        if self._path is None or self._ticks() - self._checked_at < RELOAD_CHECK_SECONDS:
+            return
+        self._checked_at = self._ticks()
+        if _version(self._path) != self._version:
+            self.reload()
 
     def authenticate(self, authorization: str | None) -> Principal:
-        if self._principals is None:
+        self._reload_if_changed()
+        principals = self._principals
+        if principals is None:
             return ANONYMOUS
         if not authorization:
             raise UnauthorizedError("this registry requires a bearer token (Authorization header)")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
-        found = self._principals.get(_digest(token.strip()))
+        found = principals.get(_digest(token.strip()))
         if found is None:
             raise UnauthorizedError("unknown bearer token")
         return found
+
+
+def _version(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed file: inode (editors and ``mv`` replace it), size, mtime."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line: it may hold a token."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return type(error).__name__
+
+
+def _load(path: Path) -> dict[bytes, Principal]:
+    try:
+        mode = path.stat().st_mode
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read tokens file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"tokens file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning(
+            "tokens file %s can be read by %s (mode %s): anyone who can read it can use its "
+            "tokens; chmod 600 it",
+            path,
+            "every user" if mode & stat.S_IROTH else "its group",
+            oct(stat.S_IMODE(mode)),
+        )
+    try:
+        parsed = _TokensFile.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid tokens file {path}: {problems}") from None
+    principals: dict[bytes, Principal] = {}
+    for index, entry in enumerate(parsed.tokens):
+        digest = _digest(entry.token)
+        if digest in principals:
+            raise ConfigError(f"invalid tokens file {path}: tokens[{index}] is a duplicate")
+        name = entry.name or entry.node or f"{entry.role.value}-{index}"
+        principals[digest] = Principal(name, entry.role, entry.node)
+    return principals
 
 
 def _digest(token: str) -> bytes:
