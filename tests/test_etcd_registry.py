@@ -259,6 +259,18 @@ def test_an_unreadable_record_is_skipped_and_takes_no_replica_down(cluster: Clus
     watch.close()
 
 
+def test_a_name_left_bound_on_one_replica_is_bound_on_every_replica(cluster: Cluster) -> None:
+    one, two = cluster.replica(), cluster.replica()
+    label = {"registry.ai-team.io/quarantined": "true"}
+    node = one.register(passport("alpha", labels=label)).node_id
+    one.deregister(node, keep_binding=True)
+    binding = two.binding("alpha")
+    assert binding is not None
+    assert (binding.node_id, binding.labels) == (node, label)
+    two.register(passport("alpha", labels=label))
+    assert one.binding("alpha") is None
+
+
 def test_a_write_on_one_replica_is_seen_by_the_others(cluster: Cluster) -> None:
     a, b = cluster.replica(), cluster.replica()
     entry = a.register(passport("alpha"))

@@ -30,7 +30,7 @@ from node_registry.passport import Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
 from node_registry.registry.registry import Registry, SelectorInput
 from node_registry.registry.watch import AsyncWatch
-from node_registry.store import Store
+from node_registry.store import Binding, Store
 
 log = logging.getLogger("node_registry")
 
@@ -71,8 +71,12 @@ class AsyncRegistry:
         """The synchronous registry underneath, for code that is not async."""
         return self._sync
 
-    async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return await self._validating(functools.partial(self._sync.register, passport))
+    async def register(
+        self, passport: NodePassport | Mapping[str, Any], *, rename: bool = True
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(self._sync.register, passport, rename=rename)
+        )
 
     async def heartbeat(self, node_id: str) -> datetime:
         if self._pool is None or self._sync.heartbeat_is_local(node_id):
@@ -98,8 +102,14 @@ class AsyncRegistry:
             )
         )
 
-    async def deregister(self, node_id: str) -> None:
-        await self._io(self._sync.deregister, node_id)
+    async def deregister(self, node_id: str, *, keep_binding: bool = False) -> None:
+        await self._io(self._sync.deregister, node_id, keep_binding=keep_binding)
+
+    async def binding(self, name: str) -> Binding | None:
+        return await self._io(self._sync.binding, name)
+
+    async def release(self, name: str) -> bool:
+        return await self._io(self._sync.release, name)
 
     async def get(self, node_id: str) -> RegistryEntry:
         return self._sync.get(node_id)

@@ -33,15 +33,13 @@ from node_registry.config import ServerSettings, Settings
 from node_registry.errors import (
     BadRequestError,
     FieldError,
-    ForbiddenError,
     NotFoundError,
     RegistryError,
     SelectorError,
     UnsupportedMediaTypeError,
     ValidationError,
 )
-from node_registry.passport import NodePassport, NodeType, load_passport
-from node_registry.passport.derived import derived_labels, effective_labels
+from node_registry.passport import NodeType, load_passport
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry import AsyncRegistry, EventType, RegistryEntry
 from node_registry.selectors import Selector, as_selector
@@ -49,8 +47,11 @@ from node_registry.server.auth import (
     Authenticator,
     Principal,
     Role,
+    authorize_node_id,
+    authorize_node_registration,
     authorize_node_write,
     authorize_read,
+    restrict_protected_labels,
 )
 from node_registry.server.body import (
     JSON_TYPES,
@@ -339,9 +340,22 @@ def create_app(
             existing = await registry.get(passport.node_id)
         except NotFoundError:
             existing = None
-        if caller.role is Role.NODE:
-            passport = _restrict_protected_labels(passport, existing, server.protected_label_prefix)
-        entry = await registry.register(passport)
+        node = caller.role is Role.NODE
+        if node:
+            stored = existing.passport if existing else None
+            holder = _holder(registry, name)
+            binding = None if holder is not None else await registry.binding(name)
+            authorize_node_registration(
+                caller,
+                passport,
+                stored_name=stored.metadata.name if stored else None,
+                holder=holder,
+                binding=binding,
+            )
+            passport = restrict_protected_labels(
+                passport, stored, binding, server.protected_label_prefix
+            )
+        entry = await registry.register(passport, rename=not node)
         metrics.registrations.inc()
         return NodesResponse(entry_to_wire(entry), status_code=200 if existing else 201)
 
@@ -385,20 +399,16 @@ def create_app(
         tags=["nodes"],
     )
     async def delete_node(name: NodeName, caller: NodeWriter) -> JSONResponse:
-        node_id = registry.sync.id_of(name)
-        await registry.deregister(node_id)
-        return JSONResponse(
-            {
-                "apiVersion": "v1",
-                "kind": "Status",
-                "metadata": {},
-                "status": "Success",
-                "message": f"node {name} deregistered",
-                "reason": "",
-                "details": {"name": name, "kind": "nodes", "causes": []},
-                "code": 200,
-            }
-        )
+        node_id = _holder(registry, name)
+        if node_id is None:
+            # An admin deleting a name no node holds frees a name its node left bound.
+            if caller.role is not Role.ADMIN or not await registry.release(name):
+                raise NotFoundError(f"no node is named {name!r}")
+            return JSONResponse(_deleted(name, f"name {name} released"))
+        authorize_node_id(caller, node_id)
+        # A node leaving by itself keeps its name and labels for when it comes back.
+        await registry.deregister(node_id, keep_binding=caller.role is Role.NODE)
+        return JSONResponse(_deleted(name, f"node {name} deregistered"))
 
     @app.get(
         f"{API_PREFIX}/nodes",
@@ -495,7 +505,9 @@ def create_app(
         authorize_node_write(caller, name)
         lease = _parse_lease(await request.body(), media_type(request))
         _check_lease(lease, name)
-        renewed = await registry.heartbeat(registry.sync.id_of(name))
+        node_id = registry.sync.id_of(name)
+        authorize_node_id(caller, node_id)
+        renewed = await registry.heartbeat(node_id)
         metrics.heartbeats.inc()
         return Response(_lease_json(name, renewed, ttl), media_type="application/json")
 
@@ -511,6 +523,7 @@ def create_app(
         else:
             authorize_read(caller)
         entry = registry.sync.get_by_name(name)
+        authorize_node_id(caller, entry.node_id)
         return Response(_lease_json(name, entry.last_seen, ttl), media_type="application/json")
 
     @app.patch(
@@ -520,8 +533,10 @@ def create_app(
         tags=["nodes"],
     )
     async def update_status(name: NodeName, body: StatusUpdate, caller: NodeWriter) -> JSONResponse:
+        node_id = registry.sync.id_of(name)
+        authorize_node_id(caller, node_id)
         entry = await registry.update_status(
-            registry.sync.id_of(name),
+            node_id,
             phase=body.phase,
             conditions=body.conditions,
             current_tasks=body.current_tasks,
@@ -603,37 +618,25 @@ def _check_lease(lease: Lease, name: str) -> None:
         )
 
 
-def _restrict_protected_labels(
-    passport: NodePassport, existing: RegistryEntry | None, prefix: str
-) -> NodePassport:
-    """NodeRestriction: a node keeps the protected labels operators gave it and adds none.
+def _holder(registry: AsyncRegistry, name: str) -> str | None:
+    """The uid registered under ``name`` now, or None."""
+    try:
+        return registry.sync.id_of(name)
+    except NotFoundError:
+        return None
 
-    Resources count too: each is also a label selectors match (``<resource>: <quantity>``),
-    so a node may only repeat a protected one that is already there.
-    """
-    stored = {
-        k: v
-        for k, v in (existing.passport.metadata.labels.items() if existing else ())
-        if k.startswith(prefix)
+
+def _deleted(name: str, message: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Success",
+        "message": message,
+        "reason": "",
+        "details": {"name": name, "kind": "nodes", "causes": []},
+        "code": 200,
     }
-    sent = {k: v for k, v in passport.metadata.labels.items() if k.startswith(prefix)}
-    changed = sorted(k for k, v in sent.items() if stored.get(k) != v)
-    stored_effective = effective_labels(existing.passport) if existing else {}
-    changed += sorted(
-        f"{k} (from {source})"
-        for k, (v, source) in derived_labels(passport).items()
-        if k.startswith(prefix) and k not in sent and stored_effective.get(k) != v
-    )
-    if changed:
-        raise ForbiddenError(
-            f"labels under {prefix!r} are set by the registry and operators, not by nodes: "
-            f"{', '.join(changed)}"
-        )
-    if stored.keys() - sent.keys():
-        labels = {**passport.metadata.labels, **stored}
-        metadata = passport.metadata.model_copy(update={"labels": labels})
-        passport = passport.model_copy(update={"metadata": metadata})
-    return passport
 
 
 async def _count_transitions(registry: AsyncRegistry, metrics: Metrics) -> None:

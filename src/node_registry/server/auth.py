@@ -3,6 +3,14 @@
 Roles: ``admin`` may do everything; ``reader`` may get, list, search and watch; ``node`` is
 bound to one node name and may register, heartbeat, report status and deregister that node
 only — nothing else, and never a label under the protected prefix (NodeRestriction).
+
+A node token binds the uid as well as the name (``authorize_node_registration``): it may
+register its name only with the uid that name is bound to — the node registered under it,
+or the one that deregistered itself from it (the registry remembers, see
+``Registry.binding``) — and never a uid registered under another name, so it can neither
+take over another node's record nor shed, by deregistering and coming back as a new uid,
+the protected labels operators gave it. A token may also pin the uid (``uid:`` in the
+tokens file). Uids are compared as UUIDs: any spelling of one is the same uid.
 Without a tokens file every caller is an anonymous admin: for local use on loopback only.
 
 The tokens file is read again when it changes (checked at most once a second, on a
@@ -21,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from uuid import UUID
 
 import pydantic
 import yaml
@@ -28,6 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from node_registry.errors import ConfigError, ForbiddenError, UnauthorizedError
 from node_registry.labels import dns1123_subdomain_errors
+from node_registry.passport import NodePassport
+from node_registry.passport.derived import derived_labels, effective_labels
+from node_registry.store import Binding
 
 log = logging.getLogger("node_registry.server")
 
@@ -51,6 +63,8 @@ class Principal:
     name: str
     role: Role
     node: str | None = None
+    #: The node's uid, canonical (lower-case UUID text), when the tokens file pins it.
+    uid: str | None = None
 
     def __str__(self) -> str:
         return f"{self.role.value} {self.name!r}" + (f" (node {self.node})" if self.node else "")
@@ -66,6 +80,7 @@ class _TokenEntry(BaseModel):
     role: Role
     name: str | None = None
     node: str | None = None
+    uid: UUID | None = None
 
     @model_validator(mode="after")
     def _node_binding(self) -> _TokenEntry:
@@ -75,7 +90,7 @@ class _TokenEntry(BaseModel):
             problems = dns1123_subdomain_errors(self.node)
             if problems:
                 raise ValueError(f"node {self.node!r}: {'; '.join(problems)}")
-        elif self.node:
+        elif self.node or self.uid:
             raise ValueError(f"only role 'node' is bound to a node, not {self.role.value!r}")
         return self
 
@@ -208,7 +223,8 @@ def _load(path: Path) -> dict[bytes, Principal]:
         if digest in principals:
             raise ConfigError(f"invalid tokens file {path}: tokens[{index}] is a duplicate")
         name = entry.name or entry.node or f"{entry.role.value}-{index}"
-        principals[digest] = Principal(name, entry.role, entry.node)
+        uid = str(entry.uid) if entry.uid is not None else None
+        principals[digest] = Principal(name, entry.role, entry.node, uid)
     return principals
 
 
@@ -231,3 +247,83 @@ def authorize_node_write(principal: Principal, name: str) -> None:
         raise ForbiddenError(f"{principal} may not change nodes")
     if principal.node != name:
         raise ForbiddenError(f"{principal} may not change node {name!r}, only {principal.node!r}")
+
+
+def authorize_node_id(principal: Principal, node_id: str) -> None:
+    """May ``principal``, allowed to change the node by its name, change this uid's record?
+
+    Only a token that pins a uid can say no here (the name was checked already).
+    """
+    if principal.uid is not None and principal.uid != node_id:
+        raise ForbiddenError(f"{principal} is bound to uid {principal.uid}, not {node_id}")
+
+
+def authorize_node_registration(
+    principal: Principal,
+    passport: NodePassport,
+    *,
+    stored_name: str | None,
+    holder: str | None,
+    binding: Binding | None,
+) -> None:
+    """May ``principal`` register ``passport``? Its name, and its uid, must be the token's.
+
+    ``stored_name`` is the name the passport's uid is registered under now, ``holder`` the
+    uid registered under the passport's name now, ``binding`` what the name's last node left
+    when it deregistered itself. All uids here are canonical (``NodePassport.node_id``).
+    """
+    name, uid = passport.metadata.name, passport.node_id
+    authorize_node_write(principal, name)
+    if principal.role is not Role.NODE:
+        return
+    authorize_node_id(principal, uid)
+    if stored_name is not None and stored_name != name:
+        raise ForbiddenError(
+            f"uid {uid} is registered as node {stored_name!r}: {principal} may not take "
+            "over another node's record"
+        )
+    bound = holder if holder is not None else (binding.node_id if binding else None)
+    if bound is not None and bound != uid:
+        how = "is registered under it" if holder is not None else "deregistered itself from it"
+        raise ForbiddenError(
+            f"name {name!r} is bound to uid {bound}, which {how}: {principal} may register "
+            f"it only with that uid (an admin can free the name: DELETE nodes/{name})"
+        )
+
+
+def restrict_protected_labels(
+    passport: NodePassport, existing: NodePassport | None, binding: Binding | None, prefix: str
+) -> NodePassport:
+    """NodeRestriction: a node keeps the protected labels operators gave it and adds none.
+
+    They are the ones of its record (``existing``), or, coming back after it deregistered
+    itself, the ones its name's ``binding`` kept. Resources count too: each is also a label
+    selectors match (``<resource>: <quantity>``), so a node may only repeat a protected one
+    that is already there.
+    """
+    if existing is not None:
+        labels = existing.metadata.labels
+        stored_effective = effective_labels(existing)
+    elif binding is not None:
+        labels, stored_effective = binding.labels, binding.effective
+    else:
+        labels = stored_effective = {}
+    stored = {k: v for k, v in labels.items() if k.startswith(prefix)}
+    sent = {k: v for k, v in passport.metadata.labels.items() if k.startswith(prefix)}
+    changed = sorted(k for k, v in sent.items() if stored.get(k) != v)
+    changed += sorted(
+        f"{k} (from {source})"
+        for k, (v, source) in derived_labels(passport).items()
+        if k.startswith(prefix) and k not in sent and stored_effective.get(k) != v
+    )
+    if changed:
+        raise ForbiddenError(
+            f"labels under {prefix!r} are set by the registry and operators, not by nodes: "
+            f"{', '.join(changed)}"
+        )
+    if stored.keys() - sent.keys():
+        metadata = passport.metadata.model_copy(
+            update={"labels": {**passport.metadata.labels, **stored}}
+        )
+        passport = passport.model_copy(update={"metadata": metadata})
+    return passport

@@ -18,6 +18,13 @@
   has seen every renewal again after losing the store (``resumed_at``), and carries the
   controller's shared state to the others (``publish_state``/``shared_state``). A store only this
   process uses always leads, is always current, and never lost sight of a renewal.
+- A name a node gave up is remembered: ``delete(node_id, keep=binding)`` stores, in the
+  same atomic step as the deletion, whose the name was and the labels to give back
+  (``binding(name)``), until the name is registered again (``create``, or ``update``
+  renaming a node to it, forgets it) or ``forget(name)``; a ``delete`` without ``keep``
+  forgets it too. The store may drop a binding once ``binding_ttl`` seconds passed since
+  its ``released_at`` (the registry ignores older ones anyway). Bindings are read from the
+  store itself, so every process sharing it sees the same.
 - A stored record this process cannot read (written by another version, damaged, or over
   a limit enforced later) is skipped by every read and watch, never raised: one bad record
   must not take reads, watches or a replica down. ``skipped`` says which, for the metrics.
@@ -28,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -37,6 +44,9 @@ from node_registry.errors import RevisionCompactedError
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger("node_registry")
+
+#: How long a name stays bound to the node that deregistered itself from it: a week.
+DEFAULT_BINDING_TTL = 7 * 24 * 3600
 
 
 class ChangeType(StrEnum):
@@ -53,6 +63,45 @@ class StoreEvent:
     record: NodeRecord
     prev: NodeRecord | None
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A name its node deregistered from: the uid it stays bound to, the labels to give back.
+
+    ``labels`` are the protected labels of its passport, ``effective`` the protected labels
+    selectors matched on it (those plus the ones its resources made).
+    """
+
+    name: str
+    node_id: str
+    labels: dict[str, str]
+    released_at: datetime
+    effective: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodeId": self.node_id,
+            "labels": self.labels,
+            "effective": self.effective,
+            "releasedAt": self.released_at.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, doc: dict[str, Any]) -> Binding:
+        released = datetime.fromisoformat(doc["releasedAt"])
+        labels, effective = _labels(doc.get("labels")), _labels(doc.get("effective"))
+        return cls(name, str(doc["nodeId"]), labels, released, effective)
+
+
+def _labels(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("labels must map strings to strings")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +210,15 @@ class Store(Protocol):
         self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
     ) -> int: ...
 
-    def delete(self, node_id: str, *, expected_revision: int | None = None) -> int: ...
+    def delete(
+        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+    ) -> int: ...
+
+    def binding(self, name: str) -> Binding | None:
+        """The binding the node that gave up ``name`` left, if any (see the module docstring)."""
+
+    def forget(self, name: str) -> bool:
+        """Drop the binding of ``name``; whether there was one."""
 
     def renew(self, node_id: str, at: datetime) -> None: ...
 

@@ -9,6 +9,10 @@ Key layout under ``prefix`` (default ``/ai_team/registry``), readable with
   transaction as the node, so name uniqueness is enforced by etcd and not by a replica.
 - ``{prefix}/leases/{node_id}`` → a small JSON lease record, attached to an etcd lease of
   ``lease_ttl`` seconds; the key's ``lease`` field is how any replica finds the lease.
+- ``{prefix}/bindings/{name}``  → ``Binding.to_dict()``: the name a node deregistered itself
+  from, written in the deletion's transaction and removed in the transaction that
+  registers the name again; on an etcd lease of ``binding_ttl`` seconds, so names nobody
+  comes back for do not pile up.
 
 Every read-modify-write is one transaction comparing ``mod_revision`` (``create_revision ==
 0`` for a create); the failure branch reads the keys back so the error says what lost.
@@ -44,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import socket
 from collections import deque
@@ -66,7 +71,14 @@ from node_registry.errors import (
     RevisionConflictError,
     StoreUnavailableError,
 )
-from node_registry.store.base import ChangeType, SkippedRecords, StoreEvent, Versioned
+from node_registry.store.base import (
+    DEFAULT_BINDING_TTL,
+    Binding,
+    ChangeType,
+    SkippedRecords,
+    StoreEvent,
+    Versioned,
+)
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger(__name__)
@@ -134,6 +146,13 @@ class _Keys:
 
     def lease(self, node_id: str) -> bytes:
         return f"{self.prefix}/leases/{node_id}".encode()
+
+    def binding(self, name: str) -> bytes:
+        return f"{self.prefix}/bindings/{name}".encode()
+
+    @property
+    def bindings(self) -> bytes:
+        return f"{self.prefix}/bindings/".encode()
 
     @property
     def renewals(self) -> bytes:
@@ -343,6 +362,7 @@ class EtcdStore:
         prefix: str = DEFAULT_PREFIX,
         timeout: float = DEFAULT_TIMEOUT,
         lease_ttl: int = DEFAULT_LEASE_TTL,
+        binding_ttl: float = DEFAULT_BINDING_TTL,
         tls: EtcdTLS | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -354,6 +374,7 @@ class EtcdStore:
         self._keys = _Keys(self._prefix)
         self._timeout = timeout
         self._lease_ttl = lease_ttl
+        self._binding_ttl = max(1, math.ceil(binding_ttl))
         self._clock = clock or SystemClock()
         self._leases: dict[str, int] = {}
         self._client = _Client(
@@ -463,6 +484,7 @@ class EtcdStore:
                         tx.put(node_key, _encode(record)),
                         tx.put(name_key, node_id.encode()),
                         tx.put(self._keys.lease(node_id), self._lease_doc(renewed_at), lease.id),
+                        *self._forgetting(record.name),
                     ],
                     failure=[tx.get(node_key), tx.get(name_key)],
                 )
@@ -478,6 +500,7 @@ class EtcdStore:
                 raise RevisionConflictError(f"node {node_id!r} already exists")
             raise _name_taken(record.name, _owner(ranges[1]))
         self._leases[node_id] = int(lease.id)
+        await self._forgotten(ranges)
         return revision
 
     async def _replace_unreadable(self, record: NodeRecord, renewed_at: datetime, old: Any) -> int:
@@ -491,7 +514,11 @@ class EtcdStore:
         node_id, tx = record.node_id, self._client.transactions
         node_key, name_key = self._keys.node(node_id), self._keys.name(record.name)
         compare = [tx.mod(node_key) == int(old.mod_revision)]
-        success = [tx.put(node_key, _encode(record)), tx.put(name_key, node_id.encode())]
+        success = [
+            tx.put(node_key, _encode(record)),
+            tx.put(name_key, node_id.encode()),
+            *self._forgetting(record.name),
+        ]
         with _translated(self._endpoint, f"create {node_id}"):
             holder = await self._client.get(name_key)
             if holder is None:
@@ -511,13 +538,14 @@ class EtcdStore:
             lease = await self._client.lease(self._lease_ttl)
             success.append(tx.put(self._keys.lease(node_id), self._lease_doc(renewed_at), lease.id))
             try:
-                ok, revision, _ = await self._txn(compare=compare, success=success, failure=[])
+                ok, revision, ranges = await self._txn(compare=compare, success=success, failure=[])
             except BaseException:
                 await self._revoke(int(lease.id))
                 raise
         if not ok:
             await self._revoke(int(lease.id))
             raise RevisionConflictError(f"node {node_id!r} changed while being registered")
+        await self._forgotten(ranges)
         if old_lease is not None:
             await self._revoke(int(old_lease.lease))
         self._leases[node_id] = int(lease.id)
@@ -542,6 +570,7 @@ class EtcdStore:
                 success += [
                     tx.put(name_key, node_id.encode()),
                     tx.delete(self._keys.name(old_name)),
+                    *self._forgetting(record.name),
                 ]
             ok, revision, ranges = await self._txn(
                 compare=compare, success=success, failure=[tx.get(node_key), tx.get(name_key)]
@@ -555,11 +584,14 @@ class EtcdStore:
                     f"node {node_id!r} changed (revision {actual}, expected {expected_revision})"
                 )
             raise _name_taken(record.name, _owner(ranges[1]))
+        await self._forgotten(ranges)
         if renewed_at is not None:
             await self.renew(node_id, renewed_at)
         return revision
 
-    async def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
+    async def delete(
+        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+    ) -> int:
         tx = self._client.transactions
         node_key = self._keys.node(node_id)
         with _translated(self._endpoint, f"delete {node_id}"):
@@ -572,22 +604,72 @@ class EtcdStore:
                         f"node {node_id!r} changed (revision {current.revision}, "
                         f"expected {expected_revision})"
                     )
+                name = current.record.name
                 lease_kv = await self._client.get(self._keys.lease(node_id))
-                ok, revision, _ = await self._txn(
-                    compare=[tx.mod(node_key) == current.revision],
-                    success=[
-                        tx.delete(node_key),
-                        tx.delete(self._keys.name(current.record.name)),
-                        tx.delete(self._keys.lease(node_id)),
-                    ],
-                    failure=[],
-                )
+                success = [
+                    tx.delete(node_key),
+                    tx.delete(self._keys.name(name)),
+                    tx.delete(self._keys.lease(node_id)),
+                ]
+                kept = None
+                if keep is None:
+                    success += self._forgetting(name)
+                else:
+                    kept = await self._client.lease(self._binding_ttl)
+                    doc = json.dumps(keep.to_dict(), separators=(",", ":")).encode()
+                    success += [
+                        tx.get(self._keys.binding(name)),
+                        tx.put(self._keys.binding(name), doc, kept.id),
+                    ]
+                try:
+                    ok, revision, ranges = await self._txn(
+                        compare=[tx.mod(node_key) == current.revision],
+                        success=success,
+                        failure=[],
+                    )
+                except BaseException:
+                    if kept is not None:
+                        await self._revoke(int(kept.id))
+                    raise
                 if ok:
                     self._leases.pop(node_id, None)
                     if lease_kv is not None:
                         await self._revoke(int(lease_kv.lease))
+                    await self._forgotten(ranges)
                     return revision
+                if kept is not None:
+                    await self._revoke(int(kept.id))
         raise RevisionConflictError(f"node {node_id!r} kept changing; delete again")
+
+    async def binding(self, name: str) -> Binding | None:
+        with _translated(self._endpoint, f"binding of {name}"):
+            kv = await self._client.get(self._keys.binding(name))
+        if kv is None:
+            return None
+        try:
+            return Binding.from_dict(name, json.loads(kv.value))
+        except (ValueError, KeyError, TypeError) as error:
+            # Unreadable, it binds nothing: the name is as free as if it had expired.
+            log.warning("the binding of name %r cannot be read (%s); ignored", name, error)
+            return None
+
+    async def forget(self, name: str) -> bool:
+        with _translated(self._endpoint, f"forget {name}"):
+            _, _, ranges = await self._txn(compare=[], success=self._forgetting(name), failure=[])
+        await self._forgotten(ranges)
+        return bool(ranges and ranges[0])
+
+    def _forgetting(self, name: str) -> tuple[Any, Any]:
+        """Transaction steps that drop the binding of ``name``, reading it first: the etcd
+        lease it was on is revoked after (``_forgotten``) instead of running out in a week."""
+        tx = self._client.transactions
+        return tx.get(self._keys.binding(name)), tx.delete(self._keys.binding(name))
+
+    async def _forgotten(self, ranges: Sequence[Any]) -> None:
+        for kvs in ranges:
+            for kv in kvs:
+                if bytes(kv.key).startswith(self._keys.bindings) and int(kv.lease):
+                    await self._revoke(int(kv.lease))
 
     async def renew(self, node_id: str, at: datetime) -> None:
         """A lease keepalive; ``at`` is not stored (etcd's lease clock is the record)."""
