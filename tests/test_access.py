@@ -447,16 +447,20 @@ def test_a_node_token_cannot_take_over_another_nodes_record(
     assert snapshot(client) == before
 
 
-def test_a_node_that_left_comes_back_with_its_uid_and_labels(client: httpx.Client) -> None:
+def _marked_then_left(client: httpx.Client) -> str:
+    """An operator marks coder-01 with a protected label, then the node leaves by itself
+    (the node runtime deregisters on SIGTERM); its uid."""
     uid = _uid(client, TARGET)
     marked = _as(TARGET, uid, **{PROTECTED: "quarantined"})
-    assert (
-        client.put(f"{API_PREFIX}/nodes/{TARGET}", json=marked, headers=bearer(ADMIN)).status_code
-        == 200
-    )
-    # The node runtime deregisters itself on SIGTERM.
+    response = client.put(f"{API_PREFIX}/nodes/{TARGET}", json=marked, headers=bearer(ADMIN))
+    assert response.status_code == 200, response.text
     left = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01))
     assert left.status_code == 200, left.text
+    return uid
+
+
+def test_a_node_that_left_comes_back_with_its_uid_and_labels(client: httpx.Client) -> None:
+    uid = _marked_then_left(client)
     before = snapshot(client)
 
     # Its token cannot shed the operator's label by coming back as another uid...
@@ -475,13 +479,7 @@ def test_a_node_that_left_comes_back_with_its_uid_and_labels(client: httpx.Clien
 
 
 def test_an_admin_delete_forgets_the_binding(client: httpx.Client) -> None:
-    uid = _uid(client, TARGET)
-    marked = _as(TARGET, uid, **{PROTECTED: "quarantined"})
-    assert (
-        client.put(f"{API_PREFIX}/nodes/{TARGET}", json=marked, headers=bearer(ADMIN)).status_code
-        == 200
-    )
-    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01)).status_code == 200
+    uid = _marked_then_left(client)
     # The operator frees the name the node left bound...
     freed = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN))
     assert freed.status_code == 200, freed.text

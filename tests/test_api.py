@@ -736,6 +736,14 @@ def _nested(depth: int) -> bytes:
     )
 
 
+def _max_tasks(written: str) -> bytes:
+    return (
+        json.dumps(passport("victim"))
+        .replace('"maxConcurrentTasks": 4', f'"maxConcurrentTasks": {written}')
+        .encode()
+    )
+
+
 def _yaml_bomb() -> bytes:
     """The issue's alias bomb: nine aliases a level, seven levels, 9**7 values expanded."""
     lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
@@ -756,17 +764,13 @@ BOUNDED_BODIES = [
         b"metadata:\n" + b"- " * 100 + b"x", YAML, "nested deeper than 64 levels", id="yaml-block"
     ),
     pytest.param(
-        json.dumps(passport("victim"))
-        .replace('"maxConcurrentTasks": 4', '"maxConcurrentTasks": ' + "9" * 5_000)
-        .encode(),
+        _max_tasks("9" * 5_000),
         JSON,
         "an integer of 5000 digits; at most 40",
         id="json-5000-digits",
     ),
     pytest.param(
-        json.dumps(passport("victim"))
-        .replace('"maxConcurrentTasks": 4', '"maxConcurrentTasks": ' + "9" * 41)
-        .encode(),
+        _max_tasks("9" * 41),
         JSON,
         "an integer of 41 digits; at most 40",
         id="json-41-digits",
