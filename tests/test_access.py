@@ -7,7 +7,9 @@ tests are independent although they share the server.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import yaml
 from conftest import passport
 from live_server import make_app, serve
 from node_registry import FakeClock
-from node_registry.errors import ConfigError
+from node_registry.errors import ConfigError, UnauthorizedError
 from node_registry.server import Authenticator
 from node_registry.wire import API_PREFIX
 
@@ -27,12 +29,16 @@ ADMIN = "admin-token-0123456789abcdef"
 READER = "reader-token-0123456789abcdef"
 NODE_01 = "node-coder-01-token-0123456789"
 NODE_02 = "node-coder-02-token-0123456789"
+PINNED = "node-coder-03-token-0123456789"
+PINNED_UID = "0b8f7a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
 TOKENS = {
     "tokens": [
         {"token": ADMIN, "role": "admin", "name": "ops"},
         {"token": READER, "role": "reader", "name": "dashboard"},
         {"token": NODE_01, "role": "node", "node": "coder-01"},
         {"token": NODE_02, "role": "node", "node": "coder-02"},
+        # Pinned to its uid too, written in capitals: a uid is the same in any spelling.
+        {"token": PINNED, "role": "node", "node": "coder-03", "uid": PINNED_UID.upper()},
     ]
 }
 #: Registered before every test; coder-02 has a token but no node.
@@ -66,11 +72,15 @@ def client(base_url: str) -> Iterator[httpx.Client]:
 
 
 def reset(http: httpx.Client) -> None:
-    """``coder-01`` registered from scratch, nothing else."""
+    """``coder-01`` registered from scratch, nothing else, and no name bound."""
     for item in snapshot(http)["items"]:
         name = item["passport"]["metadata"]["name"]
         response = http.delete(f"{API_PREFIX}/nodes/{name}", headers=bearer(ADMIN))
         assert response.status_code == 200, response.text
+    for name in ("coder-01", "coder-02", "coder-03", "victim"):
+        # Names left bound by nodes that deregistered themselves: freed by an admin.
+        response = http.delete(f"{API_PREFIX}/nodes/{name}", headers=bearer(ADMIN))
+        assert response.status_code in (200, 404), response.text
     response = http.post(f"{API_PREFIX}/nodes", json=passport(TARGET), headers=bearer(ADMIN))
     assert response.status_code == 201, response.text
 
@@ -396,6 +406,152 @@ def test_a_node_may_not_reach_a_protected_label_through_its_resources(
     _assert_protected_refusal(_register(client, changed, NODE_01, "POST"))
 
 
+# -- a node token binds the name and the uid -------------------------------------------------
+
+VICTIM_UID = "5a5a5a5a-1111-4222-8333-444444444444"
+
+
+def _as(name: str, uid: str, **labels: str) -> dict[str, Any]:
+    return passport(name, uid=uid, labels={"zone": "eu-west-1", **labels})
+
+
+def _uid(http: httpx.Client, name: str) -> str:
+    response = http.get(f"{API_PREFIX}/nodes/{name}", headers=bearer(ADMIN))
+    assert response.status_code == 200, response.text
+    uid: str = response.json()["nodeId"]
+    return uid
+
+
+@pytest.mark.parametrize("spelling", [str.lower, str.upper], ids=["lower", "upper"])
+@pytest.mark.parametrize("via", ["POST", "PUT"])
+def test_a_node_token_cannot_take_over_another_nodes_record(
+    client: httpx.Client, via: str, spelling: Callable[[str], str]
+) -> None:
+    # The operator's node "victim", with an endpoint and a protected label.
+    victim = _as("victim", VICTIM_UID, **{PROTECTED: "true"})
+    assert client.post(f"{API_PREFIX}/nodes", json=victim, headers=bearer(ADMIN)).status_code == 201
+    # coder-01's token leaves, then comes back under its own name with the victim's uid.
+    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01)).status_code == 200
+    before = snapshot(client)
+    hijack = _as(TARGET, spelling(VICTIM_UID))
+    hijack["spec"]["endpoint"]["address"] = "amqp://attacker:5672"
+    response = _register(client, hijack, NODE_01, via)
+    message = assert_status_body(response, 403, "Forbidden")
+    assert f"uid {VICTIM_UID} is registered as node 'victim'" in message
+    assert snapshot(client) == before
+    # Nor without leaving first (the name is its own, the uid is not).
+    reset(client)
+    assert client.post(f"{API_PREFIX}/nodes", json=victim, headers=bearer(ADMIN)).status_code == 201
+    before = snapshot(client)
+    assert _register(client, hijack, NODE_01, via).status_code == 403
+    assert snapshot(client) == before
+
+
+def _marked_then_left(client: httpx.Client) -> str:
+    """An operator marks coder-01 with a protected label, then the node leaves by itself
+    (the node runtime deregisters on SIGTERM); its uid."""
+    uid = _uid(client, TARGET)
+    marked = _as(TARGET, uid, **{PROTECTED: "quarantined"})
+    response = client.put(f"{API_PREFIX}/nodes/{TARGET}", json=marked, headers=bearer(ADMIN))
+    assert response.status_code == 200, response.text
+    left = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01))
+    assert left.status_code == 200, left.text
+    return uid
+
+
+def test_a_node_that_left_comes_back_with_its_uid_and_labels(client: httpx.Client) -> None:
+    uid = _marked_then_left(client)
+    before = snapshot(client)
+
+    # Its token cannot shed the operator's label by coming back as another uid...
+    fresh = _as(TARGET, "77777777-6666-4555-8444-333333333333")
+    response = client.post(f"{API_PREFIX}/nodes", json=fresh, headers=bearer(NODE_01))
+    message = assert_status_body(response, 403, "Forbidden")
+    assert f"name {TARGET!r} is bound to uid {uid}, which deregistered itself from it" in message
+    assert snapshot(client) == before
+    # ...while the node itself, any spelling of its uid, gets its name and label back.
+    again = client.post(
+        f"{API_PREFIX}/nodes", json=_as(TARGET, uid.upper()), headers=bearer(NODE_01)
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["nodeId"] == uid
+    assert _stored_labels(client) == {"zone": "eu-west-1", PROTECTED: "quarantined"}
+
+
+def test_an_admin_delete_forgets_the_binding(client: httpx.Client) -> None:
+    uid = _marked_then_left(client)
+    # The operator frees the name the node left bound...
+    freed = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN))
+    assert freed.status_code == 200, freed.text
+    assert freed.json()["message"] == f"name {TARGET} released"
+    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN)).status_code == 404
+    # ...so any uid may take it, with no label of the old node.
+    fresh = _as(TARGET, "77777777-6666-4555-8444-333333333333")
+    response = client.post(f"{API_PREFIX}/nodes", json=fresh, headers=bearer(NODE_01))
+    assert response.status_code == 201, response.text
+    assert _stored_labels(client) == {"zone": "eu-west-1"}
+    # Deleting a registered node as an admin leaves no binding either.
+    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN)).status_code == 200
+    response = client.post(f"{API_PREFIX}/nodes", json=_as(TARGET, uid), headers=bearer(NODE_01))
+    assert response.status_code == 201, response.text
+    # A node token cannot free a name: only an admin's delete does.
+    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01)).status_code == 200
+    refused = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01))
+    assert refused.status_code == 404, refused.text
+
+
+def test_a_token_pinned_to_a_uid_acts_on_that_uid_only(client: httpx.Client) -> None:
+    other = "44444444-3333-4222-8111-000000000000"
+    before = snapshot(client)
+    response = client.post(
+        f"{API_PREFIX}/nodes", json=_as("coder-03", other), headers=bearer(PINNED)
+    )
+    assert f"is bound to uid {PINNED_UID}, not {other}" in assert_status_body(
+        response, 403, "Forbidden"
+    )
+    assert snapshot(client) == before
+    response = client.post(
+        f"{API_PREFIX}/nodes", json=_as("coder-03", PINNED_UID), headers=bearer(PINNED)
+    )
+    assert response.status_code == 201, response.text
+    lease = {"spec": {"holderIdentity": "coder-03"}}
+    assert (
+        client.put(f"{API_PREFIX}/leases/coder-03", json=lease, headers=bearer(PINNED)).status_code
+        == 200
+    )
+
+    # An operator puts another uid under the name: the pinned token may not touch it.
+    assert client.delete(f"{API_PREFIX}/nodes/coder-03", headers=bearer(ADMIN)).status_code == 200
+    response = client.post(
+        f"{API_PREFIX}/nodes", json=_as("coder-03", other), headers=bearer(ADMIN)
+    )
+    assert response.status_code == 201, response.text
+    before = snapshot(client)
+    for method, path, body in (
+        ("PUT", "/leases/coder-03", lease),
+        ("GET", "/leases/coder-03", None),
+        ("PATCH", "/nodes/coder-03/status", {"currentTasks": 1}),
+        ("DELETE", "/nodes/coder-03", None),
+    ):
+        response = client.request(method, f"{API_PREFIX}{path}", json=body, headers=bearer(PINNED))
+        assert response.status_code == 403, (method, path, response.text)
+        assert f"is bound to uid {PINNED_UID}, not {other}" in assert_status_body(
+            response, 403, "Forbidden"
+        )
+    assert snapshot(client) == before
+
+
+def test_a_uid_in_the_tokens_file_must_be_a_uuid_of_a_node_token(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    for entry, problem in (
+        ({"token": SECRET, "role": "node", "node": "coder-01", "uid": "coder-01"}, "valid UUID"),
+        ({"token": SECRET, "role": "admin", "uid": PINNED_UID}, "only role 'node' is bound"),
+    ):
+        path.write_text(yaml.safe_dump({"tokens": [entry]}), encoding="utf-8")
+        with pytest.raises(ConfigError, match=problem):
+            Authenticator.from_file(path)
+
+
 # -- the tokens file -----------------------------------------------------------------------
 
 SECRET = "s3cret-token-value-0123456789"
@@ -470,6 +626,81 @@ def test_valid_tokens_file_maps_tokens_to_principals(tmp_path: Path) -> None:
     admin = auth.authenticate(f"Bearer {ADMIN}")
     assert (admin.role.value, admin.node, admin.name) == ("admin", None, "ops")
     assert not Authenticator.from_file(None).enabled
+
+
+class Ticks:
+    """A monotonic clock for the authenticator's once-a-second check, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_changed_tokens_file_is_read_again_within_a_second(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    path.chmod(0o600)
+    ticks = Ticks()
+    auth = Authenticator.from_file(path, ticks=ticks)
+    assert auth.authenticate(f"Bearer {NODE_02}").node == "coder-02"
+    without = {"tokens": [t for t in TOKENS["tokens"] if t["token"] != NODE_02]}
+    path.write_text(yaml.safe_dump(without), encoding="utf-8")
+    ticks.now += 0.5  # the file is looked at once a second at most, not per request
+    assert auth.authenticate(f"Bearer {NODE_02}").node == "coder-02"
+    ticks.now += 0.5
+    with pytest.raises(UnauthorizedError):
+        auth.authenticate(f"Bearer {NODE_02}")
+    assert auth.authenticate(f"Bearer {NODE_01}").node == "coder-01"
+
+    # A file that no longer reads keeps the tokens in force, and says why.
+    path.write_text("tokens: [ {token: " + NODE_02, encoding="utf-8")
+    ticks.now += 1
+    with caplog.at_level(logging.ERROR, logger="node_registry.server"):
+        assert auth.authenticate(f"Bearer {NODE_01}").node == "coder-01"
+    assert "tokens file not reloaded, the tokens in force stay" in caplog.text
+    assert NODE_02 not in caplog.text
+    assert not auth.reload()
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    assert auth.reload()
+    assert auth.authenticate(f"Bearer {NODE_02}").node == "coder-02"
+    assert "can be read by" not in caplog.text  # mode 600: nobody else reads it
+
+
+@pytest.mark.parametrize(
+    ("mode", "who"), [(0o640, "its group"), (0o604, "every user")], ids=["group", "world"]
+)
+def test_a_tokens_file_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, who: str
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    path.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="node_registry.server"):
+        auth = Authenticator.from_file(path)
+        assert f"can be read by {who} (mode {oct(mode)})" in caplog.text
+        caplog.clear()
+        auth.reload()
+    assert f"can be read by {who}" in caplog.text  # at every reload too
+
+
+def test_a_token_removed_from_the_file_stops_working_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
+    app = make_app(clock=FakeClock(), server={"tokens_file": path})
+    with serve(app) as url, httpx.Client(base_url=url, timeout=5) as http:
+        assert http.get(f"{API_PREFIX}/nodes", headers=bearer(READER)).status_code == 200
+        without = {"tokens": [t for t in TOKENS["tokens"] if t["token"] != READER]}
+        path.write_text(yaml.safe_dump(without), encoding="utf-8")
+        deadline = time.monotonic() + 5
+        while (code := http.get(f"{API_PREFIX}/nodes", headers=bearer(READER)).status_code) == 200:
+            assert time.monotonic() < deadline, "the removed token still works"
+            time.sleep(0.05)
+        assert code == 401
+        assert http.get(f"{API_PREFIX}/nodes", headers=bearer(ADMIN)).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import passport
 from live_server import make_app, serve
-from node_registry import FakeClock, Registry
-from node_registry.server import pages
+from node_registry import AsyncRegistry, FakeClock, Registry, load_passport, load_settings
+from node_registry.errors import ValidationError
+from node_registry.server import create_app, pages
+from node_registry.server.body import parse_document
+from node_registry.store import MemoryStore, NodeRecord
+from node_registry.wire import entry_from_wire
 
 API = "/apis/ai_team.io/v1"
 T0 = FakeClock().now()
@@ -356,6 +360,62 @@ def test_search_with_a_bad_operator_is_refused(api: Api) -> None:
     assert "operator" in body["message"]
 
 
+def _search(expressions: int, values: int = 0) -> dict[str, Any]:
+    listed = {"operator": "In", "values": [f"v{j}" for j in range(values)]} if values else {}
+    return {
+        "selector": {
+            "matchExpressions": [
+                {"key": f"k{i}", "operator": "DoesNotExist", **listed} for i in range(expressions)
+            ]
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (_search(23_000), "selector.matchExpressions", "at most 64 items"),
+        (_search(1, 300), "selector.matchExpressions.0.values", "at most 256 items"),
+        (_search(8, 200), "selector", "1600 values in all; at most 1024"),
+        ({"selector": {"matchLabels": {f"k{i}": "v" for i in range(65)}}},
+         "selector.matchLabels", "at most 64 items"),
+        ({"selector": {"matchLabels": {f"k{i}": "v" for i in range(40)},
+                       **_search(40)["selector"]}},
+         "selector", "80 requirements in all; at most 64"),
+        ({"selector": {"matchLabels": {"k" * 400: "v"}}},
+         "selector.matchLabels." + "k" * 400 + ".[key]", "at most 317 characters"),
+    ],
+    ids=["expressions-23000", "values", "total-values", "labels", "total-requirements",
+         "key-length"],
+)  # fmt: skip
+def test_search_selectors_are_bounded_like_query_strings(
+    refusing_api: Api, body: dict[str, Any], field: str, message: str
+) -> None:
+    api = refusing_api
+    started = time.monotonic()
+    compact = json.dumps(body, separators=(",", ":"))  # 23,000 expressions: 0.98 MB
+    refused = assert_status(
+        api.http.post(f"{API}/search", content=compact, headers=JSON), 422, "Invalid"
+    )
+    assert time.monotonic() - started < 2  # the 23,000 expressions held the loop 2 s before
+    causes = {c["field"]: c["message"] for c in refused["details"]["causes"]}
+    assert field in causes, refused
+    assert message in causes[field], refused
+    assert api.http.post(f"{API}/search", json=_search(64)).status_code == 200
+
+
+def test_label_selector_parameters_are_bounded_in_requirements(api: Api) -> None:
+    api.register(passport("worker"))
+    absent = ",".join(f"!k{i}" for i in range(65))
+    body = assert_status(
+        api.http.get(f"{API}/nodes", params={"labelSelector": absent}), 400, "BadRequest"
+    )
+    assert body["details"]["causes"][0]["field"] == "labelSelector"
+    assert "more than 64 requirements" in body["message"]
+    within = ",".join(f"!k{i}" for i in range(64))
+    assert api.names(labelSelector=within) == ["worker"]
+
+
 # -- pagination ------------------------------------------------------------------------------
 
 
@@ -557,6 +617,68 @@ def test_status_patch_refusals(api: Api) -> None:
     assert api.everything() == before
 
 
+def test_status_patches_cannot_merge_past_the_condition_limit(api: Api) -> None:
+    api.register(passport("worker"))
+    api.register(passport("bystander"))
+    url = f"{API}/nodes/worker/status"
+    first = [{"type": f"First{i}", "status": "True"} for i in range(32)]
+    assert api.http.patch(url, json={"conditions": first}).status_code == 200
+    before = api.everything()
+    more = [{"type": f"More{i}", "status": "True"} for i in range(32)]
+    refused = assert_status(
+        api.http.patch(url, json={"conditions": more}), 422, "Invalid", field="status.conditions"
+    )
+    assert "at most 32 conditions" in refused["message"]
+    assert api.everything() == before
+    # Every node still reads back as a passport a client accepts (the client validates).
+    for item in api.everything():
+        entry_from_wire(item)
+
+
+def test_a_lone_surrogate_is_refused_and_never_stored(api: Api) -> None:
+    api.register(passport("worker"))
+    before = api.everything()
+    doc = json.dumps(passport("sneaky")).replace(
+        '"labels"', '"annotations": {"note": "\\ud800"}, "labels"'
+    )
+    assert "\\ud800" in doc
+    body = assert_status(
+        api.http.post(f"{API}/nodes", content=doc, headers=JSON),
+        422,
+        "Invalid",
+        field="metadata.annotations.note",
+    )
+    assert "lone surrogate" in body["message"]
+    patch = b'{"conditions": [{"type": "Note", "status": "True", "detail": "\\udc00"}]}'
+    assert_status(
+        api.http.patch(f"{API}/nodes/worker/status", content=patch, headers=JSON),
+        422,
+        "Invalid",
+        field="status.conditions[0].detail",
+    )
+    assert api.everything() == before
+    assert api.http.post(f"{API}/search", json={}).status_code == 200
+
+
+def test_a_stored_value_json_cannot_carry_costs_only_its_node(clock: FakeClock) -> None:
+    # What an older registry could have stored: the response path fails closed for that node.
+    store = MemoryStore()
+    settings = load_settings(controller={"period_seconds": 3600})
+    app = create_app(AsyncRegistry(store, clock=clock, settings=settings), settings)
+    good = load_passport(passport("good"))
+    bad = load_passport(passport("bad"))
+    metadata = bad.metadata.model_copy(update={"annotations": {"note": "\ud800"}})
+    store.create(NodeRecord(good, T0), renewed_at=T0)
+    store.create(NodeRecord(bad.model_copy(update={"metadata": metadata}), T0), renewed_at=T0)
+    with serve(app) as base, httpx.Client(base_url=base, timeout=5) as http:
+        for listed in (http.get(f"{API}/nodes"), http.post(f"{API}/search", json={})):
+            assert listed.status_code == 200, listed.text
+            assert [i["passport"]["metadata"]["name"] for i in listed.json()["items"]] == ["good"]
+        alone = assert_status(http.get(f"{API}/nodes/bad"), 500, "InternalError")
+        assert "node bad cannot be sent as JSON" in alone["message"]
+        assert http.get(f"{API}/nodes/good").status_code == 200
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
@@ -604,6 +726,122 @@ BAD_BODIES = [
         id="too-many-labels",
     ),
 ]
+
+
+def _nested(depth: int) -> bytes:
+    return (
+        json.dumps(passport("victim"))
+        .replace('"labels"', f'"deep": {"[" * depth}{"]" * depth}, "labels"', 1)
+        .encode()
+    )
+
+
+def _max_tasks(written: str) -> bytes:
+    return (
+        json.dumps(passport("victim"))
+        .replace('"maxConcurrentTasks": 4', f'"maxConcurrentTasks": {written}')
+        .encode()
+    )
+
+
+def _yaml_bomb() -> bytes:
+    """The issue's alias bomb: nine aliases a level, seven levels, 9**7 values expanded."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    return "\n".join(lines).encode()
+
+
+BOUNDED_BODIES = [
+    pytest.param(_nested(1_000), JSON, "nested deeper than 64 levels", id="json-1000-deep"),
+    pytest.param(_nested(100), JSON, "nested deeper than 64 levels", id="json-100-deep"),
+    pytest.param(
+        b"metadata: " + b"[" * 100 + b"]" * 100,
+        YAML,
+        "nested deeper than 64 levels (line 1, column 74)",  # the 65th level, counting the root
+        id="yaml-100-deep",
+    ),
+    pytest.param(
+        b"metadata:\n" + b"- " * 100 + b"x", YAML, "nested deeper than 64 levels", id="yaml-block"
+    ),
+    pytest.param(
+        _max_tasks("9" * 5_000),
+        JSON,
+        "an integer of 5000 digits; at most 40",
+        id="json-5000-digits",
+    ),
+    pytest.param(
+        _max_tasks("9" * 41),
+        JSON,
+        "an integer of 41 digits; at most 40",
+        id="json-41-digits",
+    ),
+    pytest.param(
+        b"spec: {maxConcurrentTasks: " + b"9" * 5_000 + b"}",
+        YAML,
+        "an integer of 5000 digits (line 1, column 28); at most 40",
+        id="yaml-5000-digits",
+    ),
+    pytest.param(_yaml_bomb(), YAML, "aliases stand for over 1000 values", id="yaml-alias-bomb"),
+    pytest.param(
+        b"metadata: &m {labels: *m}", YAML, "an alias inside its own anchor", id="yaml-self"
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "headers", "named"), BOUNDED_BODIES)
+def test_bodies_that_would_cost_much_are_refused_cheaply(
+    refusing_api: Api, content: bytes, headers: dict[str, str], named: str
+) -> None:
+    api = refusing_api
+    before = api.everything()
+    for method, url in (("POST", f"{API}/nodes"), ("PUT", f"{API}/nodes/victim")):
+        body = assert_status(
+            api.http.request(method, url, content=content, headers=headers), 422, "Invalid"
+        )
+        assert named in body["message"], body
+    assert api.everything() == before
+
+    # What the server does with the body, timed in CPU seconds of this thread only, so the
+    # figure holds on a loaded machine (the bomb took 35 s of the event loop before); the
+    # best of three, so a garbage collection pause does not count.
+    def cpu_seconds() -> float:
+        start = time.thread_time()
+        with pytest.raises(ValidationError):
+            load_passport(parse_document(content, yaml_body=headers is YAML))
+        return time.thread_time() - start
+
+    assert min(cpu_seconds() for _ in range(3)) < 0.05
+
+
+def test_a_status_patch_with_a_huge_integer_is_refused(api: Api) -> None:
+    api.register(passport("worker"))
+    before = api.everything()
+    url = f"{API}/nodes/worker/status"
+    patch = b'{"currentTasks": ' + b"9" * 41 + b"}"
+    body = assert_status(
+        api.http.patch(url, content=patch, headers=JSON),
+        422,
+        "Invalid",
+        field="status.currentTasks",
+    )
+    assert "an integer of 41 digits; at most 40" in body["message"]
+    assert_status(  # FastAPI reads these bodies; what Python cannot convert is unreadable
+        api.http.patch(url, content=b'{"currentTasks": ' + b"9" * 5_000 + b"}", headers=JSON),
+        400,
+        "BadRequest",
+    )
+    assert api.everything() == before
+
+
+def test_yaml_aliases_within_the_budget_still_register(api: Api) -> None:
+    doc = yaml.safe_dump(passport("anchored"), sort_keys=False).replace(
+        "labels:\n    zone: eu-west-1\n",
+        "labels: &same\n    zone: eu-west-1\n  annotations: *same\n",
+    )
+    assert "*same" in doc
+    response = api.http.post(f"{API}/nodes", content=doc.encode(), headers=YAML)
+    assert response.status_code == 201, response.text
+    assert response.json()["passport"]["metadata"]["annotations"] == {"zone": "eu-west-1"}
 
 
 @pytest.mark.parametrize(("content", "headers", "code", "reason", "named"), BAD_BODIES)

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "watch": {"history_size": 10_000},
     "store": {
         "url": "memory://",
+        "binding_retention_seconds": 604800,
         "etcd_timeout_seconds": 5,
         "etcd_period_seconds": 1,
         "etcd_compaction_interval_seconds": 300,

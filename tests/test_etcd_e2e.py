@@ -996,3 +996,55 @@ def test_the_view_comes_back_after_the_renewal_feed_alone_failed(
     with RegistryClient(server.url, retries=0, timeout=3) as client:
         wait_until("the replica to answer again (/readyz 200)", lambda: ready(server), 5, procs)
         assert client.register(passport("e2e-after-hiccup")).name == "e2e-after-hiccup"
+
+
+def test_an_over_limit_record_takes_no_replica_down(etcd: EtcdServer, procs: Procs) -> None:
+    """Hardening issue #10, item 1, as it was reproduced against ``serve`` on etcd.
+
+    Two status reports of 32 new condition types each used to store 64; every replica then
+    failed to read the record, /readyz was 503 everywhere and a restarted replica exited 1.
+    The second report is refused now; and a record over the limit that an earlier version
+    stored (written here straight into etcd) is skipped: every replica, a new one included,
+    stays ready and serves the other nodes.
+    """
+    prefix = new_prefix()
+    url = store_url([etcd.endpoint], prefix)
+    first = procs.serve("serve-a", url, FAST)
+    wait_ready(procs, first)
+    with httpx.Client(base_url=first.url, timeout=5) as http:
+        for name in ("e2e-victim", "e2e-bystander"):
+            assert http.post(NODES, json=passport(name)).status_code == 201
+        status = f"{NODES}/e2e-victim/status"
+        for batch, expected in (("A", 200), ("B", 422)):
+            conditions = [{"type": f"{batch}{i}", "status": "True"} for i in range(32)]
+            response = http.patch(status, json={"conditions": conditions})
+            assert response.status_code == expected, response.text
+        stored = http.get(f"{NODES}/e2e-victim").json()
+    assert len(stored["passport"]["status"]["conditions"]) == 32
+
+    record = {
+        "passport": stored["passport"],
+        "registeredAt": stored["registeredAt"],
+        "health": "ALIVE",
+        "healthChangedAt": None,
+        "unreadySince": None,
+    }
+    record["passport"]["status"]["conditions"] += [
+        {"type": f"B{i}", "status": "True"} for i in range(32)
+    ]
+    key = f"{prefix}/nodes/{stored['nodeId']}"
+    etcd.gateway("/v3/kv/put", {"key": b64(key), "value": b64(json.dumps(record))})
+
+    second = procs.serve("serve-b", url, FAST)  # starts with the record already there
+    wait_ready(procs, second)
+    for server in (first, second):
+        wait_until(
+            f"{server.log.name} to skip the record",
+            lambda s=server: gauge(s, "node_registry_skipped_records") == 1.0 or None,
+            5,
+            procs,
+        )
+        listed = httpx.get(f"{server.url}{NODES}", timeout=5).json()["items"]
+        assert [i["passport"]["metadata"]["name"] for i in listed] == ["e2e-bystander"]
+        assert ready(server)
+    assert f"skipped the stored record {key}" in second.output()

@@ -8,6 +8,7 @@ is spent only on etcd round trips and the watch delay between replicas (bounded 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import aetcd  # type: ignore[import-untyped]
 import pytest
 import trustme
+from prometheus_client import generate_latest
 
 from conftest import passport
 from etcd_server import EtcdServer, etcd_binary, running_etcd
@@ -34,8 +36,9 @@ from node_registry.errors import (
     RevisionCompactedError,
     StoreUnavailableError,
 )
-from node_registry.passport import NodePassport
+from node_registry.passport import NodePassport, limits
 from node_registry.registry.entry import EventType
+from node_registry.server.metrics import Metrics
 from node_registry.store import (
     HealthState,
     NodeRecord,
@@ -121,6 +124,18 @@ class Cluster:
 
         return asyncio.run(remaining())
 
+    def put_raw(self, key: str, value: bytes) -> None:
+        """Write ``value`` under ``key`` in this registry's prefix, as etcdctl would."""
+
+        async def put() -> None:
+            client = aetcd.Client(*self.etcd.endpoint.split(":"))
+            try:
+                await client.put(f"{self.prefix}/{key}".encode(), value)
+            finally:
+                await client.close()
+
+        asyncio.run(put())
+
     def compact(self, revision: int) -> None:
         async def compact() -> None:
             store = EtcdStore(self.etcd.endpoint, prefix=self.prefix)
@@ -191,6 +206,69 @@ def test_async_heartbeats_record_in_memory_and_revive_through_etcd(cluster: Clus
         asyncio.run(scenario())
     finally:
         store.close()
+
+
+def _names(registry: Registry) -> list[str]:
+    return [e.passport.metadata.name for e in registry.list_nodes().items]
+
+
+def test_an_unreadable_record_is_skipped_and_takes_no_replica_down(cluster: Cluster) -> None:
+    running = cluster.replica()
+    running.register(passport("good"))
+    victim = running.register(passport("victim"))
+    watch = running.watch()
+    # What two status merges of 32 new conditions stored before merges were checked:
+    # valid JSON, but a passport no reader accepts.
+    doc = NodeRecord(victim.passport, victim.registered_at).to_dict()
+    doc["passport"]["status"]["conditions"] = [
+        {"type": f"T{i}", "status": "True"} for i in range(2 * limits.MAX_CONDITIONS)
+    ]
+    victim_key = f"nodes/{victim.node_id}"
+    cluster.put_raw(victim_key, json.dumps(doc).encode())
+    garbage_key = f"nodes/{uuid.uuid4()}"
+    cluster.put_raw(garbage_key, b'{"passport": not JSON')
+
+    # The running replica drops the victim, as a deletion, and serves the rest.
+    event = watch.next(WAIT)
+    assert event is not None
+    assert (event.type, event.entry.node_id) == (EventType.DELETED, victim.node_id)
+    eventually(lambda: _names(running) == ["good"], "the running replica drops the record")
+    running.ping()  # /readyz
+    skipped = sorted(f"{cluster.prefix}/{key}" for key in (victim_key, garbage_key))
+    eventually(lambda: running.skipped_records.keys == skipped, "both keys are skipped")
+    # A replica starting now starts, and reads what it can.
+    started = cluster.replica()
+    assert _names(started) == ["good"]
+    started.ping()
+    assert started.skipped_records.keys == skipped
+    metrics = generate_latest(Metrics(started).collectors).decode()
+    assert "node_registry_skipped_records 2.0" in metrics
+    assert "node_registry_unreadable_records_total 2.0" in metrics
+    with pytest.raises(NotFoundError):  # the node's runtime registers again on this
+        started.heartbeat(victim.node_id)
+
+    # Its node registering again replaces the unreadable record.
+    started.register(passport("victim"))
+    for replica in (running, started):
+        eventually(lambda r=replica: _names(r) == ["good", "victim"], "the victim is back")
+        eventually(
+            lambda r=replica: r.skipped_records.keys == [f"{cluster.prefix}/{garbage_key}"],
+            "only the garbage is still skipped",
+        )
+    started.heartbeat(victim.node_id)
+    watch.close()
+
+
+def test_a_name_left_bound_on_one_replica_is_bound_on_every_replica(cluster: Cluster) -> None:
+    one, two = cluster.replica(), cluster.replica()
+    label = {"registry.ai-team.io/quarantined": "true"}
+    node = one.register(passport("alpha", labels=label)).node_id
+    one.deregister(node, keep_binding=True)
+    binding = two.binding("alpha")
+    assert binding is not None
+    assert (binding.node_id, binding.labels) == (node, label)
+    two.register(passport("alpha", labels=label))
+    assert one.binding("alpha") is None
 
 
 def test_a_write_on_one_replica_is_seen_by_the_others(cluster: Cluster) -> None:

@@ -799,6 +799,14 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     ("not-json-too-deep", _set(PARAMS, {"deep": _deeply_nested(limits.MAX_NESTING_DEPTH)}),
      "spec.capabilities[0].params.deep" + "[0]" * (limits.MAX_NESTING_DEPTH - 5),
      f"nested deeper than {limits.MAX_NESTING_DEPTH} levels"),
+    # not Unicode: JSON's "\ud800" reads as a lone surrogate, which no UTF-8 response carries
+    ("surrogate-annotation", _set("metadata.annotations", {"note": "ok \ud800"}),
+     "metadata.annotations.note", "lone surrogate '\\ud800' at character 3"),
+    ("surrogate-label-key", _set("metadata.labels", {"zone\udc80": "x"}), "metadata.labels",
+     "key 'zone\\udc80' is not valid Unicode"),
+    ("surrogate-deep-param", _set(PARAMS, {"tags": [{"t": "\udfff"}]}),
+     "spec.capabilities[0].params.tags[0].t", "lone surrogate"),
+    ("surrogate-unknown-field", _set("spec.notes", "\ud83d"), "spec.notes", "lone surrogate"),
 ]  # fmt: skip
 
 
@@ -968,6 +976,50 @@ def test_bad_status_update_is_refused_and_changes_nothing(
     before = snapshot(registry)
     with pytest.raises(ValidationError) as info:
         registry.update_status(UID, **update)
+    assert_names(info.value, loc, fragment)
+    assert snapshot(registry) == before
+
+
+def test_a_status_merge_is_held_to_the_passport_limits(registry: Registry) -> None:
+    # Conditions merge by type, so updates within the limit each can add up past it.
+    first = [{"type": f"First{i}", "status": "True"} for i in range(limits.MAX_CONDITIONS - 1)]
+    registry.update_status(UID, conditions=first)
+    before = snapshot(registry)
+    more = [{"type": f"More{i}", "status": "True"} for i in range(limits.MAX_CONDITIONS)]
+    with pytest.raises(ValidationError) as info:
+        registry.update_status(UID, conditions=more)
+    assert_names(info.value, "status.conditions", f"at most {limits.MAX_CONDITIONS} conditions")
+    assert f"would make {2 * limits.MAX_CONDITIONS}" in str(info.value)  # Ready is there too
+    assert snapshot(registry) == before
+    # Types already there still update, and the record stays readable as a passport.
+    entry = registry.update_status(UID, conditions=[{"type": "First0", "status": "False"}])
+    assert len(entry.passport.status.conditions) == limits.MAX_CONDITIONS
+    NodePassport.model_validate(entry.passport.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("condition", "error", "loc", "fragment"),
+    [
+        ({"type": "Note", "status": "True", "detail": "\ud800"}, ValidationError,
+         "status.conditions[1].detail", "lone surrogate"),
+        ({"type": "Note", "status": "True", "detail": {"deep": _deeply_nested(70)}},
+         ValidationError, "status.conditions[1].detail.deep" + "[0]" * 59,
+         f"nested deeper than {limits.MAX_NESTING_DEPTH} levels"),
+        ({"type": "Note", "status": "True", "detail": "x" * limits.MAX_PASSPORT_BYTES},
+         TooLargeError, "", f"limit {limits.MAX_PASSPORT_BYTES}"),
+    ],
+    ids=["surrogate", "too-deep", "too-large"],
+)  # fmt: skip
+def test_a_status_update_the_passport_could_not_hold_changes_nothing(
+    registry: Registry,
+    condition: dict[str, Any],
+    error: type[ValidationError],
+    loc: str,
+    fragment: str,
+) -> None:
+    before = snapshot(registry)
+    with pytest.raises(error) as info:
+        registry.update_status(UID, conditions=[condition])
     assert_names(info.value, loc, fragment)
     assert snapshot(registry) == before
 

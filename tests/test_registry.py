@@ -151,6 +151,62 @@ def test_deregister(registry: Registry, make_passport: PassportFactory) -> None:
         registry.heartbeat(node)
 
 
+PROTECTED = "registry.ai-team.io/quarantined"
+
+
+def test_a_node_leaving_by_itself_keeps_its_name_bound(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    doc = make_passport("coder-01", labels={"zone": "a", PROTECTED: "true"})
+    node = registry.register(doc).node_id
+    registry.deregister(node, keep_binding=True)
+    binding = registry.binding("coder-01")
+    assert binding is not None
+    assert (binding.node_id, binding.labels, binding.released_at) == (
+        node,
+        {PROTECTED: "true"},
+        clock.now(),
+    )
+    # Kept for the retention, then as good as gone (the store may drop it later).
+    retention = registry.settings.store.binding_retention_seconds
+    clock.advance(retention)
+    assert registry.binding("coder-01") is not None
+    clock.advance(1)
+    assert registry.binding("coder-01") is None
+    assert registry.release("coder-01")
+    assert not registry.release("coder-01")
+    # An operator's delete keeps nothing.
+    node = registry.register(doc).node_id
+    registry.deregister(node)
+    assert registry.binding("coder-01") is None
+
+
+def test_a_node_removed_for_silence_keeps_its_name_bound(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01", labels={PROTECTED: "true"})).node_id
+    policy = registry.settings.heartbeat
+    clock.advance(policy.ttl_seconds + policy.grace_period_seconds + 1)
+    registry.reconcile()  # recorded Offline
+    registry.reconcile()  # and removed
+    with pytest.raises(NotFoundError):
+        registry.get(node)
+    binding = registry.binding("coder-01")
+    assert binding is not None
+    assert (binding.node_id, binding.labels) == (node, {PROTECTED: "true"})
+
+
+def test_a_registration_that_may_not_rename_refuses_to(
+    registry: Registry, make_passport: PassportFactory
+) -> None:
+    first = registry.register(make_passport("coder-01"))
+    before = registry.list_nodes()
+    with pytest.raises(ConflictError, match="registered as node 'coder-01'"):
+        registry.register(make_passport("coder-02", uid=first.node_id), rename=False)
+    assert [e.to_dict() for e in registry.list_nodes().items] == [e.to_dict() for e in before.items]
+    registry.register(make_passport("coder-01", uid=first.node_id), rename=False)  # same name
+
+
 def test_find_by_kind_selector_and_health(
     registry: Registry, clock: FakeClock, make_passport: PassportFactory
 ) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,6 +14,10 @@ from hypothesis import strategies as st
 from node_registry.errors import SelectorError
 from node_registry.quantity import is_quantity, parse_quantity
 from node_registry.selectors import (
+    MAX_REQUIREMENTS,
+    MAX_SELECTOR_LENGTH,
+    MAX_TOTAL_VALUES,
+    MAX_VALUES,
     Labels,
     Operator,
     Requirement,
@@ -720,6 +726,79 @@ def test_invalid_object_reports_every_problem() -> None:
         "matchExpressions[1].values[0]",
         "matchExpressions[2].operator",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds: whatever the form, a selector costs a bounded amount to parse and to match.
+
+
+def _absent(count: int) -> str:
+    return ",".join(f"!k{i}" for i in range(count))
+
+
+def _expressions(count: int, values: int = 0) -> dict[str, object]:
+    operator = "In" if values else "DoesNotExist"
+    return {
+        "matchExpressions": [
+            {"key": f"k{i}", "operator": operator, "values": [f"v{j}" for j in range(values)]}
+            for i in range(count)
+        ]
+    }
+
+
+def test_selectors_at_the_bounds_are_accepted() -> None:
+    assert len(parse_selector(_absent(MAX_REQUIREMENTS)).requirements) == MAX_REQUIREMENTS
+    values = ",".join(f"v{i}" for i in range(MAX_VALUES))
+    assert len(parse_selector(f"zone in ({values})").requirements[0].values) == MAX_VALUES
+    assert len(selector_from_dict(_expressions(MAX_REQUIREMENTS)).requirements) == 64
+    per = MAX_TOTAL_VALUES // 4
+    assert sum(len(r.values) for r in selector_from_dict(_expressions(4, per)).requirements) == (
+        MAX_TOTAL_VALUES
+    )
+
+
+def _selector_of(requirements: tuple[Requirement, ...]) -> Selector:
+    return Selector(requirements)
+
+
+def _in_requirement(values: tuple[str, ...]) -> Requirement:
+    return Requirement("zone", IN, values)
+
+
+@pytest.mark.parametrize(
+    ("build", "given", "loc", "message"),
+    [
+        (parse_selector, _absent(MAX_REQUIREMENTS + 1), "",
+         f"more than {MAX_REQUIREMENTS} requirements at position"),
+        (parse_selector, "zone in (" + ",".join("v" * 400) + ")", "",
+         f"400 values; at most {MAX_VALUES} in one requirement"),
+        (parse_selector, "x" * (MAX_SELECTOR_LENGTH + 1), "",
+         f"{MAX_SELECTOR_LENGTH + 1} characters; at most {MAX_SELECTOR_LENGTH}"),
+        (selector_from_dict, _expressions(23_000), "matchExpressions",
+         f"23000 requirements; at most {MAX_REQUIREMENTS}"),
+        (selector_from_dict, {"matchLabels": {f"k{i}": "v" for i in range(65)}},
+         "matchLabels", f"65 requirements; at most {MAX_REQUIREMENTS}"),
+        (selector_from_dict, _expressions(1, 100_000), "matchExpressions",
+         f"100000 values in all; at most {MAX_TOTAL_VALUES}"),
+        (selector_from_dict, _expressions(5, MAX_VALUES), "matchExpressions",
+         f"{5 * MAX_VALUES} values in all; at most {MAX_TOTAL_VALUES}"),
+        (_selector_of, tuple(req(f"k{i}", EXISTS) for i in range(65)), "requirements",
+         f"65 requirements; at most {MAX_REQUIREMENTS}"),
+        (_in_requirement, tuple(f"v{i}" for i in range(300)), "values",
+         f"300 values; at most {MAX_VALUES}"),
+    ],
+    ids=["string-requirements", "string-values", "string-length", "object-expressions",
+         "object-labels", "object-values", "object-total-values", "selector", "requirement"],
+)  # fmt: skip
+def test_selectors_over_the_bounds_are_refused_cheaply(
+    build: Callable[[Any], object], given: Any, loc: str, message: str
+) -> None:
+    start = time.thread_time()
+    with pytest.raises(SelectorError) as caught:
+        build(given)
+    # Counted before anything is parsed or validated one by one (CPU time of this thread).
+    assert time.thread_time() - start < 0.05
+    assert any(e.loc == loc and message in e.message for e in caught.value.errors), caught.value
 
 
 # ---------------------------------------------------------------------------------------------

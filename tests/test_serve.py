@@ -177,6 +177,49 @@ def test_serve_with_tokens_on_a_network_address(tmp_path: Path) -> None:
     assert "anonymous admin" not in server.output()
 
 
+def test_serve_reads_the_tokens_file_again_on_sighup(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    admin, leaving = "admin-token-0123456789abcdef", "leaving-token-0123456789abcd"
+    kept = [{"token": admin, "role": "admin"}]
+    tokens.write_text(yaml.safe_dump({"tokens": [*kept, {"token": leaving, "role": "reader"}]}))
+    tokens.chmod(0o644)
+    port = free_port()
+    with serving(tmp_path, "--port", str(port), "--tokens-file", str(tokens)) as server:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(server, url)
+        with httpx.Client(base_url=url, timeout=5) as http:
+
+            def status(token: str) -> int:
+                headers = {"Authorization": f"Bearer {token}"}
+                return http.get(f"{API_PREFIX}/nodes", headers=headers).status_code
+
+            assert status(leaving) == 200
+            # The same size, in place, with the old mtime put back: nothing a stat() would
+            # notice, so only the signal can make the server read it again.
+            before = tokens.stat()
+            new = yaml.safe_dump(
+                {"tokens": [*kept, {"token": "x" * len(leaving), "role": "reader"}]}
+            )
+            assert len(new) == before.st_size
+            with tokens.open("r+") as out:
+                out.write(new)
+            os.utime(tokens, ns=(before.st_atime_ns, before.st_mtime_ns))
+            time.sleep(1.5)  # past the once-a-second check: the change is still not seen
+            assert status(leaving) == 200
+
+            server.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while status(leaving) != 401:
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.05)
+            assert status(admin) == 200
+        assert stop(server) == -signal.SIGTERM
+    output = server.output()
+    assert f"tokens file {tokens} reloaded: 2 tokens" in output
+    assert f"tokens file {tokens} can be read by every user (mode 0o644)" in _flat(output)
+    assert "Traceback" not in output
+
+
 # -- TLS ----------------------------------------------------------------------------------
 
 

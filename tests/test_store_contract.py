@@ -29,7 +29,7 @@ from node_registry.errors import (
     StoreUnavailableError,
 )
 from node_registry.passport import NodePassport
-from node_registry.store import ChangeType, NodeRecord, StoreEvent
+from node_registry.store import Binding, ChangeType, MemoryStore, NodeRecord, StoreEvent
 from node_registry.store.aio import AsyncMemoryStore, AsyncStore
 
 WAIT = 5.0
@@ -278,13 +278,78 @@ def test_delete_removes_record_name_and_lease(backend: Backend) -> None:
     run(body)
 
 
+PROTECTED = {"registry.ai-team.io/quarantined": "true"}
+
+
+def binding_of(record: NodeRecord, at: datetime = T0) -> Binding:
+    return Binding(record.name, record.node_id, PROTECTED, at, PROTECTED)
+
+
+def test_a_deletion_keeps_a_binding_until_the_name_is_registered_again(
+    backend: Backend,
+) -> None:
+    async def body() -> None:
+        store = backend.make()
+        try:
+            a = node("alpha")
+            ra = await store.create(a, renewed_at=T0)
+            keep = binding_of(a)
+            with pytest.raises(RevisionConflictError):  # a delete that loses keeps nothing
+                await store.delete(a.node_id, expected_revision=ra + 1, keep=keep)
+            assert await store.binding("alpha") is None
+            await store.delete(a.node_id, expected_revision=ra, keep=keep)
+            assert await store.binding("alpha") == keep
+            assert await store.binding("beta") is None
+            # Any uid registering the name again makes the binding moot: it goes.
+            other = node("alpha", uid=str(uuid.uuid4()))
+            await store.create(other, renewed_at=T0)
+            assert await store.binding("alpha") is None
+            # A delete without a binding to keep (an operator's) forgets the old one too.
+            await store.delete(other.node_id, keep=binding_of(other))
+            again = await store.create(other, renewed_at=T0)
+            await store.delete(other.node_id, expected_revision=again)
+            assert await store.binding("alpha") is None
+            # Renaming a node to a bound name frees that name's binding.
+            b = node("beta")
+            rb = await store.create(b, renewed_at=T0)
+            await store.delete(b.node_id, expected_revision=rb, keep=binding_of(b))
+            c = node("gamma")
+            rc = await store.create(c, renewed_at=T0)
+            renamed = NodeRecord(
+                NodePassport.model_validate(passport("beta", uid=c.node_id)), registered_at=T0
+            )
+            await store.update(renamed, expected_revision=rc)
+            assert await store.binding("beta") is None
+            # forget(): an operator frees a bound name.
+            await store.delete(c.node_id, keep=binding_of(renamed))
+            assert await store.forget("beta")
+            assert not await store.forget("beta")
+            assert await store.binding("beta") is None
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_memory_drops_bindings_past_their_ttl() -> None:
+    store = MemoryStore(binding_ttl=60)
+    old, new = node("old"), node("new")
+    store.create(old, renewed_at=T0)
+    store.create(new, renewed_at=T0)
+    store.delete(old.node_id, keep=binding_of(old, T0))
+    assert store.binding("old") is not None
+    store.delete(new.node_id, keep=binding_of(new, T0 + timedelta(seconds=61)))
+    assert store.binding("old") is None  # released more than a TTL before the newest
+    assert store.binding("new") is not None
+
+
 # -- etcd only ------------------------------------------------------------------------------
 
 
-def etcd_store(server: EtcdServer, **kwargs: Any) -> Any:
+def etcd_store(server: EtcdServer, *, prefix: str | None = None, **kwargs: Any) -> Any:
     from node_registry.store.etcd import EtcdStore
 
-    prefix = f"/test/{uuid.uuid4().hex}"
+    prefix = prefix or f"/test/{uuid.uuid4().hex}"
     return EtcdStore(server.endpoint, prefix=prefix, timeout=2.0, **kwargs)
 
 
@@ -317,6 +382,40 @@ def test_etcd_data_is_json_under_the_seed_layout(etcd: EtcdServer) -> None:
     assert NodeRecord.from_dict(json.loads(pairs[f"{prefix}/nodes/{a.node_id}"])) == a
     assert pairs[f"{prefix}/names/alpha"] == a.node_id
     assert json.loads(pairs[f"{prefix}/leases/{a.node_id}"])["ttlSeconds"] == 90
+
+
+def test_etcd_bindings_are_shared_and_live_on_a_lease_of_their_own(etcd: EtcdServer) -> None:
+    prefix = f"/test/{uuid.uuid4().hex}"
+    one = etcd_store(etcd, prefix=prefix, binding_ttl=3600)
+    two = etcd_store(etcd, prefix=prefix)
+
+    async def lease_left(name: str) -> int:
+        kv = await one._client.get(f"{prefix}/bindings/{name}".encode())
+        if kv is None:
+            return -1
+        return int((await one._client.get_lease_info(int(kv.lease))).TTL)
+
+    async def body() -> None:
+        try:
+            a, b = node("alpha"), node("beta")
+            ra = await one.create(a, renewed_at=T0)
+            await one.delete(a.node_id, expected_revision=ra, keep=binding_of(a))
+            assert await two.binding("alpha") == binding_of(a)  # another replica sees it
+            assert 3500 < await lease_left("alpha") <= 3600
+            kv = await one._client.get(f"{prefix}/bindings/alpha".encode())
+            await two.create(a, renewed_at=T0)
+            assert await one.binding("alpha") is None
+            # The binding's lease went with it, rather than run out in an hour.
+            assert (await one._client.get_lease_info(int(kv.lease))).TTL == -1
+            rb = await one.create(b, renewed_at=T0)
+            await one.delete(b.node_id, expected_revision=rb, keep=binding_of(b))
+            assert await two.forget("beta")
+            assert await one.binding("beta") is None
+        finally:
+            await one.close()
+            await two.close()
+
+    run(body)
 
 
 def test_etcd_renewed_at_follows_the_lease_and_regrants_after_expiry(etcd: EtcdServer) -> None:

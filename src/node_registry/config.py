@@ -86,6 +86,9 @@ class StoreSettings(_Section):
     """
 
     url: str = "memory://"
+    #: A node that deregisters itself keeps its name this long: only its uid may register
+    #: the name again, and gets back the protected labels operators gave it (a week).
+    binding_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     #: A call to etcd that takes longer counts as etcd being unreachable (503).
     etcd_timeout_seconds: float = Field(default=5, gt=0)
     #: How often a replica publishes the renewals it served and checks the controller seat.

@@ -9,14 +9,15 @@ codes and back, so the client raises exactly what the embedded registry would ha
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from node_registry import errors
 from node_registry.passport import API_VERSION, Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import EventType, RegistryEntry, WatchEvent
 from node_registry.registry.registry import is_schedulable
+from node_registry.selectors import MAX_REQUIREMENTS, MAX_TOTAL_VALUES, MAX_VALUES
 from node_registry.store import HealthState
 
 API_PREFIX = f"/apis/{API_VERSION}"
@@ -68,15 +69,39 @@ class RegistryEntryList(_Wire):
     items: list[RegistryEntryModel]
 
 
+#: A qualified label name: a DNS subdomain prefix (253), "/", a name (63).
+_KEY_LENGTH = 253 + 1 + 63
+_VALUE_LENGTH = 63
+_Key = Annotated[str, Field(max_length=_KEY_LENGTH)]
+_Value = Annotated[str, Field(max_length=_VALUE_LENGTH)]
+
+
 class MatchExpression(_Wire):
-    key: str
+    key: _Key
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
-    values: list[str] = Field(default_factory=list)
+    values: list[_Value] = Field(default_factory=list, max_length=MAX_VALUES)
 
 
 class LabelSelector(_Wire):
-    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
-    match_expressions: list[MatchExpression] = Field(default_factory=list, alias="matchExpressions")
+    """Bounded as the selector parser bounds it (``MAX_REQUIREMENTS``, ``MAX_VALUES``...), and
+    refused here first, before a large body is validated item by item."""
+
+    match_labels: dict[_Key, _Value] = Field(
+        default_factory=dict, alias="matchLabels", max_length=MAX_REQUIREMENTS
+    )
+    match_expressions: list[MatchExpression] = Field(
+        default_factory=list, alias="matchExpressions", max_length=MAX_REQUIREMENTS
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> LabelSelector:
+        count = len(self.match_labels) + len(self.match_expressions)
+        if count > MAX_REQUIREMENTS:
+            raise ValueError(f"{count} requirements in all; at most {MAX_REQUIREMENTS}")
+        values = len(self.match_labels) + sum(len(e.values) for e in self.match_expressions)
+        if values > MAX_TOTAL_VALUES:
+            raise ValueError(f"{values} values in all; at most {MAX_TOTAL_VALUES}")
+        return self
 
 
 class SearchRequest(_Wire):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -68,12 +70,30 @@ def run_server(
         logging.getLogger("node_registry").warning(
             "no tokens file: every caller is an anonymous admin (loopback use only)"
         )
+    _reload_on_sighup(auth)
     store = open_store(settings)
     try:
         _serve(AsyncRegistry(store, settings=settings), settings, auth, log_level)
     finally:
         # On etcd: hands the controller seat to another replica now, not after its lease.
         store.close()
+
+
+def _reload_on_sighup(auth: Authenticator) -> None:
+    """``kill -HUP`` reads the tokens file again (it is also read again when it changes)."""
+
+    def handler(signum: int, frame: object) -> None:
+        # Python runs this between two bytecodes of the main thread, which runs the event
+        # loop: the reload is handed to the loop rather than run in the middle of a request.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # before the server started
+            auth.reload()
+            return
+        loop.call_soon_threadsafe(auth.reload)
+
+    if auth.enabled:
+        signal.signal(signal.SIGHUP, handler)
 
 
 def _serve(registry: AsyncRegistry, settings: Settings, auth: Authenticator, level: str) -> None:

@@ -28,3 +28,7 @@ MAX_CAPABILITY_NAME = 63 - len("capability.")
 #: pydantic's serializer gives up past 254 levels, so a deeper document could be stored but
 #: never read back; a description needs a handful, and depth is a cheap way to exhaust a stack.
 MAX_NESTING_DEPTH = 64
+#: Digits of an integer anywhere in a passport. Python reads any length (up to 4,300 digits,
+#: then it raises), but Kubernetes' JSON carries int64 and JavaScript 53 bits; 40 digits
+#: hold any 128-bit integer and refuse the thousands of digits that only cost CPU.
+MAX_INTEGER_DIGITS = 40

@@ -126,6 +126,27 @@ def _validate(model: type[M], doc: Mapping[str, Any]) -> M:
 _JSON_LEAVES = (str, int, float, bool, type(None), date, UUID)
 
 
+def _text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be sent as UTF-8 (a lone surrogate, from ``"\\ud800"`` in JSON), or None.
+
+    Python strings may hold surrogates that no UTF-8 (hence no JSON response) can carry; one
+    stored would make every response that includes it fail.
+    """
+    if text.isascii():
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return (
+            f"is not valid Unicode: a lone surrogate {text[exc.start]!a} at character "
+            f"{exc.start} (UTF-8 cannot encode it)"
+        )
+    return None
+
+
+_INTEGER_BOUND = 10**limits.MAX_INTEGER_DIGITS
+
+
 def _json_problem(doc: Mapping[str, Any]) -> FieldError | None:
     """Where ``doc`` holds something a JSON document cannot (the first such place), or None."""
     stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
@@ -138,10 +159,22 @@ def _json_problem(doc: Mapping[str, Any]) -> FieldError | None:
                 for key in value:
                     if not isinstance(key, str):
                         return FieldError(loc, f"key {key!r} is not a string")
+                    problem = _text_problem(key)
+                    if problem is not None:
+                        return FieldError(loc, f"key {key!a} {problem}")
                 children = [(f"{loc}.{k}" if loc else k, v) for k, v in value.items()]
             else:
                 children = [(f"{loc}[{i}]", v) for i, v in enumerate(value)]
             stack.extend((v, where, depth + 1) for where, v in reversed(children))
+        elif isinstance(value, str):
+            problem = _text_problem(value)
+            if problem is not None:
+                return FieldError(loc, problem)
+        elif isinstance(value, int) and abs(value) >= _INTEGER_BOUND:
+            digits = len(str(abs(value))) if value.bit_length() < 14_000 else "thousands of"
+            return FieldError(
+                loc, f"an integer of {digits} digits; at most {limits.MAX_INTEGER_DIGITS}"
+            )
         elif isinstance(value, float) and not math.isfinite(value):
             return FieldError(loc, f"{value!r} is not a JSON number")
         elif not isinstance(value, _JSON_LEAVES):

@@ -2,7 +2,9 @@
 
 Every operation of the embedded registry is non-blocking CPU work on in-memory state (the
 store lock is held for microseconds), so each coroutine calls straight into ``Registry``:
-no thread pool. On etcd, reads are still served from the replica's cache, but writes,
+no thread pool — except registrations and status reports, which validate a whole passport
+(up to 256 KiB: milliseconds of pure Python) and so run in a worker thread, off the loop
+that serves heartbeats. On etcd, reads are still served from the replica's cache, but writes,
 heartbeats and controller passes wait on etcd, so those run in a small thread pool and the
 caller's loop keeps serving meanwhile. The lifecycle controller runs as a task of the
 caller's loop inside ``async with``.
@@ -28,7 +30,7 @@ from node_registry.passport import Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
 from node_registry.registry.registry import Registry, SelectorInput
 from node_registry.registry.watch import AsyncWatch
-from node_registry.store import Store
+from node_registry.store import Binding, Store
 
 log = logging.getLogger("node_registry")
 
@@ -69,8 +71,12 @@ class AsyncRegistry:
         """The synchronous registry underneath, for code that is not async."""
         return self._sync
 
-    async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return await self._io(self._sync.register, passport)
+    async def register(
+        self, passport: NodePassport | Mapping[str, Any], *, rename: bool = True
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(self._sync.register, passport, rename=rename)
+        )
 
     async def heartbeat(self, node_id: str) -> datetime:
         if self._pool is None or self._sync.heartbeat_is_local(node_id):
@@ -86,16 +92,24 @@ class AsyncRegistry:
         conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
         current_tasks: int | None = None,
     ) -> RegistryEntry:
-        return await self._io(
-            self._sync.update_status,
-            node_id,
-            phase=phase,
-            conditions=conditions,
-            current_tasks=current_tasks,
+        return await self._validating(
+            functools.partial(
+                self._sync.update_status,
+                node_id,
+                phase=phase,
+                conditions=conditions,
+                current_tasks=current_tasks,
+            )
         )
 
-    async def deregister(self, node_id: str) -> None:
-        await self._io(self._sync.deregister, node_id)
+    async def deregister(self, node_id: str, *, keep_binding: bool = False) -> None:
+        await self._io(self._sync.deregister, node_id, keep_binding=keep_binding)
+
+    async def binding(self, name: str) -> Binding | None:
+        return await self._io(self._sync.binding, name)
+
+    async def release(self, name: str) -> bool:
+        return await self._io(self._sync.release, name)
 
     async def get(self, node_id: str) -> RegistryEntry:
         return self._sync.get(node_id)
@@ -194,3 +208,8 @@ class AsyncRegistry:
             return call(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(call, *args, **kwargs))
+
+    async def _validating(self, call: Callable[[], T]) -> T:
+        """``call``, which validates a whole passport: in a worker thread whatever the store
+        (the I/O pool on etcd, the loop's default executor in memory)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)

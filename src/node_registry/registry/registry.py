@@ -18,6 +18,11 @@ Design decisions, each from a lesson of Kubernetes or its peers:
 - On a store shared by several registry processes (etcd), only the one the store elects
   runs the lifecycle controller; every process still computes health on every read.
 - Every read-modify-write is a compare-and-swap on the record's revision, retried on conflict.
+- A node that leaves by itself (graceful deregistration) or is removed for silence keeps its
+  name bound to its uid, with the protected labels operators gave it (``binding``), for
+  ``store.binding_retention_seconds``: whoever may register that name then can tell the
+  node coming back from another uid taking its name, and give it its labels back. An admin
+  deleting the node forgets both.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import logging
 import operator
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -50,6 +55,7 @@ from node_registry.passport import (
     NodeType,
     Phase,
     Status,
+    limits,
     load_passport,
 )
 from node_registry.passport.versions import translate_pydantic_error
@@ -64,7 +70,16 @@ from node_registry.registry.health import PHASE_OF, HealthPolicy, protection_eng
 from node_registry.registry.index import NodeIndex
 from node_registry.registry.watch import AsyncWatch, Watch, event_type
 from node_registry.selectors import Selector, as_selector
-from node_registry.store import HealthState, MemoryStore, NodeRecord, Store, StoreEvent, Versioned
+from node_registry.store import (
+    Binding,
+    HealthState,
+    MemoryStore,
+    NodeRecord,
+    SkippedRecords,
+    Store,
+    StoreEvent,
+    Versioned,
+)
 
 log = logging.getLogger("node_registry")
 
@@ -117,7 +132,10 @@ class Registry:
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self._store: Store = store or MemoryStore(history_size=self.settings.watch.history_size)
+        self._store: Store = store or MemoryStore(
+            history_size=self.settings.watch.history_size,
+            binding_ttl=self.settings.store.binding_retention_seconds,
+        )
         self._clock: Clock = clock or SystemClock()
         self._policy = HealthPolicy.from_settings(self.settings.heartbeat)
         self._started_at = self._clock.now()
@@ -143,11 +161,15 @@ class Registry:
 
     # -- writes -------------------------------------------------------------------------
 
-    def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
+    def register(
+        self, passport: NodePassport | Mapping[str, Any], *, rename: bool = True
+    ) -> RegistryEntry:
         """Store the passport (validated, converted to v1) and count it as a heartbeat.
 
         Re-registering a uid replaces its passport and keeps ``registered_at``; a different
-        uid with a name already taken is a ``ConflictError``.
+        uid with a name already taken is a ``ConflictError``. ``rename=False``: so is a uid
+        registered under another name (a node may not rename itself, nor take over another
+        node's record), checked in the same compare-and-swap as the write.
         """
         checked = load_passport(passport)
         _refuse_registry_phases(checked.status.phase, "status.phase")
@@ -161,6 +183,11 @@ class Registry:
                     revision = self._store.create(record, renewed_at=now)
                 else:
                     old = current.record
+                    if not rename and old.name != checked.metadata.name:
+                        raise ConflictError(
+                            f"uid {node_id} is registered as node {old.name!r}, not "
+                            f"{checked.metadata.name!r}; it is not renamed by registering"
+                        )
                     changed_at = old.health_changed_at if old.health is HealthState.ALIVE else now
                     record = NodeRecord(checked, old.registered_at, HealthState.ALIVE, changed_at)
                     revision = self._store.update(
@@ -225,15 +252,47 @@ class Registry:
             if given.conditions is not None:
                 fields["conditions"] = _merge_conditions(status.conditions, given.conditions, now)
             new_status = status.model_copy(update=fields)
-            passport = record.passport.model_copy(update={"status": new_status})
+            passport = _checked_merge(record.passport.model_copy(update={"status": new_status}))
             changed_at = record.health_changed_at if record.health is HealthState.ALIVE else now
             return NodeRecord(passport, record.registered_at, HealthState.ALIVE, changed_at)
 
         return self._modify(node_id, change, renew=True)
 
-    def deregister(self, node_id: str) -> None:
-        """Remove the node now (graceful shutdown); ``NotFoundError`` if it is not registered."""
-        self._store.delete(node_id)
+    def deregister(self, node_id: str, *, keep_binding: bool = False) -> None:
+        """Remove the node now; ``NotFoundError`` if it is not registered.
+
+        ``keep_binding``: the node leaves by itself (graceful shutdown), so its name stays
+        bound to it (see ``binding``); otherwise (an operator's delete) the name is free.
+        """
+        if not keep_binding:
+            self._store.delete(node_id)
+            return
+        for attempt in range(_CAS_ATTEMPTS):
+            current = self._current(node_id, attempt, absent_is_a_guess=False)
+            if current is None:
+                raise NotFoundError(f"node {node_id!r} is not registered")
+            keep = self._binding_of(current.record, self._clock.now())
+            try:
+                self._store.delete(node_id, expected_revision=current.revision, keep=keep)
+            except RevisionConflictError:
+                continue  # its labels changed meanwhile: remember the new ones
+            return
+        raise ConflictError(f"node {node_id} is being changed concurrently; try again")
+
+    def binding(self, name: str) -> Binding | None:
+        """The uid ``name`` stays bound to since its node left, and the labels to give back;
+        None when no node left it within ``store.binding_retention_seconds``."""
+        binding = self._store.binding(name)
+        if binding is None:
+            return None
+        retention = timedelta(seconds=self.settings.store.binding_retention_seconds)
+        if binding.released_at + retention < self._clock.now():
+            return None
+        return binding
+
+    def release(self, name: str) -> bool:
+        """Forget the binding of ``name`` (an operator frees the name); whether there was one."""
+        return self._store.forget(name)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -350,6 +409,11 @@ class Registry:
     def resource_version(self) -> int:
         return self._store.revision
 
+    @property
+    def skipped_records(self) -> SkippedRecords:
+        """Stored records this process skips because it cannot read them (for the metrics)."""
+        return self._store.skipped
+
     # -- the seed's MVP names (2.2.1) -----------------------------------------------------
 
     @property
@@ -401,7 +465,8 @@ class Registry:
                     and computed is HealthState.OFFLINE
                     and self._policy.expired(seen, now)
                 ):
-                    self._store.delete(record.node_id, expected_revision=revision)
+                    keep = self._binding_of(record, now)
+                    self._store.delete(record.node_id, expected_revision=revision, keep=keep)
                     log.info("removed node %s (%s): lease expired", record.name, record.node_id)
             except (RevisionConflictError, NotFoundError):
                 # Changed or removed since the snapshot: the next pass sees the new state.
@@ -479,6 +544,12 @@ class Registry:
         ):
             return HealthState.NOT_READY
         return computed
+
+    def _binding_of(self, record: NodeRecord, now: datetime) -> Binding:
+        prefix = self.settings.server.protected_label_prefix
+        labels = {k: v for k, v in record.passport.metadata.labels.items() if k.startswith(prefix)}
+        effective = {k: v for k, v in record.labels.items() if k.startswith(prefix)}
+        return Binding(record.name, record.node_id, labels, now, effective)
 
     def _entry(self, versioned: Versioned, now: datetime) -> RegistryEntry:
         return self._entries([versioned], now)[0]
@@ -688,6 +759,32 @@ def _refuse_registry_phases(phase: Phase, loc: str) -> None:
         raise ValidationError(
             "invalid status", [FieldError(loc, "Offline is recorded by the registry only")]
         )
+
+
+def _checked_merge(passport: NodePassport) -> NodePassport:
+    """The passport after a status merge, held to every limit a registration is held to.
+
+    ``model_copy`` validates nothing, and a merge adds to what is stored: without this, two
+    updates of 32 new condition types store 64, which no reader (and no etcd replica
+    decoding it) accepts afterwards.
+    """
+    conditions = passport.status.conditions
+    if len(conditions) > limits.MAX_CONDITIONS:
+        raise ValidationError(
+            "invalid status update",
+            [
+                FieldError(
+                    "status.conditions",
+                    f"at most {limits.MAX_CONDITIONS} conditions; merging this update by type "
+                    f"would make {len(conditions)} (update the types already there, or "
+                    "re-register the node to replace its conditions)",
+                )
+            ],
+        )
+    try:
+        return load_passport(passport)
+    except ValidationError as exc:
+        raise type(exc)("invalid status update", exc.errors) from None
 
 
 def _merge_conditions(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from node_registry.selectors.selector import (
+    MAX_REQUIREMENTS,
+    MAX_SELECTOR_LENGTH,
+    MAX_TOTAL_VALUES,
+    MAX_VALUES,
     Labels,
     Operator,
     Requirement,
@@ -14,6 +18,10 @@ from node_registry.selectors.selector import (
 )
 
 __all__ = [
+    "MAX_REQUIREMENTS",
+    "MAX_SELECTOR_LENGTH",
+    "MAX_TOTAL_VALUES",
+    "MAX_VALUES",
     "Labels",
     "Operator",
     "Requirement",

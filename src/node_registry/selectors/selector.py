@@ -33,6 +33,11 @@ Other deliberate differences from upstream:
   so ``parse_selector(str(s)) == s`` holds exactly.
 * Object selectors report every problem at once, each with a ``FieldError`` loc such as
   ``matchExpressions[1].values``; string selectors report the first problem and its position.
+* Selectors are bounded (upstream bounds only the request): at most ``MAX_REQUIREMENTS``
+  requirements, ``MAX_VALUES`` values in one and ``MAX_TOTAL_VALUES`` in all, and
+  ``MAX_SELECTOR_LENGTH`` characters written out. Matching costs nodes x requirements;
+  without a bound, one query of 23,000 requirements held a server's event loop for seconds.
+  Counts are checked before anything is parsed or validated one by one.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ from node_registry.labels import label_value_errors, qualified_name_errors
 from node_registry.quantity import quantity_or_none
 
 __all__ = [
+    "MAX_REQUIREMENTS",
+    "MAX_SELECTOR_LENGTH",
+    "MAX_TOTAL_VALUES",
+    "MAX_VALUES",
     "Labels",
     "Operator",
     "Requirement",
@@ -60,6 +69,16 @@ __all__ = [
 ]
 
 Labels: TypeAlias = Mapping[str, str]
+
+#: Requirements in one selector (``matchLabels`` entries and ``matchExpressions`` together). A
+#: node carries at most 64 labels, 128 capabilities and 32 resources, and a search of 64
+#: requirements over 10,000 nodes takes about 50 ms on the machine of docs/benchmarks.md.
+MAX_REQUIREMENTS: Final = 64
+#: Values of one ``in``/``notin`` requirement, and of all requirements together.
+MAX_VALUES: Final = 256
+MAX_TOTAL_VALUES: Final = 1024
+#: The kubectl form written out; the HTTP API's ``labelSelector`` parameter takes 4,096.
+MAX_SELECTOR_LENGTH: Final = 16 * 1024
 
 
 class Operator(enum.StrEnum):
@@ -161,6 +180,8 @@ def _requirement_problems(
     ``spelling`` is the operator as the user wrote it ("In", ">", ...), so messages quote it.
     """
     problems: list[tuple[str, str]] = []
+    if len(values) > MAX_VALUES:  # before any value is looked at
+        return [("values", f"{len(values)} values; at most {MAX_VALUES} in one requirement")]
     if not isinstance(key, str):
         problems.append(("key", f"must be a string, got {_type_name(key)}"))
     elif errors := qualified_name_errors(key):
@@ -297,6 +318,20 @@ def _by_key(requirement: Requirement) -> str:
     return requirement.key
 
 
+def _too_many_requirements(count: int, loc: str) -> SelectorError:
+    return SelectorError(
+        "label selector too large",
+        [FieldError(loc, f"{count} requirements; at most {MAX_REQUIREMENTS}")],
+    )
+
+
+def _too_many_values(count: int, loc: str) -> SelectorError:
+    return SelectorError(
+        "label selector too large",
+        [FieldError(loc, f"{count} values in all; at most {MAX_TOTAL_VALUES}")],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Selector:
     """An AND of requirements, kept sorted by key; the empty selector matches everything."""
@@ -312,6 +347,11 @@ class Selector:
                     "invalid selector",
                     [FieldError("requirements", f"not a Requirement: {requirement!r}")],
                 )
+        if len(requirements) > MAX_REQUIREMENTS:
+            raise _too_many_requirements(len(requirements), "requirements")
+        total = sum(len(r.values) for r in requirements)
+        if total > MAX_TOTAL_VALUES:
+            raise _too_many_values(total, "requirements")
         requirements = tuple(sorted(requirements, key=_by_key))
         object.__setattr__(self, "requirements", requirements)
         # Evaluation order does not change the result (an AND), only how soon a miss is found.
@@ -474,6 +514,8 @@ class _Parser:
                     f"found {_shown(token, literal)}, expected: !, identifier, or 'end of string'",
                     position,
                 )
+            if len(requirements) == MAX_REQUIREMENTS:
+                self._fail(f"more than {MAX_REQUIREMENTS} requirements", position)
             requirements.append(self._parse_requirement())
             token, literal, position = self._consume(values=True)
             if token is _Token.END_OF_STRING:
@@ -596,6 +638,11 @@ def parse_selector(text: str) -> Selector:
         raise SelectorError(
             "invalid label selector", [FieldError("", f"must be a string, got {_type_name(text)}")]
         )
+    if len(text) > MAX_SELECTOR_LENGTH:
+        raise SelectorError(
+            "label selector too large",
+            [FieldError("", f"{len(text)} characters; at most {MAX_SELECTOR_LENGTH}")],
+        )
     return Selector(tuple(_Parser(text).parse()))
 
 
@@ -669,6 +716,9 @@ def _match_expression(raw: object, loc: str, errors: list[FieldError]) -> Requir
     elif isinstance(values, str) or not isinstance(values, Sequence):
         errors.append(FieldError(f"{loc}.values", f"must be a list, got {_type_name(values)}"))
         values = None
+    elif len(values) > MAX_VALUES:
+        errors.append(FieldError(f"{loc}.values", f"{len(values)} values; at most {MAX_VALUES}"))
+        values = None
     else:
         for index, value in enumerate(values):
             if not isinstance(value, str):
@@ -681,6 +731,26 @@ def _match_expression(raw: object, loc: str, errors: list[FieldError]) -> Requir
         errors.extend(FieldError(f"{loc}.{where}", message) for where, message in problems)
         return None
     return Requirement(key, operator, tuple(values))
+
+
+def _check_counts(obj: Mapping[str, object]) -> None:
+    """Refuse a selector object over the bounds before any of its parts is looked at."""
+    labels, expressions = obj.get("matchLabels"), obj.get("matchExpressions")
+    count = len(labels) if isinstance(labels, Mapping) else 0
+    values = count
+    if isinstance(expressions, Sequence) and not isinstance(expressions, str):
+        count += len(expressions)
+        for raw in expressions[: MAX_REQUIREMENTS + 1]:
+            listed = raw.get("values") if isinstance(raw, Mapping) else None
+            if isinstance(listed, Sequence) and not isinstance(listed, str):
+                values += len(listed)
+    where = (
+        "matchExpressions" if isinstance(expressions, Sequence) and expressions else "matchLabels"
+    )
+    if count > MAX_REQUIREMENTS:
+        raise _too_many_requirements(count, where)
+    if values > MAX_TOTAL_VALUES:
+        raise _too_many_values(values, where)
 
 
 def selector_from_dict(obj: Mapping[str, object]) -> Selector:
@@ -700,6 +770,7 @@ def selector_from_dict(obj: Mapping[str, object]) -> Selector:
         for name in obj
         if name not in _SELECTOR_FIELDS
     ]
+    _check_counts(obj)
     requirements = _match_labels(obj.get("matchLabels"), errors)
     expressions = obj.get("matchExpressions")
     if expressions is not None:

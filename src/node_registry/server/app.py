@@ -18,6 +18,7 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any
 
+import anyio.to_thread
 import pydantic
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,15 +33,13 @@ from node_registry.config import ServerSettings, Settings
 from node_registry.errors import (
     BadRequestError,
     FieldError,
-    ForbiddenError,
     NotFoundError,
     RegistryError,
     SelectorError,
     UnsupportedMediaTypeError,
     ValidationError,
 )
-from node_registry.passport import NodePassport, NodeType, load_passport
-from node_registry.passport.derived import derived_labels, effective_labels
+from node_registry.passport import NodeType, load_passport
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry import AsyncRegistry, EventType, RegistryEntry
 from node_registry.selectors import Selector, as_selector
@@ -48,8 +47,11 @@ from node_registry.server.auth import (
     Authenticator,
     Principal,
     Role,
+    authorize_node_id,
+    authorize_node_registration,
     authorize_node_write,
     authorize_read,
+    restrict_protected_labels,
 )
 from node_registry.server.body import (
     JSON_TYPES,
@@ -61,6 +63,7 @@ from node_registry.server.body import (
 )
 from node_registry.server.metrics import Metrics
 from node_registry.server.pages import Paginator
+from node_registry.server.render import NodesResponse
 from node_registry.server.streams import ndjson_frame, sse_frame, stream_events
 from node_registry.server.ui import mount_dashboard
 from node_registry.wire import (
@@ -267,6 +270,14 @@ def create_app(
         name = request.path_params.get("name")
         return refuse(exc, name if isinstance(name, str) else None)
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a refusal: the client still gets a Status, and the traceback is logged
+        # (Starlette re-raises the error for the server to log after this answer).
+        message = f"internal error: {type(exc).__name__} (see the registry log)"
+        body = Status(code=500, reason="InternalError", message=message)
+        return JSONResponse(body.model_dump(by_alias=True, exclude_none=True), status_code=500)
+
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
         # The caller hung up mid-request (a node shutting down during a renewal): nobody
@@ -310,7 +321,8 @@ def create_app(
             raise ValidationError(
                 "a passport must be a JSON object", [FieldError("", f"got {type(doc).__name__}")]
             )
-        passport = load_passport(doc)
+        # In a worker thread: validating a passport of 256 KiB takes milliseconds.
+        passport = await anyio.to_thread.run_sync(load_passport, doc)
         name = passport.metadata.name
         if path_name is not None and path_name != name:
             raise ValidationError(
@@ -328,11 +340,24 @@ def create_app(
             existing = await registry.get(passport.node_id)
         except NotFoundError:
             existing = None
-        if caller.role is Role.NODE:
-            passport = _restrict_protected_labels(passport, existing, server.protected_label_prefix)
-        entry = await registry.register(passport)
+        node = caller.role is Role.NODE
+        if node:
+            stored = existing.passport if existing else None
+            holder = _holder(registry, name)
+            binding = None if holder is not None else await registry.binding(name)
+            authorize_node_registration(
+                caller,
+                passport,
+                stored_name=stored.metadata.name if stored else None,
+                holder=holder,
+                binding=binding,
+            )
+            passport = restrict_protected_labels(
+                passport, stored, binding, server.protected_label_prefix
+            )
+        entry = await registry.register(passport, rename=not node)
         metrics.registrations.inc()
-        return JSONResponse(entry_to_wire(entry), status_code=200 if existing else 201)
+        return NodesResponse(entry_to_wire(entry), status_code=200 if existing else 201)
 
     @app.post(
         f"{API_PREFIX}/nodes",
@@ -365,7 +390,7 @@ def create_app(
     )
     async def get_node(name: NodeName, caller: Reader) -> JSONResponse:
         entry = registry.sync.get_by_name(name)
-        return JSONResponse(entry_to_wire(entry))
+        return NodesResponse(entry_to_wire(entry))
 
     @app.delete(
         f"{API_PREFIX}/nodes/{{name}}",
@@ -374,20 +399,16 @@ def create_app(
         tags=["nodes"],
     )
     async def delete_node(name: NodeName, caller: NodeWriter) -> JSONResponse:
-        node_id = registry.sync.id_of(name)
-        await registry.deregister(node_id)
-        return JSONResponse(
-            {
-                "apiVersion": "v1",
-                "kind": "Status",
-                "metadata": {},
-                "status": "Success",
-                "message": f"node {name} deregistered",
-                "reason": "",
-                "details": {"name": name, "kind": "nodes", "causes": []},
-                "code": 200,
-            }
-        )
+        node_id = _holder(registry, name)
+        if node_id is None:
+            # An admin deleting a name no node holds frees a name its node left bound.
+            if caller.role is not Role.ADMIN or not await registry.release(name):
+                raise NotFoundError(f"no node is named {name!r}")
+            return JSONResponse(_deleted(name, f"name {name} released"))
+        authorize_node_id(caller, node_id)
+        # A node leaving by itself keeps its name and labels for when it comes back.
+        await registry.deregister(node_id, keep_binding=caller.role is Role.NODE)
+        return JSONResponse(_deleted(name, f"node {name} deregistered"))
 
     @app.get(
         f"{API_PREFIX}/nodes",
@@ -445,7 +466,7 @@ def create_app(
         else:
             found = registry.sync.select(kind=kind, selector=selector, only_healthy=healthy)
             page = pages.first(found.items, found.resource_version, limit)
-        return JSONResponse(
+        return NodesResponse(
             list_to_wire(page.items, page.resource_version, page.continue_token, page.remaining)
         )
 
@@ -464,7 +485,7 @@ def create_app(
         found = registry.sync.select(
             kind=body.kind, selector=selector, only_healthy=body.only_healthy
         )
-        return JSONResponse(list_to_wire(found.items, found.resource_version))
+        return NodesResponse(list_to_wire(found.items, found.resource_version))
 
     # -- heartbeats and status ----------------------------------------------------------
 
@@ -484,7 +505,9 @@ def create_app(
         authorize_node_write(caller, name)
         lease = _parse_lease(await request.body(), media_type(request))
         _check_lease(lease, name)
-        renewed = await registry.heartbeat(registry.sync.id_of(name))
+        node_id = registry.sync.id_of(name)
+        authorize_node_id(caller, node_id)
+        renewed = await registry.heartbeat(node_id)
         metrics.heartbeats.inc()
         return Response(_lease_json(name, renewed, ttl), media_type="application/json")
 
@@ -500,6 +523,7 @@ def create_app(
         else:
             authorize_read(caller)
         entry = registry.sync.get_by_name(name)
+        authorize_node_id(caller, entry.node_id)
         return Response(_lease_json(name, entry.last_seen, ttl), media_type="application/json")
 
     @app.patch(
@@ -509,13 +533,15 @@ def create_app(
         tags=["nodes"],
     )
     async def update_status(name: NodeName, body: StatusUpdate, caller: NodeWriter) -> JSONResponse:
+        node_id = registry.sync.id_of(name)
+        authorize_node_id(caller, node_id)
         entry = await registry.update_status(
-            registry.sync.id_of(name),
+            node_id,
             phase=body.phase,
             conditions=body.conditions,
             current_tasks=body.current_tasks,
         )
-        return JSONResponse(entry_to_wire(entry))
+        return NodesResponse(entry_to_wire(entry))
 
     # -- operations ---------------------------------------------------------------------
 
@@ -592,37 +618,25 @@ def _check_lease(lease: Lease, name: str) -> None:
         )
 
 
-def _restrict_protected_labels(
-    passport: NodePassport, existing: RegistryEntry | None, prefix: str
-) -> NodePassport:
-    """NodeRestriction: a node keeps the protected labels operators gave it and adds none.
+def _holder(registry: AsyncRegistry, name: str) -> str | None:
+    """The uid registered under ``name`` now, or None."""
+    try:
+        return registry.sync.id_of(name)
+    except NotFoundError:
+        return None
 
-    Resources count too: each is also a label selectors match (``<resource>: <quantity>``),
-    so a node may only repeat a protected one that is already there.
-    """
-    stored = {
-        k: v
-        for k, v in (existing.passport.metadata.labels.items() if existing else ())
-        if k.startswith(prefix)
+
+def _deleted(name: str, message: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Success",
+        "message": message,
+        "reason": "",
+        "details": {"name": name, "kind": "nodes", "causes": []},
+        "code": 200,
     }
-    sent = {k: v for k, v in passport.metadata.labels.items() if k.startswith(prefix)}
-    changed = sorted(k for k, v in sent.items() if stored.get(k) != v)
-    stored_effective = effective_labels(existing.passport) if existing else {}
-    changed += sorted(
-        f"{k} (from {source})"
-        for k, (v, source) in derived_labels(passport).items()
-        if k.startswith(prefix) and k not in sent and stored_effective.get(k) != v
-    )
-    if changed:
-        raise ForbiddenError(
-            f"labels under {prefix!r} are set by the registry and operators, not by nodes: "
-            f"{', '.join(changed)}"
-        )
-    if stored.keys() - sent.keys():
-        labels = {**passport.metadata.labels, **stored}
-        metadata = passport.metadata.model_copy(update={"labels": labels})
-        passport = passport.model_copy(update={"metadata": metadata})
-    return passport
 
 
 async def _count_transitions(registry: AsyncRegistry, metrics: Metrics) -> None:

@@ -11,7 +11,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from node_registry.errors import StoreUnavailableError
@@ -24,7 +24,7 @@ class _RegistryCollector(Collector):
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         try:
             listed = self._registry.list_nodes().items
         except StoreUnavailableError:
@@ -59,6 +59,18 @@ class _RegistryCollector(Collector):
             "node_registry_resource_version",
             "The registry's current resource version.",
             value=self._registry.resource_version,
+        )
+        skipped = self._registry.skipped_records
+        yield GaugeMetricFamily(
+            "node_registry_skipped_records",
+            "Stored node records this process skips now because it cannot read them "
+            "(the log names each key).",
+            value=len(skipped.keys),
+        )
+        yield CounterMetricFamily(
+            "node_registry_unreadable_records",
+            "Versions of stored node records found unreadable and skipped, each counted once.",
+            value=skipped.found,
         )
 
 

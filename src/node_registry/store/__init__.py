@@ -1,15 +1,24 @@
 """Where nodes are kept: the store contract and its backends."""
 
-from node_registry.store.base import ChangeType, Store, StoreEvent, Versioned
+from node_registry.store.base import (
+    Binding,
+    ChangeType,
+    SkippedRecords,
+    Store,
+    StoreEvent,
+    Versioned,
+)
 from node_registry.store.factory import open_store
 from node_registry.store.memory import MemoryStore
 from node_registry.store.records import HealthState, NodeRecord
 
 __all__ = [
+    "Binding",
     "ChangeType",
     "HealthState",
     "MemoryStore",
     "NodeRecord",
+    "SkippedRecords",
     "Store",
     "StoreEvent",
     "Versioned",

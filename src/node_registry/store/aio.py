@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Protocol
 
-from node_registry.store.base import StoreEvent, Versioned
+from node_registry.store.base import DEFAULT_BINDING_TTL, Binding, StoreEvent, Versioned
 from node_registry.store.memory import DEFAULT_HISTORY, MemoryStore
 from node_registry.store.records import NodeRecord
 
@@ -42,7 +42,13 @@ class AsyncStore(Protocol):
         self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
     ) -> int: ...
 
-    async def delete(self, node_id: str, *, expected_revision: int | None = None) -> int: ...
+    async def delete(
+        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+    ) -> int: ...
+
+    async def binding(self, name: str) -> Binding | None: ...
+
+    async def forget(self, name: str) -> bool: ...
 
     async def renew(self, node_id: str, at: datetime) -> None: ...
 
@@ -64,8 +70,16 @@ class AsyncMemoryStore:
     so writes from other threads are delivered too, in order.
     """
 
-    def __init__(self, store: MemoryStore | None = None, *, history_size: int = DEFAULT_HISTORY):
-        self._store = store if store is not None else MemoryStore(history_size=history_size)
+    def __init__(
+        self,
+        store: MemoryStore | None = None,
+        *,
+        history_size: int = DEFAULT_HISTORY,
+        binding_ttl: float = DEFAULT_BINDING_TTL,
+    ):
+        if store is None:
+            store = MemoryStore(history_size=history_size, binding_ttl=binding_ttl)
+        self._store = store
 
     def __repr__(self) -> str:
         return f"AsyncMemoryStore({self._store!r})"
@@ -89,8 +103,16 @@ class AsyncMemoryStore:
             record, expected_revision=expected_revision, renewed_at=renewed_at
         )
 
-    async def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
-        return self._store.delete(node_id, expected_revision=expected_revision)
+    async def delete(
+        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+    ) -> int:
+        return self._store.delete(node_id, expected_revision=expected_revision, keep=keep)
+
+    async def binding(self, name: str) -> Binding | None:
+        return self._store.binding(name)
+
+    async def forget(self, name: str) -> bool:
+        return self._store.forget(name)
 
     async def renew(self, node_id: str, at: datetime) -> None:
         self._store.renew(node_id, at)

@@ -18,18 +18,35 @@
   has seen every renewal again after losing the store (``resumed_at``), and carries the
   controller's shared state to the others (``publish_state``/``shared_state``). A store only this
   process uses always leads, is always current, and never lost sight of a renewal.
+- A name a node gave up is remembered: ``delete(node_id, keep=binding)`` stores, in the
+  same atomic step as the deletion, whose the name was and the labels to give back
+  (``binding(name)``), until the name is registered again (``create``, or ``update``
+  renaming a node to it, forgets it) or ``forget(name)``; a ``delete`` without ``keep``
+  forgets it too. The store may drop a binding once ``binding_ttl`` seconds passed since
+  its ``released_at`` (the registry ignores older ones anyway). Bindings are read from the
+  store itself, so every process sharing it sees the same.
+- A stored record this process cannot read (written by another version, damaged, or over
+  a limit enforced later) is skipped by every read and watch, never raised: one bad record
+  must not take reads, watches or a replica down. ``skipped`` says which, for the metrics.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from node_registry.errors import RevisionCompactedError
 from node_registry.store.records import NodeRecord
+
+log = logging.getLogger("node_registry")
+
+#: How long a name stays bound to the node that deregistered itself from it: a week.
+DEFAULT_BINDING_TTL = 7 * 24 * 3600
 
 
 class ChangeType(StrEnum):
@@ -49,11 +66,107 @@ class StoreEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Binding:
+    """A name its node deregistered from: the uid it stays bound to, the labels to give back.
+
+    ``labels`` are the protected labels of its passport, ``effective`` the protected labels
+    selectors matched on it (those plus the ones its resources made).
+    """
+
+    name: str
+    node_id: str
+    labels: dict[str, str]
+    released_at: datetime
+    effective: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodeId": self.node_id,
+            "labels": self.labels,
+            "effective": self.effective,
+            "releasedAt": self.released_at.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, doc: dict[str, Any]) -> Binding:
+        released = datetime.fromisoformat(doc["releasedAt"])
+        labels, effective = _labels(doc.get("labels")), _labels(doc.get("effective"))
+        return cls(name, str(doc["nodeId"]), labels, released, effective)
+
+
+def _labels(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("labels must map strings to strings")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
 class Versioned:
     """A record with the revision of its last modification (``mod_revision`` in etcd)."""
 
     record: NodeRecord
     revision: int
+
+
+class SkippedRecords:
+    """The stored records skipped as unreadable: which keys now, and how many versions so far.
+
+    Each version of a key (its revision) is counted and logged once, however many reads and
+    watches come across it; a key leaves the set when a later readable version replaces it
+    or it is deleted. Watches replaying old history report old versions: a version older
+    than what is known of the key changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._skipped: dict[str, int] = {}  # key -> revision of the unreadable version
+        self._cleared: dict[str, int] = {}  # key once skipped -> revision it was cleared at
+        self.found = 0  #: unreadable versions found since this process started
+
+    def skip(self, key: str, revision: int, why: str) -> None:
+        with self._lock:
+            known = max(self._skipped.get(key, -1), self._cleared.get(key, -1))
+            if revision <= known:
+                return
+            self._skipped[key] = revision
+            self.found += 1
+        log.warning(
+            "skipped the stored record %s (revision %d): it cannot be read (%s); every other "
+            "node is served as usual. The node's next registration replaces it; or remove it "
+            "(etcdctl del %s)",
+            key,
+            revision,
+            why,
+            key,
+        )
+
+    def readable(self, key: str, revision: int | None = None) -> None:
+        """``key`` holds a readable version at ``revision`` (None: the latest), or is gone."""
+        if key not in self._skipped:
+            return  # the usual case: no lock
+        with self._lock:
+            skipped = self._skipped.get(key)
+            if skipped is None or (revision is not None and revision < skipped):
+                return
+            del self._skipped[key]
+            self._cleared[key] = skipped if revision is None else revision
+
+    def replace(self, found: dict[str, tuple[int, str]], revision: int) -> None:
+        """A listing at ``revision`` found exactly these unreadable keys (key -> (rev, why))."""
+        for key in set(self._skipped) - set(found):
+            self.readable(key, revision)
+        for key, (version, why) in found.items():
+            self.skip(key, version, why)
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys skipped now."""
+        with self._lock:
+            return sorted(self._skipped)
 
 
 Sink = Callable[[StoreEvent], None]
@@ -66,6 +179,8 @@ class Store(Protocol):
 
     #: Whether calls wait on the network (an async caller runs them in a thread pool).
     blocking: bool
+    #: Stored records skipped as unreadable (see the module docstring).
+    skipped: SkippedRecords
 
     @property
     def revision(self) -> int: ...
@@ -95,7 +210,15 @@ class Store(Protocol):
         self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
     ) -> int: ...
 
-    def delete(self, node_id: str, *, expected_revision: int | None = None) -> int: ...
+    def delete(
+        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+    ) -> int: ...
+
+    def binding(self, name: str) -> Binding | None:
+        """The binding the node that gave up ``name`` left, if any (see the module docstring)."""
+
+    def forget(self, name: str) -> bool:
+        """Drop the binding of ``name``; whether there was one."""
 
     def renew(self, node_id: str, at: datetime) -> None: ...
 

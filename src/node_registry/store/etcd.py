@@ -9,6 +9,10 @@ Key layout under ``prefix`` (default ``/ai_team/registry``), readable with
   transaction as the node, so name uniqueness is enforced by etcd and not by a replica.
 - ``{prefix}/leases/{node_id}`` → a small JSON lease record, attached to an etcd lease of
   ``lease_ttl`` seconds; the key's ``lease`` field is how any replica finds the lease.
+- ``{prefix}/bindings/{name}``  → ``Binding.to_dict()``: the name a node deregistered itself
+  from, written in the deletion's transaction and removed in the transaction that
+  registers the name again; on an etcd lease of ``binding_ttl`` seconds, so names nobody
+  comes back for do not pile up.
 
 Every read-modify-write is one transaction comparing ``mod_revision`` (``create_revision ==
 0`` for a create); the failure branch reads the keys back so the error says what lost.
@@ -44,6 +48,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import socket
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
@@ -65,7 +71,14 @@ from node_registry.errors import (
     RevisionConflictError,
     StoreUnavailableError,
 )
-from node_registry.store.base import ChangeType, StoreEvent, Versioned
+from node_registry.store.base import (
+    DEFAULT_BINDING_TTL,
+    Binding,
+    ChangeType,
+    SkippedRecords,
+    StoreEvent,
+    Versioned,
+)
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger(__name__)
@@ -102,6 +115,8 @@ def _translated(endpoint: str, action: str) -> Iterator[None]:
 
 
 _REFUSALS = {"PERMISSION_DENIED", "UNAUTHENTICATED"}
+#: A JSON escape of a UTF-16 surrogate: a pair spells a character, a lone one cannot be sent.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _rpc_error(endpoint: str, action: str, error: Any) -> StoreUnavailableError:
@@ -131,6 +146,13 @@ class _Keys:
 
     def lease(self, node_id: str) -> bytes:
         return f"{self.prefix}/leases/{node_id}".encode()
+
+    def binding(self, name: str) -> bytes:
+        return f"{self.prefix}/bindings/{name}".encode()
+
+    @property
+    def bindings(self) -> bytes:
+        return f"{self.prefix}/bindings/".encode()
 
     @property
     def renewals(self) -> bytes:
@@ -340,6 +362,7 @@ class EtcdStore:
         prefix: str = DEFAULT_PREFIX,
         timeout: float = DEFAULT_TIMEOUT,
         lease_ttl: int = DEFAULT_LEASE_TTL,
+        binding_ttl: float = DEFAULT_BINDING_TTL,
         tls: EtcdTLS | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -351,6 +374,7 @@ class EtcdStore:
         self._keys = _Keys(self._prefix)
         self._timeout = timeout
         self._lease_ttl = lease_ttl
+        self._binding_ttl = max(1, math.ceil(binding_ttl))
         self._clock = clock or SystemClock()
         self._leases: dict[str, int] = {}
         self._client = _Client(
@@ -374,6 +398,8 @@ class EtcdStore:
             },
         )
         self._keepalives = _KeepAlives(self._client, timeout)
+        #: Node records skipped as unreadable (a record is never raised to readers).
+        self.skipped = SkippedRecords()
 
     @property
     def endpoint(self) -> str:
@@ -401,15 +427,20 @@ class EtcdStore:
         return int(response.header.revision)
 
     async def get(self, node_id: str) -> Versioned | None:
+        """The node's record; None when there is none, or it cannot be read (then skipped)."""
+        key = self._keys.node(node_id)
         with _translated(self._endpoint, f"get {node_id}"):
-            kv = await self._client.get(self._keys.node(node_id))
+            kv = await self._client.get(key)
         if kv is None:
+            self.skipped.readable(key.decode())
             return None
-        return Versioned(_decode(kv.value), int(kv.mod_revision))
+        record = self._read(kv)
+        return None if record is None else Versioned(record, int(kv.mod_revision))
 
     async def list(self) -> tuple[dict[str, Versioned], int]:
         """Every node at one revision, read in pages of ``PAGE_SIZE`` pinned to the first."""
         records: dict[str, Versioned] = {}
+        unreadable: dict[str, tuple[int, str]] = {}
         start = self._keys.nodes
         end = _prefix_end(start)
         revision = 0
@@ -418,9 +449,13 @@ class EtcdStore:
                 response = await self._range(start, end, limit=PAGE_SIZE, revision=revision)
                 revision = revision or int(response.header.revision)
                 for kv in response.kvs:
-                    record = _decode(kv.value)
+                    record, why = _try_decode(kv.value)
+                    if record is None:
+                        unreadable[bytes(kv.key).decode()] = (int(kv.mod_revision), why)
+                        continue
                     records[record.node_id] = Versioned(record, int(kv.mod_revision))
                 if not response.more or not response.kvs:
+                    self.skipped.replace(unreadable, revision)
                     return records, revision
                 start = bytes(response.kvs[-1].key) + b"\0"
 
@@ -449,6 +484,7 @@ class EtcdStore:
                         tx.put(node_key, _encode(record)),
                         tx.put(name_key, node_id.encode()),
                         tx.put(self._keys.lease(node_id), self._lease_doc(renewed_at), lease.id),
+                        *self._forgetting(record.name),
                     ],
                     failure=[tx.get(node_key), tx.get(name_key)],
                 )
@@ -459,9 +495,62 @@ class EtcdStore:
                 await self._revoke(int(lease.id))
         if not ok:
             if ranges[0]:
+                if self._read(ranges[0][0]) is None:
+                    return await self._replace_unreadable(record, renewed_at, ranges[0][0])
                 raise RevisionConflictError(f"node {node_id!r} already exists")
             raise _name_taken(record.name, _owner(ranges[1]))
         self._leases[node_id] = int(lease.id)
+        await self._forgotten(ranges)
+        return revision
+
+    async def _replace_unreadable(self, record: NodeRecord, renewed_at: datetime, old: Any) -> int:
+        """Register ``record`` over its node's stored record that cannot be read (``old``).
+
+        The node registering again is what repairs such a record (its runtime registers
+        again when its heartbeats are refused). The name key goes with it: reused when it
+        points to this node, and removed under the old name, when that can still be read
+        from the old value and still points here.
+        """
+        node_id, tx = record.node_id, self._client.transactions
+        node_key, name_key = self._keys.node(node_id), self._keys.name(record.name)
+        compare = [tx.mod(node_key) == int(old.mod_revision)]
+        success = [
+            tx.put(node_key, _encode(record)),
+            tx.put(name_key, node_id.encode()),
+            *self._forgetting(record.name),
+        ]
+        with _translated(self._endpoint, f"create {node_id}"):
+            holder = await self._client.get(name_key)
+            if holder is None:
+                compare.append(tx.create(name_key) == 0)
+            elif bytes(holder.value).decode() == node_id:
+                compare.append(tx.mod(name_key) == int(holder.mod_revision))
+            else:
+                raise _name_taken(record.name, bytes(holder.value).decode())
+            old_name = _stored_name(old.value)
+            if old_name is not None and old_name != record.name:
+                old_name_key = self._keys.name(old_name)
+                left = await self._client.get(old_name_key)
+                if left is not None and bytes(left.value).decode() == node_id:
+                    compare.append(tx.mod(old_name_key) == int(left.mod_revision))
+                    success.append(tx.delete(old_name_key))
+            old_lease = await self._client.get(self._keys.lease(node_id))
+            lease = await self._client.lease(self._lease_ttl)
+            success.append(tx.put(self._keys.lease(node_id), self._lease_doc(renewed_at), lease.id))
+            try:
+                ok, revision, ranges = await self._txn(compare=compare, success=success, failure=[])
+            except BaseException:
+                await self._revoke(int(lease.id))
+                raise
+        if not ok:
+            await self._revoke(int(lease.id))
+            raise RevisionConflictError(f"node {node_id!r} changed while being registered")
+        await self._forgotten(ranges)
+        if old_lease is not None:
+            await self._revoke(int(old_lease.lease))
+        self._leases[node_id] = int(lease.id)
+        self.skipped.readable(node_key.decode(), revision)
+        log.warning("node %s registered again: its unreadable record was replaced", node_id)
         return revision
 
     async def update(
@@ -481,6 +570,7 @@ class EtcdStore:
                 success += [
                     tx.put(name_key, node_id.encode()),
                     tx.delete(self._keys.name(old_name)),
+                    *self._forgetting(record.name),
                 ]
             ok, revision, ranges = await self._txn(
                 compare=compare, success=success, failure=[tx.get(node_key), tx.get(name_key)]
@@ -494,11 +584,14 @@ class EtcdStore:
                     f"node {node_id!r} changed (revision {actual}, expected {expected_revision})"
                 )
             raise _name_taken(record.name, _owner(ranges[1]))
+        await self._forgotten(ranges)
         if renewed_at is not None:
             await self.renew(node_id, renewed_at)
         return revision
 
-    async def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
+    async def delete(
+        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+    ) -> int:
         tx = self._client.transactions
         node_key = self._keys.node(node_id)
         with _translated(self._endpoint, f"delete {node_id}"):
@@ -511,22 +604,72 @@ class EtcdStore:
                         f"node {node_id!r} changed (revision {current.revision}, "
                         f"expected {expected_revision})"
                     )
+                name = current.record.name
                 lease_kv = await self._client.get(self._keys.lease(node_id))
-                ok, revision, _ = await self._txn(
-                    compare=[tx.mod(node_key) == current.revision],
-                    success=[
-                        tx.delete(node_key),
-                        tx.delete(self._keys.name(current.record.name)),
-                        tx.delete(self._keys.lease(node_id)),
-                    ],
-                    failure=[],
-                )
+                success = [
+                    tx.delete(node_key),
+                    tx.delete(self._keys.name(name)),
+                    tx.delete(self._keys.lease(node_id)),
+                ]
+                kept = None
+                if keep is None:
+                    success += self._forgetting(name)
+                else:
+                    kept = await self._client.lease(self._binding_ttl)
+                    doc = json.dumps(keep.to_dict(), separators=(",", ":")).encode()
+                    success += [
+                        tx.get(self._keys.binding(name)),
+                        tx.put(self._keys.binding(name), doc, kept.id),
+                    ]
+                try:
+                    ok, revision, ranges = await self._txn(
+                        compare=[tx.mod(node_key) == current.revision],
+                        success=success,
+                        failure=[],
+                    )
+                except BaseException:
+                    if kept is not None:
+                        await self._revoke(int(kept.id))
+                    raise
                 if ok:
                     self._leases.pop(node_id, None)
                     if lease_kv is not None:
                         await self._revoke(int(lease_kv.lease))
+                    await self._forgotten(ranges)
                     return revision
+                if kept is not None:
+                    await self._revoke(int(kept.id))
         raise RevisionConflictError(f"node {node_id!r} kept changing; delete again")
+
+    async def binding(self, name: str) -> Binding | None:
+        with _translated(self._endpoint, f"binding of {name}"):
+            kv = await self._client.get(self._keys.binding(name))
+        if kv is None:
+            return None
+        try:
+            return Binding.from_dict(name, json.loads(kv.value))
+        except (ValueError, KeyError, TypeError) as error:
+            # Unreadable, it binds nothing: the name is as free as if it had expired.
+            log.warning("the binding of name %r cannot be read (%s); ignored", name, error)
+            return None
+
+    async def forget(self, name: str) -> bool:
+        with _translated(self._endpoint, f"forget {name}"):
+            _, _, ranges = await self._txn(compare=[], success=self._forgetting(name), failure=[])
+        await self._forgotten(ranges)
+        return bool(ranges and ranges[0])
+
+    def _forgetting(self, name: str) -> tuple[Any, Any]:
+        """Transaction steps that drop the binding of ``name``, reading it first: the etcd
+        lease it was on is revoked after (``_forgotten``) instead of running out in a week."""
+        tx = self._client.transactions
+        return tx.get(self._keys.binding(name)), tx.delete(self._keys.binding(name))
+
+    async def _forgotten(self, ranges: Sequence[Any]) -> None:
+        for kvs in ranges:
+            for kv in kvs:
+                if bytes(kv.key).startswith(self._keys.bindings) and int(kv.lease):
+                    await self._revoke(int(kv.lease))
 
     async def renew(self, node_id: str, at: datetime) -> None:
         """A lease keepalive; ``at`` is not stored (etcd's lease clock is the record)."""
@@ -553,7 +696,7 @@ class EtcdStore:
         try:
             with _translated(self._endpoint, "watch"):
                 async for event in stream:
-                    converted = _event(event)
+                    converted = self._event(event)
                     if converted is not None:
                         yield converted
         finally:
@@ -785,13 +928,74 @@ class EtcdStore:
         doc = {"grantedAt": at.isoformat(), "ttlSeconds": self._lease_ttl}
         return json.dumps(doc).encode()
 
+    def _read(self, kv: Any) -> NodeRecord | None:
+        """The record ``kv`` holds; None, skipped (logged, counted), when it cannot be read."""
+        record, why = _try_decode(kv.value)
+        key = bytes(kv.key).decode()
+        if record is None:
+            self.skipped.skip(key, int(kv.mod_revision), why)
+        else:
+            self.skipped.readable(key, int(kv.mod_revision))
+        return record
+
+    def _event(self, event: Any) -> StoreEvent | None:
+        """The store event of an etcd one; None when there is nothing a reader can use.
+
+        A record that turns unreadable is a deletion to readers: every cache drops the last
+        version it could read rather than go on serving it as current. When it can be read
+        again, it is added again.
+        """
+        revision = int(event.kv.mod_revision)
+        # aetcd hands an empty KeyValue, not None, when there is no previous value.
+        has_prev = event.prev_kv is not None and bool(event.prev_kv.key)
+        prev = _try_decode(event.prev_kv.value)[0] if has_prev else None
+        if event.kind == aetcd.EventKind.DELETE:
+            self.skipped.readable(bytes(event.kv.key).decode(), revision)
+            if prev is None:
+                if not has_prev:  # the previous value was compacted away: nothing to report
+                    log.warning(
+                        "DELETE at revision %d without its previous value; skipped", revision
+                    )
+                return None
+            return StoreEvent(ChangeType.DELETED, prev, prev, revision)
+        record = self._read(event.kv)
+        if record is None:
+            return None if prev is None else StoreEvent(ChangeType.DELETED, prev, prev, revision)
+        if event.kv.create_revision == event.kv.mod_revision or (has_prev and prev is None):
+            return StoreEvent(ChangeType.ADDED, record, None, revision)
+        return StoreEvent(ChangeType.MODIFIED, record, prev, revision)
+
 
 def _encode(record: NodeRecord) -> bytes:
     return json.dumps(record.to_dict(), separators=(",", ":")).encode()
 
 
 def _decode(value: bytes) -> NodeRecord:
-    return NodeRecord.from_dict(json.loads(value))
+    doc = json.loads(value)
+    if _SURROGATE_ESCAPE.search(value):
+        # JSON may spell a lone surrogate as an escape; a record holding one could never be
+        # sent to a client (the registry refuses such input; this is an older or foreign one).
+        json.dumps(doc, ensure_ascii=False).encode()
+    return NodeRecord.from_dict(doc)
+
+
+def _try_decode(value: bytes) -> tuple[NodeRecord | None, str]:
+    """The record, or None and why it cannot be read (whatever is wrong with the value)."""
+    try:
+        return _decode(value), ""
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        # pydantic's ValidationError, JSON's and UTF-8's errors are ValueErrors.
+        text = str(error).splitlines()
+        return None, f"{type(error).__name__}: {'; '.join(line.strip() for line in text[:3])}"
+
+
+def _stored_name(value: bytes) -> str | None:
+    """The node name an unreadable record holds, when its JSON still says so."""
+    try:
+        name = json.loads(value)["passport"]["metadata"]["name"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _future_revision(since: int, current: int) -> RevisionCompactedError:
@@ -851,19 +1055,3 @@ def _name_taken(name: str, owner: str) -> ConflictError:
         f"name {name!r} is already registered by node {owner}; "
         "names are unique, choose another or deregister that node"
     )
-
-
-def _event(event: Any) -> StoreEvent | None:
-    revision = int(event.kv.mod_revision)
-    # aetcd hands an empty KeyValue, not None, when there is no previous value.
-    has_prev = event.prev_kv is not None and bool(event.prev_kv.key)
-    prev = _decode(event.prev_kv.value) if has_prev else None
-    if event.kind == aetcd.EventKind.DELETE:
-        if prev is None:  # the previous value was compacted away: nothing to report
-            log.warning("DELETE at revision %d without its previous value; skipped", revision)
-            return None
-        return StoreEvent(ChangeType.DELETED, prev, prev, revision)
-    record = _decode(event.kv.value)
-    if event.kv.create_revision == event.kv.mod_revision:
-        return StoreEvent(ChangeType.ADDED, record, None, revision)
-    return StoreEvent(ChangeType.MODIFIED, record, prev, revision)

@@ -26,7 +26,10 @@ def open_store(settings: Settings, *, clock: Clock | None = None) -> Store:
     url = settings.store.url
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        return MemoryStore(history_size=settings.watch.history_size)
+        return MemoryStore(
+            history_size=settings.watch.history_size,
+            binding_ttl=settings.store.binding_retention_seconds,
+        )
     if scheme == "etcd":
         return _open_etcd(settings, clock)
     raise ConfigError(
@@ -82,6 +85,7 @@ def _open_etcd(settings: Settings, clock: Clock | None) -> Store:
         lease_ttl=max(
             MIN_LEASE_SECONDS, math.ceil(heartbeat.ttl_seconds + heartbeat.grace_period_seconds)
         ),
+        binding_ttl=store.binding_retention_seconds,
         tls=tls,
         username=store.etcd_username,
         password=password,

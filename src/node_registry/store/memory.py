@@ -8,7 +8,7 @@ and must not call back into the store.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from node_registry.errors import (
@@ -18,10 +18,13 @@ from node_registry.errors import (
     RevisionConflictError,
 )
 from node_registry.store.base import (
+    DEFAULT_BINDING_TTL,
+    Binding,
     Cancel,
     ChangeType,
     ErrorSink,
     Sink,
+    SkippedRecords,
     StoreEvent,
     Versioned,
 )
@@ -38,14 +41,21 @@ class MemoryStore:
     leading = True
     resumed_at = None
 
-    def __init__(self, *, history_size: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self, *, history_size: int = DEFAULT_HISTORY, binding_ttl: float = DEFAULT_BINDING_TTL
+    ) -> None:
         self._lock = threading.Lock()
+        # In release order (a re-release moves to the end), so the oldest go first.
+        self._bindings: dict[str, Binding] = {}
+        self._binding_ttl = timedelta(seconds=binding_ttl)
         self._records: dict[str, Versioned] = {}
         self._names: dict[str, str] = {}
         self._renewed: dict[str, datetime] = {}
         self._revision = 0
         self._feed = Feed(history_size, self._lock)
         self._state: dict[str, dict[str, Any]] = {}
+        #: Always empty: records are kept as objects here, never decoded.
+        self.skipped = SkippedRecords()
 
     def __repr__(self) -> str:
         return f"MemoryStore(history_size={self._feed.history.maxlen})"
@@ -79,6 +89,7 @@ class MemoryStore:
                 # A create is a compare-and-swap against "absent": losing it is a stale read.
                 raise RevisionConflictError(f"node {node_id!r} already exists")
             self._claim_name(record)
+            self._bindings.pop(record.name, None)
             return self._commit(ChangeType.ADDED, record, None, renewed_at)
 
     def update(
@@ -97,9 +108,12 @@ class MemoryStore:
             if current.record.name != record.name:
                 self._claim_name(record)
                 del self._names[current.record.name]
+                self._bindings.pop(record.name, None)
             return self._commit(ChangeType.MODIFIED, record, current.record, renewed_at)
 
-    def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
+    def delete(
+        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+    ) -> int:
         with self._lock:
             current = self._records.get(node_id)
             if current is None:
@@ -111,7 +125,24 @@ class MemoryStore:
                 )
             del self._names[current.record.name]
             self._renewed.pop(node_id, None)
+            self._bindings.pop(current.record.name, None)
+            if keep is not None:
+                self._bindings[keep.name] = keep
+                self._drop_bindings_before(keep.released_at - self._binding_ttl)
             return self._commit(ChangeType.DELETED, current.record, current.record, None)
+
+    def binding(self, name: str) -> Binding | None:
+        return self._bindings.get(name)
+
+    def forget(self, name: str) -> bool:
+        with self._lock:
+            return self._bindings.pop(name, None) is not None
+
+    def _drop_bindings_before(self, moment: datetime) -> None:
+        for name, binding in list(self._bindings.items()):
+            if binding.released_at >= moment:
+                break
+            del self._bindings[name]
 
     def check_view(self) -> None:
         """Always current: the data lives here."""

@@ -52,7 +52,15 @@ from node_registry.errors import (
     RevisionCompactedError,
     StoreUnavailableError,
 )
-from node_registry.store.base import Cancel, ChangeType, ErrorSink, Sink, StoreEvent, Versioned
+from node_registry.store.base import (
+    Binding,
+    Cancel,
+    ChangeType,
+    ErrorSink,
+    Sink,
+    StoreEvent,
+    Versioned,
+)
 from node_registry.store.etcd import EtcdStore, merge_latest
 from node_registry.store.feed import Feed
 from node_registry.store.records import NodeRecord
@@ -87,6 +95,7 @@ class EtcdReplica:
         # Host and PID: an operator reading the seat's key knows which process to look at.
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._etcd = etcd
+        self.skipped = etcd.skipped
         self._clock = clock or SystemClock()
         self._seat_ttl = seat_ttl
         self._period = period
@@ -188,10 +197,23 @@ class EtcdReplica:
             self._renewal(record.node_id, renewed_at)
         return self._caught_up(revision)
 
-    def delete(self, node_id: str, *, expected_revision: int | None = None) -> int:
+    def delete(
+        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+    ) -> int:
         self.check_view()
-        revision = self._call(self._etcd.delete(node_id, expected_revision=expected_revision))
+        revision = self._call(
+            self._etcd.delete(node_id, expected_revision=expected_revision, keep=keep)
+        )
         return self._caught_up(revision)
+
+    def binding(self, name: str) -> Binding | None:
+        # From etcd, not a cache: a registration through any replica must see it.
+        self.check_view()
+        return self._call(self._etcd.binding(name))
+
+    def forget(self, name: str) -> bool:
+        self.check_view()
+        return self._call(self._etcd.forget(name))
 
     def renew(self, node_id: str, at: datetime) -> None:
         """Record the renewal; etcd hears of it within a period (see the module docstring)."""
