@@ -234,7 +234,6 @@ class NodeTypeDefinition(_Model):
             except ValidationError as exc:
                 problems.extend(exc.errors)
         if problems:
-            # pydantic turns a ValueError here into its own error, losing our paths.
             raise _SchemaRefused(problems)
 
     @property
@@ -288,7 +287,9 @@ class NodeTypeDefinition(_Model):
         return found
 
 
-class _SchemaRefused(ValueError):
+class _SchemaRefused(Exception):
+    # Not a ValueError: pydantic would fold that into one error with no field path.
+
     def __init__(self, problems: list[FieldError]) -> None:
         super().__init__("; ".join(map(str, problems)))
         self.problems = problems
