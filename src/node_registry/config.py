@@ -72,9 +72,13 @@ class ProtectionSettings(_Section):
 
 
 class WatchSettings(_Section):
-    """How many past events a watcher can resume from before it is told to re-list."""
+    """How far back a watcher can resume, and how far behind it may fall before it is dropped."""
 
+    #: Past events kept: a watch may start from any version this recent (else 410, re-list).
     history_size: int = Field(default=10_000, ge=1)
+    #: A watcher this many events behind the newest is dropped with 410 (an ERROR event)
+    #: rather than buffered for: Kubernetes drops a watcher whose channel is full.
+    backlog_events: int = Field(default=1_000, ge=1)
 
 
 class StoreSettings(_Section):
@@ -132,6 +136,18 @@ class ServerSettings(_Section):
     list_snapshot_ttl_seconds: float = Field(default=300, gt=0)
     #: An idle watch stream gets a BOOKMARK this often, so its resume point stays fresh.
     bookmark_interval_seconds: float = Field(default=30, gt=0)
+    #: Connections held at once. At the limit a new one replaces the longest-idle one;
+    #: only when all are busy with a request is it refused (503). Kept below the file
+    #: descriptor limit, which ``serve`` raises to fit.
+    max_connections: int = Field(default=4096, ge=8, le=1_000_000)
+    #: A request line and headers larger than this are refused (431).
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    #: A request head not complete this long after it began is refused (408): slowloris.
+    header_timeout_seconds: float = Field(default=10, gt=0)
+    #: A connection whose client reads nothing this long while a response waits is cut.
+    write_timeout_seconds: float = Field(default=30, gt=0)
+    #: An idle keep-alive connection is closed after this long.
+    keep_alive_seconds: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

@@ -5,7 +5,8 @@ store lock is held for microseconds), so each coroutine calls straight into ``Re
 no thread pool. On etcd, reads are still served from the replica's cache, but writes,
 heartbeats and controller passes wait on etcd, so those run in a small thread pool and the
 caller's loop keeps serving meanwhile. The lifecycle controller runs as a task of the
-caller's loop inside ``async with``.
+caller's loop inside ``async with``. Every watch it opens on a loop shares one store
+subscription (``WatchHub``): a thousand watchers cost the store's writer what one does.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from node_registry.errors import RegistryError
 from node_registry.passport import Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
 from node_registry.registry.registry import Registry, SelectorInput
-from node_registry.registry.watch import AsyncWatch
+from node_registry.registry.watch import AsyncWatch, WatchHub
 from node_registry.store import Store
 
 log = logging.getLogger("node_registry")
@@ -51,6 +52,7 @@ class AsyncRegistry:
         self._sync = Registry(store, settings=settings, clock=clock)
         self.settings = self._sync.settings
         self._controller: asyncio.Task[None] | None = None
+        self._hub: WatchHub | None = None
         self._pool: ThreadPoolExecutor | None = None
         if self._sync.blocking:
             self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="node-registry-io")
@@ -117,15 +119,35 @@ class AsyncRegistry:
         On etcd, a version outside the replica's cache is checked with a round trip here;
         ``open_watch`` does that without holding up the loop.
         """
-        return self._sync.async_watch(since)
+        hub = self._shared_hub()
+        start = self._sync.resource_version if since is None else since
+        if hub.covers(start):
+            self._sync.check_watchable(start)  # in the cache: no round trip
+            return hub.attach(start)
+        return self._sync.async_watch(start)
 
     async def open_watch(self, since: int | None = None) -> AsyncWatch:
         """``watch``, with the check of ``since`` against the store's history off the loop."""
-        if self._pool is None:
-            return self._sync.async_watch(since)
+        hub = self._shared_hub()
         start = self._sync.resource_version if since is None else since
+        if hub.covers(start):
+            self._sync.check_watchable(start)
+            return hub.attach(start)
         await self._io(self._sync.check_watchable, start)
         return self._sync.async_watch(start, checked=True)
+
+    def end_watches(self) -> None:
+        """End every open watch cleanly (a server shutting down); new ones may still open."""
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None
+
+    def _shared_hub(self) -> WatchHub:
+        hub = self._hub
+        if hub is None or not hub.live or hub.loop is not asyncio.get_running_loop():
+            # From now on: older versions get a store watch of their own (see ``watch``).
+            hub = self._hub = self._sync.watch_hub(checked=True)
+        return hub
 
     def conditions(self) -> list[RegistryCondition]:
         return self._sync.conditions()
@@ -173,6 +195,7 @@ class AsyncRegistry:
 
     async def close(self) -> None:
         """Detach from the store (on etcd: give up the controller seat, close the client)."""
+        self.end_watches()
         await self._io(self._sync.close)
         if self._pool is not None:
             self._pool.shutdown(wait=False)

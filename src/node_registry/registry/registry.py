@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import pydantic
 
@@ -62,7 +62,7 @@ from node_registry.registry.entry import (
 )
 from node_registry.registry.health import PHASE_OF, HealthPolicy, protection_engaged
 from node_registry.registry.index import NodeIndex
-from node_registry.registry.watch import AsyncWatch, Watch, event_type
+from node_registry.registry.watch import AsyncWatch, Watch, WatchHub, event_type
 from node_registry.selectors import Selector, as_selector
 from node_registry.store import HealthState, MemoryStore, NodeRecord, Store, StoreEvent, Versioned
 
@@ -74,7 +74,6 @@ _CAS_ATTEMPTS = 16
 _BY_NAME = operator.attrgetter("record.name")
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
-W = TypeVar("W", Watch, AsyncWatch)
 
 
 def parse_kind(kind: str | NodeType | None) -> NodeType | None:
@@ -299,7 +298,10 @@ class Registry:
 
         ``RevisionCompactedError`` when ``since`` is older than the kept history: list again.
         """
-        return self._open_watch(Watch, since)
+        self._store.check_view()
+        start = self._store.revision if since is None else since
+        self._store.check_watchable(start)
+        return Watch(self._store.watch, start, self._event, self.settings.watch.history_size)
 
     def async_watch(self, since: int | None = None, *, checked: bool = False) -> AsyncWatch:
         """``watch`` for asyncio: ``async for event in ...``; call it inside the event loop.
@@ -307,7 +309,29 @@ class Registry:
         ``checked``: ``check_watchable(since)`` was called already (``AsyncRegistry`` does it
         in its I/O pool), so opening does not wait on the store.
         """
-        return self._open_watch(AsyncWatch, since, check=not checked)
+        hub = self.watch_hub(since, checked=checked, private=True)
+        return hub.attach(hub.floor)
+
+    def watch_hub(
+        self, since: int | None = None, *, checked: bool = False, private: bool = False
+    ) -> WatchHub:
+        """One store subscription from ``since`` for any number of async watchers.
+
+        ``private``: it serves one watch and closes with it. Call inside the event loop.
+        """
+        self._store.check_view()
+        start = self._store.revision if since is None else since
+        if not checked:
+            self._store.check_watchable(start)
+        watch = self.settings.watch
+        return WatchHub(
+            self._store.watch,
+            start,
+            self._event,
+            history=watch.history_size,
+            backlog=watch.backlog_events,
+            private=private,
+        )
 
     def check_watchable(self, since: int) -> None:
         """Raise ``RevisionCompactedError`` unless a watch from ``since`` can replay history.
@@ -316,13 +340,6 @@ class Registry:
         """
         self._store.check_view()
         self._store.check_watchable(since)
-
-    def _open_watch(self, kind: type[W], since: int | None, *, check: bool = True) -> W:
-        self._store.check_view()
-        start = self._store.revision if since is None else since
-        if check:
-            self._store.check_watchable(start)
-        return kind(self._store.watch, start, self._event, self.settings.watch.history_size)
 
     def conditions(self) -> list[RegistryCondition]:
         """Conditions of the registry itself (mass-failure protection)."""
