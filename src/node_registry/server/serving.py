@@ -40,6 +40,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from node_registry.config import ServerSettings
 
 log = logging.getLogger("node_registry.server")
+#: How long a refused connection's further input is read and dropped before the close.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._dropped = 0
 
     # -- connections ------------------------------------------------------------------
 
@@ -155,8 +159,21 @@ class GuardedProtocol(HttpToolsProtocol):
     def _refuse(self, code: int, reason: str, message: str, extra: bytes = b"") -> None:
         self._refused = True
         self._release()
-        if not self.transport.is_closing():
-            self.transport.write(_status(code, reason, message, extra))
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(_status(code, reason, message, extra))
+        # Closing with unread input resets the connection, and the client may lose the
+        # answer: stop writing, drop what still comes for a moment, then close (Go's and
+        # nginx's lingering close).
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+    def eof_received(self) -> None:
+        if self._refused:
             self.transport.close()
 
     # -- the request head ---------------------------------------------------------------
@@ -178,6 +195,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self.transport.abort()  # still sending a flood: stop reading it
             return
         if self._in_head:
             self._head_bytes += len(data)
