@@ -133,9 +133,10 @@ class WatchHub:
     """One store subscription fanned out to any number of ``AsyncWatch`` on one loop.
 
     The ring keeps the last ``history`` converted events: a watcher may start from any
-    version since ``floor`` (older ones need a store watch of their own). A watcher more
-    than ``backlog`` events behind the newest (beyond what it was given to replay when it
-    started) is closed with ``RevisionCompactedError``, the 410 of a too-slow watcher.
+    version since ``floor`` (older ones need a store watch of their own). A watcher found
+    more than ``backlog`` events behind the newest (beyond what it was given to replay when
+    it started) while it is not waiting for events, so busy elsewhere (its client does not
+    read), is closed with ``RevisionCompactedError``: the 410 of a too-slow watcher.
     """
 
     def __init__(
@@ -249,10 +250,11 @@ class WatchHub:
             self._loop.call_soon(self._drain)
         seq = self._seq
         for watch in list(self._watchers):
-            if seq - watch.cursor > watch.limit:
+            if watch.waiting:
+                watch.wake()  # it had read everything: a burst is no sign of slowness
+            elif seq - watch.cursor > watch.limit:
+                # Busy elsewhere (its client not reading) and this far behind: dropped.
                 watch.finish(_overflow(watch.limit))
-            else:
-                watch.wake()
 
     def _detach(self, watch: AsyncWatch) -> None:
         self._watchers.discard(watch)
@@ -290,6 +292,11 @@ class AsyncWatch:
         self._ended = False
         self._failed: RevisionCompactedError | None = None
         self._closed = False
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the watch is waiting for events (it has read every one there was)."""
+        return self._waiter is not None and not self._waiter.done()
 
     def wake(self) -> None:
         waiter = self._waiter
