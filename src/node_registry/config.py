@@ -57,6 +57,9 @@ class ControllerSettings(_Section):
     """The lifecycle controller's pass period (Kubernetes' node-monitor-period is 5 s)."""
 
     period_seconds: float = Field(default=5, gt=0)
+    #: The registry's own event loop running this late counts as the registry being
+    #: saturated: it could not hear nodes, so no node counts as silent for that time.
+    saturation_lag_seconds: float = Field(default=1, gt=0)
 
 
 class ProtectionSettings(_Section):
@@ -148,6 +151,15 @@ class ServerSettings(_Section):
     write_timeout_seconds: float = Field(default=30, gt=0)
     #: An idle keep-alive connection is closed after this long.
     keep_alive_seconds: int = Field(default=5, ge=1)
+    #: Requests in progress at once per priority level; one more is answered 429 with
+    #: Retry-After (Kubernetes' API priority and fairness). Node writes (lease renewals,
+    #: status, registration) have the most seats, so reads are shed first.
+    max_node_writes_inflight: int = Field(default=512, ge=1)
+    max_reads_inflight: int = Field(default=64, ge=1)
+    #: Everything else: /metrics, the dashboard's files, the API documents.
+    max_other_inflight: int = Field(default=16, ge=1)
+    #: Open watch streams at once (each holds a connection); one more gets 429.
+    max_watch_streams: int = Field(default=2048, ge=1)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

@@ -241,6 +241,7 @@ _ERROR_CLASSES: tuple[type[errors.RegistryError], ...] = (
     errors.RevisionConflictError,
     errors.RevisionCompactedError,
     errors.StoreUnavailableError,
+    errors.TooManyRequestsError,
     errors.UnauthorizedError,
     errors.ForbiddenError,
 )

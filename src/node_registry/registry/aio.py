@@ -37,6 +37,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 #: Writes in flight to etcd at once per process; each holds a thread while it waits.
 IO_THREADS = 32
+#: How often the event-loop lag is probed while the controller runs.
+LAG_PROBE_SECONDS = 0.25
 
 
 class AsyncRegistry:
@@ -52,6 +54,10 @@ class AsyncRegistry:
         self._sync = Registry(store, settings=settings, clock=clock)
         self.settings = self._sync.settings
         self._controller: asyncio.Task[None] | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
+        #: How late the event loop last ran a timer (seconds): its saturation.
+        self.loop_lag = 0.0
+        self._saturated = False
         self._hub: WatchHub | None = None
         self._pool: ThreadPoolExecutor | None = None
         if self._sync.blocking:
@@ -170,18 +176,20 @@ class AsyncRegistry:
         await self._io(self._sync.ping)
 
     async def start(self) -> None:
-        """Run the lifecycle controller as a task of the running loop."""
+        """Run the lifecycle controller, and the loop-lag probe, as tasks of the running loop."""
         if self._controller is None:
             self._controller = asyncio.create_task(
                 self._run_controller(), name="node-registry-controller"
             )
+            self._lag_probe = asyncio.create_task(self._probe_lag(), name="node-registry-lag")
 
     async def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._controller
-            self._controller = None
+        for task in (self._controller, self._lag_probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._controller = self._lag_probe = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -202,14 +210,43 @@ class AsyncRegistry:
 
     async def _run_controller(self) -> None:
         period = self.settings.controller.period_seconds
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + period
             await asyncio.sleep(period)
+            # Measured here too, so a pass after a stall knows of it before judging nodes.
+            self._note_lag(loop.time() - due)
             if not self._sync.leading:
                 continue
             try:
                 await self._io(self._sync.reconcile)
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
+
+    async def _probe_lag(self) -> None:
+        probe = min(LAG_PROBE_SECONDS, self.settings.controller.saturation_lag_seconds / 2)
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + probe
+            await asyncio.sleep(probe)
+            self._note_lag(loop.time() - due)
+
+    def _note_lag(self, lag: float) -> None:
+        """Record the loop's lag; past the threshold the registry is saturated (blind)."""
+        self.loop_lag = lag
+        saturated = lag > self.settings.controller.saturation_lag_seconds
+        if saturated:
+            self._sync.report_saturation()
+        if saturated != self._saturated:
+            self._saturated = saturated
+            if saturated:
+                log.warning(
+                    "the event loop runs %.1f s late: the registry is saturated; no node "
+                    "counts as silent meanwhile",
+                    lag,
+                )
+            else:
+                log.warning("the event loop is on time again (%.3f s late)", lag)
 
     async def _io(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``call`` here, or in the I/O pool when the store waits on the network."""

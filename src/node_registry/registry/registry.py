@@ -14,7 +14,9 @@ Design decisions, each from a lesson of Kubernetes or its peers:
   own, keeps them NOT_READY, marks none Offline and removes none until heartbeats return.
 - Entries the registry did not see heartbeat (restored from a store when it starts) count as
   seen at start-up (kubernetes#32510), never as long dead; so do all entries after the
-  registry lost its shared store for a while (nodes could not heartbeat through it).
+  registry lost its shared store for a while (nodes could not heartbeat through it), and
+  after its server reported saturation (it shed renewals, or its event loop lagged: it
+  could not hear nodes, Eureka's self-preservation).
 - On a store shared by several registry processes (etcd), only the one the store elects
   runs the lifecycle controller; every process still computes health on every read.
 - Every read-modify-write is a compare-and-swap on the record's revision, retried on conflict.
@@ -123,6 +125,8 @@ class Registry:
         self._protection = self._protection_off = RegistryCondition(
             MASS_FAILURE_PROTECTION, False, "NodesHeartbeating", "", self._started_at
         )
+        #: The last time the server could not hear nodes (``report_saturation``).
+        self._saturated_at: datetime | None = None
         self._index = NodeIndex()
         nodes, revision = self._store.list()
         self._index.load(nodes, revision)
@@ -341,6 +345,20 @@ class Registry:
         self._store.check_view()
         self._store.check_watchable(since)
 
+    def report_saturation(self) -> None:
+        """The registry could not hear nodes just now (its server shed a renewal, or its
+        event loop lagged): no node counts as silent for any time before now.
+
+        Like the return of a lost store, it spares nodes from verdicts the registry's own
+        blindness would cause and revives none recorded silent before.
+        """
+        self._saturated_at = self._clock.now()
+
+    @property
+    def saturated_at(self) -> datetime | None:
+        """When the server last reported saturation (None: never)."""
+        return self._saturated_at
+
     def conditions(self) -> list[RegistryCondition]:
         """Conditions of the registry itself (mass-failure protection)."""
         return [self._protection_now()]
@@ -467,9 +485,13 @@ class Registry:
     # -- internals ----------------------------------------------------------------------
 
     def _seen_floor(self) -> datetime:
-        """No node counts as silent since before this: start-up, or the store's return."""
-        resumed = self._store.resumed_at
-        return self._started_at if resumed is None else max(resumed, self._started_at)
+        """No node counts as silent since before this: start-up, the store's return, or
+        the end of the server's saturation."""
+        floor = self._started_at
+        for blind_until in (self._store.resumed_at, self._saturated_at):
+            if blind_until is not None and blind_until > floor:
+                floor = blind_until
+        return floor
 
     def _verdict(self, record: NodeRecord, now: datetime) -> tuple[HealthState, datetime]:
         """The node's health now, and the last-seen time that counts for its removal.

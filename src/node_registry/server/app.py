@@ -22,6 +22,7 @@ from node_registry import __version__
 from node_registry.config import Settings
 from node_registry.errors import RegistryError
 from node_registry.registry import AsyncRegistry, EventType
+from node_registry.server.admission import AdmissionMiddleware, Level
 from node_registry.server.auth import Authenticator
 from node_registry.server.body import BodyLimitMiddleware
 from node_registry.server.context import ServerContext
@@ -46,6 +47,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Request body over the limit",
         415: "Body is neither JSON nor YAML",
         422: "Invalid passport or request",
+        429: "The registry is shedding load: retry after Retry-After seconds",
         503: "Store unavailable",
     }.items()
 }
@@ -114,6 +116,15 @@ def create_app(
         limit=server.max_body_bytes,
         on_refuse=lambda reason: metrics.refusals.labels(reason).inc(),
     )
+    metrics.loop_lag.set_function(lambda: registry.loop_lag)
+
+    def shed(level: Level) -> None:
+        metrics.shed.labels(level.value).inc()
+        metrics.refusals.labels("TooManyRequests").inc()
+        if level is Level.NODE_HIGH:
+            registry.sync.report_saturation()  # a renewal it refused: it could not hear
+
+    app.add_middleware(AdmissionMiddleware, settings=server, on_shed=shed)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     return app
 

@@ -100,6 +100,18 @@ class Metrics:
         self.watch_streams = Gauge(
             "node_registry_watch_streams", "Open watch streams (NDJSON and SSE).", registry=reg
         )
+        self.shed = Counter(
+            "node_registry_requests_shed_total",
+            "Requests answered 429 by load shedding, by priority level.",
+            ["level"],
+            registry=reg,
+        )
+        self.loop_lag = Gauge(
+            "node_registry_event_loop_lag_seconds",
+            "How late the server's event loop last ran a timer; past "
+            "controller.saturation_lag_seconds the registry counts itself saturated.",
+            registry=reg,
+        )
         reg.register(_RegistryCollector(registry))
 
 
