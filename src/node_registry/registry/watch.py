@@ -112,6 +112,9 @@ class Watch:
 #: Events a hub converts per turn of the event loop before letting other work run: a
 #: replay of thousands of events must not hold up heartbeats for its whole length.
 DRAIN_CHUNK = 256
+#: Watchers woken per turn of the event loop. Between two batches the loop reads its
+#: sockets, so a heartbeat waits behind one batch of watchers, not behind all of them.
+WAKE_BATCH = 32
 
 
 class Slot:
@@ -160,6 +163,7 @@ class WatchHub:
         self.position = since
         self._inbox: deque[StoreEvent] = deque()
         self._scheduled = False
+        self._to_wake: deque[AsyncWatch] = deque()
         self._watchers: set[AsyncWatch] = set()
         self.failed: RevisionCompactedError | None = None
         self.closed = False
@@ -249,12 +253,27 @@ class WatchHub:
             self._scheduled = True
             self._loop.call_soon(self._drain)
         seq = self._seq
+        waking = bool(self._to_wake)
         for watch in list(self._watchers):
             if watch.waiting:
-                watch.wake()  # it had read everything: a burst is no sign of slowness
+                # It had read everything: a burst is no sign of slowness.
+                if not watch.queued:
+                    watch.queued = True
+                    self._to_wake.append(watch)
             elif seq - watch.cursor > watch.limit:
                 # Busy elsewhere (its client not reading) and this far behind: dropped.
                 watch.finish(_overflow(watch.limit))
+        if not waking:
+            self._wake_some()
+
+    def _wake_some(self) -> None:
+        to_wake = self._to_wake
+        for _ in range(min(len(to_wake), WAKE_BATCH)):
+            watch = to_wake.popleft()
+            watch.queued = False
+            watch.wake()
+        if to_wake:
+            self._loop.call_soon(self._wake_some)
 
     def _detach(self, watch: AsyncWatch) -> None:
         self._watchers.discard(watch)
@@ -289,6 +308,8 @@ class AsyncWatch:
         self.since = since
         self.limit = limit
         self._waiter: asyncio.Future[None] | None = None
+        #: In the hub's queue of watchers to wake.
+        self.queued = False
         self._ended = False
         self._failed: RevisionCompactedError | None = None
         self._closed = False
