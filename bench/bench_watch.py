@@ -196,7 +196,7 @@ async def client_lag(lags: list[float], stop: asyncio.Event) -> None:
 async def keep_alive(port: int, names: list[str], stop: asyncio.Event) -> None:
     """Renew every lease each interval between the measured phases (not measured)."""
     interval = SETTINGS["heartbeat"]["interval_seconds"]
-    conns = [Connection(port) for _ in range(8)]
+    conns = [Connection(port) for _ in range(64)]
     tally = Tally()
     loop = asyncio.get_running_loop()
     while not stop.is_set():

@@ -6,6 +6,7 @@ sending request heads whose bodies it keeps back; every socket is closed on the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -122,3 +123,26 @@ def test_open_watch_streams_are_bounded(limited: tuple[str, Any]) -> None:
             listed = http.get(f"{API}/nodes")
             assert listed.status_code == 200
             assert json.loads(listed.text)["kind"] == "RegistryEntryList"
+
+
+def test_a_late_event_loop_sheds_everything_but_node_writes_and_probes(clock: FakeClock) -> None:
+    # Served from memory, a request never waits on a seat: it waits in the event loop's
+    # queue, and the loop's lag is how long. (No lifespan here, so no probe overwrites
+    # the lag the test sets.)
+    app = make_app(clock=clock)
+    registry = app.state.registry
+    registry.sync.register(passport("n-1"))
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as http:
+            registry.loop_lag = 0.5
+            body = shed(await http.get(f"{API}/nodes"))
+            assert "event loop runs 0.50 s late (limit 0.25 s)" in body["message"]
+            shed(await http.get("/metrics"))
+            assert (await http.put(f"{API}/leases/n-1", json={})).status_code == 200
+            assert (await http.get("/readyz")).status_code == 200
+            registry.loop_lag = 0.01
+            assert (await http.get(f"{API}/nodes")).status_code == 200
+
+    asyncio.run(scenario())

@@ -160,6 +160,10 @@ class ServerSettings(_Section):
     max_other_inflight: int = Field(default=16, ge=1)
     #: Open watch streams at once (each holds a connection); one more gets 429.
     max_watch_streams: int = Field(default=2048, ge=1)
+    #: While the event loop runs this late, every request but node writes and probes is
+    #: answered 429: on one event loop a request waits in its queue, not on a seat, so
+    #: the queue's delay is what says the registry is full.
+    shed_reads_lag_seconds: float = Field(default=0.25, gt=0)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

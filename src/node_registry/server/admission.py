@@ -4,7 +4,10 @@ Kubernetes' API priority and fairness in miniature. Each request belongs to a le
 holds one of its seats while it runs; a request that finds its level full is answered at
 once with 429, ``Retry-After`` and a ``Status`` (reason ``TooManyRequests``), costing a
 few microseconds instead of a place in a queue that only grows while the registry is
-overloaded:
+overloaded. Seats bound requests that wait on something (etcd, a slow body). A request
+served from memory never waits, though: on one event loop the queue is the loop's own,
+so while the loop runs more than ``shed_reads_lag_seconds`` late every level below
+``node-high`` is shed outright, and renewals are what the loop spends its time on:
 
 - ``node-high``: what keeps nodes alive (lease renewals, status reports, registration,
   deregistration): the most seats, so these are the last to be refused;
@@ -72,8 +75,11 @@ class AdmissionMiddleware:
         app: ASGIApp,
         settings: ServerSettings,
         on_shed: Callable[[Level], None],
+        loop_lag: Callable[[], float],
     ) -> None:
         self.app = app
+        self.loop_lag = loop_lag
+        self.max_lag = settings.shed_reads_lag_seconds
         self.seats = {
             Level.NODE_HIGH: settings.max_node_writes_inflight,
             Level.WORKLOAD: settings.max_reads_inflight,
@@ -93,13 +99,17 @@ class AdmissionMiddleware:
         if level is Level.EXEMPT:
             await self.app(scope, receive, send)
             return
+        if level is not Level.NODE_HIGH and self.loop_lag() > self.max_lag:
+            why = f"its event loop runs {self.loop_lag():.2f} s late (limit {self.max_lag:g} s)"
+            await self._shed(send, level, why)
+            return
         watch = level is Level.WORKLOAD and is_watch(method, path, scope["query_string"])
         seats = self.seats[level]
         if self.inflight[level] >= seats:
-            await self._shed(send, level, f"{seats} {level} requests are in progress")
+            await self._shed(send, level, f"{seats} {level} requests are in progress, its limit")
             return
         if watch and self.watches >= self.max_watches:
-            await self._shed(send, level, f"{self.max_watches} watch streams are open")
+            await self._shed(send, level, f"{self.max_watches} watch streams are open, its limit")
             return
         self.inflight[level] += 1
         held = True

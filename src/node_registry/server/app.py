@@ -124,7 +124,9 @@ def create_app(
         if level is Level.NODE_HIGH:
             registry.sync.report_saturation()  # a renewal it refused: it could not hear
 
-    app.add_middleware(AdmissionMiddleware, settings=server, on_shed=shed)
+    app.add_middleware(
+        AdmissionMiddleware, settings=server, on_shed=shed, loop_lag=lambda: registry.loop_lag
+    )
     app.add_middleware(TimingMiddleware, metrics=metrics)
     return app
 
