@@ -169,6 +169,20 @@ def test_a_huge_request_header_is_refused_after_the_limit_not_read_to_the_end(
         assert heartbeat_ok_after_register(port)
 
 
+def test_a_header_over_the_limit_that_arrives_in_one_read_is_refused(tmp_path: Path) -> None:
+    with server(tmp_path) as (_, port):
+        sock = connect(port)
+        # 70 KB: over the 64 KiB limit, yet small enough for the server to read at once.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        code, body = status_of(read_to_eof(sock))
+        sock.close()
+        assert code == 431
+        assert "over the limit of 65536 bytes" in body["message"]
+        # Just under the limit is served.
+        ok = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"X-Big": "a" * 60_000})
+        assert ok.status_code == 200
+
+
 def heartbeat_ok_after_register(port: int) -> bool:
     register(port, "after-1")
     return heartbeat(port, "after-1").status_code == 200

@@ -138,7 +138,7 @@ class AdmissionMiddleware:
     async def _shed(self, send: Send, level: Level, why: str) -> None:
         self.on_shed(level)
         error = TooManyRequestsError(
-            f"the registry is shedding load: {why}, its limit; retry after {RETRY_AFTER_SECONDS} s"
+            f"the registry is shedding load: {why}; retry after {RETRY_AFTER_SECONDS} s"
         )
         payload = json.dumps(status_from_error(error)).encode()
         await send(

@@ -106,6 +106,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._counted = False
         self._head_bytes = 0
+        #: The request line and headers parsed so far (what the limit applies to).
+        self._head_size = 0
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
@@ -202,29 +204,61 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        limit = self.guard.limits.max_header_bytes
-        if self._in_head and self._head_bytes > limit and not self._refused:
+        if self._in_head and self._head_bytes > self.guard.limits.max_header_bytes:
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        if not self._refused:
+            limit = self.guard.limits.max_header_bytes
             self._refuse(
                 431,
                 "RequestHeaderFieldsTooLarge",
                 f"the request line and headers are over the limit of {limit} bytes",
             )
 
+    # The parser's callbacks. A head that arrives whole in one read is measured here (the
+    # parser hands over the URL and each header complete); one still coming, in
+    # ``data_received``. After a refusal the rest of the read is parsed for nothing.
+
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
         self._in_head = True
+        self._head_size = 0
         self._arm_head_timer()
 
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            self._head_size += len(url)
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused:
+            self._head_size += len(name) + len(value) + 4
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._in_head = False
         self._head_bytes = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._head_size > self.guard.limits.max_header_bytes:
+            self._head_too_large()
+            return
         self.guard.idle.pop(self, None)  # busy with a request until its response is out
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         super().on_message_complete()
         # What follows on this connection is the next request's head.
         self._in_head = True
