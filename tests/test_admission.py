@@ -19,7 +19,8 @@ import pytest
 
 from conftest import passport
 from live_server import make_app, serve
-from node_registry import FakeClock
+from node_registry import FakeClock, TooManyRequestsError
+from node_registry.client import RegistryClient
 
 API = "/apis/ai_team.io/v1"
 
@@ -84,6 +85,10 @@ def test_reads_beyond_their_seats_are_shed_while_renewals_go_through(
         with held(base, [search_head(), search_head()]):
             body = shed(http.get(f"{API}/nodes"))
             assert "2 workload requests are in progress" in body["message"]
+            # The client raises its own error class for it.
+            client = RegistryClient(base, retries=0)
+            with client, pytest.raises(TooManyRequestsError, match="shedding load"):
+                client.find_nodes()
             # Node writes have seats of their own: a renewal is never behind the reads.
             assert http.put(f"{API}/leases/n-1", json={}).status_code == 200
             assert http.get("/healthz").status_code == 200  # probes are exempt
