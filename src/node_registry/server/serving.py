@@ -18,7 +18,9 @@ has them:
 - ``write_timeout_seconds``: a connection whose client stopped reading (the transport's
   buffer stays full this long) is aborted, so a stuck watcher holds no memory.
 
-Every refusal is a Kubernetes ``Status`` body. On SIGTERM, ``RegistryServer`` ends every
+uvicorn's own ``limit_concurrency`` is not used: it counts idle connections against
+requests (a slowloris flood would get heartbeats refused) and answers in plain text.
+Every refusal here is a Kubernetes ``Status`` body. On SIGTERM, ``RegistryServer`` ends every
 watch stream cleanly before uvicorn's graceful shutdown waits for connections: clients
 watch again elsewhere from their last version instead of being cut off after the timeout.
 """
