@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from loadgen import free_port, pinned
 from sections import write_section
 
 HERE = Path(__file__).resolve().parent
@@ -73,20 +74,6 @@ class Run:
     errors: int
     p50_ms: float
     p99_ms: float
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def pinned(cpu: int, command: list[str]) -> list[str]:
-    taskset = shutil.which("taskset")
-    if taskset and (os.cpu_count() or 1) > 1:
-        return [taskset, "-c", str(cpu), *command]
-    return command
 
 
 def start(command: list[str], port: int) -> subprocess.Popen[bytes]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import ssl
 import threading
 import time
@@ -51,6 +52,14 @@ class Api:
         assert response.status_code in (200, 201), response.text
         body: Doc = response.json()
         return body
+
+    @contextlib.contextmanager
+    def ok_stream(self) -> Iterator[Iterator[Doc]]:
+        """A watch from now whose lines are read as they come (no timeout of its own)."""
+        query = {"watch": "true", "allowWatchBookmarks": "false"}
+        with self.http.stream("GET", f"{API}/nodes", params=query) as response:
+            assert response.status_code == 200
+            yield (json.loads(line) for line in response.iter_lines() if line)
 
     def streams_open(self) -> float | None:
         text = self.http.get("/metrics").text
@@ -400,3 +409,57 @@ def test_the_streams_gauge_follows_open_watches(api: Api) -> None:
         assert rest
         assert set(rest) == {"BOOKMARK"}
         api.wait_streams(0)  # the server closed it, not the client
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """The body of a chunked HTTP/1.1 response (head included in ``raw``)."""
+    rest = raw.partition(b"\r\n\r\n")[2]
+    body = b""
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body, rest = body + rest[:size], rest[size + 2 :]
+    return body
+
+
+def test_a_watcher_too_slow_to_read_is_dropped_with_410_not_buffered_for(start: Start) -> None:
+    api = start(watch={"backlog_events": 50})
+    host, port = api.http.base_url.host, api.http.base_url.port
+    assert port is not None
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that lags
+    slow.settimeout(5)
+    slow.connect((host, port))
+    slow.sendall(f"GET {API}/nodes?watch=true HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    fast_seen: list[str] = []
+    with api.ok_stream() as fast:
+
+        def read() -> None:
+            fast_seen.extend(e["type"] for _, e in zip(range(300), fast, strict=False))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for i in range(300):  # 60 KB each: far more than the socket buffers hold
+            doc = passport(f"n-{i:03}")
+            doc["metadata"]["annotations"] = {"note": "x" * 60_000}
+            api.registry.register(doc)
+            time.sleep(0.002)  # a registration rate a reader keeps up with
+        reader.join(timeout=10)
+        assert not reader.is_alive()
+    raw = b""
+    deadline = time.monotonic() + 10
+    while not raw.endswith(b"\r\n0\r\n\r\n"):  # the stream's last chunk
+        assert time.monotonic() < deadline, f"the stream went on: {len(raw)} bytes so far"
+        chunk = slow.recv(1 << 20)
+        assert chunk, "the connection closed before the stream ended"
+        raw += chunk
+    slow.close()
+    lines = [json.loads(line) for line in _dechunk(raw).splitlines() if line]
+    # The slow watcher got what fitted in the buffers, then the 410, and the stream ended.
+    assert lines[-1]["type"] == "ERROR"
+    assert lines[-1]["object"]["code"] == 410
+    assert "more than 50 events behind" in lines[-1]["object"]["message"]
+    assert 0 < len(lines) - 1 < 300
+    assert fast_seen == ["ADDED"] * 300  # the watcher that kept up missed nothing

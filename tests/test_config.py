@@ -22,9 +22,9 @@ SEED_HEARTBEAT = {
 }
 DEFAULTS: dict[str, Any] = {
     "heartbeat": SEED_HEARTBEAT,
-    "controller": {"period_seconds": 5},
+    "controller": {"period_seconds": 5, "saturation_lag_seconds": 1},
     "protection": {"enabled": True, "unhealthy_fraction": 0.55, "min_unhealthy_nodes": 3},
-    "watch": {"history_size": 10_000},
+    "watch": {"history_size": 10_000, "backlog_events": 1_000},
     "store": {
         "url": "memory://",
         "binding_retention_seconds": 604800,
@@ -48,6 +48,16 @@ DEFAULTS: dict[str, Any] = {
         "protected_label_prefix": "registry.ai-team.io/",
         "list_snapshot_ttl_seconds": 300,
         "bookmark_interval_seconds": 30,
+        "max_connections": 4096,
+        "max_header_bytes": 64 * 1024,
+        "header_timeout_seconds": 10,
+        "write_timeout_seconds": 30,
+        "keep_alive_seconds": 5,
+        "max_node_writes_inflight": 512,
+        "max_reads_inflight": 64,
+        "max_other_inflight": 16,
+        "max_watch_streams": 2048,
+        "shed_reads_lag_seconds": 0.25,
     },
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -10,6 +11,7 @@ import pytest
 
 from conftest import PassportFactory, passport
 from node_registry import (
+    AsyncRegistry,
     ConditionStatus,
     EventType,
     FakeClock,
@@ -304,3 +306,58 @@ def test_the_stored_passport_is_never_rewritten_by_the_controller(
     assert stored.record.health is OFFLINE
     assert stored.record.passport.status.phase is Phase.RUNNING
     assert registry.get(node).passport.status.phase is Phase.OFFLINE
+
+
+# -- self-preservation: the registry's own saturation ------------------------------------------
+
+
+@pytest.mark.parametrize("saturated", [True, False])
+def test_no_node_is_marked_not_ready_for_silence_while_the_registry_was_saturated(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory, saturated: bool
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    clock.advance(15)
+    if saturated:
+        registry.report_saturation()  # e.g. it shed this node's renewal with a 429
+    clock.advance(10)  # 25 s since the last renewal the registry heard: past 20 s
+    registry.reconcile()
+    expected = ALIVE if saturated else NOT_READY
+    assert registry.get(node).health_state is expected
+    assert _phase_and_ready(registry, node)[0] is (Phase.RUNNING if saturated else Phase.NOT_READY)
+
+
+def test_saturation_only_spares_the_time_it_lasted(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    clock.advance(15)
+    registry.report_saturation()
+    clock.advance(20)  # silent for a whole not-ready window after the saturation ended
+    registry.reconcile()
+    assert registry.get(node).health_state is NOT_READY
+
+
+def test_a_node_recorded_silent_before_the_saturation_is_not_revived_by_it(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    clock.advance(25)
+    registry.reconcile()
+    assert registry.get(node).health_state is NOT_READY
+    registry.report_saturation()
+    registry.reconcile()
+    assert registry.get(node).health_state is NOT_READY
+
+
+def test_a_lagging_event_loop_counts_as_saturation(clock: FakeClock) -> None:
+    async def scenario() -> bool:
+        settings = load_settings(controller={"saturation_lag_seconds": 0.05})
+        registry = AsyncRegistry(clock=clock, settings=settings)
+        async with registry:
+            await asyncio.sleep(0.1)
+            assert registry.sync.saturated_at is None  # an idle loop is on time
+            time.sleep(0.3)  # the loop held up, as by a flood of requests
+            await asyncio.sleep(0.1)
+            return registry.sync.saturated_at is not None
+
+    assert asyncio.run(scenario())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,11 @@ from node_registry import (
     RevisionCompactedError,
     load_settings,
 )
+from node_registry.registry import AsyncWatch, WatchEvent
+from node_registry.selectors import as_selector
+from node_registry.server.streams import ndjson_frame, stream_events
+from node_registry.store import MemoryStore, StoreEvent
+from node_registry.store.base import Cancel, ErrorSink, Sink
 
 
 def _drain(watch: object) -> list[tuple[EventType, str, int]]:
@@ -153,15 +160,16 @@ def test_async_watch_from_another_thread_writer(clock: FakeClock) -> None:
 
 
 def test_async_watch_overflow_raises_compacted(clock: FakeClock) -> None:
+    # A watcher that fell out of the kept history is dropped at once, not fed what was
+    # left: the list it must do next supersedes those events.
     async def scenario() -> None:
         registry = AsyncRegistry(clock=clock, settings=load_settings(watch={"history_size": 2}))
         watch = registry.watch(0)
         for i in range(4):
             await registry.register(passport(f"a-{i}"))
-        assert (await watch.next(1)) is not None
-        assert (await watch.next(1)) is not None
         with pytest.raises(RevisionCompactedError):
             await watch.next(1)
+        assert await watch.next(0) is None  # dropped once, then over
 
     asyncio.run(scenario())
 
@@ -191,3 +199,106 @@ def test_select_reports_the_version_its_answer_was_taken_at(
         event = watch.next(0)
         assert event is not None
         assert event.entry.name == "a-3"
+
+
+# -- fan-out: many watchers over one loop ------------------------------------------------------
+
+
+class CountingStore(MemoryStore):
+    """The in-memory store, counting how many sink calls each write costs its writer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deliveries = 0
+
+    def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel:
+        def counted(event: StoreEvent) -> None:
+            self.deliveries += 1
+            sink(event)
+
+        return super().watch(since, counted, on_error)
+
+
+def test_the_store_writer_delivers_each_event_once_however_many_watch(clock: FakeClock) -> None:
+    async def scenario() -> tuple[int, list[int]]:
+        store = CountingStore()
+        registry = AsyncRegistry(store, clock=clock, settings=load_settings())
+        watches = [registry.watch() for _ in range(200)]
+        store.deliveries = 0
+        for i in range(3):
+            await registry.register(passport(f"a-{i}"))
+        got = [len([e async for e in _take(w, 3)]) for w in watches]
+        for watch in watches:
+            watch.close()
+        return store.deliveries, got
+
+    deliveries, got = asyncio.run(scenario())
+    assert got == [3] * 200  # every watcher saw every event...
+    assert deliveries == 3 * 2  # ...while the writer handed each to two sinks: index, hub
+
+
+async def _take(watch: AsyncWatch, count: int) -> AsyncIterator[WatchEvent]:
+    for _ in range(count):
+        event = await watch.next(timeout=1)
+        assert event is not None
+        yield event
+
+
+def test_a_slow_watcher_is_dropped_at_its_backlog_while_the_others_carry_on(
+    clock: FakeClock,
+) -> None:
+    async def scenario() -> None:
+        settings = load_settings(watch={"backlog_events": 5})
+        registry = AsyncRegistry(clock=clock, settings=settings)
+        fast, slow = registry.watch(), registry.watch()
+        seen = []
+        for i in range(10):
+            await registry.register(passport(f"a-{i}"))
+            await asyncio.sleep(0)  # the hub delivers on the loop
+            event = await fast.next(timeout=1)
+            assert event is not None
+            seen.append(event.entry.name)
+        assert seen == [f"a-{i}" for i in range(10)]
+        with pytest.raises(RevisionCompactedError, match="more than 5 events behind"):
+            await slow.next(timeout=1)
+        assert slow.ended
+        fast.close()
+
+    asyncio.run(scenario())
+
+
+def test_watchers_of_one_shape_share_one_encode_of_each_event(clock: FakeClock) -> None:
+    encodes: list[int] = []
+
+    def frame(doc: dict[str, Any], resource_version: int) -> bytes:
+        encodes.append(resource_version)
+        return ndjson_frame(doc, resource_version)
+
+    async def scenario() -> list[int]:
+        registry = AsyncRegistry(clock=clock, settings=load_settings())
+        streams = [
+            stream_events(
+                registry.watch(),
+                0,
+                kind=None,
+                selector=as_selector("zone"),
+                frame=frame,
+                bookmarks=False,
+                bookmark_interval=60,
+                timeout=None,
+                on_open=lambda: None,
+                on_close=lambda: None,
+            )
+            for _ in range(50)
+        ]
+        firsts = [asyncio.ensure_future(anext(s)) for s in streams]
+        await registry.register(passport("a-1", labels={"zone": "z1"}))
+        await registry.register(passport("a-2", labels={"zone": "z2"}))
+        lines = [(await f).count(b"\n") for f in firsts]
+        for s in streams:
+            await s.aclose()
+        return lines
+
+    lines = asyncio.run(scenario())
+    assert sum(lines) >= 50  # each of the 50 streams sent what had arrived
+    assert sorted(encodes) == [1, 2]  # and each event was encoded once for all of them

@@ -17,6 +17,7 @@ from node_registry.errors import (
     SelectorError,
     StoreUnavailableError,
     TooLargeError,
+    TooManyRequestsError,
     UnsupportedVersionError,
     ValidationError,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "StoreUnavailableError",
     "SystemClock",
     "TooLargeError",
+    "TooManyRequestsError",
     "UnsupportedVersionError",
     "ValidationError",
     "WatchEvent",

@@ -57,6 +57,9 @@ class ControllerSettings(_Section):
     """The lifecycle controller's pass period (Kubernetes' node-monitor-period is 5 s)."""
 
     period_seconds: float = Field(default=5, gt=0)
+    #: The registry's own event loop running this late counts as the registry being
+    #: saturated: it could not hear nodes, so no node counts as silent for that time.
+    saturation_lag_seconds: float = Field(default=1, gt=0)
 
 
 class ProtectionSettings(_Section):
@@ -72,9 +75,13 @@ class ProtectionSettings(_Section):
 
 
 class WatchSettings(_Section):
-    """How many past events a watcher can resume from before it is told to re-list."""
+    """How far back a watcher can resume, and how far behind it may fall before it is dropped."""
 
+    #: Past events kept: a watch may start from any version this recent (else 410, re-list).
     history_size: int = Field(default=10_000, ge=1)
+    #: A watcher this many events behind the newest is dropped with 410 (an ERROR event)
+    #: rather than buffered for: Kubernetes drops a watcher whose channel is full.
+    backlog_events: int = Field(default=1_000, ge=1)
 
 
 class StoreSettings(_Section):
@@ -135,6 +142,31 @@ class ServerSettings(_Section):
     list_snapshot_ttl_seconds: float = Field(default=300, gt=0)
     #: An idle watch stream gets a BOOKMARK this often, so its resume point stays fresh.
     bookmark_interval_seconds: float = Field(default=30, gt=0)
+    #: Connections held at once. At the limit a new one replaces the longest-idle one;
+    #: only when all are busy with a request is it refused (503). Kept below the file
+    #: descriptor limit, which ``serve`` raises to fit.
+    max_connections: int = Field(default=4096, ge=8, le=1_000_000)
+    #: A request line and headers larger than this are refused (431).
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    #: A request head not complete this long after it began is refused (408): slowloris.
+    header_timeout_seconds: float = Field(default=10, gt=0)
+    #: A connection whose client reads nothing this long while a response waits is cut.
+    write_timeout_seconds: float = Field(default=30, gt=0)
+    #: An idle keep-alive connection is closed after this long.
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    #: Requests in progress at once per priority level; one more is answered 429 with
+    #: Retry-After (Kubernetes' API priority and fairness). Node writes (lease renewals,
+    #: status, registration) have the most seats, so reads are shed first.
+    max_node_writes_inflight: int = Field(default=512, ge=1)
+    max_reads_inflight: int = Field(default=64, ge=1)
+    #: Everything else: /metrics, the dashboard's files, the API documents.
+    max_other_inflight: int = Field(default=16, ge=1)
+    #: Open watch streams at once (each holds a connection); one more gets 429.
+    max_watch_streams: int = Field(default=2048, ge=1)
+    #: While the event loop runs this late, every request but node writes and probes is
+    #: answered 429: on one event loop a request waits in its queue, not on a seat, so
+    #: the queue's delay is what says the registry is full.
+    shed_reads_lag_seconds: float = Field(default=0.25, gt=0)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

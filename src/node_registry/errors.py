@@ -106,6 +106,17 @@ class StoreUnavailableError(RegistryError):
     reason = "ServiceUnavailable"
 
 
+class TooManyRequestsError(RegistryError):
+    """The registry is shedding load: retry after the ``Retry-After`` seconds it gave.
+
+    Kubernetes' API priority and fairness answers 429 the same way; node heartbeats and
+    status reports are the last requests to be refused.
+    """
+
+    status_code = 429
+    reason = "TooManyRequests"
+
+
 class UnsupportedMediaTypeError(ValidationError):
     """The request body is in a format the API does not read (JSON and YAML are read)."""
 

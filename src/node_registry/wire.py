@@ -266,6 +266,7 @@ _ERROR_CLASSES: tuple[type[errors.RegistryError], ...] = (
     errors.RevisionConflictError,
     errors.RevisionCompactedError,
     errors.StoreUnavailableError,
+    errors.TooManyRequestsError,
     errors.UnauthorizedError,
     errors.ForbiddenError,
 )

@@ -1,24 +1,34 @@
-"""``node-registry serve``: settings, the safety checks before binding, then uvicorn."""
+"""``node-registry serve``: settings, the safety checks before binding, then uvicorn
+(with the connection limits of ``server.serving``)."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
+import resource
 import signal
 import socket
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from node_registry.config import Settings, load_settings
 from node_registry.errors import ConfigError
 from node_registry.registry import AsyncRegistry
 from node_registry.server import Authenticator, create_app
+from node_registry.server.serving import (
+    ConnectionGuard,
+    ConnectionLimits,
+    RegistryServer,
+    uvicorn_config,
+)
 from node_registry.store import open_store
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
+#: File descriptors kept free beside the connections: the listening socket, logs, etcd.
+FD_RESERVE = 64
+
+log = logging.getLogger("node_registry")
 
 
 def is_loopback(host: str) -> bool:
@@ -104,14 +114,42 @@ def _serve(registry: AsyncRegistry, settings: Settings, auth: Authenticator, lev
             "ssl_certfile": str(settings.server.tls_certfile),
             "ssl_keyfile": str(settings.server.tls_keyfile),
         }
-    uvicorn.run(
+    limits = ConnectionLimits.from_settings(settings.server)
+    limits = ConnectionLimits(
+        max_connections=fit_descriptors(limits.max_connections),
+        max_header_bytes=limits.max_header_bytes,
+        header_timeout=limits.header_timeout,
+        write_timeout=limits.write_timeout,
+    )
+    config = uvicorn_config(
         app,
-        host=settings.server.host,
-        port=settings.server.port,
+        settings.server,
+        ConnectionGuard(limits),
         log_level=level,
         access_log=False,
-        # Watch streams (and dashboards) never end by themselves; don't let them hold a
-        # shutdown forever.
+        # Watch streams are ended at shutdown (RegistryServer); this bounds the rest.
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **tls,
     )
+    RegistryServer(config, on_shutdown=registry.end_watches).run()
+
+
+def fit_descriptors(connections: int) -> int:
+    """Raise the soft file-descriptor limit to fit ``connections``; what fits if it can't."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        fitted = max(soft - FD_RESERVE, 8)
+        log.warning(
+            "server.max_connections is %d but the file descriptor limit is %d (hard): "
+            "holding at most %d connections",
+            connections,
+            soft,
+            fitted,
+        )
+        return fitted
+    return connections

@@ -7,7 +7,8 @@ no thread pool — except registrations and status reports, which validate a who
 that serves heartbeats. On etcd, reads are still served from the replica's cache, but writes,
 heartbeats and controller passes wait on etcd, so those run in a small thread pool and the
 caller's loop keeps serving meanwhile. The lifecycle controller runs as a task of the
-caller's loop inside ``async with``.
+caller's loop inside ``async with``. Every watch it opens on a loop shares one store
+subscription (``WatchHub``): a thousand watchers cost the store's writer what one does.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from node_registry.errors import RegistryError
 from node_registry.passport import Condition, NodePassport, NodeType, Phase
 from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
 from node_registry.registry.registry import Registry, SelectorInput
-from node_registry.registry.watch import AsyncWatch
+from node_registry.registry.watch import AsyncWatch, WatchHub
 from node_registry.store import Binding, Store
 
 log = logging.getLogger("node_registry")
@@ -38,6 +39,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 #: Writes in flight to etcd at once per process; each holds a thread while it waits.
 IO_THREADS = 32
+#: How often the event-loop lag is probed while the controller runs.
+LAG_PROBE_SECONDS = 0.25
 
 
 class AsyncRegistry:
@@ -53,6 +56,11 @@ class AsyncRegistry:
         self._sync = Registry(store, settings=settings, clock=clock)
         self.settings = self._sync.settings
         self._controller: asyncio.Task[None] | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
+        #: How late the event loop last ran a timer (seconds): its saturation.
+        self.loop_lag = 0.0
+        self._saturated = False
+        self._hub: WatchHub | None = None
         self._pool: ThreadPoolExecutor | None = None
         if self._sync.blocking:
             self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="node-registry-io")
@@ -131,15 +139,35 @@ class AsyncRegistry:
         On etcd, a version outside the replica's cache is checked with a round trip here;
         ``open_watch`` does that without holding up the loop.
         """
-        return self._sync.async_watch(since)
+        hub = self._shared_hub()
+        start = self._sync.resource_version if since is None else since
+        if hub.covers(start):
+            self._sync.check_watchable(start)  # in the cache: no round trip
+            return hub.attach(start)
+        return self._sync.async_watch(start)
 
     async def open_watch(self, since: int | None = None) -> AsyncWatch:
         """``watch``, with the check of ``since`` against the store's history off the loop."""
-        if self._pool is None:
-            return self._sync.async_watch(since)
+        hub = self._shared_hub()
         start = self._sync.resource_version if since is None else since
+        if hub.covers(start):
+            self._sync.check_watchable(start)
+            return hub.attach(start)
         await self._io(self._sync.check_watchable, start)
         return self._sync.async_watch(start, checked=True)
+
+    def end_watches(self) -> None:
+        """End every open watch cleanly (a server shutting down); new ones may still open."""
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None
+
+    def _shared_hub(self) -> WatchHub:
+        hub = self._hub
+        if hub is None or not hub.live or hub.loop is not asyncio.get_running_loop():
+            # From now on: older versions get a store watch of their own (see ``watch``).
+            hub = self._hub = self._sync.watch_hub(checked=True)
+        return hub
 
     def conditions(self) -> list[RegistryCondition]:
         return self._sync.conditions()
@@ -162,18 +190,20 @@ class AsyncRegistry:
         await self._io(self._sync.ping)
 
     async def start(self) -> None:
-        """Run the lifecycle controller as a task of the running loop."""
+        """Run the lifecycle controller, and the loop-lag probe, as tasks of the running loop."""
         if self._controller is None:
             self._controller = asyncio.create_task(
                 self._run_controller(), name="node-registry-controller"
             )
+            self._lag_probe = asyncio.create_task(self._probe_lag(), name="node-registry-lag")
 
     async def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._controller
-            self._controller = None
+        for task in (self._controller, self._lag_probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._controller = self._lag_probe = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -187,20 +217,50 @@ class AsyncRegistry:
 
     async def close(self) -> None:
         """Detach from the store (on etcd: give up the controller seat, close the client)."""
+        self.end_watches()
         await self._io(self._sync.close)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
     async def _run_controller(self) -> None:
         period = self.settings.controller.period_seconds
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + period
             await asyncio.sleep(period)
+            # Measured here too, so a pass after a stall knows of it before judging nodes.
+            self._note_lag(loop.time() - due)
             if not self._sync.leading:
                 continue
             try:
                 await self._io(self._sync.reconcile)
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
+
+    async def _probe_lag(self) -> None:
+        probe = min(LAG_PROBE_SECONDS, self.settings.controller.saturation_lag_seconds / 2)
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + probe
+            await asyncio.sleep(probe)
+            self._note_lag(loop.time() - due)
+
+    def _note_lag(self, lag: float) -> None:
+        """Record the loop's lag; past the threshold the registry is saturated (blind)."""
+        self.loop_lag = lag
+        saturated = lag > self.settings.controller.saturation_lag_seconds
+        if saturated:
+            self._sync.report_saturation()
+        if saturated != self._saturated:
+            self._saturated = saturated
+            if saturated:
+                log.warning(
+                    "the event loop runs %.1f s late: the registry is saturated; no node "
+                    "counts as silent meanwhile",
+                    lag,
+                )
+            else:
+                log.warning("the event loop is on time again (%.3f s late)", lag)
 
     async def _io(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``call`` here, or in the I/O pool when the store waits on the network."""

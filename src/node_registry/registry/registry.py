@@ -14,7 +14,9 @@ Design decisions, each from a lesson of Kubernetes or its peers:
   own, keeps them NOT_READY, marks none Offline and removes none until heartbeats return.
 - Entries the registry did not see heartbeat (restored from a store when it starts) count as
   seen at start-up (kubernetes#32510), never as long dead; so do all entries after the
-  registry lost its shared store for a while (nodes could not heartbeat through it).
+  registry lost its shared store for a while (nodes could not heartbeat through it), and
+  after its server reported saturation (it shed renewals, or its event loop lagged: it
+  could not hear nodes, Eureka's self-preservation).
 - On a store shared by several registry processes (etcd), only the one the store elects
   runs the lifecycle controller; every process still computes health on every read.
 - Every read-modify-write is a compare-and-swap on the record's revision, retried on conflict.
@@ -34,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import pydantic
 
@@ -68,7 +70,7 @@ from node_registry.registry.entry import (
 )
 from node_registry.registry.health import PHASE_OF, HealthPolicy, protection_engaged
 from node_registry.registry.index import NodeIndex
-from node_registry.registry.watch import AsyncWatch, Watch, event_type
+from node_registry.registry.watch import AsyncWatch, Watch, WatchHub, event_type
 from node_registry.selectors import Selector, as_selector
 from node_registry.store import (
     Binding,
@@ -89,7 +91,6 @@ _CAS_ATTEMPTS = 16
 _BY_NAME = operator.attrgetter("record.name")
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
-W = TypeVar("W", Watch, AsyncWatch)
 
 
 def parse_kind(kind: str | NodeType | None) -> NodeType | None:
@@ -142,6 +143,8 @@ class Registry:
         self._protection = self._protection_off = RegistryCondition(
             MASS_FAILURE_PROTECTION, False, "NodesHeartbeating", "", self._started_at
         )
+        #: The last time the server could not hear nodes (``report_saturation``).
+        self._saturated_at: datetime | None = None
         self._index = NodeIndex()
         nodes, revision = self._store.list()
         self._index.load(nodes, revision)
@@ -358,7 +361,10 @@ class Registry:
 
         ``RevisionCompactedError`` when ``since`` is older than the kept history: list again.
         """
-        return self._open_watch(Watch, since)
+        self._store.check_view()
+        start = self._store.revision if since is None else since
+        self._store.check_watchable(start)
+        return Watch(self._store.watch, start, self._event, self.settings.watch.history_size)
 
     def async_watch(self, since: int | None = None, *, checked: bool = False) -> AsyncWatch:
         """``watch`` for asyncio: ``async for event in ...``; call it inside the event loop.
@@ -366,7 +372,29 @@ class Registry:
         ``checked``: ``check_watchable(since)`` was called already (``AsyncRegistry`` does it
         in its I/O pool), so opening does not wait on the store.
         """
-        return self._open_watch(AsyncWatch, since, check=not checked)
+        hub = self.watch_hub(since, checked=checked, private=True)
+        return hub.attach(hub.floor)
+
+    def watch_hub(
+        self, since: int | None = None, *, checked: bool = False, private: bool = False
+    ) -> WatchHub:
+        """One store subscription from ``since`` for any number of async watchers.
+
+        ``private``: it serves one watch and closes with it. Call inside the event loop.
+        """
+        self._store.check_view()
+        start = self._store.revision if since is None else since
+        if not checked:
+            self._store.check_watchable(start)
+        watch = self.settings.watch
+        return WatchHub(
+            self._store.watch,
+            start,
+            self._event,
+            history=watch.history_size,
+            backlog=watch.backlog_events,
+            private=private,
+        )
 
     def check_watchable(self, since: int) -> None:
         """Raise ``RevisionCompactedError`` unless a watch from ``since`` can replay history.
@@ -376,12 +404,19 @@ class Registry:
         self._store.check_view()
         self._store.check_watchable(since)
 
-    def _open_watch(self, kind: type[W], since: int | None, *, check: bool = True) -> W:
-        self._store.check_view()
-        start = self._store.revision if since is None else since
-        if check:
-            self._store.check_watchable(start)
-        return kind(self._store.watch, start, self._event, self.settings.watch.history_size)
+    def report_saturation(self) -> None:
+        """The registry could not hear nodes just now (its server shed a renewal, or its
+        event loop lagged): no node counts as silent for any time before now.
+
+        Like the return of a lost store, it spares nodes from verdicts the registry's own
+        blindness would cause and revives none recorded silent before.
+        """
+        self._saturated_at = self._clock.now()
+
+    @property
+    def saturated_at(self) -> datetime | None:
+        """When the server last reported saturation (None: never)."""
+        return self._saturated_at
 
     def conditions(self) -> list[RegistryCondition]:
         """Conditions of the registry itself (mass-failure protection)."""
@@ -515,9 +550,13 @@ class Registry:
     # -- internals ----------------------------------------------------------------------
 
     def _seen_floor(self) -> datetime:
-        """No node counts as silent since before this: start-up, or the store's return."""
-        resumed = self._store.resumed_at
-        return self._started_at if resumed is None else max(resumed, self._started_at)
+        """No node counts as silent since before this: start-up, the store's return, or
+        the end of the server's saturation."""
+        floor = self._started_at
+        for blind_until in (self._store.resumed_at, self._saturated_at):
+            if blind_until is not None and blind_until > floor:
+                floor = blind_until
+        return floor
 
     def _verdict(self, record: NodeRecord, now: datetime) -> tuple[HealthState, datetime]:
         """The node's health now, and the last-seen time that counts for its removal.

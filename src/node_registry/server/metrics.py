@@ -7,12 +7,14 @@ conventions: ``node_registry_`` prefix, base units (seconds), ``_total`` on coun
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from node_registry.errors import StoreUnavailableError
 from node_registry.passport import NodeType
@@ -110,4 +112,42 @@ class Metrics:
         self.watch_streams = Gauge(
             "node_registry_watch_streams", "Open watch streams (NDJSON and SSE).", registry=reg
         )
+        self.shed = Counter(
+            "node_registry_requests_shed_total",
+            "Requests answered 429 by load shedding, by priority level.",
+            ["level"],
+            registry=reg,
+        )
+        self.loop_lag = Gauge(
+            "node_registry_event_loop_lag_seconds",
+            "How late the server's event loop last ran a timer; past "
+            "controller.saturation_lag_seconds the registry counts itself saturated.",
+            registry=reg,
+        )
         reg.register(_RegistryCollector(registry))
+
+
+class TimingMiddleware:
+    """Pure ASGI middleware: request latency by route template (no BaseHTTPMiddleware cost)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._children: dict[tuple[str, str], Histogram] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            key = (getattr(route, "path", None) or "unmatched", scope["method"])
+            child = self._children.get(key)
+            if child is None:
+                # labels() takes a lock and builds a tuple key on every call; route
+                # templates are few, so each child is looked up once.
+                child = self._children[key] = self.metrics.request_duration.labels(*key)
+            child.observe(time.perf_counter() - start)

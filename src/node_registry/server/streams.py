@@ -6,8 +6,13 @@ ADDED and one that stops matching leaves as DELETED, so a cache built from a fil
 watch stays exact. A BOOKMARK goes out whenever nothing was sent for a bookmark interval,
 carrying the last version this stream has processed (never the store's newest, which may
 not have reached the stream yet), so a quiet or heavily filtered watcher keeps a fresh
-resume point. A watcher that falls behind the kept history gets an ERROR event with a 410
-Status and the stream ends: list again, then watch from the list's version.
+resume point. A watcher that falls behind the kept history, or too far behind the newest
+event (``watch.backlog_events``: a slow reader), gets an ERROR event with a 410 Status and
+the stream ends: list again, then watch from the list's version.
+
+Watchers share the work: an event's effective labels and each of its encoded frames (per
+type shown and format) are computed once and kept on its ``Slot``, so a thousand watchers
+of the same shape cost one encode. Waiting events go out in one write per batch.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from typing import Any
 from node_registry.errors import RevisionCompactedError
 from node_registry.passport import NodeType, effective_labels
 from node_registry.registry import AsyncWatch, EventType, RegistryEntry, WatchEvent
+from node_registry.registry.watch import Slot
 from node_registry.selectors import Selector
 from node_registry.wire import ERROR, bookmark_to_wire, event_to_wire, status_from_error
 
 Frame = Callable[[dict[str, Any], int], bytes]
+#: Frames sent in one write at most: a burst goes out in few writes, never as one huge one.
+BATCH = 128
 
 
 def ndjson_frame(doc: dict[str, Any], resource_version: int) -> bytes:
@@ -37,27 +45,49 @@ def sse_frame(doc: dict[str, Any], resource_version: int) -> bytes:
     return f"id: {resource_version}\nevent: {doc['type']}\ndata: {data}\n\n".encode()
 
 
-def _matches(entry: RegistryEntry | None, kind: NodeType | None, selector: Selector) -> bool:
+def _labels(slot: Slot, entry: RegistryEntry, key: str) -> dict[str, str]:
+    labels: dict[str, str] | None = slot.memo.get(key)
+    if labels is None:
+        labels = slot.memo[key] = effective_labels(entry.passport)
+    return labels
+
+
+def _matches(
+    slot: Slot, entry: RegistryEntry | None, key: str, kind: NodeType | None, selector: Selector
+) -> bool:
     if entry is None or (kind is not None and entry.node_kind is not kind):
         return False
-    return selector.empty() or selector.matches(effective_labels(entry.passport))
+    return selector.empty() or selector.matches(_labels(slot, entry, key))
 
 
-def filtered(event: WatchEvent, kind: NodeType | None, selector: Selector) -> WatchEvent | None:
-    """The event as a watcher of (kind, selector) sees it, or None when it is not for it."""
+def shown_type(slot: Slot, kind: NodeType | None, selector: Selector) -> EventType | None:
+    """The event's type as a watcher of (kind, selector) sees it, or None: not for it."""
+    event = slot.event
     if kind is None and selector.empty():
-        return event
-    now = _matches(event.entry, kind, selector)
+        return event.type
+    now = _matches(slot, event.entry, "labels", kind, selector)
     if event.type in (EventType.ADDED, EventType.DELETED):
-        return event if now else None
-    before = _matches(event.previous, kind, selector)
+        return event.type if now else None
+    before = _matches(slot, event.previous, "previous labels", kind, selector)
     if now and before:
-        return event
+        return event.type
     if now:
-        return WatchEvent(EventType.ADDED, event.entry, event.resource_version)
+        return EventType.ADDED
     if before:
-        return WatchEvent(EventType.DELETED, event.entry, event.resource_version)
+        return EventType.DELETED
     return None
+
+
+def encoded(slot: Slot, shown: EventType, frame: Frame) -> bytes:
+    """The event as ``shown``, in ``frame``'s format: encoded once, shared by every watcher."""
+    key = (shown, frame)
+    data: bytes | None = slot.memo.get(key)
+    if data is None:
+        event = slot.event
+        if shown is not event.type:
+            event = WatchEvent(shown, event.entry, event.resource_version)
+        data = slot.memo[key] = frame(event_to_wire(event), event.resource_version)
+    return data
 
 
 async def stream_events(
@@ -73,13 +103,13 @@ async def stream_events(
     on_open: Callable[[], None],
     on_close: Callable[[], None],
 ) -> AsyncIterator[bytes]:
-    """Frames of an open watch until the client leaves or ``timeout`` passes."""
+    """Frames of an open watch until the client leaves, ``timeout`` passes or the watch ends."""
     on_open()
     deadline = None if timeout is None else time.monotonic() + timeout
     last = since
     last_frame = time.monotonic()
     try:
-        while True:
+        while not watch.ended:
             now = time.monotonic()
             wait = max(bookmark_interval - (now - last_frame), 0.0)
             if deadline is not None:
@@ -87,19 +117,23 @@ async def stream_events(
                     return
                 wait = min(wait, deadline - now)
             try:
-                event = await watch.next(timeout=wait)
+                slots = await watch.next_slots(timeout=wait, limit=BATCH)
             except RevisionCompactedError as exc:
                 yield frame({"type": ERROR, "object": status_from_error(exc)}, last)
                 return
-            if event is not None:
-                last = event.resource_version
-                shown = filtered(event, kind, selector)
+            chunk: list[bytes] = []
+            for slot in slots:
+                last = slot.event.resource_version
+                shown = shown_type(slot, kind, selector)
                 if shown is not None:
-                    yield frame(event_to_wire(shown), last)
-                    last_frame = time.monotonic()
-                    continue
+                    chunk.append(encoded(slot, shown, frame))
+            if chunk:
+                yield b"".join(chunk)
+                last_frame = time.monotonic()
+                continue
             if (
                 bookmarks
+                and not watch.ended
                 and time.monotonic() - last_frame >= bookmark_interval
                 and (deadline is None or time.monotonic() < deadline)
             ):

@@ -1,0 +1,75 @@
+"""Every error leaves as a Kubernetes ``Status``: the exception handlers of the app."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from node_registry.errors import BadRequestError, FieldError, RegistryError, ValidationError
+from node_registry.server.body import BodyTooLarge, too_large
+from node_registry.server.metrics import Metrics
+from node_registry.wire import Status, status_from_error
+
+
+def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    def refuse(exc: RegistryError, name: str | None = None) -> JSONResponse:
+        metrics.refusals.labels(exc.reason).inc()
+        # RFC 7235: a 401 names the scheme the client should use.
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(
+            status_from_error(exc, name=name), status_code=exc.status_code, headers=headers
+        )
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+        name = request.path_params.get("name")
+        return refuse(exc, name if isinstance(name, str) else None)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a refusal: the client still gets a Status, and the traceback is logged
+        # (Starlette re-raises the error for the server to log after this answer).
+        message = f"internal error: {type(exc).__name__} (see the registry log)"
+        body = Status(code=500, reason="InternalError", message=message)
+        return JSONResponse(body.model_dump(by_alias=True, exclude_none=True), status_code=500)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The caller hung up mid-request (a node shutting down during a renewal): nobody
+        # is left to answer, and it is not a server error worth a traceback.
+        return Response(status_code=499)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return refuse(too_large(exc.limit))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Routing (404, 405) and FastAPI's body parsing (400 for a body that is not even
+        # text) raise these; they leave as a Status like every other error.
+        reason = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+        metrics.refusals.labels(reason).inc()
+        body = Status(code=exc.status_code, reason=reason, message=str(exc.detail))
+        return JSONResponse(
+            body.model_dump(by_alias=True, exclude_none=True),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            FieldError(
+                ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+                str(e["msg"]).removeprefix("Value error, "),
+            )
+            for e in exc.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return refuse(BadRequestError("malformed JSON", problems))
+        return refuse(ValidationError("invalid request", problems))
