@@ -11,12 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from node_registry.errors import (
     FieldError,
     NotFoundError,
-    SelectorError,
     ValidationError,
 )
 from node_registry.passport import NodeType, load_passport
 from node_registry.registry import AsyncRegistry, RegistryEntry
-from node_registry.selectors import Selector, as_selector
 from node_registry.server.auth import (
     Principal,
     Role,
@@ -37,6 +35,7 @@ from node_registry.server.context import (
     Writer,
 )
 from node_registry.server.render import NodesResponse
+from node_registry.server.routes.params import query_selector
 from node_registry.server.routes.watch import WATCH_CONTENT, watch_response
 from node_registry.wire import (
     API_PREFIX,
@@ -178,7 +177,7 @@ async def list_nodes(
     ] = None,
 ) -> Response:
     authorize_read(caller)
-    selector = _query_selector(label_selector)
+    selector = query_selector(label_selector)
     if watch:
         sse = "text/event-stream" in request.headers.get("accept", "")
         since_text = (last_event_id if sse and last_event_id else None) or resource_version
@@ -234,16 +233,6 @@ async def update_status(
         current_tasks=body.current_tasks,
     )
     return NodesResponse(entry_to_wire(entry))
-
-
-def _query_selector(text: str | None) -> Selector:
-    try:
-        return as_selector(text)
-    except SelectorError as exc:
-        # The parser cannot know it was given a query parameter; the caller should be told.
-        raise SelectorError(
-            exc.message, [FieldError(e.loc or "labelSelector", e.message) for e in exc.errors]
-        ) from None
 
 
 def _holder(registry: AsyncRegistry, name: str) -> str | None:
