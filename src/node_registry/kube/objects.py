@@ -84,8 +84,13 @@ class NodePassportObject(NodePassport):
 
     model_config = ConfigDict(title="NodePassport")
 
-    metadata: NodePassportMetadata
-    status: NodePassportStatus = Field(default_factory=NodePassportStatus)
+    metadata: NodePassportMetadata = Field(
+        description="Who the node is (uid, name, type, labels), and the registry's versions"
+    )
+    status: NodePassportStatus = Field(
+        default_factory=NodePassportStatus,
+        description="How the node is: its own report, and the registry's view (healthState)",
+    )
 
 
 class NodePassportList(KubeModel):
@@ -96,15 +101,29 @@ class NodePassportList(KubeModel):
 
 
 class LeaseMeta(KubeModel):
-    name: str
-    resource_version: str | None = Field(default=None, alias="resourceVersion")
-    creation_timestamp: datetime | None = Field(default=None, alias="creationTimestamp")
+    name: str = Field(description="The node's name: a node's lease is named after it")
+    resource_version: str | None = Field(
+        default=None, alias="resourceVersion", description="The node's resourceVersion"
+    )
+    creation_timestamp: datetime | None = Field(
+        default=None, alias="creationTimestamp", description="When the node first registered"
+    )
 
 
 class LeaseSpec(KubeModel):
-    holder_identity: str | None = Field(default=None, alias="holderIdentity")
-    lease_duration_seconds: int | None = Field(default=None, alias="leaseDurationSeconds")
-    renew_time: datetime | None = Field(default=None, alias="renewTime")
+    holder_identity: str | None = Field(
+        default=None, alias="holderIdentity", description="The node holding it: its own name"
+    )
+    lease_duration_seconds: int | None = Field(
+        default=None,
+        alias="leaseDurationSeconds",
+        description="How long a renewal counts (the registry's heartbeat TTL)",
+    )
+    renew_time: datetime | None = Field(
+        default=None,
+        alias="renewTime",
+        description="The last renewal, by the registry's clock (a PUT renews: the heartbeat)",
+    )
 
 
 class Lease(KubeModel):
@@ -112,8 +131,15 @@ class Lease(KubeModel):
 
     api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
     kind: Literal["Lease"] = "Lease"
-    metadata: LeaseMeta
-    spec: LeaseSpec = Field(default_factory=LeaseSpec)
+    metadata: LeaseMeta = Field(description="The lease's name: the node's")
+    spec: LeaseSpec = Field(default_factory=LeaseSpec, description="Who holds it, when renewed")
+
+
+class LeaseList(KubeModel):
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["LeaseList"] = "LeaseList"
+    metadata: ListMeta = Field(default_factory=ListMeta)
+    items: list[Lease]
 
 
 # -- conversions ---------------------------------------------------------------------------
@@ -192,14 +218,20 @@ def list_to_object(
     }
 
 
-def lease_object(name: str, renewed: datetime, ttl_seconds: float) -> dict[str, Any]:
+def lease_object(entry: RegistryEntry, ttl_seconds: float) -> dict[str, Any]:
+    """The node's Lease: renewed at its last heartbeat, held by the node itself."""
+    name = entry.name
     return {
         "apiVersion": API_VERSION,
         "kind": LEASE_KIND,
-        "metadata": {"name": name},
+        "metadata": {
+            "name": name,
+            "creationTimestamp": rfc3339(entry.registered_at),
+            "resourceVersion": str(entry.resource_version),
+        },
         "spec": {
             "holderIdentity": name,
             "leaseDurationSeconds": round(ttl_seconds),
-            "renewTime": rfc3339_micro(renewed),
+            "renewTime": rfc3339_micro(entry.last_seen),
         },
     }

@@ -175,3 +175,71 @@ def nodes_table(
         "columnDefinitions": COLUMN_DEFINITIONS,
         "rows": [table_row(e, now, include) for e in entries],
     }
+
+
+# -- leases --------------------------------------------------------------------------------
+
+LEASE_COLUMN_DEFINITIONS: list[dict[str, Any]] = [
+    {
+        "name": "Name",
+        "type": "string",
+        "format": "name",
+        "description": "The node's name",
+        "priority": 0,
+    },
+    {
+        "name": "Holder",
+        "type": "string",
+        "format": "",
+        "description": "spec.holderIdentity",
+        "priority": 0,
+    },
+    {
+        "name": "Renewed",
+        "type": "string",
+        "format": "",
+        "description": "Since the last renewal (spec.renewTime)",
+        "priority": 0,
+    },
+    {
+        "name": "Duration",
+        "type": "integer",
+        "format": "",
+        "description": "spec.leaseDurationSeconds",
+        "priority": 1,
+    },
+]
+
+
+def leases_table(
+    leases: Iterable[dict[str, Any]],
+    now: datetime,
+    *,
+    include: IncludeObject = IncludeObject.METADATA,
+    resource_version: int | None = None,
+) -> dict[str, Any]:
+    """A Table of Lease objects (``lease_object``'s documents)."""
+    rows = []
+    for lease in leases:
+        spec = lease["spec"]
+        renewed = datetime.fromisoformat(spec["renewTime"])
+        row: dict[str, Any] = {
+            "cells": [
+                lease["metadata"]["name"],
+                spec["holderIdentity"],
+                f"{age(renewed, now)} ago",
+                spec["leaseDurationSeconds"],
+            ]
+        }
+        obj = row_object(lease, include)
+        if obj is not None:
+            row["object"] = obj
+        rows.append(row)
+    meta = {} if resource_version is None else {"resourceVersion": str(resource_version)}
+    return {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "Table",
+        "metadata": meta,
+        "columnDefinitions": LEASE_COLUMN_DEFINITIONS,
+        "rows": rows,
+    }
