@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from node_registry import __version__
 from node_registry.kube.discovery import GROUP_VERSION, VERSION
-from node_registry.kube.objects import Lease, NodePassportList, NodePassportObject
+from node_registry.kube.objects import Lease, LeaseList, NodePassportList, NodePassportObject
 from node_registry.passport.models import API_GROUP
 
 #: The schema-name prefix apiserver gives a group's kinds (reverse DNS of the group).
@@ -31,6 +31,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "NodePassport": NodePassportObject,
     "NodePassportList": NodePassportList,
     "Lease": Lease,
+    "LeaseList": LeaseList,
 }
 
 
@@ -137,6 +138,7 @@ def group_version_document() -> dict[str, Any]:
             f"{base}/nodepassports/{{name}}/status": _get(
                 "read a NodePassport's status", "NodePassport"
             ),
+            f"{base}/leases": _get("list the nodes' Leases", "LeaseList", listing=True),
             f"{base}/leases/{{name}}": _get("read a node's Lease", "Lease"),
         },
         "components": {"schemas": schemas()},

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from node_registry import __version__
 from node_registry.config import Settings
 from node_registry.errors import RegistryError
+from node_registry.kube.openapi import schemas as kube_schemas
 from node_registry.registry import AsyncRegistry, EventType
 from node_registry.server.auth import Authenticator
 from node_registry.server.body import BodyLimitMiddleware
@@ -160,6 +161,8 @@ def _complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
     for old, new in SCHEMA_NAMES.items():
         if old in schemas:
             schemas[new] = schemas.pop(old)
+    # The Kubernetes-shaped routes' objects, under the names /openapi/v3 gives them.
+    schemas.update(kube_schemas())
     return completed
 
 

@@ -15,14 +15,14 @@ from node_registry.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
-from node_registry.kube.objects import LeaseList, lease_object
+from node_registry.kube.objects import lease_object
 from node_registry.kube.table import leases_table
 from node_registry.passport import API_VERSION
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.server.auth import Role, authorize_node_id, authorize_node_write, authorize_read
 from node_registry.server.body import JSON_TYPES, media_type
 from node_registry.server.context import Caller, Ctx, NodeName, context
-from node_registry.server.negotiation import Shape, content_type, negotiate
+from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
 from node_registry.wire import API_PREFIX, Lease
 
 LEASE_BODY: dict[str, Any] = {
@@ -63,7 +63,11 @@ async def renew_lease(name: str, request: Request) -> Response:
     )
 
 
-@router.get("/leases", response_model=LeaseList, summary="Every node's lease (a Table when asked)")
+@router.get(
+    "/leases",
+    summary="Every node's lease (a Table when asked)",
+    responses=kube_response("LeaseList", "A LeaseList, or a Table when Accept asks for one"),
+)
 async def list_leases(request: Request, caller: Caller, ctx: Ctx) -> Response:
     authorize_read(caller)
     found = ctx.registry.sync.list_nodes()

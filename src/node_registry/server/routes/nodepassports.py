@@ -27,7 +27,7 @@ from node_registry.registry import EventType, RegistryEntry, WatchEvent
 from node_registry.selectors import Selector
 from node_registry.server.auth import authorize_read
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
-from node_registry.server.negotiation import Shape, content_type, negotiate
+from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
 from node_registry.server.render import NodesResponse
 from node_registry.server.routes.params import query_selector
 from node_registry.server.streams import Encoding, ndjson_frame, stream_events
@@ -76,13 +76,7 @@ def _metadata_of(obj: dict[str, Any]) -> dict[str, Any]:
 @router.get(
     f"/{RESOURCE}/{{name}}",
     summary="Get one NodePassport (a Table when Accept asks for one)",
-    responses={
-        200: {
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/NodePassport"}}
-            }
-        }
-    },
+    responses=kube_response("NodePassport", "A NodePassport, or a Table when Accept asks"),
 )
 async def get_nodepassport(
     name: NodeName,
@@ -103,7 +97,11 @@ async def get_nodepassport(
     return _respond(obj, Shape.OBJECT)
 
 
-@router.get(f"/{RESOURCE}/{{name}}/status", summary="Get a NodePassport's status subresource")
+@router.get(
+    f"/{RESOURCE}/{{name}}/status",
+    summary="Get a NodePassport's status subresource",
+    responses=kube_response("NodePassport", "The NodePassport"),
+)
 async def get_nodepassport_status(name: NodeName, caller: Caller, ctx: Ctx) -> Response:
     authorize_read(caller)
     return _respond(entry_to_object(_get(ctx, name)), Shape.OBJECT)
@@ -112,13 +110,9 @@ async def get_nodepassport_status(name: NodeName, caller: Caller, ctx: Ctx) -> R
 @router.get(
     f"/{RESOURCE}",
     summary="List NodePassports, or watch them with watch=true",
-    responses={
-        200: {
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/NodePassportList"}}
-            }
-        }
-    },
+    responses=kube_response(
+        "NodePassportList", "A NodePassportList, a Table when Accept asks, or a watch stream"
+    ),
 )
 async def list_nodepassports(
     request: Request,
