@@ -9,6 +9,8 @@ kubeconfig or cache steers it, and a timeout, so a hanging kubectl fails the tes
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +32,20 @@ def kubectl_binary() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+@functools.cache
+def kubectl_minor() -> int:
+    """kubectl's minor version (1.32 -> 32): Debian bookworm's kubernetes-client is 1.20."""
+    done = subprocess.run(
+        [kubectl_binary(), "version", "--client", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=True,
+    )
+    minor: str = json.loads(done.stdout)["clientVersion"]["minor"]
+    return int(minor.rstrip("+"))
 
 
 def kubeconfig(

@@ -1,7 +1,8 @@
 """The ``node-registry`` command line: kubectl-style commands against a registry, and local tools.
 
 Local: ``validate``, ``example``, ``version``, ``serve``, ``demo``. Against a running registry
-(``--server``/``NODE_REGISTRY_URL``, ``--token``/``NODE_REGISTRY_TOKEN``): ``get``,
+(``--server``/``NODE_REGISTRY_URL``, ``--token``/``NODE_REGISTRY_TOKEN``, or a kubeconfig:
+``--kubeconfig``/``--context``, see ``client.kubeconfig``): ``get``,
 ``describe``, ``apply``, ``delete``, ``watch``, and ``agent`` (the node runtime). Like kubectl,
 every command exits 0 on success and 1 on failure with one ``error: ...`` line on stderr.
 """
