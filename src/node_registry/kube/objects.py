@@ -23,7 +23,7 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from node_registry import errors
-from node_registry.kube.meta import KubeModel, ListMeta, rfc3339, rfc3339_micro
+from node_registry.kube.meta import KubeModel, ListMeta, list_meta, rfc3339, rfc3339_micro
 from node_registry.passport import API_VERSION, KIND, NodePassport
 from node_registry.passport import Metadata as PassportMetadata
 from node_registry.passport import Status as PassportStatus
@@ -205,15 +205,10 @@ def list_to_object(
     continue_token: str | None = None,
     remaining: int | None = None,
 ) -> dict[str, Any]:
-    meta: dict[str, Any] = {"resourceVersion": str(resource_version)}
-    if continue_token:
-        meta["continue"] = continue_token
-        if remaining is not None:
-            meta["remainingItemCount"] = remaining
     return {
         "apiVersion": API_VERSION,
         "kind": LIST_KIND,
-        "metadata": meta,
+        "metadata": list_meta(resource_version, continue_token, remaining),
         "items": [entry_to_object(e) for e in items],
     }
 

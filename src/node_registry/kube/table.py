@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from node_registry.kube.meta import META_GROUP_VERSION
+from node_registry.kube.meta import META_GROUP_VERSION, list_meta
 from node_registry.kube.objects import entry_to_object
 from node_registry.passport import NodePassport
 from node_registry.registry.entry import RegistryEntry
@@ -161,17 +161,10 @@ def nodes_table(
     remaining: int | None = None,
 ) -> dict[str, Any]:
     """A Table of ``entries`` (one row each, in order) as apiserver sends it for a list."""
-    meta: dict[str, Any] = {}
-    if resource_version is not None:
-        meta["resourceVersion"] = str(resource_version)
-    if continue_token:
-        meta["continue"] = continue_token
-        if remaining is not None:
-            meta["remainingItemCount"] = remaining
     return {
         "apiVersion": META_GROUP_VERSION,
         "kind": "Table",
-        "metadata": meta,
+        "metadata": list_meta(resource_version, continue_token, remaining),
         "columnDefinitions": COLUMN_DEFINITIONS,
         "rows": [table_row(e, now, include) for e in entries],
     }
@@ -235,11 +228,10 @@ def leases_table(
         if obj is not None:
             row["object"] = obj
         rows.append(row)
-    meta = {} if resource_version is None else {"resourceVersion": str(resource_version)}
     return {
         "apiVersion": META_GROUP_VERSION,
         "kind": "Table",
-        "metadata": meta,
+        "metadata": list_meta(resource_version),
         "columnDefinitions": LEASE_COLUMN_DEFINITIONS,
         "rows": rows,
     }

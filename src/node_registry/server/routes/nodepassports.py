@@ -29,7 +29,14 @@ from node_registry.server.auth import authorize_read
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
 from node_registry.server.render import NodesResponse
-from node_registry.server.routes.params import query_selector
+from node_registry.server.routes.params import (
+    ContinueQuery,
+    LabelSelectorQuery,
+    LimitQuery,
+    ResourceVersionQuery,
+    TimeoutQuery,
+    query_selector,
+)
 from node_registry.server.streams import Encoding, ndjson_frame, stream_events
 
 RESOURCE = "nodepassports"
@@ -47,7 +54,6 @@ router = APIRouter(
 )
 _SERVED = frozenset({Shape.TABLE, Shape.METADATA, Shape.METADATA_LIST})
 
-LabelSelectorQuery = Annotated[str | None, Query(alias="labelSelector", max_length=4096)]
 FieldSelectorQuery = Annotated[str | None, Query(alias="fieldSelector", max_length=4096)]
 IncludeObjectQuery = Annotated[IncludeObject, Query(alias="includeObject")]
 
@@ -120,13 +126,11 @@ async def list_nodepassports(
     ctx: Ctx,
     label_selector: LabelSelectorQuery = None,
     field_selector: FieldSelectorQuery = None,
-    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
-    continue_: Annotated[str | None, Query(alias="continue", max_length=512)] = None,
+    limit: LimitQuery = None,
+    continue_: ContinueQuery = None,
     watch: bool = False,
-    resource_version: Annotated[
-        str | None, Query(alias="resourceVersion", max_length=20, pattern=r"^[0-9]*$")
-    ] = None,
-    timeout_seconds: Annotated[int | None, Query(alias="timeoutSeconds", ge=1, le=86_400)] = None,
+    resource_version: ResourceVersionQuery = None,
+    timeout_seconds: TimeoutQuery = None,
     allow_watch_bookmarks: Annotated[bool, Query(alias="allowWatchBookmarks")] = False,
     include_object: IncludeObjectQuery = IncludeObject.METADATA,
 ) -> Response:

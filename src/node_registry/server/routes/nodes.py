@@ -35,7 +35,14 @@ from node_registry.server.context import (
     Writer,
 )
 from node_registry.server.render import NodesResponse
-from node_registry.server.routes.params import query_selector
+from node_registry.server.routes.params import (
+    ContinueQuery,
+    LabelSelectorQuery,
+    LimitQuery,
+    ResourceVersionQuery,
+    TimeoutQuery,
+    query_selector,
+)
 from node_registry.server.routes.watch import WATCH_CONTENT, watch_response
 from node_registry.wire import (
     API_PREFIX,
@@ -162,15 +169,13 @@ async def list_nodes(
     caller: Caller,
     ctx: Ctx,
     kind: NodeType | None = None,
-    label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=4096)] = None,
+    label_selector: LabelSelectorQuery = None,
     healthy: bool = False,
-    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
-    continue_: Annotated[str | None, Query(alias="continue", max_length=512)] = None,
+    limit: LimitQuery = None,
+    continue_: ContinueQuery = None,
     watch: bool = False,
-    resource_version: Annotated[
-        str | None, Query(alias="resourceVersion", max_length=20, pattern=r"^[0-9]*$")
-    ] = None,
-    timeout_seconds: Annotated[int | None, Query(alias="timeoutSeconds", ge=1, le=86_400)] = None,
+    resource_version: ResourceVersionQuery = None,
+    timeout_seconds: TimeoutQuery = None,
     allow_watch_bookmarks: Annotated[bool, Query(alias="allowWatchBookmarks")] = True,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^[0-9]*$")
