@@ -29,8 +29,8 @@ from fastapi import FastAPI
 from conftest import passport
 from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
-from node_registry.cli import output
 from node_registry.client import RegistryClient
+from node_registry.kube.table import human_duration
 from node_registry.wire import RegistryEntryList, RegistryEntryModel
 
 TIMEOUT = 30
@@ -48,6 +48,7 @@ def _command() -> list[str]:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NODE_REGISTRY_")}
+    env.pop("KUBECONFIG", None)  # a kubeconfig of the machine's must not steer the CLI
     # The registry under test is on loopback: never through a proxy from the environment.
     env.update(COLUMNS="200", NO_COLOR="1", NO_PROXY="127.0.0.1,localhost", **extra)
     return env
@@ -170,7 +171,7 @@ def fleet(live: Live) -> Live:
     ],
 )
 def test_ages_read_like_kubectl(seconds: float, shown: str) -> None:
-    assert output.human_duration(seconds) == shown
+    assert human_duration(seconds) == shown
 
 
 def rows(stdout: str) -> list[list[str]]:

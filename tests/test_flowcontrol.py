@@ -116,13 +116,14 @@ def test_a_shed_renewal_counts_as_the_registry_being_saturated(
     assert app.state.registry.sync.saturated_at is not None
 
 
-def test_open_watch_streams_are_bounded(limited: tuple[str, Any]) -> None:
+@pytest.mark.parametrize("collection", ["nodes", "nodepassports"])
+def test_open_watch_streams_are_bounded(limited: tuple[str, Any], collection: str) -> None:
     base, _ = limited
     with httpx.Client(base_url=base, timeout=5) as http:
         params = {"watch": "true", "timeoutSeconds": "5"}
-        with http.stream("GET", f"{API}/nodes", params=params) as first:
+        with http.stream("GET", f"{API}/{collection}", params=params) as first:
             assert first.status_code == 200
-            body = shed(http.get(f"{API}/nodes", params=params))
+            body = shed(http.get(f"{API}/{collection}", params=params))
             assert "1 watch streams are open" in body["message"]
             # The open stream holds no read seat: lists still go through.
             listed = http.get(f"{API}/nodes")

@@ -291,6 +291,7 @@ def test_watchers_of_one_shape_share_one_encode_of_each_event(clock: FakeClock) 
             )
             for _ in range(50)
         ]
+
         async def both_events(stream: AsyncIterator[bytes]) -> int:
             # A frame carries what had arrived; read until both events came.
             seen = 0

@@ -153,6 +153,7 @@ class StatusCause(_Wire):
 
 class StatusDetails(_Wire):
     name: str | None = None
+    group: str | None = None
     kind: str | None = None
     causes: list[StatusCause] = Field(default_factory=list)
 
@@ -277,7 +278,11 @@ assert len(ERRORS_BY_REASON) == len(_ERROR_CLASSES), "every error class needs it
 
 
 def status_from_error(
-    exc: errors.RegistryError, *, name: str | None = None, kind: str = "nodes"
+    exc: errors.RegistryError,
+    *,
+    name: str | None = None,
+    kind: str = "nodes",
+    group: str | None = None,
 ) -> dict[str, Any]:
     """The Kubernetes Status body for ``exc``; field errors become ``details.causes``."""
     causes: list[dict[str, Any]] = []
@@ -305,6 +310,8 @@ def status_from_error(
         details: dict[str, Any] = {"kind": kind, "causes": causes}
         if name:
             details["name"] = name
+        if group:
+            details["group"] = group
         body["details"] = details
     return body
 

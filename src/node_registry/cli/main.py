@@ -1,7 +1,8 @@
 """The ``node-registry`` command line: kubectl-style commands against a registry, and local tools.
 
 Local: ``validate``, ``example``, ``version``, ``serve``, ``demo``. Against a running registry
-(``--server``/``NODE_REGISTRY_URL``, ``--token``/``NODE_REGISTRY_TOKEN``): ``get``,
+(``--server``/``NODE_REGISTRY_URL``, ``--token``/``NODE_REGISTRY_TOKEN``, or a kubeconfig:
+``--kubeconfig``/``--context``, see ``client.kubeconfig``): ``get``,
 ``describe``, ``apply``, ``delete``, ``watch``, and ``agent`` (the node runtime). Like kubectl,
 every command exits 0 on success and 1 on failure with one ``error: ...`` line on stderr.
 """
@@ -25,6 +26,7 @@ from node_registry import __version__
 from node_registry.cli import output
 from node_registry.cli.example import run_example
 from node_registry.client import RegistryClient
+from node_registry.client.kubeconfig import resolve
 from node_registry.client.settings import TOKEN_ENV, URL_ENV
 from node_registry.errors import (
     ForbiddenError,
@@ -74,6 +76,21 @@ SelectorOption = Annotated[
     typer.Option(
         "--selector", "-l", help="Label selector (effective labels), e.g. 'zone=eu-west-1,gpu'"
     ),
+]
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="kubeconfig file to connect with (default: $KUBECONFIG, else ~/.kube/config "
+        "when no --server is given)",
+    ),
+]
+ContextOption = Annotated[
+    str | None, typer.Option("--context", help="kubeconfig context (default: current-context)")
+]
+CAOption = Annotated[
+    Path | None,
+    typer.Option("--certificate-authority", help="CA bundle (PEM) to verify the server with"),
 ]
 KindOption = Annotated[
     str | None,
@@ -133,9 +150,30 @@ def _command() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def _client(server: str | None, token: str | None) -> RegistryClient:
+def _client(
+    server: str | None,
+    token: str | None,
+    kubeconfig: Path | None = None,
+    context: str | None = None,
+    certificate_authority: Path | None = None,
+) -> RegistryClient:
+    """A client of the registry the flags, environment or kubeconfig point at (in that order)."""
+    connection = resolve(
+        server=server or None,
+        token=token or None,
+        certificate_authority=str(certificate_authority) if certificate_authority else None,
+        kubeconfig=kubeconfig,
+        context=context,
+    )
     # One retry round: a person at a terminal wants the answer (or the error) quickly.
-    return RegistryClient(server, token=token or None, timeout=5.0, retries=1, backoff=0.2)
+    return RegistryClient(
+        connection.server,
+        token=connection.token,
+        verify=connection.verify,
+        timeout=5.0,
+        retries=1,
+        backoff=0.2,
+    )
 
 
 def _resource(resource: str) -> None:
@@ -339,6 +377,9 @@ def get(
     ] = False,
     server: ServerOption = None,
     token: TokenOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    certificate_authority: CAOption = None,
 ) -> None:
     """List nodes like kubectl get nodes: NAME KIND HEALTH PHASE TASKS AGE."""
     missing = False
@@ -347,7 +388,7 @@ def get(
         fmt = _output(output_format)
         if names and (selector or kind or healthy):
             _fail("node names cannot be given together with --selector, --kind or --healthy")
-        with _client(server, token) as client:
+        with _client(server, token, kubeconfig, context, certificate_authority) as client:
             if names:
                 entries, missing = _get_named(client, names)
             else:
@@ -400,6 +441,9 @@ def describe(
     kind: KindOption = None,
     server: ServerOption = None,
     token: TokenOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    certificate_authority: CAOption = None,
 ) -> None:
     """Show one node in detail: health, labels, spec, conditions, passport, recent events."""
     missing = False
@@ -407,7 +451,7 @@ def describe(
         _resource(resource)
         if names and (selector or kind):
             _fail("node names cannot be given together with --selector or --kind")
-        with _client(server, token) as client:
+        with _client(server, token, kubeconfig, context, certificate_authority) as client:
             if names:
                 entries, missing = _get_named(client, names)
             else:
@@ -479,12 +523,15 @@ def apply(
     ],
     server: ServerOption = None,
     token: TokenOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    certificate_authority: CAOption = None,
 ) -> None:
     """Register (or re-register) the passports in FILE, after validating them all offline."""
     failed = False
     with _command():
         passports = _load_for_apply(files)
-        with _client(server, token) as client:
+        with _client(server, token, kubeconfig, context, certificate_authority) as client:
             for passport, doc in passports:
                 name = passport.metadata.name
                 try:
@@ -519,12 +566,15 @@ def delete(
     names: Annotated[list[str], typer.Argument(help="Node names", show_default=False)],
     server: ServerOption = None,
     token: TokenOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    certificate_authority: CAOption = None,
 ) -> None:
     """Deregister nodes by name."""
     failed = False
     with _command():
         _resource(resource)
-        with _client(server, token) as client:
+        with _client(server, token, kubeconfig, context, certificate_authority) as client:
             for name in names:
                 try:
                     client.deregister(name)
@@ -571,13 +621,16 @@ def watch(
     ] = None,
     server: ServerOption = None,
     token: TokenOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    certificate_authority: CAOption = None,
 ) -> None:
     """Print node events as they happen: time, type, name, health, resource version."""
     with _command():
         if output_format not in (None, "json"):
             _fail(f"unknown output format {output_format!r} for watch: use json")
         wanted = _wanted(_kind(kind), as_selector(selector))
-        with _client(server, token) as client:
+        with _client(server, token, kubeconfig, context, certificate_authority) as client:
             start = since if since is not None else client.list_nodes().resource_version
             if output_format is None:
                 typer.echo(output.event_header())

@@ -14,12 +14,12 @@ from typing import Any
 
 import yaml
 
-from node_registry.passport import NodePassport, effective_labels
+from node_registry.kube.table import NONE, age, cells, tasks
+from node_registry.passport import effective_labels
 from node_registry.registry.entry import EventType, RegistryEntry, WatchEvent
 from node_registry.registry.registry import is_schedulable
 from node_registry.wire import entry_to_wire, event_to_wire, list_to_wire
 
-NONE = "<none>"
 #: Spaces between table columns (kubectl's tabwriter pads with 3).
 GAP = "   "
 COLUMNS = ("NAME", "KIND", "HEALTH", "PHASE", "TASKS", "AGE")
@@ -27,69 +27,13 @@ WIDE_COLUMNS = (*COLUMNS, "CAPABILITIES", "ZONE", "ENDPOINT", "LAST-SEEN")
 OUTPUT_FORMATS = ("wide", "json", "yaml", "name")
 
 
-# -- durations ---------------------------------------------------------------------------
-
-
-def human_duration(seconds: float) -> str:
-    """kubectl's ``HumanDuration``: ``5s``, ``3m20s``, ``45m``, ``2h10m``, ``4d``, ``2y30d``."""
-    if seconds < -1:
-        return "<invalid>"
-    total = max(0, int(seconds))
-    if total < 120:
-        return f"{total}s"
-    minutes = total // 60
-    if minutes < 10:
-        rest = total % 60
-        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = total // 3600
-    if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h{rest}m" if rest else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        rest = hours % 24
-        return f"{hours // 24}d{rest}h" if rest else f"{hours // 24}d"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    years = hours // (24 * 365)
-    if years < 8:
-        rest = (hours // 24) % 365
-        return f"{years}y{rest}d" if rest else f"{years}y"
-    return f"{years}y"
-
-
-def age(since: datetime, now: datetime) -> str:
-    return human_duration((now - since).total_seconds())
+# -- durations and fields: shared with the server's Table (node_registry.kube.table) ------
 
 
 def timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC to the second, as kubectl shows times."""
     text = moment.replace(microsecond=0).isoformat()
     return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
-
-
-# -- fields ------------------------------------------------------------------------------
-
-
-def tasks(passport: NodePassport) -> str:
-    limit = passport.spec.max_concurrent_tasks
-    return f"{passport.status.current_tasks}/{'-' if limit is None else limit}"
-
-
-def capabilities(passport: NodePassport) -> str:
-    return ",".join(c.name for c in passport.spec.capabilities) or NONE
-
-
-def endpoint(passport: NodePassport) -> str:
-    """``protocol:address#queue``, without repeating a protocol the address already names."""
-    ep = passport.spec.endpoint
-    if ep is None:
-        return NONE
-    text = ep.address if ep.address.startswith(f"{ep.protocol}:") else f"{ep.protocol}:{ep.address}"
-    return f"{text}#{ep.queue}" if ep.queue else text
 
 
 def labels(values: Mapping[str, str]) -> str:
@@ -110,23 +54,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def node_row(entry: RegistryEntry, now: datetime, *, wide: bool = False) -> list[str]:
-    passport = entry.passport
-    row = [
-        entry.name,
-        entry.node_kind.value,
-        entry.health_state.value,
-        passport.status.phase.value,
-        tasks(passport),
-        age(entry.registered_at, now),
-    ]
-    if wide:
-        row += [
-            capabilities(passport),
-            passport.metadata.labels.get("zone", NONE),
-            endpoint(passport),
-            f"{age(entry.last_seen, now)} ago",
-        ]
-    return row
+    """The row the server's Table gives the node (``kube.table.cells``), wide or not."""
+    row = [str(cell) for cell in cells(entry, now)]
+    return row if wide else row[: len(COLUMNS)]
 
 
 def nodes_table(

@@ -123,9 +123,13 @@ def check_label_map(value: dict[str, str]) -> dict[str, str]:
 class Capability(_Model):
     """One thing the node can do; it is selectable as the label ``capability.<name>=true``."""
 
-    name: str
-    version: NumberOrStr | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="The capability's name (letters, digits, '-', '_', '.')")
+    version: NumberOrStr | None = Field(
+        default=None, description="The version the node implements, e.g. 1.0"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form parameters (languages, models, limits)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -143,19 +147,35 @@ class Capability(_Model):
 class Endpoint(_Model):
     """Where the node takes work: a MindBus queue, an HTTP URL, a gRPC address."""
 
-    protocol: str = Field(min_length=1, max_length=63)
-    address: str = Field(min_length=1, max_length=2048)
-    queue: str | None = Field(default=None, max_length=255)
+    protocol: str = Field(
+        min_length=1, max_length=63, description="How to reach the node: mindbus, http, grpc..."
+    )
+    address: str = Field(
+        min_length=1, max_length=2048, description="Where: an AMQP URL, an HTTP URL, host:port"
+    )
+    queue: str | None = Field(
+        default=None, max_length=255, description="The MindBus queue the node consumes, if any"
+    )
 
 
 class Metadata(_Model):
     """Identity: a stable UUID chosen by the node, a unique DNS-1123 name, kind, labels."""
 
-    uid: UUID
-    name: str
-    node_type: NodeType = Field(alias="nodeType")
-    labels: dict[str, str] = Field(default_factory=dict, max_length=limits.MAX_LABELS)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: UUID = Field(description="The node's stable identity, chosen by the node (a UUID)")
+    name: str = Field(description="The node's unique name (a DNS-1123 subdomain)")
+    node_type: NodeType = Field(
+        alias="nodeType",
+        description="What kind of participant the node is (agent, orchestrator, tool...)",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=limits.MAX_LABELS,
+        description="Labels to select the node by (label selectors match these, with the "
+        "ones the registry derives from the passport)",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Non-identifying notes, not selectable"
+    )
 
     @field_validator("name")
     @classmethod
@@ -200,10 +220,14 @@ class Taint(_Model):
     a toleration's ``tolerationSeconds`` from it.
     """
 
-    key: str
-    value: str | None = None
-    effect: TaintEffect
-    time_added: datetime | None = Field(default=None, alias="timeAdded")
+    key: str = Field(description="The taint's key (a label key)")
+    value: str | None = Field(default=None, description="The taint's value (a label value)")
+    effect: TaintEffect = Field(description="NoSchedule, PreferNoSchedule or NoExecute")
+    time_added: datetime | None = Field(
+        default=None,
+        alias="timeAdded",
+        description="When a NoExecute taint appeared (tolerationSeconds count from it)",
+    )
 
     @field_validator("key")
     @classmethod
@@ -228,12 +252,29 @@ class Taint(_Model):
 class Spec(_Model):
     """What the node offers: capabilities, resources (Kubernetes quantities), endpoint."""
 
-    capabilities: list[Capability] = Field(default_factory=list, max_length=limits.MAX_CAPABILITIES)
-    resources: dict[str, NumberOrStr] = Field(default_factory=dict, max_length=limits.MAX_RESOURCES)
-    endpoint: Endpoint | None = None
-    max_concurrent_tasks: int | None = Field(default=None, alias="maxConcurrentTasks", ge=0)
+    capabilities: list[Capability] = Field(
+        default_factory=list,
+        max_length=limits.MAX_CAPABILITIES,
+        description="What the node can do; each is selectable as capability.<name>=true",
+    )
+    resources: dict[str, NumberOrStr] = Field(
+        default_factory=dict,
+        max_length=limits.MAX_RESOURCES,
+        description="What the node has, as Kubernetes quantities (cpu: 4, memory: 8Gi)",
+    )
+    endpoint: Endpoint | None = Field(default=None, description="Where the node takes work")
+    max_concurrent_tasks: int | None = Field(
+        default=None,
+        alias="maxConcurrentTasks",
+        ge=0,
+        description="How many tasks the node runs at once at most",
+    )
     # None rather than []: a passport sent without taints is stored and returned without them.
-    taints: list[Taint] | None = Field(default=None, max_length=limits.MAX_TAINTS)
+    taints: list[Taint] | None = Field(
+        default=None,
+        max_length=limits.MAX_TAINTS,
+        description="Kubernetes node taints: they repel tasks that do not tolerate them",
+    )
 
     @field_validator("capabilities")
     @classmethod
@@ -270,20 +311,34 @@ class Spec(_Model):
 class Condition(_Model):
     """A Kubernetes-style condition; ``Ready`` is the one the registry itself maintains."""
 
-    type: str = Field(min_length=1, max_length=316)
-    status: ConditionStatus
-    reason: str | None = Field(default=None, max_length=1024)
-    message: str | None = Field(default=None, max_length=32768)
-    last_heartbeat_time: datetime | None = Field(default=None, alias="lastHeartbeatTime")
-    last_transition_time: datetime | None = Field(default=None, alias="lastTransitionTime")
+    type: str = Field(min_length=1, max_length=316, description="The condition's type (Ready...)")
+    status: ConditionStatus = Field(description="True, False or Unknown")
+    reason: str | None = Field(
+        default=None, max_length=1024, description="Why, in one CamelCase word"
+    )
+    message: str | None = Field(default=None, max_length=32768, description="Why, for people")
+    last_heartbeat_time: datetime | None = Field(
+        default=None, alias="lastHeartbeatTime", description="When the node last reported it"
+    )
+    last_transition_time: datetime | None = Field(
+        default=None, alias="lastTransitionTime", description="When the status last changed"
+    )
 
 
 class Status(_Model):
     """Runtime status: written by the node (status updates) and by the lifecycle controller."""
 
-    phase: Phase = Phase.PENDING
-    conditions: list[Condition] = Field(default_factory=list, max_length=limits.MAX_CONDITIONS)
-    current_tasks: int = Field(default=0, alias="currentTasks", ge=0)
+    phase: Phase = Field(
+        default=Phase.PENDING, description="The lifecycle phase: Pending, Running, NotReady..."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=limits.MAX_CONDITIONS,
+        description="Kubernetes-style conditions, one per type (Ready is the registry's)",
+    )
+    current_tasks: int = Field(
+        default=0, alias="currentTasks", ge=0, description="Tasks the node runs now"
+    )
 
     @field_validator("conditions")
     @classmethod
@@ -301,11 +356,19 @@ class Status(_Model):
 class NodePassport(_Model):
     """NODE_PASSPORT v1: ``apiVersion``, ``kind``, ``metadata``, ``spec``, ``status``."""
 
-    api_version: str = Field(default=API_VERSION, alias="apiVersion")
-    kind: str = KIND
-    metadata: Metadata
-    spec: Spec = Field(default_factory=Spec)
-    status: Status = Field(default_factory=Status)
+    api_version: str = Field(
+        default=API_VERSION,
+        alias="apiVersion",
+        description="The passport's version: ai_team.io/v1 (older ones are converted)",
+    )
+    kind: str = Field(default=KIND, description="NodePassport")
+    metadata: Metadata = Field(description="Who the node is: uid, name, type, labels")
+    spec: Spec = Field(
+        default_factory=Spec, description="What the node offers: capabilities, resources"
+    )
+    status: Status = Field(
+        default_factory=Status, description="How the node is: phase, conditions, tasks"
+    )
 
     @model_validator(mode="after")
     def _labels_agree_with_derived(self) -> NodePassport:

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from node_registry import __version__
 from node_registry.config import Settings
 from node_registry.errors import RegistryError
+from node_registry.kube.openapi import schemas as kube_schemas
 from node_registry.registry import AsyncRegistry, EventType
 from node_registry.server.auth import Authenticator
 from node_registry.server.body import BodyLimitMiddleware
@@ -29,7 +30,14 @@ from node_registry.server.flowcontrol import FlowControlMiddleware, Level
 from node_registry.server.handlers import install_error_handlers
 from node_registry.server.metrics import Metrics, TimingMiddleware
 from node_registry.server.pages import Paginator
-from node_registry.server.routes import leases, nodes, operations
+from node_registry.server.routes import (
+    discovery,
+    leases,
+    nodepassports,
+    nodes,
+    operations,
+)
+from node_registry.server.routes import openapi as kube_openapi
 from node_registry.server.ui import mount_dashboard
 from node_registry.wire import Status, WatchEventModel
 
@@ -94,6 +102,8 @@ def create_app(
         metrics=metrics,
         authenticator=auth,
         pages=Paginator(server.list_snapshot_ttl_seconds),
+        # The registry keeps its clock private; phase 2 of #11 asks the core for a property.
+        clock=registry.sync._clock,
     )
     # The dashboard's own route reads these two.
     app.state.registry = registry
@@ -109,6 +119,9 @@ def create_app(
     install_error_handlers(app, metrics)
     app.include_router(nodes.router)
     app.include_router(leases.router)
+    app.include_router(nodepassports.router)
+    app.include_router(discovery.router)
+    app.include_router(kube_openapi.router)
     app.include_router(operations.router)
     mount_dashboard(app, settings)  # the web dashboard at /ui (after the API's routes)
     app.add_middleware(
@@ -148,6 +161,8 @@ def _complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
     for old, new in SCHEMA_NAMES.items():
         if old in schemas:
             schemas[new] = schemas.pop(old)
+    # The Kubernetes-shaped routes' objects, under the names /openapi/v3 gives them.
+    schemas.update(kube_schemas())
     return completed
 
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 
+from node_registry.clock import Clock
 from node_registry.config import Settings
 from node_registry.registry import AsyncRegistry
 from node_registry.server.auth import (
@@ -35,6 +36,8 @@ class ServerContext:
     metrics: Metrics
     authenticator: Authenticator
     pages: Paginator
+    #: The registry's clock: ages in server-side printing are counted on it.
+    clock: Clock
 
 
 def context(request: Request) -> ServerContext:

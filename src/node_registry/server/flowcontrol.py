@@ -60,8 +60,12 @@ def classify(method: str, path: str) -> Level:
     return Level.CATCH_ALL
 
 
+#: The collections a watch is opened on: the registry's own, and Kubernetes' (#11).
+_WATCHED = ("/nodes", "/nodepassports")
+
+
 def is_watch(method: str, path: str, query: bytes) -> bool:
-    if method != "GET" or not path.endswith("/nodes") or b"watch" not in query:
+    if method != "GET" or not path.endswith(_WATCHED) or b"watch" not in query:
         return False
     params = dict(parse_qsl(query.decode("latin-1")))
     return params.get("watch", "").lower() in ("true", "1")

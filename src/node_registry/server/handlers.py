@@ -15,20 +15,29 @@ from node_registry.server.body import BodyTooLarge, too_large
 from node_registry.server.metrics import Metrics
 from node_registry.wire import Status, status_from_error
 
+#: (resource, group) a route names in its errors' Status details; the /nodes routes name none.
+Resource = tuple[str, str | None]
+
 
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
-    def refuse(exc: RegistryError, name: str | None = None) -> JSONResponse:
+    def refuse(
+        exc: RegistryError, name: str | None = None, resource: Resource | None = None
+    ) -> JSONResponse:
         metrics.refusals.labels(exc.reason).inc()
         # RFC 7235: a 401 names the scheme the client should use.
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        kind, group = resource or ("nodes", None)
         return JSONResponse(
-            status_from_error(exc, name=name), status_code=exc.status_code, headers=headers
+            status_from_error(exc, name=name, kind=kind, group=group),
+            status_code=exc.status_code,
+            headers=headers,
         )
 
     @app.exception_handler(RegistryError)
     async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
         name = request.path_params.get("name")
-        return refuse(exc, name if isinstance(name, str) else None)
+        resource = getattr(request.state, "resource", None)
+        return refuse(exc, name if isinstance(name, str) else None, resource)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from node_registry.errors import RevisionCompactedError
@@ -30,6 +31,24 @@ from node_registry.selectors import Selector
 from node_registry.wire import ERROR, bookmark_to_wire, event_to_wire, status_from_error
 
 Frame = Callable[[dict[str, Any], int], bytes]
+#: Extra filtering beside kind and labels (a field selector): True when the entry is wanted.
+EntryFilter = Callable[[RegistryEntry], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """The documents a stream sends: an event as shown, and a BOOKMARK at a version.
+
+    Streams of one encoding share each event's encoded frame, so an encoding is made once (a
+    module constant, or cached per variant) and compared by identity.
+    """
+
+    event: Callable[[WatchEvent], dict[str, Any]]
+    bookmark: Callable[[int], dict[str, Any]]
+
+
+#: The ``/nodes`` watch's documents (the registry's own wire format).
+REGISTRY_ENCODING = Encoding(event_to_wire, bookmark_to_wire)
 #: Frames sent in one write at most: a burst goes out in few writes, never as one huge one.
 BATCH = 128
 
@@ -53,22 +72,31 @@ def _labels(slot: Slot, entry: RegistryEntry, key: str) -> dict[str, str]:
 
 
 def _matches(
-    slot: Slot, entry: RegistryEntry | None, key: str, kind: NodeType | None, selector: Selector
+    slot: Slot,
+    entry: RegistryEntry | None,
+    key: str,
+    kind: NodeType | None,
+    selector: Selector,
+    wanted: EntryFilter | None,
 ) -> bool:
     if entry is None or (kind is not None and entry.node_kind is not kind):
+        return False
+    if wanted is not None and not wanted(entry):
         return False
     return selector.empty() or selector.matches(_labels(slot, entry, key))
 
 
-def shown_type(slot: Slot, kind: NodeType | None, selector: Selector) -> EventType | None:
-    """The event's type as a watcher of (kind, selector) sees it, or None: not for it."""
+def shown_type(
+    slot: Slot, kind: NodeType | None, selector: Selector, wanted: EntryFilter | None = None
+) -> EventType | None:
+    """The event's type as a watcher of (kind, selector, wanted) sees it, or None: not for it."""
     event = slot.event
-    if kind is None and selector.empty():
+    if kind is None and selector.empty() and wanted is None:
         return event.type
-    now = _matches(slot, event.entry, "labels", kind, selector)
+    now = _matches(slot, event.entry, "labels", kind, selector, wanted)
     if event.type in (EventType.ADDED, EventType.DELETED):
         return event.type if now else None
-    before = _matches(slot, event.previous, "previous labels", kind, selector)
+    before = _matches(slot, event.previous, "previous labels", kind, selector, wanted)
     if now and before:
         return event.type
     if now:
@@ -78,15 +106,17 @@ def shown_type(slot: Slot, kind: NodeType | None, selector: Selector) -> EventTy
     return None
 
 
-def encoded(slot: Slot, shown: EventType, frame: Frame) -> bytes:
+def encoded(
+    slot: Slot, shown: EventType, frame: Frame, encoding: Encoding = REGISTRY_ENCODING
+) -> bytes:
     """The event as ``shown``, in ``frame``'s format: encoded once, shared by every watcher."""
-    key = (shown, frame)
+    key = (shown, frame, encoding)
     data: bytes | None = slot.memo.get(key)
     if data is None:
         event = slot.event
         if shown is not event.type:
             event = WatchEvent(shown, event.entry, event.resource_version)
-        data = slot.memo[key] = frame(event_to_wire(event), event.resource_version)
+        data = slot.memo[key] = frame(encoding.event(event), event.resource_version)
     return data
 
 
@@ -102,13 +132,21 @@ async def stream_events(
     timeout: float | None,
     on_open: Callable[[], None],
     on_close: Callable[[], None],
+    encoding: Encoding = REGISTRY_ENCODING,
+    wanted: EntryFilter | None = None,
+    initial: list[bytes] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Frames of an open watch until the client leaves, ``timeout`` passes or the watch ends."""
+    """Frames of an open watch until the client leaves, ``timeout`` passes or the watch ends.
+
+    ``initial`` frames (a watch's synthetic ADDED events for the current state) go first.
+    """
     on_open()
     deadline = None if timeout is None else time.monotonic() + timeout
     last = since
     last_frame = time.monotonic()
     try:
+        for start in range(0, len(initial or ()), BATCH):
+            yield b"".join((initial or [])[start : start + BATCH])
         while not watch.ended:
             now = time.monotonic()
             wait = max(bookmark_interval - (now - last_frame), 0.0)
@@ -124,9 +162,9 @@ async def stream_events(
             chunk: list[bytes] = []
             for slot in slots:
                 last = slot.event.resource_version
-                shown = shown_type(slot, kind, selector)
+                shown = shown_type(slot, kind, selector, wanted)
                 if shown is not None:
-                    chunk.append(encoded(slot, shown, frame))
+                    chunk.append(encoded(slot, shown, frame, encoding))
             if chunk:
                 yield b"".join(chunk)
                 last_frame = time.monotonic()
@@ -137,7 +175,7 @@ async def stream_events(
                 and time.monotonic() - last_frame >= bookmark_interval
                 and (deadline is None or time.monotonic() < deadline)
             ):
-                yield frame(bookmark_to_wire(last), last)
+                yield frame(encoding.bookmark(last), last)
                 last_frame = time.monotonic()
     finally:
         watch.close()

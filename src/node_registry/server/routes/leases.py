@@ -7,7 +7,7 @@ from typing import Any
 
 import pydantic
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from node_registry.errors import (
     BadRequestError,
@@ -15,10 +15,14 @@ from node_registry.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
+from node_registry.kube.objects import lease_object
+from node_registry.kube.table import leases_table
+from node_registry.passport import API_VERSION
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.server.auth import Role, authorize_node_id, authorize_node_write, authorize_read
 from node_registry.server.body import JSON_TYPES, media_type
 from node_registry.server.context import Caller, Ctx, NodeName, context
+from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
 from node_registry.wire import API_PREFIX, Lease
 
 LEASE_BODY: dict[str, Any] = {
@@ -29,6 +33,7 @@ LEASE_BODY: dict[str, Any] = {
 }
 
 router = APIRouter(prefix=API_PREFIX, tags=["leases"])
+_TABLE = frozenset({Shape.TABLE})
 
 
 @router.put(
@@ -59,15 +64,42 @@ async def renew_lease(name: str, request: Request) -> Response:
 
 
 @router.get(
+    "/leases",
+    summary="Every node's lease (a Table when asked)",
+    responses=kube_response("LeaseList", "A LeaseList, or a Table when Accept asks for one"),
+)
+async def list_leases(request: Request, caller: Caller, ctx: Ctx) -> Response:
+    authorize_read(caller)
+    found = ctx.registry.sync.list_nodes()
+    ttl = ctx.settings.heartbeat.ttl_seconds
+    leases = [lease_object(e, ttl) for e in found.items]
+    if negotiate(request.headers.get("accept"), _TABLE) is Shape.TABLE:
+        table = leases_table(leases, ctx.clock.now(), resource_version=found.resource_version)
+        return JSONResponse(table, media_type=content_type(Shape.TABLE))
+    doc = {
+        "apiVersion": API_VERSION,
+        "kind": "LeaseList",
+        "metadata": {"resourceVersion": str(found.resource_version)},
+        "items": leases,
+    }
+    return JSONResponse(doc)
+
+
+@router.get(
     "/leases/{name}", response_model=Lease, summary="The node's lease: when it last renewed"
 )
-async def get_lease(name: NodeName, caller: Caller, ctx: Ctx) -> Response:
+async def get_lease(name: NodeName, request: Request, caller: Caller, ctx: Ctx) -> Response:
     if caller.role is Role.NODE:
         authorize_node_write(caller, name)
     else:
         authorize_read(caller)
     entry = ctx.registry.sync.get_by_name(name)
     authorize_node_id(caller, entry.node_id)
+    if negotiate(request.headers.get("accept"), _TABLE) is Shape.TABLE:
+        # kubectl get leases NAME; every other caller keeps the Lease below.
+        lease = lease_object(entry, ctx.settings.heartbeat.ttl_seconds)
+        table = leases_table([lease], ctx.clock.now())
+        return JSONResponse(table, media_type=content_type(Shape.TABLE))
     return Response(
         _lease_json(name, entry.last_seen, ctx.settings.heartbeat.ttl_seconds),
         media_type="application/json",

@@ -11,12 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from node_registry.errors import (
     FieldError,
     NotFoundError,
-    SelectorError,
     ValidationError,
 )
 from node_registry.passport import NodeType, load_passport
 from node_registry.registry import AsyncRegistry, RegistryEntry
-from node_registry.selectors import Selector, as_selector
 from node_registry.server.auth import (
     Principal,
     Role,
@@ -37,6 +35,14 @@ from node_registry.server.context import (
     Writer,
 )
 from node_registry.server.render import NodesResponse
+from node_registry.server.routes.params import (
+    ContinueQuery,
+    LabelSelectorQuery,
+    LimitQuery,
+    ResourceVersionQuery,
+    TimeoutQuery,
+    query_selector,
+)
 from node_registry.server.routes.watch import WATCH_CONTENT, watch_response
 from node_registry.wire import (
     API_PREFIX,
@@ -163,22 +169,20 @@ async def list_nodes(
     caller: Caller,
     ctx: Ctx,
     kind: NodeType | None = None,
-    label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=4096)] = None,
+    label_selector: LabelSelectorQuery = None,
     healthy: bool = False,
-    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
-    continue_: Annotated[str | None, Query(alias="continue", max_length=512)] = None,
+    limit: LimitQuery = None,
+    continue_: ContinueQuery = None,
     watch: bool = False,
-    resource_version: Annotated[
-        str | None, Query(alias="resourceVersion", max_length=20, pattern=r"^[0-9]*$")
-    ] = None,
-    timeout_seconds: Annotated[int | None, Query(alias="timeoutSeconds", ge=1, le=86_400)] = None,
+    resource_version: ResourceVersionQuery = None,
+    timeout_seconds: TimeoutQuery = None,
     allow_watch_bookmarks: Annotated[bool, Query(alias="allowWatchBookmarks")] = True,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^[0-9]*$")
     ] = None,
 ) -> Response:
     authorize_read(caller)
-    selector = _query_selector(label_selector)
+    selector = query_selector(label_selector)
     if watch:
         sse = "text/event-stream" in request.headers.get("accept", "")
         since_text = (last_event_id if sse and last_event_id else None) or resource_version
@@ -234,16 +238,6 @@ async def update_status(
         current_tasks=body.current_tasks,
     )
     return NodesResponse(entry_to_wire(entry))
-
-
-def _query_selector(text: str | None) -> Selector:
-    try:
-        return as_selector(text)
-    except SelectorError as exc:
-        # The parser cannot know it was given a query parameter; the caller should be told.
-        raise SelectorError(
-            exc.message, [FieldError(e.loc or "labelSelector", e.message) for e in exc.errors]
-        ) from None
 
 
 def _holder(registry: AsyncRegistry, name: str) -> str | None:

@@ -1,0 +1,232 @@
+"""The group's objects (NodePassport, NodePassportList, Lease) and their registry entries.
+
+A NodePassport object is the passport exactly as its node sent it (seed 2.4), with the
+registry's facts added where a Kubernetes user looks for them and nowhere else:
+
+- ``metadata``: ``creationTimestamp`` (= registration), ``resourceVersion``, ``generation``;
+- ``status``: ``healthState``, ``lastSeen``, ``registeredAt``, ``schedulable`` beside the
+  node's own ``phase``, ``conditions`` and ``currentTasks`` (with the lifecycle controller's
+  Ready=Unknown overlay while the node is not ALIVE, as the registry already shows it).
+
+``entry_to_object`` and ``object_to_entry`` are inverses: a client rebuilds the very
+``RegistryEntry`` the server held, so ``find_nodes`` answers the seed's types over HTTP too.
+The server-owned fields are taken out of the passport on the way back, so a passport never
+carries them (a node that sent a field of the same name has it replaced, not merged).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import pydantic
+from pydantic import ConfigDict, Field
+
+from node_registry import errors
+from node_registry.kube.meta import KubeModel, ListMeta, list_meta, rfc3339, rfc3339_micro
+from node_registry.passport import API_VERSION, KIND, NodePassport
+from node_registry.passport import Metadata as PassportMetadata
+from node_registry.passport import Status as PassportStatus
+from node_registry.passport.versions import translate_pydantic_error
+from node_registry.registry.entry import RegistryEntry
+from node_registry.registry.registry import is_schedulable
+from node_registry.store import HealthState
+
+LIST_KIND = f"{KIND}List"
+LEASE_KIND = "Lease"
+#: metadata fields the registry owns: never part of the stored passport.
+SERVER_METADATA = ("creationTimestamp", "resourceVersion", "generation", "managedFields")
+#: status fields the registry owns (its view of the node beside the node's own report).
+SERVER_STATUS = ("healthState", "lastSeen", "registeredAt", "schedulable")
+
+
+class NodePassportMetadata(PassportMetadata):
+    """The passport's identity as the node sent it, plus what the registry adds."""
+
+    creation_timestamp: datetime | None = Field(
+        default=None,
+        alias="creationTimestamp",
+        description="When the node first registered (the registry's clock); set by the server",
+    )
+    resource_version: str | None = Field(
+        default=None,
+        alias="resourceVersion",
+        description="The registry's version of this object: opaque; a watch resumes from it",
+    )
+    generation: int | None = Field(
+        default=None,
+        description="Bumped by the server when the spec changes (not the status or labels)",
+    )
+
+
+class NodePassportStatus(PassportStatus):
+    """The node's report (phase, conditions, tasks) and the registry's view of the node."""
+
+    health_state: HealthState | None = Field(
+        default=None,
+        alias="healthState",
+        description="The registry's verdict from the node's heartbeats: ALIVE, NOT_READY, OFFLINE",
+    )
+    last_seen: datetime | None = Field(
+        default=None, alias="lastSeen", description="The node's last heartbeat (lease renewal)"
+    )
+    registered_at: datetime | None = Field(
+        default=None, alias="registeredAt", description="When the node first registered"
+    )
+    schedulable: bool | None = Field(
+        default=None,
+        description="What find_nodes(only_healthy=True) selects: ALIVE, Running, not Ready=False",
+    )
+
+
+class NodePassportObject(NodePassport):
+    """A node of the registry: its NODE_PASSPORT as sent, with the registry's view added."""
+
+    model_config = ConfigDict(title="NodePassport")
+
+    metadata: NodePassportMetadata = Field(
+        description="Who the node is (uid, name, type, labels), and the registry's versions"
+    )
+    status: NodePassportStatus = Field(
+        default_factory=NodePassportStatus,
+        description="How the node is: its own report, and the registry's view (healthState)",
+    )
+
+
+class NodePassportList(KubeModel):
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["NodePassportList"] = "NodePassportList"
+    metadata: ListMeta = Field(default_factory=ListMeta)
+    items: list[NodePassportObject]
+
+
+class LeaseMeta(KubeModel):
+    name: str = Field(description="The node's name: a node's lease is named after it")
+    resource_version: str | None = Field(
+        default=None, alias="resourceVersion", description="The node's resourceVersion"
+    )
+    creation_timestamp: datetime | None = Field(
+        default=None, alias="creationTimestamp", description="When the node first registered"
+    )
+
+
+class LeaseSpec(KubeModel):
+    holder_identity: str | None = Field(
+        default=None, alias="holderIdentity", description="The node holding it: its own name"
+    )
+    lease_duration_seconds: int | None = Field(
+        default=None,
+        alias="leaseDurationSeconds",
+        description="How long a renewal counts (the registry's heartbeat TTL)",
+    )
+    renew_time: datetime | None = Field(
+        default=None,
+        alias="renewTime",
+        description="The last renewal, by the registry's clock (a PUT renews: the heartbeat)",
+    )
+
+
+class Lease(KubeModel):
+    """A node's heartbeat (``coordination.k8s.io/v1`` Lease, in our group)."""
+
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["Lease"] = "Lease"
+    metadata: LeaseMeta = Field(description="The lease's name: the node's")
+    spec: LeaseSpec = Field(default_factory=LeaseSpec, description="Who holds it, when renewed")
+
+
+class LeaseList(KubeModel):
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["LeaseList"] = "LeaseList"
+    metadata: ListMeta = Field(default_factory=ListMeta)
+    items: list[Lease]
+
+
+# -- conversions ---------------------------------------------------------------------------
+
+
+def entry_to_object(entry: RegistryEntry, *, generation: int | None = None) -> dict[str, Any]:
+    """The NodePassport object for ``entry``, JSON-ready (built directly: lists build many)."""
+    doc = entry.passport.to_dict()
+    meta = doc["metadata"]
+    meta["creationTimestamp"] = rfc3339(entry.registered_at)
+    meta["resourceVersion"] = str(entry.resource_version)
+    if generation is not None:
+        meta["generation"] = generation
+    status = doc.setdefault("status", {})
+    status["healthState"] = entry.health_state.value
+    status["lastSeen"] = rfc3339_micro(entry.last_seen)
+    status["registeredAt"] = rfc3339_micro(entry.registered_at)
+    status["schedulable"] = is_schedulable(entry)
+    return doc
+
+
+def passport_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The passport inside a NodePassport object: the object less the registry's fields."""
+    passport = dict(doc)
+    meta = passport.get("metadata")
+    if isinstance(meta, dict):
+        passport["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
+    status = passport.get("status")
+    if isinstance(status, dict):
+        passport["status"] = {k: v for k, v in status.items() if k not in SERVER_STATUS}
+    return passport
+
+
+def object_to_entry(doc: dict[str, Any]) -> RegistryEntry:
+    """The registry entry a NodePassport object (as the server sent it) describes."""
+    try:
+        passport = NodePassport.model_validate(passport_of(doc))
+    except pydantic.ValidationError as exc:
+        raise errors.ValidationError(
+            "not a NodePassport object", translate_pydantic_error(exc)
+        ) from None
+    try:
+        meta, status = doc["metadata"], doc["status"]
+        return RegistryEntry(
+            node_id=passport.node_id,
+            node_kind=passport.metadata.node_type,
+            passport=passport,
+            last_seen=datetime.fromisoformat(status["lastSeen"]),
+            health_state=HealthState(status["healthState"]),
+            registered_at=datetime.fromisoformat(status["registeredAt"]),
+            resource_version=int(meta["resourceVersion"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.ValidationError(
+            "not a NodePassport object as the registry sends it",
+            [errors.FieldError("", f"{type(exc).__name__}: {exc}")],
+        ) from None
+
+
+def list_to_object(
+    items: list[RegistryEntry],
+    resource_version: int,
+    continue_token: str | None = None,
+    remaining: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": LIST_KIND,
+        "metadata": list_meta(resource_version, continue_token, remaining),
+        "items": [entry_to_object(e) for e in items],
+    }
+
+
+def lease_object(entry: RegistryEntry, ttl_seconds: float) -> dict[str, Any]:
+    """The node's Lease: renewed at its last heartbeat, held by the node itself."""
+    name = entry.name
+    return {
+        "apiVersion": API_VERSION,
+        "kind": LEASE_KIND,
+        "metadata": {
+            "name": name,
+            "creationTimestamp": rfc3339(entry.registered_at),
+            "resourceVersion": str(entry.resource_version),
+        },
+        "spec": {
+            "holderIdentity": name,
+            "leaseDurationSeconds": round(ttl_seconds),
+            "renewTime": rfc3339_micro(entry.last_seen),
+        },
+    }

@@ -1,0 +1,237 @@
+"""Server-side printing: NodePassports as a meta.k8s.io/v1 ``Table``, and the cells' text.
+
+``kubectl get`` asks for a Table (``Accept: application/json;as=Table;v=v1;g=meta.k8s.io``)
+and prints the columns the server chose: NAME, KIND, HEALTH, PHASE, TASKS, AGE, and with
+``-o wide`` the priority-1 ones, CAPABILITIES, ZONE, ENDPOINT, LAST-SEEN. Ages are computed
+here against the caller's ``now``, in kubectl's ``HumanDuration`` form, as apiserver does.
+
+The cell helpers are pure and shared with the ``node-registry`` CLI's own tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from node_registry.kube.meta import META_GROUP_VERSION, list_meta
+from node_registry.kube.objects import entry_to_object
+from node_registry.passport import NodePassport
+from node_registry.registry.entry import RegistryEntry
+
+NONE = "<none>"
+
+
+class IncludeObject(StrEnum):
+    """What a Table row carries besides its cells (``TableOptions.includeObject``)."""
+
+    NONE = "None"
+    METADATA = "Metadata"
+    OBJECT = "Object"
+
+
+# -- cells -------------------------------------------------------------------------------
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's ``HumanDuration``: ``5s``, ``3m20s``, ``45m``, ``2h10m``, ``4d``, ``2y30d``."""
+    if seconds < -1:
+        return "<invalid>"
+    total = max(0, int(seconds))
+    if total < 120:
+        return f"{total}s"
+    minutes = total // 60
+    if minutes < 10:
+        rest = total % 60
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = total // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h{rest}m" if rest else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d{rest}h" if rest else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    years = hours // (24 * 365)
+    if years < 8:
+        rest = (hours // 24) % 365
+        return f"{years}y{rest}d" if rest else f"{years}y"
+    return f"{years}y"
+
+
+def age(since: datetime, now: datetime) -> str:
+    return human_duration((now - since).total_seconds())
+
+
+def tasks(passport: NodePassport) -> str:
+    limit = passport.spec.max_concurrent_tasks
+    return f"{passport.status.current_tasks}/{'-' if limit is None else limit}"
+
+
+def capabilities(passport: NodePassport) -> str:
+    return ",".join(c.name for c in passport.spec.capabilities) or NONE
+
+
+def endpoint(passport: NodePassport) -> str:
+    """``protocol:address#queue``, without repeating a protocol the address already names."""
+    ep = passport.spec.endpoint
+    if ep is None:
+        return NONE
+    text = ep.address if ep.address.startswith(f"{ep.protocol}:") else f"{ep.protocol}:{ep.address}"
+    return f"{text}#{ep.queue}" if ep.queue else text
+
+
+# -- the table -------------------------------------------------------------------------------
+
+#: (name, description, priority): kubectl shows the names upper-cased, priority 1 with -o wide.
+_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("Name", "The node's name (metadata.name)", 0),
+    ("Kind", "The node's type (metadata.nodeType)", 0),
+    ("Health", "The registry's verdict from heartbeats (status.healthState)", 0),
+    ("Phase", "The node's lifecycle phase (status.phase)", 0),
+    ("Tasks", "Tasks running / at most (status.currentTasks / spec.maxConcurrentTasks)", 0),
+    ("Age", "Since the node first registered (metadata.creationTimestamp)", 0),
+    ("Capabilities", "What the node can do (spec.capabilities[*].name)", 1),
+    ("Zone", "The node's zone label (metadata.labels.zone)", 1),
+    ("Endpoint", "Where the node takes work (spec.endpoint)", 1),
+    ("Last-Seen", "Since the node's last heartbeat (status.lastSeen)", 1),
+)
+
+COLUMN_DEFINITIONS: list[dict[str, Any]] = [
+    {
+        "name": name,
+        "type": "string",
+        "format": "name" if name == "Name" else "",
+        "description": description,
+        "priority": priority,
+    }
+    for name, description, priority in _COLUMNS
+]
+
+
+def cells(entry: RegistryEntry, now: datetime) -> list[Any]:
+    passport = entry.passport
+    return [
+        entry.name,
+        entry.node_kind.value,
+        entry.health_state.value,
+        passport.status.phase.value,
+        tasks(passport),
+        age(entry.registered_at, now),
+        capabilities(passport),
+        passport.metadata.labels.get("zone", NONE),
+        endpoint(passport),
+        f"{age(entry.last_seen, now)} ago",
+    ]
+
+
+def row_object(obj: dict[str, Any], include: IncludeObject) -> dict[str, Any] | None:
+    if include is IncludeObject.NONE:
+        return None
+    if include is IncludeObject.OBJECT:
+        return obj
+    return {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "PartialObjectMetadata",
+        "metadata": obj["metadata"],
+    }
+
+
+def table_row(entry: RegistryEntry, now: datetime, include: IncludeObject) -> dict[str, Any]:
+    row: dict[str, Any] = {"cells": cells(entry, now)}
+    obj = row_object(entry_to_object(entry), include)
+    if obj is not None:
+        row["object"] = obj
+    return row
+
+
+def nodes_table(
+    entries: Iterable[RegistryEntry],
+    now: datetime,
+    *,
+    include: IncludeObject = IncludeObject.METADATA,
+    resource_version: int | None = None,
+    continue_token: str | None = None,
+    remaining: int | None = None,
+) -> dict[str, Any]:
+    """A Table of ``entries`` (one row each, in order) as apiserver sends it for a list."""
+    return {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "Table",
+        "metadata": list_meta(resource_version, continue_token, remaining),
+        "columnDefinitions": COLUMN_DEFINITIONS,
+        "rows": [table_row(e, now, include) for e in entries],
+    }
+
+
+# -- leases --------------------------------------------------------------------------------
+
+LEASE_COLUMN_DEFINITIONS: list[dict[str, Any]] = [
+    {
+        "name": "Name",
+        "type": "string",
+        "format": "name",
+        "description": "The node's name",
+        "priority": 0,
+    },
+    {
+        "name": "Holder",
+        "type": "string",
+        "format": "",
+        "description": "spec.holderIdentity",
+        "priority": 0,
+    },
+    {
+        "name": "Renewed",
+        "type": "string",
+        "format": "",
+        "description": "Since the last renewal (spec.renewTime)",
+        "priority": 0,
+    },
+    {
+        "name": "Duration",
+        "type": "integer",
+        "format": "",
+        "description": "spec.leaseDurationSeconds",
+        "priority": 1,
+    },
+]
+
+
+def leases_table(
+    leases: Iterable[dict[str, Any]],
+    now: datetime,
+    *,
+    include: IncludeObject = IncludeObject.METADATA,
+    resource_version: int | None = None,
+) -> dict[str, Any]:
+    """A Table of Lease objects (``lease_object``'s documents)."""
+    rows = []
+    for lease in leases:
+        spec = lease["spec"]
+        renewed = datetime.fromisoformat(spec["renewTime"])
+        row: dict[str, Any] = {
+            "cells": [
+                lease["metadata"]["name"],
+                spec["holderIdentity"],
+                f"{age(renewed, now)} ago",
+                spec["leaseDurationSeconds"],
+            ]
+        }
+        obj = row_object(lease, include)
+        if obj is not None:
+            row["object"] = obj
+        rows.append(row)
+    return {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "Table",
+        "metadata": list_meta(resource_version),
+        "columnDefinitions": LEASE_COLUMN_DEFINITIONS,
+        "rows": rows,
+    }

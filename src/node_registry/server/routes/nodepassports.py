@@ -1,0 +1,283 @@
+"""NodePassports in Kubernetes shape: get, list and watch (``kubectl get np``, client-go).
+
+``/apis/ai_team.io/v1/nodepassports`` serves the same nodes as ``/nodes`` as NodePassport
+objects (``node_registry.kube.objects``), as a ``Table`` when Accept asks for one (``kubectl
+get``), filtered by label and field selectors, paginated with ``limit``/``continue``, and
+watched as NDJSON in ``application/json`` with Kubernetes' semantics: no resourceVersion (or
+``0``) sends the current nodes as ADDED first; a health transition is a MODIFIED; BOOKMARKs
+only when asked (``allowWatchBookmarks``). Writes come with phase 2 of #11.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from node_registry.clock import Clock
+from node_registry.errors import NotFoundError
+from node_registry.kube.discovery import GROUP_VERSION
+from node_registry.kube.fields import FieldSelector, parse_field_selector
+from node_registry.kube.meta import META_GROUP_VERSION
+from node_registry.kube.objects import entry_to_object, list_to_object
+from node_registry.kube.table import IncludeObject, nodes_table, row_object
+from node_registry.passport.models import API_GROUP, KIND
+from node_registry.registry import EventType, RegistryEntry, WatchEvent
+from node_registry.selectors import Selector
+from node_registry.server.auth import authorize_read
+from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
+from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
+from node_registry.server.render import NodesResponse
+from node_registry.server.routes.params import (
+    ContinueQuery,
+    LabelSelectorQuery,
+    LimitQuery,
+    ResourceVersionQuery,
+    TimeoutQuery,
+    query_selector,
+)
+from node_registry.server.streams import Encoding, ndjson_frame, stream_events
+
+RESOURCE = "nodepassports"
+
+
+async def _name_errors(request: Request) -> None:
+    # Errors of these routes name the resource as apiserver's do (details.kind, .group).
+    request.state.resource = (RESOURCE, API_GROUP)
+
+
+router = APIRouter(
+    prefix=f"/apis/{GROUP_VERSION}",
+    tags=[RESOURCE],
+    dependencies=[Depends(_name_errors)],
+)
+_SERVED = frozenset({Shape.TABLE, Shape.METADATA, Shape.METADATA_LIST})
+
+FieldSelectorQuery = Annotated[str | None, Query(alias="fieldSelector", max_length=4096)]
+IncludeObjectQuery = Annotated[IncludeObject, Query(alias="includeObject")]
+
+
+def _not_found(name: str) -> NotFoundError:
+    return NotFoundError(f'{RESOURCE}.{API_GROUP} "{name}" not found')
+
+
+def _get(ctx: ServerContext, name: str) -> RegistryEntry:
+    try:
+        return ctx.registry.sync.get_by_name(name)
+    except NotFoundError:
+        raise _not_found(name) from None
+
+
+def _respond(doc: dict[str, Any], shape: Shape) -> JSONResponse:
+    return NodesResponse(doc, media_type=content_type(shape))
+
+
+def _metadata_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = row_object(obj, IncludeObject.METADATA)
+    assert meta is not None
+    return meta
+
+
+@router.get(
+    f"/{RESOURCE}/{{name}}",
+    summary="Get one NodePassport (a Table when Accept asks for one)",
+    responses=kube_response("NodePassport", "A NodePassport, or a Table when Accept asks"),
+)
+async def get_nodepassport(
+    name: NodeName,
+    request: Request,
+    caller: Caller,
+    ctx: Ctx,
+    include_object: IncludeObjectQuery = IncludeObject.METADATA,
+) -> Response:
+    authorize_read(caller)
+    entry = _get(ctx, name)
+    shape = negotiate(request.headers.get("accept"), _SERVED)
+    if shape is Shape.TABLE:
+        table = nodes_table([entry], ctx.clock.now(), include=include_object)
+        return _respond(table, shape)
+    obj = entry_to_object(entry)
+    if shape in (Shape.METADATA, Shape.METADATA_LIST):
+        return _respond(_metadata_of(obj), Shape.METADATA)
+    return _respond(obj, Shape.OBJECT)
+
+
+@router.get(
+    f"/{RESOURCE}/{{name}}/status",
+    summary="Get a NodePassport's status subresource",
+    responses=kube_response("NodePassport", "The NodePassport"),
+)
+async def get_nodepassport_status(name: NodeName, caller: Caller, ctx: Ctx) -> Response:
+    authorize_read(caller)
+    return _respond(entry_to_object(_get(ctx, name)), Shape.OBJECT)
+
+
+@router.get(
+    f"/{RESOURCE}",
+    summary="List NodePassports, or watch them with watch=true",
+    responses=kube_response(
+        "NodePassportList", "A NodePassportList, a Table when Accept asks, or a watch stream"
+    ),
+)
+async def list_nodepassports(
+    request: Request,
+    caller: Caller,
+    ctx: Ctx,
+    label_selector: LabelSelectorQuery = None,
+    field_selector: FieldSelectorQuery = None,
+    limit: LimitQuery = None,
+    continue_: ContinueQuery = None,
+    watch: bool = False,
+    resource_version: ResourceVersionQuery = None,
+    timeout_seconds: TimeoutQuery = None,
+    allow_watch_bookmarks: Annotated[bool, Query(alias="allowWatchBookmarks")] = False,
+    include_object: IncludeObjectQuery = IncludeObject.METADATA,
+) -> Response:
+    authorize_read(caller)
+    selector = query_selector(label_selector)
+    fields = parse_field_selector(field_selector)
+    shape = negotiate(request.headers.get("accept"), _SERVED)
+    if watch:
+        return await _watch(
+            ctx,
+            since=int(resource_version) if resource_version else None,
+            selector=selector,
+            fields=fields,
+            table=include_object if shape is Shape.TABLE else None,
+            bookmarks=allow_watch_bookmarks,
+            timeout=timeout_seconds,
+        )
+    if continue_:
+        # The token's snapshot was filtered by the first page's selectors.
+        page = ctx.pages.next(continue_, limit)
+    else:
+        found = ctx.registry.sync.select(selector=selector)
+        items = found.items if fields.empty() else [e for e in found.items if fields.matches(e)]
+        page = ctx.pages.first(items, found.resource_version, limit)
+    if shape is Shape.TABLE:
+        table = nodes_table(
+            page.items,
+            ctx.clock.now(),
+            include=include_object,
+            resource_version=page.resource_version,
+            continue_token=page.continue_token,
+            remaining=page.remaining,
+        )
+        return _respond(table, shape)
+    doc = list_to_object(page.items, page.resource_version, page.continue_token, page.remaining)
+    if shape in (Shape.METADATA, Shape.METADATA_LIST):
+        doc = {
+            "apiVersion": META_GROUP_VERSION,
+            "kind": "PartialObjectMetadataList",
+            "metadata": doc["metadata"],
+            "items": [_metadata_of(item) for item in doc["items"]],
+        }
+        return _respond(doc, Shape.METADATA_LIST)
+    return _respond(doc, Shape.OBJECT)
+
+
+# -- watch -----------------------------------------------------------------------------------
+
+
+def _event_type(event: WatchEvent) -> str:
+    # Kubernetes has no HEALTH_CHANGED: a transition is a MODIFIED whose healthState changed.
+    return EventType.MODIFIED.value if event.type is EventType.HEALTH_CHANGED else event.type.value
+
+
+def _object_event(event: WatchEvent) -> dict[str, Any]:
+    return {"type": _event_type(event), "object": entry_to_object(event.entry)}
+
+
+def _bookmark(resource_version: int) -> dict[str, Any]:
+    return {
+        "type": "BOOKMARK",
+        "object": {
+            "apiVersion": GROUP_VERSION,
+            "kind": KIND,
+            "metadata": {"resourceVersion": str(resource_version)},
+        },
+    }
+
+
+OBJECT_ENCODING = Encoding(_object_event, _bookmark)
+
+
+_TABLE_ENCODINGS: dict[tuple[IncludeObject, int], Encoding] = {}
+
+
+def table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
+    """Table watch events (``kubectl get -w``): each event's object a one-row Table.
+
+    One per (include, clock): streams share an encoding's frames only if it is the same one.
+    """
+    key = (include, id(clock))
+    found = _TABLE_ENCODINGS.get(key)
+    if found is None:
+        found = _TABLE_ENCODINGS[key] = _table_encoding(include, clock)
+    return found
+
+
+def _table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
+    def event(ev: WatchEvent) -> dict[str, Any]:
+        table = nodes_table([ev.entry], clock.now(), include=include)
+        table["metadata"] = {"resourceVersion": str(ev.resource_version)}
+        return {"type": _event_type(ev), "object": table}
+
+    def bookmark(resource_version: int) -> dict[str, Any]:
+        return {
+            "type": "BOOKMARK",
+            "object": {
+                "apiVersion": META_GROUP_VERSION,
+                "kind": "Table",
+                "metadata": {"resourceVersion": str(resource_version)},
+                "columnDefinitions": [],
+                "rows": [],
+            },
+        }
+
+    return Encoding(event, bookmark)
+
+
+async def _watch(
+    ctx: ServerContext,
+    *,
+    since: int | None,
+    selector: Selector,
+    fields: FieldSelector,
+    table: IncludeObject | None,
+    bookmarks: bool,
+    timeout: int | None,
+) -> StreamingResponse:
+    registry = ctx.registry
+    encoding = OBJECT_ENCODING if table is None else table_encoding(table, ctx.clock)
+    wanted = None if fields.empty() else fields.matches
+    initial: list[bytes] = []
+    if not since:
+        # Kubernetes' "get state and start at most recent": the nodes now, as ADDED, then
+        # every change after the version they were read at.
+        found = registry.sync.select(selector=selector)
+        since = found.resource_version
+        initial = [
+            ndjson_frame(encoding.event(WatchEvent(EventType.ADDED, e, e.resource_version)), 0)
+            for e in found.items
+            if wanted is None or wanted(e)
+        ]
+    opened = await registry.open_watch(since)
+    frames = stream_events(
+        opened,
+        since,
+        kind=None,
+        selector=selector,
+        frame=ndjson_frame,
+        bookmarks=bookmarks,
+        bookmark_interval=ctx.settings.server.bookmark_interval_seconds,
+        timeout=timeout,
+        on_open=ctx.metrics.watch_streams.inc,
+        on_close=ctx.metrics.watch_streams.dec,
+        encoding=encoding,
+        wanted=wanted,
+        initial=initial,
+    )
+    media = content_type(Shape.TABLE if table is not None else Shape.OBJECT)
+    return StreamingResponse(frames, media_type=media, headers={"Cache-Control": "no-cache"})
