@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -27,7 +28,7 @@ from fastapi import FastAPI
 from conftest import passport
 from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
-from node_registry.wire import entry_to_wire
+from node_registry.kube.objects import SERVER_METADATA, SERVER_STATUS, entry_to_object, passport_of
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -57,6 +58,10 @@ CHROMIUM_ARGS = [
 SETTINGS: dict[str, Any] = {"controller": {"period_seconds": 3600}}
 ADMIN = "admin-token-0123456789abcdef"
 NODE_TOKEN = "node-token-0123456789abcdef"
+NODEPASSPORTS = "/apis/ai_team.io/v1/nodepassports"
+#: What the page may ask the registry for: its own files, the nodepassports resource, and
+#: /version and discovery. Never the older /nodes routes (#11: one wire format).
+DISCOVERY = {"/version", "/api", "/apis", "/apis/ai_team.io", "/apis/ai_team.io/v1"}
 #: Computed background colours of the health badges (style.css).
 COLOURS = {
     "ALIVE": "rgb(218, 251, 225)",
@@ -114,11 +119,33 @@ def dash() -> Iterator[Dash]:
         yield Dash(app, clock, url)
 
 
+def allowed(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return True  # about:blank, data: URLs
+    path = parts.path
+    return (
+        path in ("/", "/ui")
+        or path.startswith("/ui/")
+        or path in DISCOVERY
+        or path == NODEPASSPORTS
+        or path.startswith(f"{NODEPASSPORTS}/")
+    )
+
+
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context per test; uncaught page errors and CSP violations fail it."""
+def requested() -> list[str]:
+    """Every URL the page requested (filled by ``page``)."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, requested: list[str]) -> Iterator[Page]:
+    """A fresh browser context per test; uncaught page errors, CSP violations and a request
+    outside the Kubernetes API (``allowed``) fail it."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     tab = context.new_page()
+    tab.on("request", lambda request: requested.append(request.url))
     problems: list[str] = []
     tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     tab.on(
@@ -132,6 +159,7 @@ def page(browser: Browser) -> Iterator[Page]:
     yield tab
     context.close()
     assert problems == []
+    assert [url for url in requested if not allowed(url)] == []
 
 
 def row(page: Page, name: str) -> Any:
@@ -197,6 +225,52 @@ def test_a_registered_node_appears_live_without_reload(dash: Dash, page: Page) -
     dash.registry.deregister(dash.registry.id_of("coder-01"))
     expect(node).to_have_count(0, timeout=2000)
     assert page.evaluate("window.sameDocument") is True
+
+
+def api_calls(requested: list[str]) -> list[tuple[str, dict[str, list[str]]]]:
+    """(path, query) of each request the page sent to the API (not its own files)."""
+    parts = [urlsplit(url) for url in requested]
+    return [(p.path, parse_qs(p.query)) for p in parts if p.path.startswith("/apis/")]
+
+
+def test_the_page_lists_and_watches_nodepassports_only(
+    dash: Dash, page: Page, requested: list[str]
+) -> None:
+    dash.register("search-01", kind="tool")
+    dash.register("coder-01")
+    page.goto(f"{dash.url}/ui/#/?kind=tool")
+    expect(row(page, "search-01")).to_be_visible()
+    expect(row(page, "coder-01")).to_have_count(0)
+    expect(page.locator("#conn")).to_have_text("live")
+    page.goto(f"{dash.url}/ui/#/node/coder-01")
+    expect(page.locator("#history-note")).to_contain_text("Replayed", timeout=4000)
+    expect(page.locator("#conn")).to_have_text("live")
+
+    calls = api_calls(requested)
+    assert {path for path, _ in calls} == {NODEPASSPORTS}
+    # The kind filter is a field selector; the watch resumes from the list's version.
+    by_kind = [q for _, q in calls if q.get("fieldSelector") == ["metadata.nodeType=tool"]]
+    assert [("watch" in q) for q in by_kind[:2]] == [False, True]
+    assert by_kind[1]["resourceVersion"] == ["2"]
+    assert by_kind[1]["allowWatchBookmarks"] == ["true"]
+    # The node page lists and watches its node only, and replays its history from 1.
+    by_name = [q for _, q in calls if q.get("fieldSelector") == ["metadata.name=coder-01"]]
+    replay = [q for q in by_name if q.get("resourceVersion") == ["1"]]
+    assert len(replay) == 1
+    assert replay[0]["watch"] == ["true"]
+    assert any("watch" not in q for q in by_name)
+    assert any(q.get("resourceVersion") == ["2"] and "watch" in q for q in by_name)
+
+    # search-01's registration is version 1, older than any watch can start from ("0" asks
+    # for the current state): its ADDED comes from metadata.creationTimestamp, and once.
+    page.goto(f"{dash.url}/ui/#/node/search-01")
+    events = page.locator("#events tbody tr")
+    expect(events).to_have_count(1)
+    expect(events.nth(0)).to_contain_text("ADDED")
+    expect(events.nth(0)).to_contain_text("from metadata.creationTimestamp")
+    expect(events.nth(0).locator("td").nth(4)).to_have_text("—")
+    expect(page.locator("#history-note")).to_contain_text("Replayed")
+    page.goto("about:blank")
 
 
 def test_a_silent_node_turns_not_ready_then_offline_then_disappears(dash: Dash, page: Page) -> None:
@@ -283,6 +357,7 @@ def test_filters_narrow_the_table_and_live_in_the_url(dash: Dash, page: Page) ->
 
 
 def test_the_node_page_shows_passport_conditions_and_events(dash: Dash, page: Page) -> None:
+    dash.register("other-01")  # other nodes' events stay off this node's page
     doc = passport("coder-01", capabilities=("code_generation", "python"))
     doc["metadata"]["annotations"] = {
         "note": "a: b # not a comment",
@@ -304,12 +379,23 @@ def test_the_node_page_shows_passport_conditions_and_events(dash: Dash, page: Pa
     row(page, "coder-01").locator("a").click()
     assert hash_params(page) == "/node/coder-01"
 
+    # The passport as the node sent it; the registry's fields apart; the two are the object.
     yaml_text = page.locator("#passport-yaml")
     expect(yaml_text).to_contain_text("name: coder-01")
     expect(yaml_text).to_contain_text("- name: code_generation")
     expect(yaml_text).to_contain_text("- name: python")
-    stored = entry_to_wire(dash.registry.get_by_name("coder-01"))["passport"]
-    assert yaml.safe_load(yaml_text.text_content() or "") == json.loads(json.dumps(stored))
+    expect(page.locator("#registry-yaml")).to_contain_text("healthState: NOT_READY")
+    obj = json.loads(json.dumps(entry_to_object(dash.registry.get_by_name("coder-01"))))
+    shown = yaml.safe_load(yaml_text.text_content() or "")
+    added = yaml.safe_load(page.locator("#registry-yaml").text_content() or "")
+    assert shown == passport_of(obj)
+    assert shown["metadata"]["annotations"] == doc["metadata"]["annotations"]
+    assert set(added) == {"metadata", "status"}
+    assert set(added["metadata"]) <= set(SERVER_METADATA)
+    assert set(added["status"]) == set(SERVER_STATUS)
+    shown["metadata"].update(added["metadata"])
+    shown["status"].update(added["status"])
+    assert shown == obj
 
     conditions = page.locator("#conditions tbody")
     expect(conditions.locator('[data-condition="Ready"]')).to_contain_text("Unknown")
@@ -317,17 +403,25 @@ def test_the_node_page_shows_passport_conditions_and_events(dash: Dash, page: Pa
     expect(conditions.locator('[data-condition="DiskPressure"]')).to_contain_text("DiskOK")
     expect(page.locator("#facts")).to_contain_text("2 / 4")
 
+    # Replayed from the watch history; a health transition is a MODIFIED whose healthState
+    # changed (the watch has no other type for it).
     events = page.locator("#events tbody tr")
     expect(events).to_have_count(3)  # newest first
-    expect(events.nth(0)).to_contain_text("HEALTH_CHANGED")
+    expect(events.nth(0)).to_contain_text("MODIFIED")
     expect(events.nth(0)).to_contain_text("ALIVE → NOT_READY")
+    expect(events.nth(0)).to_have_attribute("data-transition", "ALIVE>NOT_READY")
     expect(events.nth(1)).to_contain_text("MODIFIED")
+    expect(events.nth(1)).not_to_contain_text("→")
+    expect(events.nth(1).locator("td").nth(4)).to_have_text("3")
     expect(events.nth(2)).to_contain_text("ADDED")
+    expect(events.nth(2).locator("td").nth(4)).to_have_text("2")
+    assert events.nth(2).locator("td").first.get_attribute("title") == "status.registeredAt"
     expect(page.locator("#history-note")).to_contain_text("Replayed from the registry's watch")
 
     # Live on this page too: a heartbeat brings it back, the controller records it.
     dash.age(1, keep=("coder-01",))
     expect(events).to_have_count(4, timeout=2000)
+    expect(events.nth(0)).to_contain_text("MODIFIED")
     expect(events.nth(0)).to_contain_text("NOT_READY → ALIVE")
     expect(events.nth(0)).to_contain_text("heartbeats resumed")
     expect(page.locator(".node-header .health")).to_have_text("ALIVE")
@@ -340,7 +434,8 @@ def test_the_node_page_shows_passport_conditions_and_events(dash: Dash, page: Pa
     expect(events.nth(0)).to_contain_text("DELETED")
 
     page.click("text=← all nodes")
-    expect(page.locator("#empty")).to_have_text("No nodes are registered.")
+    expect(row(page, "other-01")).to_be_visible()
+    expect(row(page, "coder-01")).to_have_count(0)
 
 
 def test_a_watch_that_falls_behind_lists_again(page: Page) -> None:
@@ -353,7 +448,7 @@ def test_a_watch_that_falls_behind_lists_again(page: Page) -> None:
         "request",
         lambda request: (
             lists.append(request.url)
-            if "/nodes?" in request.url and "watch=" not in request.url
+            if f"{NODEPASSPORTS}?" in request.url and "watch=" not in request.url
             else None
         ),
     )
@@ -367,10 +462,14 @@ def test_a_watch_that_falls_behind_lists_again(page: Page) -> None:
         assert len(lists) >= 2
         expect(page.locator("#conn")).to_have_text("live")
 
-        # The node page cannot replay a history that is gone, and says so.
+        # The node page cannot replay a history that is gone, and says so; the registration
+        # still shows, from metadata.creationTimestamp.
         page.goto(f"{url}/ui/#/node/burst-07")
         expect(page.locator("#passport-yaml")).to_contain_text("name: burst-07")
         expect(page.locator("#history-note")).to_contain_text("no longer reaches back")
+        added = page.locator('#events tbody tr[data-event="ADDED"]')
+        expect(added).to_contain_text("from metadata.creationTimestamp")
+        expect(added.locator("td").nth(4)).to_have_text("—")
         page.goto("about:blank")
 
 

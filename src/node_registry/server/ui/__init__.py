@@ -1,9 +1,11 @@
 """The web dashboard at ``/ui``: static HTML, CSS and ES modules shipped inside the package.
 
-Everything the page shows comes from the public API (list once, then the watch over
-Server-Sent Events), read with the operator's bearer token. The only route added here besides
-the files is ``/ui/config.json``: the lifecycle timings the page needs to tell how fresh a
-node's last heartbeat can be (heartbeats themselves produce no watch events).
+Everything the page shows comes from the Kubernetes API of ``nodepassports`` (list once,
+then the same NDJSON watch kubectl reads), read with the operator's bearer token. The only
+route added here besides the files is ``/ui/config.json``: the lifecycle timings the page
+needs to tell how fresh a node's last heartbeat can be (heartbeats themselves produce no watch
+events), and which of an object's fields the registry owns, so the page shows the passport as
+the node sent it apart from them.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from starlette.types import Scope
 
 from node_registry import __version__
 from node_registry.config import Settings
+from node_registry.kube.objects import SERVER_METADATA, SERVER_STATUS
 from node_registry.server.auth import Authenticator, authorize_read
-from node_registry.wire import API_PREFIX
 
 STATIC_DIR = Path(__file__).with_name("static")
 #: The page only talks to its own origin and renders node data as text, never as markup.
@@ -62,13 +64,13 @@ def dashboard_config(settings: Settings) -> dict[str, Any]:
     heartbeat = settings.heartbeat
     return {
         "version": __version__,
-        "apiPrefix": API_PREFIX,
         "heartbeatIntervalSeconds": heartbeat.interval_seconds,
         "notReadyAfterSeconds": heartbeat.not_ready_after_seconds,
         "ttlSeconds": heartbeat.ttl_seconds,
         "gracePeriodSeconds": heartbeat.grace_period_seconds,
         "controllerPeriodSeconds": settings.controller.period_seconds,
         "bookmarkIntervalSeconds": settings.server.bookmark_interval_seconds,
+        "registryFields": {"metadata": list(SERVER_METADATA), "status": list(SERVER_STATUS)},
     }
 
 

@@ -1,9 +1,10 @@
 // The dashboard: a live node table (#/?kind=&labelSelector=&healthy=&sort=) and a node page
-// (#/node/NAME). Data comes from the registry's API through Feed (list, then watch).
+// (#/node/NAME). Data comes from the registry's Kubernetes API through Feed (list, then
+// watch NodePassport objects: top-level metadata/spec/status, the registry's view in status).
 
 import { ApiError, apiURL, auth, getJSON, request, uiURL } from './api.js';
 import { h, ago, clock, clockTime, duration, fullTime } from './dom.js';
-import { Feed, readEvents } from './feed.js';
+import { Feed, RESOURCE, readWatch, versionOf } from './feed.js';
 import { toYAML } from './yaml.js';
 
 const HEALTH_STATES = ['ALIVE', 'NOT_READY', 'OFFLINE'];
@@ -22,10 +23,40 @@ async function loadConfig(signal) {
 }
 
 const cfg = (key, fallback) => (config && config[key] !== undefined ? config[key] : fallback);
-const nameOf = (entry) => entry.passport.metadata.name;
 const nodeHash = (name) => `#/node/${encodeURIComponent(name)}`;
-const readyOf = (entry) =>
-  ((entry.passport.status || {}).conditions || []).find((c) => c.type === 'Ready') || null;
+
+// A NodePassport object: the passport as the node sent it, the registry's view in status.
+const nameOf = (node) => node.metadata.name;
+const kindOf = (node) => node.metadata.nodeType;
+const specOf = (node) => node.spec || {};
+const statusOf = (node) => node.status || {};
+const healthOf = (node) => statusOf(node).healthState;
+const seenOf = (node) => Date.parse(statusOf(node).lastSeen);
+const versionOfNode = (node) => Number(node.metadata.resourceVersion);
+const readyOf = (node) => (statusOf(node).conditions || []).find((c) => c.type === 'Ready') || null;
+
+/** A field selector term (Kubernetes escapes `\`, `,` and `=` in values). */
+const fieldTerm = (field, value) => `${field}=${String(value).replace(/[\\,=]/g, (c) => `\\${c}`)}`;
+
+/** The object split as the page shows it: the node's passport, and what the registry added. */
+function splitObject(node) {
+  const owned = cfg('registryFields', { metadata: [], status: [] });
+  const passport = {};
+  const registry = {};
+  for (const [key, value] of Object.entries(node)) {
+    const mine = owned[key];
+    if (!mine || !value || typeof value !== 'object') {
+      passport[key] = value;
+      continue;
+    }
+    passport[key] = {};
+    for (const [field, item] of Object.entries(value)) {
+      if (!mine.includes(field)) passport[key][field] = item;
+      else (registry[key] = registry[key] || {})[field] = item;
+    }
+  }
+  return { passport, registry };
+}
 
 // -- connection state: top bar, banner, token prompt ------------------------------------
 
@@ -55,7 +86,7 @@ function renderConnection() {
   badge.textContent = CONNECTION_LABELS[state] || state;
   badge.title =
     state === 'live'
-      ? `Following the registry's watch (Server-Sent Events) from resourceVersion ${info.resourceVersion}`
+      ? `Following the registry's watch of ${RESOURCE} from resourceVersion ${info.resourceVersion}`
       : (info.error && info.error.message) || '';
   $('#signout').hidden = !auth.token();
   const banner = $('#banner');
@@ -125,9 +156,9 @@ function setupLogin() {
 
 // -- shared cells ------------------------------------------------------------------------
 
-function healthBadge(entry) {
-  const state = entry.healthState;
-  const ready = readyOf(entry);
+function healthBadge(node) {
+  const state = healthOf(node);
+  const ready = readyOf(node);
   const title = [
     `${state}: as recorded by the registry's lifecycle controller` +
       ` (passes every ${cfg('controllerPeriodSeconds', 5)} s).`,
@@ -137,7 +168,7 @@ function healthBadge(entry) {
     'span',
     { class: 'health-cell' },
     h('span', { class: `health health-${state}`, title }, state),
-    state === 'ALIVE' && !entry.schedulable
+    state === 'ALIVE' && !statusOf(node).schedulable
       ? h(
           'span',
           {
@@ -151,26 +182,24 @@ function healthBadge(entry) {
 }
 
 /** A "last heartbeat" element; tick() keeps its text current. */
-function heartbeat(tag, entry, receivedAt) {
-  const el = h(tag, {
-    class: 'age',
-    dataset: { seen: String(Date.parse(entry.lastSeen)), health: entry.healthState },
-  });
+function heartbeat(tag, node, receivedAt) {
+  const seen = seenOf(node);
+  const health = healthOf(node);
+  const el = h(tag, { class: 'age', dataset: { seen: String(seen), health } });
   const notReady = cfg('notReadyAfterSeconds', 20);
   const ttl = cfg('ttlSeconds', 30);
   const grace = cfg('gracePeriodSeconds', 60);
-  const seen = Date.parse(entry.lastSeen);
   const lines = [
-    `lastSeen ${fullTime(seen)}, as the registry reported it at ${clockTime(receivedAt)}.`,
+    `status.lastSeen ${fullTime(seen)}, as the registry reported it at ${clockTime(receivedAt)}.`,
     'Heartbeats are not streamed: the registry reports a silent node by changing its health ' +
       `(NOT_READY after ${notReady} s, OFFLINE after ${ttl} s, removed ${grace} s later).`,
   ];
-  if (entry.healthState === 'ALIVE') {
+  if (health === 'ALIVE') {
     lines.push(
       `ALIVE: the registry had a heartbeat from it within the last ${notReady} s ` +
         `(its controller checks every ${cfg('controllerPeriodSeconds', 5)} s).`,
     );
-  } else if (entry.healthState === 'OFFLINE') {
+  } else if (health === 'OFFLINE') {
     lines.push(`Removed at about ${clockTime(seen + (ttl + grace) * 1000)} unless it heartbeats.`);
   }
   el.title = lines.join('\n');
@@ -188,9 +217,9 @@ function updateAge(el) {
   if (el.textContent !== text) el.textContent = text;
 }
 
-function tasks(entry) {
-  const max = entry.passport.spec.maxConcurrentTasks;
-  const current = (entry.passport.status || {}).currentTasks || 0;
+function tasks(node) {
+  const max = specOf(node).maxConcurrentTasks;
+  const current = statusOf(node).currentTasks || 0;
   return `${current} / ${max === null || max === undefined ? '∞' : max}`;
 }
 
@@ -234,12 +263,12 @@ const COLUMNS = [
   ['tasks', 'Tasks'],
 ];
 const SORT_KEYS = {
-  name: (e) => nameOf(e),
-  kind: (e) => `${e.nodeKind}\u0000${nameOf(e)}`,
-  health: (e) => `${HEALTH_RANK[e.healthState]}\u0000${nameOf(e)}`,
-  phase: (e) => `${(e.passport.status || {}).phase}\u0000${nameOf(e)}`,
-  seen: (e) => Date.parse(e.lastSeen),
-  tasks: (e) => (e.passport.status || {}).currentTasks || 0,
+  name: (n) => nameOf(n),
+  kind: (n) => `${kindOf(n)}\u0000${nameOf(n)}`,
+  health: (n) => `${HEALTH_RANK[healthOf(n)]}\u0000${nameOf(n)}`,
+  phase: (n) => `${statusOf(n).phase}\u0000${nameOf(n)}`,
+  seen: (n) => seenOf(n),
+  tasks: (n) => statusOf(n).currentTasks || 0,
 };
 const KINDS = ['agent', 'orchestrator', 'monitoring', 'tool', 'storage', 'gateway', 'external'];
 
@@ -379,22 +408,23 @@ class ListView {
     this.loaded = false;
     this.error = null;
     const { kind, labelSelector } = this.query;
+    const fieldSelector = kind ? fieldTerm('metadata.nodeType', kind) : '';
     this.feed = new Feed({
-      params: () => ({ kind, labelSelector }),
+      params: () => ({ labelSelector, fieldSelector }),
       prepare: loadConfig,
       bookmarkSeconds: () => cfg('bookmarkIntervalSeconds', 30),
       onSnapshot: (items, resourceVersion, response) => {
         clock.calibrate(response.date, response.sentAt, response.receivedAt);
         const now = clock.now();
-        this.nodes = new Map(items.map((entry) => [nameOf(entry), { entry, at: now }]));
+        this.nodes = new Map(items.map((node) => [nameOf(node), { node, at: now }]));
         this.loaded = true;
         this.error = null;
         this.schedule();
       },
       onEvent: (event) => {
-        const entry = event.object;
-        if (event.type === 'DELETED') this.nodes.delete(nameOf(entry));
-        else this.nodes.set(nameOf(entry), { entry, at: clock.now() });
+        const node = event.object;
+        if (event.type === 'DELETED') this.nodes.delete(nameOf(node));
+        else this.nodes.set(nameOf(node), { node, at: clock.now() });
         this.schedule();
       },
       onState: (state, info) => {
@@ -426,17 +456,17 @@ class ListView {
 
   render() {
     const all = [...this.nodes.values()];
-    this.renderSummary(all.map((n) => n.entry));
+    this.renderSummary(all.map((n) => n.node));
     const key = SORT_KEYS[this.query.sort.replace(/^-/, '')];
     const direction = this.query.sort.startsWith('-') ? -1 : 1;
     const shown = all
-      .filter((n) => this.query.healthy !== 'true' || n.entry.schedulable)
+      .filter((n) => this.query.healthy !== 'true' || statusOf(n.node).schedulable)
       .sort((a, b) => {
-        const x = key(a.entry);
-        const y = key(b.entry);
+        const x = key(a.node);
+        const y = key(b.node);
         return (x < y ? -1 : x > y ? 1 : 0) * direction;
       });
-    this.tbody.replaceChildren(...shown.map((n) => this.row(n.entry, n.at)));
+    this.tbody.replaceChildren(...shown.map((n) => this.row(n.node, n.at)));
 
     this.selectorError.hidden = !this.error;
     this.selectorError.textContent = this.error ? this.error.message : '';
@@ -450,14 +480,14 @@ class ListView {
     this.empty.hidden = !empty;
   }
 
-  renderSummary(entries) {
+  renderSummary(nodes) {
     const health = Object.fromEntries(HEALTH_STATES.map((s) => [s, 0]));
     const kinds = new Map();
     let schedulable = 0;
-    for (const entry of entries) {
-      health[entry.healthState] = (health[entry.healthState] || 0) + 1;
-      kinds.set(entry.nodeKind, (kinds.get(entry.nodeKind) || 0) + 1);
-      if (entry.schedulable) schedulable += 1;
+    for (const node of nodes) {
+      health[healthOf(node)] = (health[healthOf(node)] || 0) + 1;
+      kinds.set(kindOf(node), (kinds.get(kindOf(node)) || 0) + 1);
+      if (statusOf(node).schedulable) schedulable += 1;
     }
     const counter = (label, value, cls, title) =>
       h(
@@ -471,7 +501,7 @@ class ListView {
       h(
         'div',
         { class: 'counters' },
-        counter('nodes', entries.length, 'total', filtered ? 'Nodes matching the kind and selector' : 'All registered nodes'),
+        counter('nodes', nodes.length, 'total', filtered ? 'Nodes matching the kind and selector' : 'All registered nodes'),
         HEALTH_STATES.map((s) => counter(s, health[s], `counter-${s}`, `Nodes recorded ${s}`)),
         counter('schedulable', schedulable, 'schedulable', 'What find_nodes(only_healthy=True) returns'),
       ),
@@ -500,17 +530,16 @@ class ListView {
     );
   }
 
-  row(entry, receivedAt) {
-    const passport = entry.passport;
-    const spec = passport.spec || {};
-    const name = nameOf(entry);
+  row(node, receivedAt) {
+    const spec = specOf(node);
+    const name = nameOf(node);
     return h(
       'tr',
-      { dataset: { node: name, health: entry.healthState } },
+      { dataset: { node: name, health: healthOf(node) } },
       h('td', { class: 'name' }, h('a', { href: nodeHash(name) }, name)),
-      h('td', {}, entry.nodeKind),
-      h('td', {}, healthBadge(entry)),
-      h('td', {}, (passport.status || {}).phase || '—'),
+      h('td', {}, kindOf(node)),
+      h('td', {}, healthBadge(node)),
+      h('td', {}, statusOf(node).phase || '—'),
       h(
         'td',
         { class: 'chips' },
@@ -525,33 +554,33 @@ class ListView {
         'td',
         { class: 'chips' },
         chips(
-          Object.entries(passport.metadata.labels || {}).map(([k, v]) => `${k}=${v}`),
+          Object.entries(node.metadata.labels || {}).map(([k, v]) => `${k}=${v}`),
           'chip-label',
         ),
       ),
       h('td', { class: 'endpoint' }, endpoint(spec, false)),
-      heartbeat('td', entry, receivedAt),
-      h('td', { class: 'num' }, tasks(entry)),
+      heartbeat('td', node, receivedAt),
+      h('td', { class: 'num' }, tasks(node)),
     );
   }
 }
 
 // -- the node page -------------------------------------------------------------------------
 
-function healthDetail(event, ready) {
-  if (event.type !== 'HEALTH_CHANGED') return '';
-  if (event.object.healthState === 'ALIVE') return 'heartbeats resumed';
-  return ready ? `${ready.reason}: ${ready.message}` : '';
+/** What a health transition says: the watch has no HEALTH_CHANGED, only MODIFIED objects. */
+function transitionDetail(row) {
+  if (row.health === 'ALIVE') return 'heartbeats resumed';
+  return row.ready ? `${row.ready.reason}: ${row.ready.message}` : '';
 }
 
 class NodeView {
   constructor(name) {
     this.name = name;
-    this.entry = null;
+    this.node = null;
     this.receivedAt = 0;
     this.removed = null; // {at: ms or null} once it left the registry
-    this.kind = undefined;
-    this.events = new Map(); // resourceVersion -> row
+    this.events = new Map(); // resourceVersion (or 'registered') -> row
+    this.states = new Map(); // resourceVersion -> the node's healthState from then on
     this.history = 'loading';
     this.openedAt = clock.now();
     this.build();
@@ -569,6 +598,7 @@ class NodeView {
     this.eventRows = h('tbody');
     this.historyNote = h('p', { class: 'muted small', id: 'history-note' });
     this.yaml = h('pre', { class: 'yaml', id: 'passport-yaml' });
+    this.registryYaml = h('pre', { class: 'yaml yaml-registry', id: 'registry-yaml' });
     this.el = h(
       'div',
       { class: 'node-view' },
@@ -581,7 +611,7 @@ class NodeView {
         h(
           'div',
           {},
-          h('section', {}, h('h2', {}, 'Registry entry'), this.facts),
+          h('section', {}, h('h2', {}, 'Node'), this.facts),
           h(
             'section',
             {},
@@ -606,40 +636,48 @@ class NodeView {
             h(
               'span',
               { class: 'muted small' },
-              "as stored; while the node is silent its status shows the registry's verdict",
+              "as the node sent it, as stored; while the node is silent, Ready is the registry's verdict",
             ),
           ),
           this.yaml,
+          h(
+            'h2',
+            {},
+            'Added by the registry ',
+            h(
+              'span',
+              { class: 'muted small' },
+              `the node never sends these; both together: kubectl get ${RESOURCE} ${this.name} -o yaml`,
+            ),
+          ),
+          this.registryYaml,
         ),
       ),
     );
   }
 
+  selector() {
+    return fieldTerm('metadata.name', this.name);
+  }
+
   startFeed() {
     this.feed = new Feed({
-      params: () => (this.kind ? { kind: this.kind } : {}),
-      prepare: async (signal) => {
-        await loadConfig(signal);
-        try {
-          const { body } = await getJSON(apiURL(`nodes/${encodeURIComponent(this.name)}`), { signal });
-          this.kind = body.nodeKind;
-        } catch (err) {
-          if (!(err instanceof ApiError && err.status === 404)) throw err;
-          this.kind = null; // not registered (yet): watch every kind for it
-        }
-      },
+      params: () => ({ fieldSelector: this.selector() }),
+      prepare: loadConfig,
       bookmarkSeconds: () => cfg('bookmarkIntervalSeconds', 30),
       onSnapshot: (items, resourceVersion, response) => {
         clock.calibrate(response.date, response.sentAt, response.receivedAt);
-        const entry = items.find((e) => nameOf(e) === this.name);
-        if (entry) {
-          this.entry = entry;
+        const node = items.find((n) => nameOf(n) === this.name);
+        if (node) {
+          this.node = node;
           this.receivedAt = clock.now();
           this.removed = null;
-        } else if (this.entry && !this.removed) {
+          this.states.set(versionOfNode(node), healthOf(node));
+        } else if (this.node && !this.removed) {
           this.removed = { at: null };
         }
-        if (this.history === 'loading') this.replay(Number(resourceVersion));
+        // Replay up to the node's own version (its last change), else up to the list's.
+        if (this.history === 'loading') this.replay(node ? versionOfNode(node) : Number(resourceVersion));
         this.render();
       },
       onEvent: (event) => {
@@ -648,7 +686,7 @@ class NodeView {
         if (event.type === 'DELETED') {
           this.removed = { at: clock.now() };
         } else {
-          this.entry = event.object;
+          this.node = event.object;
           this.receivedAt = clock.now();
           this.removed = null;
         }
@@ -658,32 +696,37 @@ class NodeView {
     }).start();
   }
 
-  /** The node's past from the registry's watch history: watch from 0 up to the list. */
+  /**
+   * The node's past from the registry's watch history: this node's events from version 1 on
+   * (the oldest a watch can name: "0" asks for the current state instead) up to `until`.
+   */
   async replay(until) {
+    if (until <= 1) {
+      this.history = 'full'; // nothing after version 1 to replay
+      this.noteRegistration();
+      this.render();
+      return;
+    }
     this.history = 'replaying';
     this.replayAbort = new AbortController();
-    const url = apiURL('nodes', {
+    const url = apiURL(RESOURCE, {
       watch: 'true',
-      resourceVersion: '0',
-      kind: this.kind || undefined,
-      allowWatchBookmarks: 'false',
+      resourceVersion: '1',
+      fieldSelector: this.selector(),
       timeoutSeconds: '2',
     });
     let caughtUp = false;
     let compacted = false;
     try {
-      const response = await request(url, {
-        headers: { Accept: 'text/event-stream' },
-        signal: this.replayAbort.signal,
-      });
-      await readEvents(response, (sse) => {
-        if (sse.type === 'ERROR') {
+      const response = await request(url, { signal: this.replayAbort.signal });
+      await readWatch(response, (event) => {
+        if (caughtUp || compacted) return;
+        if (event.type === 'ERROR') {
           compacted = true;
           return;
         }
-        const event = JSON.parse(sse.data);
-        if (nameOf(event.object) === this.name) this.addEvent(event, true);
-        if (Number(sse.id) >= until) {
+        this.addEvent(event, true);
+        if (Number(versionOf(event)) >= until) {
           caughtUp = true;
           this.replayAbort.abort();
         }
@@ -695,47 +738,92 @@ class NodeView {
       else if (err instanceof ApiError && err.status === 410) this.history = 'compacted';
       else this.history = 'unavailable';
     }
+    this.noteRegistration();
     this.render();
   }
 
   addEvent(event, replayed) {
-    const entry = event.object;
-    const version = Number(entry.resourceVersion);
+    if (event.type === 'BOOKMARK') return;
+    const node = event.object;
+    const version = versionOfNode(node);
     if (this.events.has(version)) return;
-    const ready = readyOf(entry);
-    let at = null;
-    let how = 'replayed from the registry history: the watch carries no time for this event';
-    let approximate = false;
-    if (!replayed) {
-      at = clock.now();
-      how = 'received live';
-    } else if (event.type === 'HEALTH_CHANGED' && entry.healthState === 'NOT_READY' && ready) {
-      if (ready.lastTransitionTime) {
-        at = Date.parse(ready.lastTransitionTime);
-        how = "the Ready condition's lastTransitionTime";
-      }
-    } else if (event.type === 'HEALTH_CHANGED' && entry.healthState === 'OFFLINE') {
-      const expiry = Date.parse(entry.lastSeen) + cfg('ttlSeconds', 30) * 1000;
-      if (expiry <= clock.now()) {
-        at = expiry;
-        approximate = true;
-        how = 'lease expiry: last heartbeat + TTL (the controller records it within one pass)';
-      }
-    } else if (event.type === 'ADDED') {
-      at = Date.parse(entry.registeredAt);
-      how = 'registeredAt';
-    }
+    if (event.type !== 'DELETED') this.states.set(version, healthOf(node));
     this.events.set(version, {
       version,
       type: event.type,
-      health: entry.healthState,
-      previous: event.previousHealth || null,
-      phase: (entry.passport.status || {}).phase || '',
-      detail: healthDetail(event, ready),
-      at,
-      approximate,
-      how,
+      health: healthOf(node),
+      phase: statusOf(node).phase || '',
+      ready: readyOf(node),
+      lastSeen: statusOf(node).lastSeen,
+      registeredAt: statusOf(node).registeredAt,
+      receivedAt: replayed ? null : clock.now(),
     });
+  }
+
+  /** The registration, from metadata.creationTimestamp, when its ADDED was not replayed. */
+  noteRegistration() {
+    const node = this.node;
+    if (!node) return;
+    const registeredAt = statusOf(node).registeredAt;
+    for (const row of this.events.values()) {
+      if (row.type === 'ADDED' && row.registeredAt === registeredAt) return;
+    }
+    this.events.set('registered', {
+      version: null,
+      type: 'ADDED',
+      health: '',
+      phase: '',
+      ready: null,
+      registeredAt,
+      receivedAt: null,
+      time: {
+        at: Date.parse(node.metadata.creationTimestamp),
+        how: 'metadata.creationTimestamp: this ADDED is older than the watch history replayed',
+      },
+      detail: 'registered (from metadata.creationTimestamp)',
+    });
+  }
+
+  /**
+   * The rows (oldest first) as shown: each with the health before it (a MODIFIED whose
+   * health changed is a transition) and its time. Computed at each render, as a replayed
+   * state may arrive after a live event.
+   */
+  annotate(rows) {
+    const versions = [...this.states.keys()].sort((a, b) => a - b);
+    let next = 0;
+    let before = null;
+    return rows.map((row) => {
+      if (row.version !== null) {
+        while (next < versions.length && versions[next] < row.version) {
+          before = this.states.get(versions[next]);
+          next += 1;
+        }
+      }
+      const previous = row.type === 'MODIFIED' ? before : null;
+      const shown = { ...row, previous, transition: Boolean(previous && previous !== row.health) };
+      return { ...shown, ...this.timing(shown) };
+    });
+  }
+
+  timing(row) {
+    if (row.time) return row.time;
+    if (row.receivedAt !== null) return { at: row.receivedAt, how: 'received live' };
+    if (row.type === 'ADDED') return { at: Date.parse(row.registeredAt), how: 'status.registeredAt' };
+    if (row.transition && row.health === 'NOT_READY' && row.ready && row.ready.lastTransitionTime) {
+      return { at: Date.parse(row.ready.lastTransitionTime), how: "the Ready condition's lastTransitionTime" };
+    }
+    if (row.transition && row.health === 'OFFLINE') {
+      const expiry = Date.parse(row.lastSeen) + cfg('ttlSeconds', 30) * 1000;
+      if (expiry <= clock.now()) {
+        return {
+          at: expiry,
+          approximate: true,
+          how: 'lease expiry: last heartbeat + TTL (the controller records it within one pass)',
+        };
+      }
+    }
+    return { at: null, how: 'replayed from the registry history: the watch carries no time for this event' };
   }
 
   destroy() {
@@ -745,11 +833,11 @@ class NodeView {
   }
 
   render() {
-    const entry = this.entry;
+    const node = this.node;
     this.header.replaceChildren(
       h('h1', {}, this.name),
-      entry ? healthBadge(entry) : null,
-      entry ? h('span', { class: 'chip chip-kind' }, entry.nodeKind) : null,
+      node ? healthBadge(node) : null,
+      node ? h('span', { class: 'chip chip-kind' }, kindOf(node)) : null,
     );
     document.title = `${this.name} · Node Registry`;
     let notice = '';
@@ -757,41 +845,44 @@ class NodeView {
       notice =
         `This node was removed from the registry${this.removed.at ? ` at ${clockTime(this.removed.at)}` : ''}` +
         '; what follows is what was last known of it.';
-    } else if (!entry && this.history !== 'loading') {
+    } else if (!node && this.history !== 'loading') {
       notice = `No node called ${this.name} is registered; this page will show it when it registers.`;
     }
     this.notice.textContent = notice;
     this.notice.hidden = !notice;
-    this.renderFacts(entry);
-    this.renderConditions(entry);
+    this.renderFacts(node);
+    this.renderConditions(node);
     this.renderEvents();
-    const yaml = entry ? toYAML(entry.passport) : '';
+    const { passport, registry } = node ? splitObject(node) : { passport: null, registry: null };
+    const yaml = passport ? toYAML(passport) : '';
     if (this.yaml.textContent !== yaml) this.yaml.textContent = yaml;
+    const added = registry ? toYAML(registry) : '';
+    if (this.registryYaml.textContent !== added) this.registryYaml.textContent = added;
   }
 
-  renderFacts(entry) {
-    if (!entry) {
+  renderFacts(node) {
+    if (!node) {
       this.facts.replaceChildren();
       return;
     }
-    const status = entry.passport.status || {};
-    const registered = Date.parse(entry.registeredAt);
+    const status = statusOf(node);
+    const registered = Date.parse(node.metadata.creationTimestamp);
     const pair = (label, ...value) => [h('dt', {}, label), h('dd', {}, ...value)];
     this.facts.replaceChildren(
-      ...pair('Kind', entry.nodeKind),
+      ...pair('Kind', kindOf(node)),
       ...pair('Phase', status.phase || '—'),
-      ...pair('Schedulable', entry.schedulable ? 'yes' : 'no'),
-      ...pair('Last heartbeat', heartbeat('span', entry, this.receivedAt)),
+      ...pair('Schedulable', status.schedulable ? 'yes' : 'no'),
+      ...pair('Last heartbeat', heartbeat('span', node, this.receivedAt)),
       ...pair('Registered', h('span', { title: fullTime(registered) }, clockTime(registered))),
-      ...pair('Tasks', tasks(entry)),
-      ...pair('Endpoint', endpoint(entry.passport.spec || {}, true)),
-      ...pair('Node ID', h('code', {}, entry.nodeId)),
-      ...pair('Resource version', entry.resourceVersion),
+      ...pair('Tasks', tasks(node)),
+      ...pair('Endpoint', endpoint(specOf(node), true)),
+      ...pair('UID', h('code', {}, node.metadata.uid)),
+      ...pair('Resource version', node.metadata.resourceVersion),
     );
   }
 
-  renderConditions(entry) {
-    const conditions = entry ? (entry.passport.status || {}).conditions || [] : [];
+  renderConditions(node) {
+    const conditions = node ? statusOf(node).conditions || [] : [];
     const time = (value) =>
       value ? h('span', { title: value }, clockTime(Date.parse(value))) : h('span', { class: 'muted' }, '—');
     this.conditions.replaceChildren(
@@ -818,36 +909,48 @@ class NodeView {
     const notes = {
       loading: 'Loading…',
       replaying: "Replaying the registry's watch history…",
-      full: `Replayed from the registry's watch history (resourceVersion 0 onwards), then live since ${since}.`,
+      full: `Replayed from the registry's watch history, then live since ${since}.`,
       compacted:
         "The registry's watch history no longer reaches back that far: showing the events " +
         `seen since this page opened (${since}).`,
       unavailable: `The watch history could not be read: showing the events seen since ${since}.`,
     };
     this.historyNote.textContent = notes[this.history];
-    const rows = [...this.events.values()].sort((a, b) => b.version - a.version).slice(0, 100);
+    const order = (row) => (row.version === null ? 0 : row.version);
+    const rows = [...this.events.values()].sort((a, b) => order(a) - order(b));
+    const shown = this.annotate(rows).reverse().slice(0, 100);
+    const health = (state) => h('span', { class: `health health-${state}` }, state);
     this.eventRows.replaceChildren(
-      ...rows.map((e) =>
+      ...shown.map((e) =>
         h(
           'tr',
-          { dataset: { event: e.type } },
+          { dataset: e.transition ? { event: e.type, transition: `${e.previous}>${e.health}` } : { event: e.type } },
           h('td', { title: e.how }, e.at === null ? 'earlier' : `${e.approximate ? '≈ ' : ''}${clockTime(e.at)}`),
-          h('td', {}, h('span', { class: `event event-${e.type}` }, e.type)),
+          h(
+            'td',
+            {},
+            h(
+              'span',
+              {
+                class: `event event-${e.type}${e.transition ? ' event-transition' : ''}`,
+                title: e.transition ? 'A MODIFIED whose status.healthState changed: a health transition' : null,
+              },
+              e.type,
+            ),
+          ),
           h(
             'td',
             { class: 'transition' },
-            e.previous && e.previous !== e.health
-              ? [h('span', { class: `health health-${e.previous}` }, e.previous), ' → ']
-              : null,
-            h('span', { class: `health health-${e.health}` }, e.health),
+            e.transition ? [health(e.previous), ' → '] : null,
+            e.health ? health(e.health) : h('span', { class: 'muted' }, '—'),
           ),
           h('td', {}, e.phase),
-          h('td', { class: 'num' }, e.version),
-          h('td', { class: 'message' }, e.detail),
+          h('td', { class: 'num' }, e.version === null ? '—' : e.version),
+          h('td', { class: 'message' }, e.transition ? transitionDetail(e) : e.detail || ''),
         ),
       ),
     );
-    if (!rows.length && this.history !== 'loading' && this.history !== 'replaying') {
+    if (!shown.length && this.history !== 'loading' && this.history !== 'replaying') {
       this.eventRows.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No events yet.')));
     }
   }

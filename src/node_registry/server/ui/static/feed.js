@@ -1,8 +1,9 @@
-// Live data: list once, then follow the watch over Server-Sent Events read with fetch()
-// (EventSource cannot send an Authorization header), Kubernetes-informer style.
+// Live data: list once, then follow the watch, Kubernetes-informer style. The watch is the
+// one kubectl and client-go read (`nodepassports?watch=true&resourceVersion=N`: one JSON event
+// a line), read with fetch() and a streaming reader so the bearer token goes along.
 //
-//  - A watch stream that ends or breaks is resumed at once from the last SSE id (the
-//    resource version; Last-Event-ID header), without listing again.
+//  - Every event's object carries its metadata.resourceVersion (BOOKMARKs too): a watch
+//    stream that ends or breaks is resumed at once from the last one, without listing again.
 //  - If the registry cannot be reached, the feed is "disconnected": it retries with
 //    exponential backoff (0.5 s .. 10 s, jittered) and, once back, lists again and watches
 //    from the new list (after an outage the registry may be another instance).
@@ -15,55 +16,7 @@ import { ApiError, Unreachable, apiURL, auth, getJSON, request } from './api.js'
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
 const PAGE_SIZE = 1000;
-
-/** Incremental text/event-stream parser (the WHATWG algorithm, minus `retry`). */
-export class SSEParser {
-  constructor(onEvent) {
-    this.onEvent = onEvent;
-    this.buffer = '';
-    this.data = [];
-    this.type = '';
-    this.lastEventId = '';
-  }
-
-  push(text) {
-    this.buffer += text;
-    let start = 0;
-    for (;;) {
-      let end = start;
-      while (end < this.buffer.length && this.buffer[end] !== '\n' && this.buffer[end] !== '\r')
-        end += 1;
-      if (end >= this.buffer.length) break;
-      let next = end + 1;
-      if (this.buffer[end] === '\r') {
-        if (next >= this.buffer.length) break; // a \r\n may be split across chunks
-        if (this.buffer[next] === '\n') next += 1;
-      }
-      this.line(this.buffer.slice(start, end));
-      start = next;
-    }
-    this.buffer = this.buffer.slice(start);
-  }
-
-  line(line) {
-    if (line === '') {
-      if (this.data.length) {
-        this.onEvent({ id: this.lastEventId, type: this.type || 'message', data: this.data.join('\n') });
-      }
-      this.data = [];
-      this.type = '';
-      return;
-    }
-    if (line.startsWith(':')) return;
-    const colon = line.indexOf(':');
-    const field = colon < 0 ? line : line.slice(0, colon);
-    let value = colon < 0 ? '' : line.slice(colon + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    if (field === 'data') this.data.push(value);
-    else if (field === 'event') this.type = value;
-    else if (field === 'id' && !value.includes('\0')) this.lastEventId = value;
-  }
-}
+export const RESOURCE = 'nodepassports';
 
 class StreamBroken extends Error {
   constructor(message, lived) {
@@ -72,16 +25,35 @@ class StreamBroken extends Error {
   }
 }
 
-/** Read an SSE response body to its end, calling onEvent({id, type, data}). */
-export async function readEvents(response, onEvent, onBytes) {
-  const parser = new SSEParser(onEvent);
+/** The resource version an event brings the watcher to (BOOKMARKs carry one too). */
+export const versionOf = (event) =>
+  (event.object && event.object.metadata && event.object.metadata.resourceVersion) || '';
+
+/**
+ * Read a watch response to its end, calling onEvent({type, object}) for each line.
+ * A line cut off by the end of the stream is dropped: the resume re-sends that event.
+ */
+export async function readWatch(response, onEvent, onBytes) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = '';
   try {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
       if (onBytes) onBytes();
-      parser.push(value);
+      const lines = (rest + value).split('\n');
+      rest = lines.pop();
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        let event;
+        try {
+          event = JSON.parse(line);
+        } catch (err) {
+          console.error('dashboard: a watch line is not JSON', err, line);
+          continue;
+        }
+        onEvent(event);
+      }
     }
   } finally {
     reader.cancel().catch(() => {});
@@ -90,7 +62,7 @@ export async function readEvents(response, onEvent, onBytes) {
 
 export class Feed {
   /**
-   * params():        query parameters of the list and the watch ({kind, labelSelector})
+   * params():        query parameters of the list and the watch ({labelSelector, fieldSelector})
    * prepare(signal): runs before each list (load config, look a node up)
    * onSnapshot(items, resourceVersion, response), onEvent(event), onState(state, info)
    * states: connecting | live | disconnected | unauthorized | invalid
@@ -211,7 +183,7 @@ export class Feed {
     let token;
     do {
       const page = await getJSON(
-        apiURL('nodes', { ...this.params(), limit: PAGE_SIZE, continue: token }),
+        apiURL(RESOURCE, { ...this.params(), limit: PAGE_SIZE, continue: token }),
         { signal: this.abort.signal },
       );
       first = first || page;
@@ -228,19 +200,18 @@ export class Feed {
     const stream = new AbortController();
     const stopStream = () => stream.abort();
     this.abort.signal.addEventListener('abort', stopStream);
-    const url = apiURL('nodes', {
+    const url = apiURL(RESOURCE, {
       ...this.params(),
       watch: 'true',
       resourceVersion: this.resourceVersion,
       allowWatchBookmarks: 'true',
     });
-    const headers = { Accept: 'text/event-stream', 'Last-Event-ID': this.resourceVersion };
     let lastBytes = Date.now();
     let expired = false;
     let watchdog = null;
     let opened = 0;
     try {
-      const response = await request(url, { headers, signal: stream.signal });
+      const response = await request(url, { signal: stream.signal });
       opened = Date.now();
       this.lostAt = null;
       this.setState('live', { resourceVersion: this.resourceVersion });
@@ -248,20 +219,23 @@ export class Feed {
       watchdog = setInterval(() => {
         if (Date.now() - lastBytes > silence()) stream.abort();
       }, 1000);
-      await readEvents(
+      await readWatch(
         response,
         (event) => {
-          if (this.stopped) return;
-          if (event.id) this.resourceVersion = event.id;
+          if (this.stopped || expired) return;
           if (event.type === 'ERROR') {
+            // Its object is a Status (410 Expired: this watcher fell behind the kept
+            // history); the registry ends the stream after it.
             expired = true;
             return;
           }
+          const version = versionOf(event);
+          if (version) this.resourceVersion = version;
           if (event.type === 'BOOKMARK') return;
           try {
-            this.onEvent(JSON.parse(event.data));
+            this.onEvent(event);
           } catch (err) {
-            console.error('dashboard: cannot apply a watch event', err, event.data);
+            console.error('dashboard: cannot apply a watch event', err, event);
           }
         },
         () => {
