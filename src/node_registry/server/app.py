@@ -39,12 +39,17 @@ from node_registry.server.routes import (
 )
 from node_registry.server.routes import openapi as kube_openapi
 from node_registry.server.ui import mount_dashboard
-from node_registry.wire import Status, WatchEventModel
+from node_registry.wire import WatchEventModel
 
 log = logging.getLogger("node_registry.server")
 
+#: Errors are JSON Status bodies whatever the route's own media type (FastAPI would list
+#: them under text/plain for /metrics and /readyz), so the content is spelled out.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": Status, "description": text}
+    code: {
+        "description": text,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+    }
     for code, text in {
         400: "Unreadable request: malformed JSON/YAML, empty body, selector, continue token",
         401: "No or unknown bearer token",
