@@ -4,6 +4,7 @@ mapped back to the package's own classes, endpoint failover, watch resume and 41
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -137,8 +138,12 @@ def test_async_client(url: str) -> None:
             assert entry.passport.status.current_tasks == 2
             await client.deregister("db-01")
             names = [e.name for e in await client.find_nodes(kind="agent", only_healthy=True)]
-            events = [e async for e in client.watch(0, timeout_seconds=1)]
+            events = [e async for e in client.watch(1, timeout_seconds=1)]
             assert events[-1].type.value == "DELETED"
+            # From 0 (Kubernetes' "any version"): the nodes there are now, as ADDED.
+            state = [e async for e in client.watch(0, timeout_seconds=1)]
+            assert {e.type.value for e in state} == {"ADDED"}
+            assert [e.entry.name for e in state] == ["coder-01", "coder-02", "coder-03", "writer-01"]
             return names
 
     assert asyncio.run(scenario()) == ["coder-01", "coder-02", "coder-03", "writer-01"]
@@ -154,7 +159,11 @@ def test_settings_from_arguments_and_environment(monkeypatch: pytest.MonkeyPatch
     assert built.headers() == {"Authorization": "Bearer t0ken"}
     with pytest.raises(ConfigError, match="must start with http"):
         ClientSettings.build("ftp://x", None, 5, 3, 0.2)
-    assert [built.delay(n) for n in (1, 2, 3, 6, 7, 5000)] == [0.2, 0.4, 0.8, 6.4, 7.0, 7.0]
+    # Full jitter under a ceiling doubling from the backoff to 7 s (client.backoff).
+    rng = random.Random(7)
+    for attempt, top in zip((1, 2, 3, 6, 7, 5000), (0.2, 0.4, 0.8, 6.4, 7.0, 7.0), strict=True):
+        delays = [built.delay(attempt, rng) for _ in range(200)]
+        assert 0 <= min(delays) < top / 4 and top * 3 / 4 < max(delays) <= top
 
 
 def test_tls_verify_accepts_a_ca_path_without_deprecated_httpx_use(tmp_path: Any) -> None:

@@ -45,7 +45,7 @@ def test_seed_2_2_1_mvp_calls(clock: FakeClock) -> None:
         registry.register_node(passport_)
     assert registry.ttl_seconds == 30
     clock.advance(25)
-    registry.update_heartbeat(fleet[0].metadata.uid.__str__())
+    registry.update_heartbeat(fleet[0].metadata.uid)
     alive = registry.get_alive_nodes()
     assert [p.metadata.name for p in alive] == ["ai-agent-coder-01"]
 
