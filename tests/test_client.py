@@ -143,7 +143,12 @@ def test_async_client(url: str) -> None:
             # From 0 (Kubernetes' "any version"): the nodes there are now, as ADDED.
             state = [e async for e in client.watch(0, timeout_seconds=1)]
             assert {e.type.value for e in state} == {"ADDED"}
-            assert [e.entry.name for e in state] == ["coder-01", "coder-02", "coder-03", "writer-01"]
+            assert [e.entry.name for e in state] == [
+                "coder-01",
+                "coder-02",
+                "coder-03",
+                "writer-01",
+            ]
             return names
 
     assert asyncio.run(scenario()) == ["coder-01", "coder-02", "coder-03", "writer-01"]
@@ -163,7 +168,8 @@ def test_settings_from_arguments_and_environment(monkeypatch: pytest.MonkeyPatch
     rng = random.Random(7)
     for attempt, top in zip((1, 2, 3, 6, 7, 5000), (0.2, 0.4, 0.8, 6.4, 7.0, 7.0), strict=True):
         delays = [built.delay(attempt, rng) for _ in range(200)]
-        assert 0 <= min(delays) < top / 4 and top * 3 / 4 < max(delays) <= top
+        assert 0 <= min(delays) < top / 4
+        assert top * 3 / 4 < max(delays) <= top
 
 
 def test_tls_verify_accepts_a_ca_path_without_deprecated_httpx_use(tmp_path: Any) -> None:

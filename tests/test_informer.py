@@ -418,9 +418,7 @@ def test_unreachable_registry_backoff_and_last_state(
         informer_clock.advance(seconds)
         time.sleep(0.001)
 
-    informer = Informer(
-        client=client, clock=informer_clock, sleep=sleep, rng=random.Random(SEED)
-    )
+    informer = Informer(client=client, clock=informer_clock, sleep=sleep, rng=random.Random(SEED))
     assert informer.staleness == float("inf")
     assert informer.last_synced_at is None
     with informer:
