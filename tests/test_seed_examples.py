@@ -106,6 +106,7 @@ def test_seed_2_5_in_an_async_program(clock: FakeClock) -> None:
         registry = AsyncRegistry(clock=clock)
         for passport_ in _fleet():
             await registry.register(passport_)
+            await registry.update_heartbeat(passport_.metadata.uid)  # the UUID, as in 2.2.1
         candidates = await registry.find_nodes(
             kind="agent",
             selector={"matchLabels": {"capability.code_generation": "true"}},
