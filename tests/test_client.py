@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -187,3 +189,18 @@ def test_tls_is_built_once_and_only_for_https() -> None:
     mixed = ClientSettings.build("http://a:1,https://b:2", None, 5, 3, 0.2)
     assert isinstance(mixed.tls(True), ssl.SSLContext)
     assert mixed.tls(False) is False
+
+
+def test_the_client_and_the_agent_load_no_registry() -> None:
+    # #13: "the client light". The import-linter contract keeps the imports out; this is what
+    # a program that only talks to a registry service actually loads.
+    code = (
+        "import sys, node_registry.client, node_registry.agent\n"
+        "heavy = ('node_registry.registry', 'node_registry.kube', 'node_registry.wire',"
+        " 'node_registry.server', 'fastapi')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
