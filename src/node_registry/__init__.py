@@ -78,6 +78,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __all__ = [
     "AsyncRegistry",
     "BadRequestError",
