@@ -4,13 +4,17 @@ mapped back to the package's own classes, endpoint failover, watch resume and 41
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import passport
@@ -204,3 +208,84 @@ def test_the_client_and_the_agent_load_no_registry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+class BreaksAfterBookmark(httpx.BaseTransport):
+    """A real transport that cuts the first watch stream right after a BOOKMARK of version
+    ``at`` or later has gone through (as a dropped connection would), and notes each watch's
+    ``resourceVersion``."""
+
+    def __init__(self, at: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.at = at
+        self.opened: list[str] = []
+        self.cut = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.params.get("watch") != "true":
+            return response
+        self.opened.append(request.url.params["resourceVersion"])
+        if self.cut:
+            return response
+        self.cut = True
+        lines = response.stream
+
+        def cut_after_bookmark() -> Iterator[bytes]:
+            for chunk in lines:  # type: ignore[union-attr]
+                yield chunk
+                for line in chunk.splitlines():
+                    doc = json.loads(line)
+                    rv = int(doc["object"]["metadata"]["resourceVersion"])
+                    if doc["type"] == "BOOKMARK" and rv >= self.at:
+                        raise httpx.ReadError("connection reset (by the test)")
+
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Stream(cut_after_bookmark(), response),
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Stream(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes], response: httpx.Response) -> None:
+        self.chunks = chunks
+        self.response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def test_a_broken_watch_resumes_from_the_last_bookmark(clock: FakeClock) -> None:
+    app = make_app(clock, server={"bookmark_interval_seconds": 0.1})
+    with serve(app) as base, RegistryClient(base) as writer:
+        start = writer.register(passport("coder-01")).resource_version
+        # Filtered out of the watch below: only a BOOKMARK tells the watcher it happened.
+        skipped = writer.register(passport("coder-02")).resource_version
+        transport = BreaksAfterBookmark(skipped)
+        seen: list[Any] = []
+        with RegistryClient(base, retries=1, backoff=0.01, transport=transport) as client:
+
+            def follow() -> None:
+                seen.extend(client.watch(start, timeout_seconds=2, kind="storage"))
+
+            thread = threading.Thread(target=follow, daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 5
+            while len(transport.opened) < 2:
+                assert time.monotonic() < deadline, transport.opened
+                time.sleep(0.01)
+            db = writer.register(passport("db-01", kind="storage")).resource_version
+            thread.join(5)  # the bounded watch ends by itself
+            assert not thread.is_alive()
+        # Reopened from the bookmark's version, not from the first event's or the start's.
+        assert transport.opened[:2] == [str(start), str(skipped)]
+        assert [(e.type.value, e.entry.name, e.resource_version) for e in seen] == [
+            ("ADDED", "db-01", db)
+        ]
