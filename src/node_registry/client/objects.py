@@ -26,12 +26,8 @@ import pydantic
 
 from node_registry.errors import FieldError, InvalidResponseError
 from node_registry.passport import API_VERSION, KIND, NodePassport, NodeType
+from node_registry.passport.objects import passport_of
 from node_registry.store.records import HealthState
-
-#: metadata fields the registry owns: never part of the stored passport.
-SERVER_METADATA = frozenset({"creationTimestamp", "resourceVersion", "generation", "managedFields"})
-#: status fields the registry owns: its view of the node beside the node's own report.
-SERVER_STATUS = frozenset({"healthState", "lastSeen", "registeredAt", "schedulable"})
 
 
 @dataclass(slots=True)
@@ -113,18 +109,6 @@ def _moment(value: object, where: str) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"{where} is {value!r}, not a timestamp")
     return datetime.fromisoformat(value)
-
-
-def passport_of(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The passport inside a NodePassport object: the object less the registry's fields."""
-    passport = dict(doc)
-    meta = passport.get("metadata")
-    if isinstance(meta, Mapping):
-        passport["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
-    status = passport.get("status")
-    if isinstance(status, Mapping):
-        passport["status"] = {k: v for k, v in status.items() if k not in SERVER_STATUS}
-    return passport
 
 
 def entry_of(doc: object) -> RegistryEntry:
