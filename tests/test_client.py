@@ -289,3 +289,22 @@ def test_a_broken_watch_resumes_from_the_last_bookmark(clock: FakeClock) -> None
         assert [(e.type.value, e.entry.name, e.resource_version) for e in seen] == [
             ("ADDED", "db-01", db)
         ]
+
+
+def test_the_public_names_are_the_ones_meant() -> None:
+    import node_registry.client as client_package
+
+    assert sorted(client_package.__all__) == [
+        "AsyncInformer",
+        "AsyncRegistryClient",
+        "EventType",
+        "HealthTracker",
+        "Informer",
+        "NodeCache",
+        "NodeList",
+        "RegistryClient",
+        "RegistryEntry",
+        "WatchEvent",
+    ]
+    for name in client_package.__all__:
+        assert getattr(client_package, name).__module__.startswith("node_registry.client.")
