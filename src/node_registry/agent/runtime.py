@@ -135,7 +135,9 @@ class NodeAgent:
     ``source`` is a passport file (YAML/JSON), a document or a ``NodePassport``; detected
     resources fill what it leaves out (``detect=False``: none). Everything is validated here,
     before any I/O. ``interval`` defaults to ``heartbeat.interval_seconds`` of the settings
-    (10 s, or ``NODE_REGISTRY_HEARTBEAT__INTERVAL_SECONDS``).
+    (10 s, or ``NODE_REGISTRY_HEARTBEAT__INTERVAL_SECONDS``). ``start_jitter`` is the longest
+    the first registration waits (drawn uniformly; default: 1 s, or the interval if shorter;
+    0: at once).
     """
 
     def __init__(
