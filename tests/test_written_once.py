@@ -46,6 +46,8 @@ def test_the_filter_answers_as_the_registry() -> None:
             ]
             theirs = [e.name for e in registry.find_nodes(kind=kind, selector=selector)]
             assert mine == theirs, (kind, selector)
+            selected = test.select(passports, lambda p: p.metadata.node_type, effective_labels)
+            assert [p.metadata.name for p in selected] == theirs
     assert NodeFilter().empty()
     assert not NodeFilter("agent").empty()
     with pytest.raises(ValidationError, match="unknown node kind"):
