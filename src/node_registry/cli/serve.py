@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import resource
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +85,38 @@ def run_server(
     _reload_on_sighup(auth)
     store = open_store(settings)
     try:
-        _serve(AsyncRegistry(store, settings=settings), settings, auth, log_level)
+        with _sigterm_unwinds():
+            _serve(AsyncRegistry(store, settings=settings), settings, auth, log_level)
     finally:
         # On etcd: hands the controller seat to another replica now, not after its lease.
         store.close()
+
+
+class _Terminated(SystemExit):
+    """SIGTERM, raised where the main thread runs, so every ``finally`` on the way runs."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Make the SIGTERM that uvicorn re-raises after its graceful shutdown unwind the stack.
+
+    uvicorn catches SIGTERM and SIGINT while it serves; once stopped, it restores the
+    handlers it found and raises the signal again. SIGINT's default handler raises
+    ``KeyboardInterrupt``, so the ``finally`` that closes the store (and, on etcd, releases
+    the controller seat) ran; SIGTERM's default kills the process there and then, so the
+    seat stayed held until its lease ran out (15 s by default) — issue #10, item 10.
+    """
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated(0)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        log.info("SIGTERM: stopped serving; releasing the store")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _reload_on_sighup(auth: Authenticator) -> None:

@@ -230,10 +230,8 @@ class AsyncRegistry:
             await asyncio.sleep(period)
             # Measured here too, so a pass after a stall knows of it before judging nodes.
             self._note_lag(loop.time() - due)
-            if not self._sync.leading:
-                continue
             try:
-                await self._io(self._sync.reconcile)
+                await self._io(self._sync.controller_pass)
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
 
