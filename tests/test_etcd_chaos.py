@@ -71,6 +71,16 @@ def binary() -> str:
 
 
 @pytest.fixture
+def etcd(binary: str, tmp_path: Path) -> Iterator[EtcdServer]:
+    server = EtcdServer(binary, tmp_path / "etcd", flags=FAST_RAFT)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
     running = Procs(tmp_path)
     try:
@@ -80,16 +90,6 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
             if proc.process.poll() is None:
                 proc.process.send_signal(signal.SIGCONT)
         running.close()
-
-
-@pytest.fixture
-def etcd(binary: str, tmp_path: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(binary, tmp_path / "etcd", flags=FAST_RAFT)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -171,6 +171,16 @@ class Prober:
         self._stop.set()
         for thread in self._threads:
             thread.join(DISRUPTION + 5)
+
+
+def the_leader(a: Proc, b: Proc, procs: Procs) -> Proc:
+    """The one of two replicas that runs the lifecycle controller, once exactly one does."""
+
+    def only() -> Proc | None:
+        flags = [leading(a), leading(b)]
+        return (a if flags[0] else b) if flags.count(True) == 1 else None
+
+    return wait_until("exactly one replica leads", only, 5, procs)
 
 
 def member_in_use(cluster: EtcdCluster, procs: Procs) -> EtcdServer:
@@ -260,11 +270,7 @@ def test_a_controller_frozen_past_its_seat_writes_nothing_when_thawed(
     a, b = procs.serve("serve-a", url, PAUSED), procs.serve("serve-b", url, PAUSED)
     wait_ready(procs, a, b)
 
-    def the_leader() -> Proc | None:
-        flags = [leading(a), leading(b)]
-        return (a if flags[0] else b) if flags.count(True) == 1 else None
-
-    paused = wait_until("exactly one replica leads", the_leader, 5, procs)
+    paused = the_leader(a, b, procs)
     other = b if paused is a else a
     names = [f"chaos-{i}" for i in range(8)]
     with RegistryClient(other.url, retries=3, timeout=3) as client:
@@ -317,11 +323,7 @@ def test_sigterm_of_the_controllers_replica_hands_its_seat_over_at_once(
     a, b = procs.serve("serve-a", url, LONG_SEAT), procs.serve("serve-b", url, LONG_SEAT)
     wait_ready(procs, a, b)
 
-    def the_leader() -> Proc | None:
-        flags = [leading(a), leading(b)]
-        return (a if flags[0] else b) if flags.count(True) == 1 else None
-
-    leader = wait_until("exactly one replica leads", the_leader, 5, procs)
+    leader = the_leader(a, b, procs)
     survivor = b if leader is a else a
     assert holds_seat(controller_holder(etcd, prefix), leader)
     leader.process.send_signal(signal.SIGTERM)
@@ -329,7 +331,7 @@ def test_sigterm_of_the_controllers_replica_hands_its_seat_over_at_once(
     wait_until("the survivor takes the seat", lambda: leading(survivor) or None, 10, procs)
     takeover = time.monotonic() - sent
     assert holds_seat(controller_holder(etcd, prefix), survivor)
-    assert leader.process.wait(10) == 0, leader.output()
+    assert leader.process.wait(10) == -signal.SIGTERM, leader.output()
     seat_ttl = LONG_SEAT.seat_ttl
     assert takeover < seat_ttl / 3, (takeover, seat_ttl)
     print(f"SIGTERM: seat taken over after {takeover:.2f} s (its lease: {seat_ttl} s)")

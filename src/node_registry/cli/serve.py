@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import resource
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,39 +82,36 @@ def run_server(
         )
     _reload_on_sighup(auth)
     store = open_store(settings)
+    terminated = False
+    previous = signal.signal(signal.SIGTERM, _unwind)
     try:
-        with _sigterm_unwinds():
-            _serve(AsyncRegistry(store, settings=settings), settings, auth, log_level)
+        _serve(AsyncRegistry(store, settings=settings), settings, auth, log_level)
+    except _Terminated:
+        terminated = True
     finally:
+        signal.signal(signal.SIGTERM, previous)
         # On etcd: hands the controller seat to another replica now, not after its lease.
         store.close()
+    if terminated:
+        # Exit as killed by SIGTERM, as uvicorn means to: supervisors read the status.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
 
 
-class _Terminated(SystemExit):
+class _Terminated(BaseException):
     """SIGTERM, raised where the main thread runs, so every ``finally`` on the way runs."""
 
 
-@contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """Make the SIGTERM that uvicorn re-raises after its graceful shutdown unwind the stack.
+def _unwind(signum: int, frame: object) -> None:
+    """SIGTERM's handler around uvicorn: the SIGTERM it re-raises unwinds the stack.
 
     uvicorn catches SIGTERM and SIGINT while it serves; once stopped, it restores the
     handlers it found and raises the signal again. SIGINT's default handler raises
     ``KeyboardInterrupt``, so the ``finally`` that closes the store (and, on etcd, releases
-    the controller seat) ran; SIGTERM's default kills the process there and then, so the
-    seat stayed held until its lease ran out (15 s by default) — issue #10, item 10.
+    the controller seat) ran; SIGTERM's default killed the process there and then, so the
+    seat stayed held until its lease ran out (15 s by default): issue #10, item 10.
     """
-
-    def terminate(signum: int, frame: object) -> None:
-        raise _Terminated(0)
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    except _Terminated:
-        log.info("SIGTERM: stopped serving; releasing the store")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    raise _Terminated
 
 
 def _reload_on_sighup(auth: Authenticator) -> None:

@@ -43,7 +43,12 @@ class HealthPolicy:
         )
 
     def health(self, last_seen: datetime, now: datetime) -> HealthState:
-        """The state of a node last heard from at ``last_seen``."""
+        """The state of a node last heard from at ``last_seen``: the table alone.
+
+        ``lifecycle.judge`` applies it to every node read or judged, written out there as
+        comparisons with ``thresholds(now)`` (a call per node would double a query's cost),
+        with what the registry knows of its own blindness around it.
+        """
         return self.thresholds(now).health(last_seen)
 
     def thresholds(self, now: datetime) -> Thresholds:

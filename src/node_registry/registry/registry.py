@@ -1,8 +1,8 @@
-"""The embedded registry: register, heartbeat, report status, find, watch — and the lifecycle.
+"""The embedded registry: register, heartbeat, report status, find, watch; and its lifecycle.
 
 Design decisions, each from a lesson of Kubernetes or its peers:
 
-- Health is computed from the lease and the clock on every read (``lifecycle.Judge``, the
+- Health is computed from the lease and the clock on every read (``lifecycle.judge``, the
   one health rule), so no reader sees a dead node as healthy because the controller lagged.
   The lifecycle controller (``lifecycle``) only *records* transitions (``status.phase``,
   the ``Ready`` condition), emits the events and removes expired entries.
@@ -528,21 +528,20 @@ class Registry:
 
     def _entries(self, found: list[Versioned], now: datetime) -> list[RegistryEntry]:
         """Entries as of ``now``: the lifecycle's judge applied to every node found."""
-        judge = self._lifecycle.judge(now)
-        health, last_seen = judge.health, judge.last_seen
+        verdict = self._lifecycle.judge(now)
         alive = HealthState.ALIVE
         entries: list[RegistryEntry] = []
         append = entries.append
         for versioned in found:
             record = versioned.record
-            seen = last_seen(record)
+            seen, _, health, _ = verdict(record)
             append(
                 RegistryEntry(
                     record.node_id,
                     record.kind,
                     record.passport if record.health is alive else _shown(record),
                     seen,
-                    health(record, seen),
+                    health,
                     record.registered_at,
                     versioned.revision,
                 )
@@ -631,8 +630,7 @@ class Registry:
         """
 
         def change(record: NodeRecord, now: datetime) -> NodeRecord | None:
-            judge = self._lifecycle.judge(now, controller=fenced)
-            target = judge.health(record, judge.last_seen(record))
+            target = self._lifecycle.judge(now, controller=fenced)(record)[2]
             if target is record.health:
                 return None
             log.info(
