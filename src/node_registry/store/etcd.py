@@ -35,10 +35,17 @@ A renewal of an expired lease grants a new one and writes the lease key (a Raft 
 Leases are cached per replica (node_id → lease id); a keepalive that finds the lease gone
 falls back to reading the lease key, so a lease re-granted by another replica is found.
 
+Members: one client per endpoint, one in use (``_Members``). Each attempt of a call has
+``attempt_timeout`` seconds on the member in use; a member that fails it (no answer, no
+Raft leader, unavailable) is left for the next and its channel closed, so its watch and
+keepalive streams end at once; the call is tried again there (``_failing_over``), within
+``timeout`` in all. A watch that ends because its member was left behind ends without an
+error: watch again from the last revision seen, on the new member.
+
 Errors: every aetcd/grpc failure is translated in ``_translated`` (one place): unreachable,
 timed-out or refusing etcd → ``StoreUnavailableError`` naming the endpoint and what etcd
-said; compaction → ``RevisionCompactedError``. Every request carries ``timeout`` seconds
-(aetcd's default is none). After an etcd restart a running watch raises
+said; compaction → ``RevisionCompactedError``; a fenced write whose seat is gone →
+``NotLeadingError``. After an etcd restart a running watch raises
 ``StoreUnavailableError``: watch again from the last revision seen (aetcd does not resume
 by itself).
 """

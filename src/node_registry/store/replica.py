@@ -21,7 +21,12 @@ which owns, in one background thread with its own event loop:
 - a seat for the lifecycle controller: a key on this replica's own lease, taken in a
   transaction when free (``EtcdStore.campaign``); ``leading`` says whether this replica
   holds it. A replica that cannot reach etcd stops leading at its next tick, well before
-  its lease (``seat_ttl``) runs out and another replica may take the seat.
+  its lease (``seat_ttl``) runs out and another replica may take the seat. A fenced write
+  (the controller's) compares the revision the seat was created at, in etcd, so a replica
+  that still believes it leads (paused past its lease) cannot write once the seat moved.
+- renewal times from other replicas' digests bounded by this replica's clock (not after
+  now, not before the publisher's last period or so): a replica whose clock is off makes
+  no node look alive in the future, or long dead.
 
 When etcd cannot be reached (or the feed broke), calls fail fast with
 ``StoreUnavailableError`` and reads too, rather than serve a view that may be stale; once
