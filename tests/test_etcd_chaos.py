@@ -183,6 +183,16 @@ def the_leader(a: Proc, b: Proc, procs: Procs) -> Proc:
     return wait_until("exactly one replica leads", only, 5, procs)
 
 
+def two_replicas(etcd: EtcdServer, procs: Procs, timings: Timings) -> tuple[str, Proc, Proc]:
+    """Two ready replicas on ``etcd`` under a new prefix: (prefix, the controller's, the other)."""
+    prefix = new_prefix()
+    url = store_url([etcd.endpoint], prefix)
+    a, b = procs.serve("serve-a", url, timings), procs.serve("serve-b", url, timings)
+    wait_ready(procs, a, b)
+    leader = the_leader(a, b, procs)
+    return prefix, leader, b if leader is a else a
+
+
 def member_in_use(cluster: EtcdCluster, procs: Procs) -> EtcdServer:
     """The member carrying the replicas' watch streams (both replicas use the same one)."""
     return wait_until("one member carrying every watch", lambda: watched_member(cluster), 10, procs)
@@ -265,13 +275,7 @@ PAUSED = PausedTimings(not_ready_after=1.5, ttl=4.0, grace=2.0)
 def test_a_controller_frozen_past_its_seat_writes_nothing_when_thawed(
     etcd: EtcdServer, procs: Procs
 ) -> None:
-    prefix = new_prefix()
-    url = store_url([etcd.endpoint], prefix)
-    a, b = procs.serve("serve-a", url, PAUSED), procs.serve("serve-b", url, PAUSED)
-    wait_ready(procs, a, b)
-
-    paused = the_leader(a, b, procs)
-    other = b if paused is a else a
+    _, paused, other = two_replicas(etcd, procs, PAUSED)
     names = [f"chaos-{i}" for i in range(8)]
     with RegistryClient(other.url, retries=3, timeout=3) as client:
         for name in names:
@@ -318,13 +322,7 @@ def test_a_controller_frozen_past_its_seat_writes_nothing_when_thawed(
 def test_sigterm_of_the_controllers_replica_hands_its_seat_over_at_once(
     etcd: EtcdServer, procs: Procs
 ) -> None:
-    prefix = new_prefix()
-    url = store_url([etcd.endpoint], prefix)
-    a, b = procs.serve("serve-a", url, LONG_SEAT), procs.serve("serve-b", url, LONG_SEAT)
-    wait_ready(procs, a, b)
-
-    leader = the_leader(a, b, procs)
-    survivor = b if leader is a else a
+    prefix, leader, survivor = two_replicas(etcd, procs, LONG_SEAT)
     assert holds_seat(controller_holder(etcd, prefix), leader)
     leader.process.send_signal(signal.SIGTERM)
     sent = time.monotonic()

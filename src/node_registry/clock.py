@@ -94,6 +94,19 @@ class SteadyClock:
         return f"SteadyClock({self.base!r})"
 
 
+class _SystemSteady(SteadyClock):
+    """``SteadyClock`` of the real clock, read on every heartbeat: through a float offset,
+    a third cheaper than adding a timedelta (exact enough: a double holds today's epoch
+    seconds to a quarter of a microsecond)."""
+
+    def __init__(self, base: Clock) -> None:
+        super().__init__(base)
+        self._offset = self._wall.timestamp() - self._start
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._offset + time.monotonic(), UTC)
+
+
 _steady: weakref.WeakKeyDictionary[Clock, SteadyClock] = weakref.WeakKeyDictionary()
 _steady_lock = threading.Lock()
 
@@ -111,5 +124,6 @@ def steady(clock: Clock | None = None) -> SteadyClock:
     with _steady_lock:
         line = _steady.get(base)
         if line is None:
-            line = _steady[base] = SteadyClock(base)
+            kind = _SystemSteady if base is SYSTEM_CLOCK else SteadyClock
+            line = _steady[base] = kind(base)
         return line
