@@ -57,6 +57,11 @@ class NodePassportMetadata(PassportMetadata):
         default=None,
         description="Bumped by the server when the spec changes (not the status or labels)",
     )
+    managed_fields: list[dict[str, Any]] | None = Field(
+        default=None,
+        alias="managedFields",
+        description="Which field manager owns which fields (server-side apply); set by the server",
+    )
 
 
 class NodePassportStatus(PassportStatus):
