@@ -192,7 +192,8 @@ def test_discovery_documents_agree() -> None:
     ]
     by_name = {r["name"]: r for r in legacy}
     assert by_name["nodepassports"]["shortNames"] == ["np"]
-    assert by_name["nodepassports/status"]["verbs"] == ["get"]
+    assert by_name["nodepassports/status"]["verbs"] == ["get", "patch", "update"]
+    assert by_name["nodepassports"]["verbs"] == list(discovery.WRITABLE)
     assert aggregated[0]["subresources"][0]["subresource"] == "status"
     assert discovery.version_info()["gitVersion"].startswith("v1.32.0+node-registry-")
 

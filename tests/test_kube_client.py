@@ -53,7 +53,16 @@ def test_discovery_finds_the_group_and_its_kinds(client: dynamic.DynamicClient) 
         False,
     )
     assert resource.group_version == "ai_team.io/v1"
-    assert set(resource.verbs) == {"get", "list", "watch"}
+    assert set(resource.verbs) == {
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    }
     assert client.resources.get(short_names=["np"]).kind == "NodePassport"
     assert client.resources.get(api_version="ai_team.io/v1", kind="Lease").name == "leases"
     assert client.version["kubernetes"]["gitVersion"].startswith("v1.32.0+node-registry-")

@@ -64,7 +64,16 @@ def test_api_resources_lists_the_group_cluster_scoped(kubectl: Kubectl) -> None:
     by_name = {row[0]: row for row in rows[1:]}
     assert by_name["nodepassports"][1:5] == ["np", "ai_team.io/v1", "false", "NodePassport"]
     verbs = by_name["nodepassports"][5].strip("[]").replace(",", " ").split()
-    assert verbs == ["get", "list", "watch"]
+    assert verbs == [
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ]
     if kubectl_minor() >= 22:  # older kubectl has no CATEGORIES column
         assert by_name["nodepassports"][6] == "ai-team"
     assert by_name["leases"][1:4] == ["ai_team.io/v1", "false", "Lease"]

@@ -63,6 +63,7 @@ from node_registry.server.auth import (
 )
 from node_registry.server.body import media_type, parse_document, read_document
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
+from node_registry.server.negotiation import kube_response
 from node_registry.server.render import NodesResponse
 from node_registry.server.routes.params import LabelSelectorQuery, query_selector
 from node_registry.store import HealthState
@@ -104,6 +105,8 @@ def _object_body(*media: str) -> dict[str, Any]:
 
 
 _OBJECT_MEDIA = ("application/json", "application/yaml")
+_OBJECT = kube_response("NodePassport", "The NodePassport as stored (or as it would be: dryRun)")
+_LIST = kube_response("NodePassportList", "The NodePassports deleted")
 _PATCH_MEDIA = tuple(p.value for p in PatchType)
 
 
@@ -152,8 +155,15 @@ def _respond(doc: dict[str, Any], write: _Write, status_code: int = 200) -> JSON
     response = NodesResponse(doc, status_code=status_code)
     for warning in write.warnings:
         # RFC 7234's Warning, as apiserver sends it: code 299, agent "-", quoted text.
-        response.headers.append("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+        response.headers.append("Warning", '299 - "' + _header_text(warning) + '"')
     return response
+
+
+def _header_text(text: str) -> str:
+    """``text`` as a quoted-string's content: printable ASCII, the rest escaped (a field name
+    is the caller's text, and a header carries neither newlines nor, in HTTP/1.1, UTF-8)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode() for c in escaped)
 
 
 def _not_found(name: str) -> NotFoundError:
@@ -269,6 +279,7 @@ def _object_at(entry: RegistryEntry, stored: NodePassport, revision: int) -> dic
     f"/{RESOURCE}",
     status_code=201,
     summary="Create (register) a NodePassport; the same uid again re-registers it",
+    responses={**_OBJECT, 201: _OBJECT[200]},
     openapi_extra=_object_body(*_OBJECT_MEDIA),
 )
 async def create_nodepassport(
@@ -384,6 +395,7 @@ async def _rewrite(
 @router.put(
     f"/{RESOURCE}/{{name}}",
     summary="Replace a NodePassport's metadata and spec (its status is ignored)",
+    responses=_OBJECT,
     openapi_extra=_object_body(*_OBJECT_MEDIA),
 )
 async def replace_nodepassport(
@@ -395,6 +407,7 @@ async def replace_nodepassport(
 @router.put(
     f"/{RESOURCE}/{{name}}/status",
     summary="Replace a NodePassport's status: the node's report (counts as a heartbeat)",
+    responses=_OBJECT,
     openapi_extra=_object_body(*_OBJECT_MEDIA),
 )
 async def replace_nodepassport_status(
@@ -511,6 +524,7 @@ _PATCH_SUMMARY = "JSON merge, JSON, strategic merge or apply (server-side) patch
 @router.patch(
     f"/{RESOURCE}/{{name}}",
     summary=_PATCH_SUMMARY + " (its metadata and spec)",
+    responses=_OBJECT,
     openapi_extra=_object_body(*_PATCH_MEDIA),
 )
 async def patch_nodepassport(
@@ -527,6 +541,7 @@ async def patch_nodepassport(
 @router.patch(
     f"/{RESOURCE}/{{name}}/status",
     summary=_PATCH_SUMMARY + "'s status (counts as the node's heartbeat)",
+    responses=_OBJECT,
     openapi_extra=_object_body(*_PATCH_MEDIA),
 )
 async def patch_nodepassport_status(
@@ -550,24 +565,10 @@ async def _delete_options(request: Request) -> dict[str, Any]:
     return _as_object(parse_document(raw, yaml_body=False), "DeleteOptions")
 
 
-def _success(entry: RegistryEntry) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Status",
-        "metadata": {},
-        "status": "Success",
-        "details": {
-            "name": entry.name,
-            "group": API_GROUP,
-            "kind": RESOURCE,
-            "uid": entry.node_id,
-        },
-    }
-
-
 @router.delete(
     f"/{RESOURCE}/{{name}}",
     summary="Delete a NodePassport (preconditions: uid, resourceVersion)",
+    responses=_OBJECT,
 )
 async def delete_nodepassport(
     name: NodeName, request: Request, caller: Caller, ctx: Ctx, write: WriteOptions
@@ -603,12 +604,14 @@ async def delete_nodepassport(
             raise _not_found(name) from None
         except ConflictError:
             raise _conflict(name) from None
-    return _respond(_success(entry), write)
+    # The object as it was, as apiserver answers the delete of a custom resource.
+    return _respond(entry_to_object(entry), write)
 
 
 @router.delete(
     f"/{RESOURCE}",
     summary="Delete every NodePassport the label and field selectors match",
+    responses=_LIST,
 )
 async def delete_nodepassports(
     caller: Caller,
