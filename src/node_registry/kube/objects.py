@@ -178,6 +178,32 @@ def passport_of(doc: dict[str, Any]) -> dict[str, Any]:
     return passport
 
 
+def stamp_conditions(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """``after``'s conditions with the times the node left out, as ``update_status`` sets them.
+
+    A condition new or changed since ``before`` without ``lastTransitionTime`` gets the old one
+    if its status is the same, else ``now``; without ``lastHeartbeatTime``, ``now``. Conditions
+    the write did not touch keep exactly what they had.
+    """
+    old = {c.get("type"): c for c in before if isinstance(c, dict)}
+    stamped = []
+    for given in after:
+        previous = old.get(given.get("type")) if isinstance(given, dict) else None
+        if not isinstance(given, dict) or given == previous:
+            stamped.append(given)
+            continue
+        cond = dict(given)
+        if "lastTransitionTime" not in cond:
+            same = previous is not None and previous.get("status") == cond.get("status")
+            kept = previous.get("lastTransitionTime") if same and previous else None
+            cond["lastTransitionTime"] = kept or rfc3339(now)
+        cond.setdefault("lastHeartbeatTime", rfc3339(now))
+        stamped.append(cond)
+    return stamped
+
+
 def object_to_entry(doc: dict[str, Any]) -> RegistryEntry:
     """The registry entry a NodePassport object (as the server sent it) describes."""
     try:

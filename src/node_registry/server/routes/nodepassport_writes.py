@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -48,7 +49,12 @@ from node_registry.kube import openapi
 from node_registry.kube.apply import server_side_apply
 from node_registry.kube.discovery import GROUP_VERSION
 from node_registry.kube.fields import parse_field_selector
-from node_registry.kube.objects import SERVER_STATUS, entry_to_object, passport_of
+from node_registry.kube.objects import (
+    SERVER_STATUS,
+    entry_to_object,
+    passport_of,
+    stamp_conditions,
+)
 from node_registry.kube.patch import PatchType, added_unknown_fields, apply_patch
 from node_registry.passport import NodePassport, load_passport
 from node_registry.passport.models import API_GROUP
@@ -235,13 +241,18 @@ def _section(doc: Any, name: str) -> dict[str, Any]:
 
 
 def _compose(
-    stored: NodePassport, written: dict[str, Any], *, subresource: str | None
+    stored: NodePassport, written: dict[str, Any], *, subresource: str | None, now: datetime
 ) -> dict[str, Any]:
     """The passport to store: ``written``'s metadata and spec, or only its status (``/status``);
     managedFields kept unless the write (an apply) set them."""
     base = stored.to_dict()
     if subresource == STATUS:
-        result = {**base, "status": _section(written, "status")}
+        status = dict(_section(written, "status"))
+        conditions = status.get("conditions")
+        if isinstance(conditions, list):
+            before = _section(base, "status").get("conditions") or []
+            status["conditions"] = stamp_conditions(before, conditions, now)
+        result = {**base, "status": status}
         managed = _section(written, "metadata").get("managedFields")
         if managed is not None:
             result["metadata"] = {**base["metadata"], "managedFields": managed}
@@ -361,7 +372,7 @@ async def _replace(
     def change(stored: NodePassport, revision: int) -> NodePassport:
         before = _object_at(entry, stored, revision)
         write.check_unknown(before, doc)
-        new = _compose(stored, passport_of(doc), subresource=subresource)
+        new = _compose(stored, passport_of(doc), subresource=subresource, now=ctx.clock.now())
         return _restricted(ctx, caller, load_passport(new), stored)
 
     return await _rewrite(ctx, entry, change, write, subresource, expected)
@@ -479,7 +490,7 @@ async def _patch(
                 api_version=GROUP_VERSION,
                 subresource=subresource,
             )
-            new = _compose(stored, result, subresource=subresource)
+            new = _compose(stored, result, subresource=subresource, now=ctx.clock.now())
         else:
             patched = apply_patch(kind, copy.deepcopy(before), patch)
             if not isinstance(patched, dict):
@@ -489,7 +500,9 @@ async def _patch(
                 raise _conflict(name)
             _refuse_owned_changes(before, patched)
             write.check_unknown(before, patched)
-            new = _compose(stored, passport_of(patched), subresource=subresource)
+            new = _compose(
+                stored, passport_of(patched), subresource=subresource, now=ctx.clock.now()
+            )
         return _restricted(ctx, caller, load_passport(new), stored)
 
     return await _rewrite(ctx, entry, change, write, subresource)
