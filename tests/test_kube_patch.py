@@ -72,6 +72,9 @@ def test_json_patch_applies_all_or_nothing_with_clear_errors() -> None:
     with pytest.raises(BadRequestError) as refused:
         apply_patch(PatchType.JSON, DOC, [{"path": "/x"}])
     assert refused.value.errors[0].loc == "[0]"
+    with pytest.raises(ValidationError) as failed:
+        apply_patch(PatchType.JSON, DOC, [{"op": "add", "path": "/x", "value": 1}, {"op": "move"}])
+    assert failed.value.errors[0].loc.startswith("[1] move")
     with pytest.raises(BadRequestError, match="JSON object"):
         apply_patch(PatchType.MERGE, DOC, [1])
 
@@ -240,7 +243,9 @@ def test_rewrite_is_a_compare_and_swap_of_the_change() -> None:
         assert changed.passport.metadata.labels["team"] == "x"
         assert changed.resource_version > entry.resource_version
         with pytest.raises(RevisionConflictError, match="the object has been modified"):
-            registry.rewrite(entry.node_id, _labelled("y"), expected_revision=entry.resource_version)
+            registry.rewrite(
+                entry.node_id, _labelled("y"), expected_revision=entry.resource_version
+            )
         pinned = registry.rewrite(
             entry.node_id, _labelled("y"), expected_revision=changed.resource_version
         )
@@ -280,7 +285,7 @@ def test_rewrite_refuses_identity_changes_and_limits() -> None:
             doc["status"]["conditions"] = [{"type": f"C{i}", "status": "True"} for i in range(33)]
             return doc
 
-        with pytest.raises(ValidationError, match="at most 32 conditions|32"):
+        with pytest.raises(ValidationError, match="at most 32 items"):
             registry.rewrite(entry.node_id, many)
 
         def huge(stored: NodePassport, revision: int) -> dict[str, Any]:

@@ -227,8 +227,14 @@ def server_side_apply(
         if steps not in others:
             _remove(result, steps)
     result = dict(_merge(result, {k: v for k, v in applied.items() if k != "metadata"}, ()))
+    for key in _UNOWNED_TOP:  # a create: the identity comes from the intent
+        if key in applied:
+            result.setdefault(key, applied[key])
     meta = dict(result.get("metadata") or {})
     applied_meta = applied.get("metadata") or {}
+    for key in ("name", "uid"):
+        if key in applied_meta:
+            meta.setdefault(key, applied_meta[key])
     for key, value in applied_meta.items():
         if key not in _UNOWNED_META:
             meta[key] = _merge(meta.get(key), value, ("metadata", key))

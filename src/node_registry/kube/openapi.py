@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from node_registry import __version__
 from node_registry.kube.discovery import GROUP_VERSION, VERSION
 from node_registry.kube.objects import Lease, LeaseList, NodePassportList, NodePassportObject
+from node_registry.kube.patch import MERGE_KEYS, PatchType
 from node_registry.passport.models import API_GROUP
 
 #: The schema-name prefix apiserver gives a group's kinds (reverse DNS of the group).
@@ -77,6 +78,16 @@ def schemas() -> dict[str, Any]:
         raw[name] = schema
     refs = {name: PREFIX + name for name in raw}
     out = {PREFIX + name: _kube_schema(schema, refs) for name, schema in raw.items()}
+    merge_keys = {path[-1]: key for path, key in MERGE_KEYS.items()}
+    for schema in out.values():
+        for name, prop in schema.get("properties", {}).items():
+            if name in merge_keys and prop.get("type") == "array":
+                # What kubectl's strategic merge (client-side apply) and server-side apply
+                # read: the list merges per element, named by this key.
+                prop["x-kubernetes-patch-strategy"] = "merge"
+                prop["x-kubernetes-patch-merge-key"] = merge_keys[name]
+                prop["x-kubernetes-list-type"] = "map"
+                prop["x-kubernetes-list-map-keys"] = [merge_keys[name]]
     for kind in KINDS:
         out[PREFIX + kind]["x-kubernetes-group-version-kind"] = [
             {"group": API_GROUP, "version": VERSION, "kind": kind}
@@ -103,13 +114,10 @@ _LIST_QUERY = _query(
 #: PATCH operation to know the server validates (``--validate``, ``--dry-run=server``).
 _WRITE_QUERY = _query(("dryRun", "string"), ("fieldValidation", "string"))
 _MANAGER_QUERY = _query(("fieldManager", "string"))
-#: The patch types served. Strategic merge is not listed, as for custom resources: kubectl's
-#: client-side apply then sends a three-way JSON merge patch it computes without a schema.
-_PATCH_TYPES = (
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/apply-patch+yaml",
-)
+#: The patch types served. Strategic merge listed tells kubectl's client-side apply to send
+#: one (computed from the schemas' patch strategies) rather than a JSON merge patch, which
+#: replaces whole lists: capabilities the server defaulted would then always differ.
+_PATCH_TYPES = tuple(p.value for p in PatchType)
 
 
 def _operation(

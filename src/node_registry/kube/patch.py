@@ -70,20 +70,31 @@ def merge_patch(original: Any, patch: Any) -> Any:
 
 
 def json_patch(original: dict[str, Any], patch: Any) -> Any:
-    """``original`` with RFC 6902's operations applied in order (all or none)."""
+    """``original`` with RFC 6902's operations applied in order (all or none).
+
+    One at a time, so an error names the operation that failed (its index and path).
+    """
     if not isinstance(patch, list):
         raise _invalid_patch(f"a JSON patch is a list of operations, not {type(patch).__name__}")
     for index, op in enumerate(patch):
         if not isinstance(op, dict) or not isinstance(op.get("op"), str):
             raise _invalid_patch("each operation is an object with an 'op'", f"[{index}]")
-    try:
-        return jsonpatch.apply_patch(original, patch)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise ValidationError("the JSON patch's test failed", [FieldError("", str(exc))]) from None
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise ValidationError("the JSON patch does not apply", [FieldError("", str(exc))]) from None
-    except (TypeError, KeyError, IndexError, ValueError) as exc:
-        raise _invalid_patch(f"{type(exc).__name__}: {exc}") from None
+    doc: Any = original
+    for index, op in enumerate(patch):
+        where = f"[{index}] {op['op']} {op.get('path', '')}".rstrip()
+        try:
+            doc = jsonpatch.JsonPatch([op]).apply(doc)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise ValidationError(
+                "the JSON patch's test failed", [FieldError(where, str(exc))]
+            ) from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise ValidationError(
+                "the JSON patch does not apply", [FieldError(where, str(exc))]
+            ) from None
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            raise _invalid_patch(f"{type(exc).__name__}: {exc}", where) from None
+    return doc
 
 
 # -- strategic merge patch -----------------------------------------------------------------
