@@ -135,10 +135,8 @@ class _Write:
             return
         if self.validation is FieldValidation.STRICT:
             fields = ", ".join(f'unknown field "{f}"' for f in found)
-            raise BadRequestError(
-                f"strict decoding error: {fields}",
-                [FieldError(f, "field not declared in schema") for f in found],
-            )
+            # apiserver's words; the message names every field already (no causes to repeat).
+            raise BadRequestError(f"strict decoding error: {fields}")
         self.warnings = [f'unknown field "{f}"' for f in found]
 
 
@@ -316,10 +314,8 @@ async def _register(
         holder: str | None = registry.sync.id_of(name)
     except NotFoundError:
         holder = None
-    if holder is not None and holder != passport.node_id:
-        raise AlreadyExistsError(f'{RESOURCE}.{API_GROUP} "{name}" already exists')
     existing = registry.sync.get(holder).passport if holder is not None else None
-    if caller.role is Role.NODE:
+    if caller.role is Role.NODE:  # authorization first: a refused node learns nothing more
         try:
             stored_name: str | None = registry.sync.get(passport.node_id).name
         except NotFoundError:
@@ -331,6 +327,8 @@ async def _register(
         passport = restrict_protected_labels(
             passport, existing, binding, ctx.settings.server.protected_label_prefix
         )
+    if holder is not None and holder != passport.node_id:
+        raise AlreadyExistsError(f'{RESOURCE}.{API_GROUP} "{name}" already exists')
     if dry_run:
         now = ctx.clock.now()
         current = registry.sync.get(holder) if holder is not None else None
