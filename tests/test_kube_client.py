@@ -366,11 +366,15 @@ def test_watch_sees_every_write(client: dynamic.DynamicClient) -> None:
 
 
 def test_a_node_token_writes_only_its_own_node(server: KubeServer, tmp_path: Path) -> None:
+    server.reset()
     api = _client_for(server, tmp_path, NODE)
     try:
         node = dynamic.DynamicClient(api)
         resource = passports(node)
         status = resource.subresources["status"]
+        assert resource.get(name="coder-01").metadata.name == "coder-01"  # its own, as its lease
+        with pytest.raises(ForbiddenError):
+            resource.get(name="coder-02")
         assert (
             status.patch(
                 name="coder-01", body={"status": {"currentTasks": 2}}, content_type=MERGE

@@ -5,7 +5,8 @@ objects (``node_registry.kube.objects``), as a ``Table`` when Accept asks for on
 get``), filtered by label and field selectors, paginated with ``limit``/``continue``, and
 watched as NDJSON in ``application/json`` with Kubernetes' semantics: no resourceVersion (or
 ``0``) sends the current nodes as ADDED first; a health transition is a MODIFIED; BOOKMARKs
-only when asked (``allowWatchBookmarks``). Writes come with phase 2 of #11.
+only when asked (``allowWatchBookmarks``). A node token reads only its own node (kubectl reads
+an object before it patches it). The writes are ``nodepassport_writes``'.
 """
 
 from __future__ import annotations
