@@ -402,3 +402,12 @@ def test_a_node_token_writes_only_its_own_node(server: KubeServer, tmp_path: Pat
         api.close()
     assert [e.name for e in server.registry.list_nodes().items] == NAMES[1:]
     assert server.registry.binding("coder-01") is not None  # it left by itself: name kept
+
+
+def test_create_never_renames_a_registered_uid(client: dynamic.DynamicClient) -> None:
+    resource = passports(client)
+    uid = resource.get(name="coder-01").metadata.uid
+    with pytest.raises(ConflictError) as renamed:
+        resource.create(body=passport("coder-09", uid=uid))
+    assert f"uid {uid} is registered as node 'coder-01'" in renamed.value.summary()
+    assert [i.metadata.name for i in resource.get().items] == NAMES

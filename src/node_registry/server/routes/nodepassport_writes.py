@@ -5,7 +5,8 @@ Kubernetes' rules, and where the registry's own come in:
 
 - POST is a registration: a name held by another uid is ``AlreadyExists`` (409); the same
   uid registering again replaces its passport (200), as ``register`` does, so a node
-  restarting with its uid needs no other verb.
+  restarting with its uid needs no other verb; a uid registered under another name is a
+  409 naming that node (a create never renames).
 - The main resource's PUT and PATCH change metadata and spec; the status they carry is
   ignored (the status subresource's rule). ``/status`` PUT and PATCH change the status only,
   count as the node's heartbeat, and the merged status is held to every passport limit (32
@@ -126,6 +127,7 @@ class _Write:
     warnings: list[str] = dataclasses.field(default_factory=list)
 
     def check_unknown(self, before: Any, after: Any) -> None:
+        self.warnings = []  # a retried change says what its last attempt found
         if self.validation is FieldValidation.IGNORE:
             return
         schemas = openapi.schemas()
@@ -342,7 +344,9 @@ async def _register(
             current.resource_version if current else 0,
         )
         return entry, holder is None
-    entry = await registry.register(passport, rename=caller.role is not Role.NODE)
+    # Never a rename: a uid registered under another name is that node, not a new one
+    # (409 naming it), whoever creates.
+    entry = await registry.register(passport, rename=False)
     ctx.metrics.registrations.inc()
     return entry, holder is None
 
