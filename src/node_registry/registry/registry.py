@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from uuid import UUID
 
 import pydantic
 
@@ -54,6 +55,7 @@ from node_registry.passport import (
     limits,
     load_passport,
 )
+from node_registry.passport.kinds import parse_kind
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry.entry import (
     EventType,
@@ -85,19 +87,6 @@ _CAS_ATTEMPTS = 16
 _BY_NAME = operator.attrgetter("record.name")
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
-
-
-def parse_kind(kind: str | NodeType | None) -> NodeType | None:
-    """The node kind named by ``kind``; ``ValidationError`` naming the allowed ones."""
-    if kind is None or isinstance(kind, NodeType):
-        return kind
-    try:
-        return NodeType(kind)
-    except ValueError:
-        allowed = ", ".join(k.value for k in NodeType)
-        raise ValidationError(
-            "unknown node kind", [FieldError("kind", f"{kind!r} is not one of: {allowed}")]
-        ) from None
 
 
 def is_schedulable(entry: RegistryEntry) -> bool:
@@ -516,8 +505,9 @@ class Registry:
     def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
         return self.register(passport)
 
-    def update_heartbeat(self, node_id: str) -> None:
-        self.heartbeat(node_id)
+    def update_heartbeat(self, node_id: str | UUID) -> None:
+        # The seed passes passport.metadata.uid, which the passport model holds as a UUID.
+        self.heartbeat(str(node_id))
 
     def get_alive_nodes(self) -> list[NodePassport]:
         """Passports of the nodes whose health is ALIVE now."""
