@@ -93,6 +93,13 @@ class RevisionConflictError(ConflictError):
     reason = "ResourceVersionConflict"
 
 
+class NotLeadingError(ConflictError):
+    """A write of the lifecycle controller, refused: this process no longer holds the
+    controller's seat (another replica took it, or it ran out), so its view may be stale."""
+
+    reason = "NotLeading"
+
+
 class RevisionCompactedError(RegistryError):
     """The resource version asked for is older than the kept history: list again, then watch."""
 

@@ -111,8 +111,35 @@ class AsyncRegistry:
             )
         )
 
-    async def deregister(self, node_id: str, *, keep_binding: bool = False) -> None:
-        await self._io(self._sync.deregister, node_id, keep_binding=keep_binding)
+    async def rewrite(
+        self,
+        node_id: str,
+        change: Callable[[NodePassport, int], NodePassport | Mapping[str, Any]],
+        *,
+        expected_revision: int | None = None,
+        heartbeat: bool = False,
+        dry_run: bool = False,
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(
+                self._sync.rewrite,
+                node_id,
+                change,
+                expected_revision=expected_revision,
+                heartbeat=heartbeat,
+                dry_run=dry_run,
+            )
+        )
+
+    async def deregister(
+        self, node_id: str, *, keep_binding: bool = False, expected_revision: int | None = None
+    ) -> None:
+        await self._io(
+            self._sync.deregister,
+            node_id,
+            keep_binding=keep_binding,
+            expected_revision=expected_revision,
+        )
 
     async def binding(self, name: str) -> Binding | None:
         return await self._io(self._sync.binding, name)
@@ -231,10 +258,8 @@ class AsyncRegistry:
             await asyncio.sleep(period)
             # Measured here too, so a pass after a stall knows of it before judging nodes.
             self._note_lag(loop.time() - due)
-            if not self._sync.leading:
-                continue
             try:
-                await self._io(self._sync.reconcile)
+                await self._io(self._sync.controller_pass)
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
 
