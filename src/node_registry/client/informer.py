@@ -202,7 +202,8 @@ class NodeCache:
         only_healthy: bool = False,
     ) -> builtins.list[RegistryEntry]:
         """Seed 2.5's ``find_nodes``, answered from the cache (see ``Registry.find_nodes``)."""
-        test = NodeFilter(parse_kind(kind), as_selector(selector))
+        wanted = parse_kind(kind)
+        test = NodeFilter(None if wanted is None else str(wanted), as_selector(selector))
         with self._lock:
             found = builtins.list(self._items.values())
         # Stored entries are replaced, never changed, so matching runs outside the lock.

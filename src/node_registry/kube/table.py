@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from node_registry.kube.meta import META_GROUP_VERSION, list_meta
 from node_registry.kube.objects import entry_to_object
-from node_registry.passport import NodePassport, NodeType
+from node_registry.passport import NodePassport
 from node_registry.registry.entry import RegistryEntry
 from node_registry.store import HealthState
 
@@ -124,7 +124,7 @@ class Shown(Protocol):
     def name(self) -> str: ...
 
     @property
-    def node_kind(self) -> NodeType: ...
+    def node_kind(self) -> str: ...
 
     @property
     def health_state(self) -> HealthState: ...
@@ -143,7 +143,7 @@ def cells(entry: Shown, now: datetime) -> list[Any]:
     passport = entry.passport
     return [
         entry.name,
-        entry.node_kind.value,
+        str(entry.node_kind),
         entry.health_state.value,
         passport.status.phase.value,
         tasks(passport),
