@@ -126,7 +126,7 @@ class Lifecycle:
         #: The last time the server could not hear nodes (``report_saturation``).
         self.saturated_at: datetime | None = None
         # A seat taken later than start-up is taken over from another controller: that
-        # leadership starts with a grace period (see the module docstring).
+        # controller counts every node as seen when it took the seat (module docstring).
         self._took_over = not store.leading
         #: When this registry took the controller's seat over from another (None: it did not).
         self.took_seat_at: datetime | None = None
@@ -175,7 +175,7 @@ class Lifecycle:
 
     def observe_leading(self, leading: bool) -> None:
         """Whether this registry holds the controller's seat now (the controller's loop
-        asks every period): a seat taken over starts a grace period of one TTL."""
+        asks every period): from a seat taken over on, every node counts as seen then."""
         if leading and not self._leading and self._took_over:
             self.took_seat_at = self._clock.now()
             log.warning(
@@ -191,6 +191,7 @@ class Lifecycle:
     ) -> None:
         """One pass: protection check, transitions recorded, expired entries removed."""
         now = self._clock.now()
+        judged_with = self.protection_now().status
         verdict = self.judge(now, controller=True)
         verdicts = [verdict(versioned.record) for versioned in snapshot]
         considered = unhealthy = 0
@@ -207,18 +208,14 @@ class Lifecycle:
         )
         self._set_protection(protected, unhealthy, considered, now)
         self._share_protection()
+        if self.protection_now().status != judged_with:  # capped as just decided
+            verdict = self.judge(now, controller=True)
+            verdicts = [verdict(versioned.record) for versioned in snapshot]
         try:
-            for versioned, (_, health, _, counted) in zip(snapshot, verdicts, strict=True):
+            for versioned, (_, health, shown, counted) in zip(snapshot, verdicts, strict=True):
                 record, revision = versioned.record, versioned.revision
-                target = health
-                if (
-                    protected  # as just decided, not as judged with
-                    and health is HealthState.OFFLINE
-                    and record.health is not HealthState.OFFLINE
-                ):
-                    target = HealthState.NOT_READY  # no node *becomes* Offline under it
                 try:
-                    if target is not record.health:
+                    if shown is not record.health:
                         # Recorded before any removal, so watchers see Offline, then DELETED.
                         revision = record_health(record.node_id, True).revision
                     if (
