@@ -112,6 +112,12 @@ class Cluster:
         self._stores[id(registry)] = store
         return registry
 
+    def heard(self, registry: Registry, node_id: str) -> bool:
+        """Whether ``registry``'s replica knows of a renewal of the node (its own, or one
+        from another replica's digest): fake time may move on only after that, or the
+        digest arrives "late" and counts as renewed within its publisher's last period."""
+        return self._stores[id(registry)].renewed_at(node_id) is not None
+
     def shut_down(self, registry: Registry) -> None:
         """What ``serve`` does on SIGTERM: detach, close the store (gives up the seat)."""
         registry.close()
@@ -365,6 +371,7 @@ def test_the_leader_records_transitions_and_every_replica_sees_them(cluster: Clu
     entry = other.register(passport("alpha"))
     watch = other.watch(entry.resource_version)
     eventually(lambda: leader.resource_version >= entry.resource_version, "the leader has it")
+    eventually(lambda: cluster.heard(leader, entry.node_id), "the leader heard its renewal")
     cluster.clock.advance(3)
     leader.reconcile()
     event = watch.next(WAIT)
@@ -392,6 +399,7 @@ def test_a_controller_that_lost_its_seat_writes_nothing(cluster: Cluster) -> Non
     other = cluster.replica()
     entry = other.register(passport("alpha"))
     eventually(lambda: stale.resource_version >= entry.resource_version, "A has the node")
+    eventually(lambda: cluster.heard(stale, entry.node_id), "A heard its renewal")
     cluster.revoke_seat()
     eventually(lambda: other.leading, "B takes the seat")
     assert stale.leading  # its own belief, not etcd's
