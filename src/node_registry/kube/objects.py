@@ -57,6 +57,11 @@ class NodePassportMetadata(PassportMetadata):
         default=None,
         description="Bumped by the server when the spec changes (not the status or labels)",
     )
+    managed_fields: list[dict[str, Any]] | None = Field(
+        default=None,
+        alias="managedFields",
+        description="Which field manager owns which fields (server-side apply); set by the server",
+    )
 
 
 class NodePassportStatus(PassportStatus):
@@ -171,6 +176,32 @@ def passport_of(doc: dict[str, Any]) -> dict[str, Any]:
     if isinstance(status, dict):
         passport["status"] = {k: v for k, v in status.items() if k not in SERVER_STATUS}
     return passport
+
+
+def stamp_conditions(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """``after``'s conditions with the times the node left out, as ``update_status`` sets them.
+
+    A condition new or changed since ``before`` without ``lastTransitionTime`` gets the old one
+    if its status is the same, else ``now``; without ``lastHeartbeatTime``, ``now``. Conditions
+    the write did not touch keep exactly what they had.
+    """
+    old = {c.get("type"): c for c in before if isinstance(c, dict)}
+    stamped = []
+    for given in after:
+        previous = old.get(given.get("type")) if isinstance(given, dict) else None
+        if not isinstance(given, dict) or given == previous:
+            stamped.append(given)
+            continue
+        cond = dict(given)
+        if "lastTransitionTime" not in cond:
+            same = previous is not None and previous.get("status") == cond.get("status")
+            kept = previous.get("lastTransitionTime") if same and previous else None
+            cond["lastTransitionTime"] = kept or rfc3339(now)
+        cond.setdefault("lastHeartbeatTime", rfc3339(now))
+        stamped.append(cond)
+    return stamped
 
 
 def object_to_entry(doc: dict[str, Any]) -> RegistryEntry:

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
+from uuid import UUID
 
 from node_registry.clock import Clock
 from node_registry.config import Settings, load_settings
@@ -110,8 +111,35 @@ class AsyncRegistry:
             )
         )
 
-    async def deregister(self, node_id: str, *, keep_binding: bool = False) -> None:
-        await self._io(self._sync.deregister, node_id, keep_binding=keep_binding)
+    async def rewrite(
+        self,
+        node_id: str,
+        change: Callable[[NodePassport, int], NodePassport | Mapping[str, Any]],
+        *,
+        expected_revision: int | None = None,
+        heartbeat: bool = False,
+        dry_run: bool = False,
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(
+                self._sync.rewrite,
+                node_id,
+                change,
+                expected_revision=expected_revision,
+                heartbeat=heartbeat,
+                dry_run=dry_run,
+            )
+        )
+
+    async def deregister(
+        self, node_id: str, *, keep_binding: bool = False, expected_revision: int | None = None
+    ) -> None:
+        await self._io(
+            self._sync.deregister,
+            node_id,
+            keep_binding=keep_binding,
+            expected_revision=expected_revision,
+        )
 
     async def binding(self, name: str) -> Binding | None:
         return await self._io(self._sync.binding, name)
@@ -176,8 +204,8 @@ class AsyncRegistry:
     async def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
         return await self.register(passport)
 
-    async def update_heartbeat(self, node_id: str) -> None:
-        await self.heartbeat(node_id)
+    async def update_heartbeat(self, node_id: str | UUID) -> None:
+        await self.heartbeat(str(node_id))
 
     async def get_alive_nodes(self) -> list[NodePassport]:
         return self._sync.get_alive_nodes()

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from uuid import UUID
 
 import pydantic
 
@@ -54,6 +55,7 @@ from node_registry.passport import (
     limits,
     load_passport,
 )
+from node_registry.passport.kinds import parse_kind
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry.entry import (
     EventType,
@@ -85,19 +87,6 @@ _CAS_ATTEMPTS = 16
 _BY_NAME = operator.attrgetter("record.name")
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
-
-
-def parse_kind(kind: str | NodeType | None) -> NodeType | None:
-    """The node kind named by ``kind``; ``ValidationError`` naming the allowed ones."""
-    if kind is None or isinstance(kind, NodeType):
-        return kind
-    try:
-        return NodeType(kind)
-    except ValueError:
-        allowed = ", ".join(k.value for k in NodeType)
-        raise ValidationError(
-            "unknown node kind", [FieldError("kind", f"{kind!r} is not one of: {allowed}")]
-        ) from None
 
 
 def is_schedulable(entry: RegistryEntry) -> bool:
@@ -251,23 +240,91 @@ class Registry:
 
         return self._modify(node_id, change, renew=True)
 
-    def deregister(self, node_id: str, *, keep_binding: bool = False) -> None:
+    def rewrite(
+        self,
+        node_id: str,
+        change: Callable[[NodePassport, int], NodePassport | Mapping[str, Any]],
+        *,
+        expected_revision: int | None = None,
+        heartbeat: bool = False,
+        dry_run: bool = False,
+    ) -> RegistryEntry:
+        """Replace the node's passport with ``change(stored passport, its revision)``.
+
+        Kubernetes' update and patch (apiserver's GuaranteedUpdate): ``change`` sees the
+        passport as stored — the node's own status, without the controller's overlay — and
+        runs again when a concurrent write wins the compare-and-swap, unless
+        ``expected_revision`` pins the version the caller read (optimistic concurrency:
+        ``RevisionConflictError`` when it is not the stored one). The result is held to every
+        limit a registration is; uid and name never change. ``heartbeat``: the write is the
+        node's own report and counts as a heartbeat (ALIVE, lease renewed); otherwise health
+        and lease stay as they were. ``dry_run``: validated and returned, nothing stored.
+        """
+        for attempt in range(_CAS_ATTEMPTS):
+            now = self._clock.now()
+            current = self._current(node_id, attempt, absent_is_a_guess=False)
+            if current is None:
+                raise NotFoundError(f"node {node_id!r} is not registered")
+            if expected_revision is not None and current.revision != expected_revision:
+                if attempt == 0:
+                    continue  # the index may lag the store: ask the store itself
+                raise _modified(current.record.name)
+            old = current.record
+            passport = _checked_merge(load_passport(change(old.passport, current.revision)))
+            _refuse_registry_phases(passport.status.phase, "status.phase")
+            _refuse_identity_change(old, passport)
+            if heartbeat:
+                changed_at = old.health_changed_at if old.health is HealthState.ALIVE else now
+                record = NodeRecord(passport, old.registered_at, HealthState.ALIVE, changed_at)
+            else:
+                record = NodeRecord(
+                    passport,
+                    old.registered_at,
+                    old.health,
+                    old.health_changed_at,
+                    old.unready_since,
+                )
+            if dry_run:
+                return self._entry(Versioned(record, current.revision), now)
+            try:
+                revision = self._store.update(
+                    record,
+                    expected_revision=current.revision,
+                    renewed_at=now if heartbeat else None,
+                )
+            except RevisionConflictError:
+                if expected_revision is not None:
+                    raise _modified(old.name) from None
+                continue
+            return self._entry(Versioned(record, revision), now)
+        raise ConflictError(f"node {node_id} is being changed concurrently; try again")
+
+    def deregister(
+        self, node_id: str, *, keep_binding: bool = False, expected_revision: int | None = None
+    ) -> None:
         """Remove the node now; ``NotFoundError`` if it is not registered.
 
         ``keep_binding``: the node leaves by itself (graceful shutdown), so its name stays
         bound to it (see ``binding``); otherwise (an operator's delete) the name is free.
+        ``expected_revision``: only if that is the stored version (a delete precondition).
         """
         if not keep_binding:
-            self._store.delete(node_id)
+            self._store.delete(node_id, expected_revision=expected_revision)
             return
         for attempt in range(_CAS_ATTEMPTS):
             current = self._current(node_id, attempt, absent_is_a_guess=False)
             if current is None:
                 raise NotFoundError(f"node {node_id!r} is not registered")
+            if expected_revision is not None and current.revision != expected_revision:
+                if attempt == 0:
+                    continue
+                raise _modified(current.record.name)
             keep = self._binding_of(current.record, self._clock.now())
             try:
                 self._store.delete(node_id, expected_revision=current.revision, keep=keep)
             except RevisionConflictError:
+                if expected_revision is not None:
+                    raise _modified(current.record.name) from None
                 continue  # its labels changed meanwhile: remember the new ones
             return
         raise ConflictError(f"node {node_id} is being changed concurrently; try again")
@@ -448,8 +505,9 @@ class Registry:
     def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
         return self.register(passport)
 
-    def update_heartbeat(self, node_id: str) -> None:
-        self.heartbeat(node_id)
+    def update_heartbeat(self, node_id: str | UUID) -> None:
+        # The seed passes passport.metadata.uid, which the passport model holds as a UUID.
+        self.heartbeat(str(node_id))
 
     def get_alive_nodes(self) -> list[NodePassport]:
         """Passports of the nodes whose health is ALIVE now."""
@@ -678,6 +736,24 @@ def _refuse_registry_phases(phase: Phase, loc: str) -> None:
         raise ValidationError(
             "invalid status", [FieldError(loc, "Offline is recorded by the registry only")]
         )
+
+
+def _modified(name: str) -> RevisionConflictError:
+    # apiserver's words for a failed optimistic-concurrency write: clients match on them.
+    return RevisionConflictError(
+        f"Operation cannot be fulfilled on node {name!r}: the object has been modified; "
+        "please apply your changes to the latest version and try again"
+    )
+
+
+def _refuse_identity_change(old: NodeRecord, passport: NodePassport) -> None:
+    problems = []
+    if passport.node_id != old.node_id:
+        problems.append(FieldError("metadata.uid", f"field is immutable (is {old.node_id})"))
+    if passport.metadata.name != old.name:
+        problems.append(FieldError("metadata.name", f"field is immutable (is {old.name!r})"))
+    if problems:
+        raise ValidationError("the node's identity cannot change", problems)
 
 
 def _checked_merge(passport: NodePassport) -> NodePassport:
