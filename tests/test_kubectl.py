@@ -577,3 +577,18 @@ def test_writes_are_authorized_as_the_nodes_routes(
     assert (
         node.run("delete", "np", "coder-01").ok() == 'nodepassport.ai_team.io "coder-01" deleted\n'
     )
+
+
+def test_diff_shows_what_apply_would_change_and_stores_nothing(
+    server: KubeServer, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    doc = passport("web-01", labels={"zone": "eu-west-1", "app": "web"})
+    kubectl.run("apply", "-f", _file(tmp_path, doc)).ok()
+    version = server.registry.resource_version
+    doc["metadata"]["labels"]["app"] = "api"
+    path = _file(tmp_path, doc, "changed.yaml")
+    for how in ("--server-side=false", "--server-side"):
+        result = kubectl.run("diff", how, "-f", path)
+        assert result.rc == 1, result.stderr  # 1: there are differences
+        assert "-    app: web\n+    app: api\n" in result.stdout
+    assert server.registry.resource_version == version  # dry runs only
