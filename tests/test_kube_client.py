@@ -439,3 +439,27 @@ def test_replace_ignores_the_registrys_fields_it_carries(
     stored = server.registry.get_by_name("coder-01").passport.to_dict()
     assert "healthState" not in stored["status"]
     assert "creationTimestamp" not in stored["metadata"]
+
+
+def test_bad_patches_are_refused_with_what_and_where(server: KubeServer) -> None:
+    server.reset()
+    url = "/apis/ai_team.io/v1/nodepassports/coder-01"
+
+    def patch(body: bytes, media: str) -> Any:
+        return server.http.patch(url, content=body, headers={"Content-Type": media})
+
+    unsupported = patch(b"{}", "application/x-nonsense")
+    assert unsupported.status_code == 415
+    assert "application/strategic-merge-patch+json" in unsupported.json()["message"]
+    assert patch(b"", MERGE).json()["message"] == "empty patch: a patch document is required"
+    assert patch(b"{nope", MERGE).json()["reason"] == "BadRequest"
+    root = patch(b'[{"op":"replace","path":"","value":1}]', "application/json-patch+json")
+    assert (root.status_code, root.json()["message"]) == (
+        422,
+        "the patch does not leave an object: the result is a int",
+    )
+    renamed = patch(b'{"metadata":{"name":"coder-09"}}', MERGE)
+    assert (renamed.status_code, renamed.json()["message"]) == (
+        422,
+        "the node's identity cannot change: metadata.name: field is immutable (is 'coder-01')",
+    )
