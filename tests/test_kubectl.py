@@ -530,20 +530,27 @@ def test_delete_and_delete_by_label(kubectl: Kubectl) -> None:
     )
 
 
-def _wait_for_watch(server: KubeServer) -> None:
-    """Until the server has a watch stream open (bounded: 10 s)."""
-    gauge = server.app.state.context.metrics.watch_streams
+def _open_watches(server: KubeServer) -> float:
+    value: float = server.app.state.context.metrics.watch_streams.collect()[0].samples[0].value
+    return value
+
+
+def _wait_for_watch(server: KubeServer, before: float) -> None:
+    """Until the server has one more watch stream open than ``before`` (bounded: 10 s)."""
     deadline = time.monotonic() + 10
-    while gauge.collect()[0].samples[0].value < 1:
+    while _open_watches(server) < before + 1:
         assert time.monotonic() < deadline, "kubectl opened no watch"
         time.sleep(0.02)
 
 
 def test_watch_sees_every_write(server: KubeServer, kubectl: Kubectl, tmp_path: Path) -> None:
-    process = _watch(kubectl, "--output-watch-events", "--field-selector", "metadata.name=web-01")
+    before = _open_watches(server)
+    process = _watch(
+        kubectl, "--output-watch-events", "--field-selector", "metadata.name=web-01", seconds=30
+    )
     try:
         lines: list[str] = []
-        _wait_for_watch(server)  # kubectl lists first: no node, so no row to wait for
+        _wait_for_watch(server, before)  # kubectl lists first: no node, so no row to wait for
         kubectl.run("create", "-f", _file(tmp_path, passport("web-01"))).ok()
         kubectl.run("label", "np", "web-01", "a=b").ok()
         kubectl.run("delete", "np", "web-01").ok()
@@ -551,6 +558,7 @@ def test_watch_sees_every_write(server: KubeServer, kubectl: Kubectl, tmp_path: 
         events = [row[0] for row in table("".join(lines))[1:]]
         assert events == ["ADDED", "MODIFIED", "DELETED"]
     finally:
+        process.terminate()  # no need to wait out --request-timeout
         process.communicate(timeout=20)
 
 
