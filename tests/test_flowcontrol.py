@@ -136,7 +136,7 @@ def test_a_late_event_loop_sheds_everything_but_node_writes_and_probes(clock: Fa
     # Served from memory, a request never waits on a seat: it waits in the event loop's
     # queue, and the loop's lag is how long. (No lifespan here, so no probe overwrites
     # the lag the test sets.)
-    app = make_app(clock=clock)
+    app = make_app(clock=clock, server={"shed_reads_lag_seconds": 0.25})
     registry = app.state.registry
     registry.sync.register(passport("n-1"))
 

@@ -16,6 +16,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
+from node_registry.client.objects import NodeList, RegistryEntry, WatchEvent
 from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
 from node_registry.errors import (
     RegistryError,
@@ -23,7 +24,6 @@ from node_registry.errors import (
     StoreUnavailableError,
 )
 from node_registry.passport import Condition, NodePassport, NodeType, Phase
-from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
 
 
 class AsyncRegistryClient:
@@ -65,6 +65,7 @@ class AsyncRegistryClient:
 
     async def _send(self, call: core.Call) -> Any:
         problems: list[str] = []
+        content, headers = core.encode(call)
         for attempt in range(self.settings.retries + 1):
             if attempt:
                 await asyncio.sleep(self.settings.delay(attempt))
@@ -73,11 +74,14 @@ class AsyncRegistryClient:
                 client = self._clients[index]
                 try:
                     response = await client.request(
-                        call.method, call.path, params=call.params, json=call.body
+                        call.method, call.path, params=call.params, content=content, headers=headers
                     )
                 except httpx.TransportError as exc:
                     problems.append(f"{client.base_url}: {type(exc).__name__}: {exc}")
                     continue
+                except httpx.HTTPError as exc:
+                    self._current = index
+                    raise core.transport_failure(exc) from exc
                 try:
                     result = core.check(response.status_code, response.content)
                 except StoreUnavailableError as exc:
@@ -94,7 +98,7 @@ class AsyncRegistryClient:
         )
 
     async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return core.entry(await self._send(core.register(passport)))
+        return core.legacy_entry(await self._send(core.register(passport)))
 
     async def heartbeat(self, name: str) -> datetime:
         return core.renew_time(await self._send(core.heartbeat(name)))
@@ -110,7 +114,7 @@ class AsyncRegistryClient:
         call = core.update_status(
             name, phase=phase, conditions=conditions, current_tasks=current_tasks
         )
-        return core.entry(await self._send(call))
+        return core.legacy_entry(await self._send(call))
 
     async def deregister(self, name: str) -> None:
         await self._send(core.deregister(name))
@@ -124,7 +128,10 @@ class AsyncRegistryClient:
         selector: core.SelectorInput = None,
         only_healthy: bool = False,
     ) -> list[RegistryEntry]:
-        return core.entries(await self._send(core.find_nodes(kind, selector, only_healthy)))
+        return core.entries(
+            await self._send(core.find_nodes(kind, selector, only_healthy)),
+            only_healthy=only_healthy,
+        )
 
     async def list_nodes(self, *, page_size: int = 500) -> NodeList:
         items: list[RegistryEntry] = []
@@ -170,6 +177,8 @@ class AsyncRegistryClient:
             except (httpx.TransportError, StoreUnavailableError):
                 self._current = (self._current + 1) % len(self._clients)
                 await asyncio.sleep(cursor.lost())
+            except httpx.HTTPError as exc:
+                raise core.transport_failure(exc) from exc
 
     async def aclose(self) -> None:
         for client in self._clients:

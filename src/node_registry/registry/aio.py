@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
+from uuid import UUID
 
 from node_registry.clock import Clock
 from node_registry.config import Settings, load_settings
@@ -203,8 +204,8 @@ class AsyncRegistry:
     async def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
         return await self.register(passport)
 
-    async def update_heartbeat(self, node_id: str) -> None:
-        await self.heartbeat(node_id)
+    async def update_heartbeat(self, node_id: str | UUID) -> None:
+        await self.heartbeat(str(node_id))
 
     async def get_alive_nodes(self) -> list[NodePassport]:
         return self._sync.get_alive_nodes()
@@ -257,10 +258,8 @@ class AsyncRegistry:
             await asyncio.sleep(period)
             # Measured here too, so a pass after a stall knows of it before judging nodes.
             self._note_lag(loop.time() - due)
-            if not self._sync.leading:
-                continue
             try:
-                await self._io(self._sync.reconcile)
+                await self._io(self._sync.controller_pass)
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
 
