@@ -123,7 +123,9 @@ class Registry:
         # Every instant the registry reads moves with monotonic time (see ``clock.steady``).
         self._clock = steady(clock)
         self._policy = HealthPolicy.from_settings(self.settings.heartbeat)
-        self._lifecycle = Lifecycle(self._store, self.settings, self._clock, self._policy)
+        self._lifecycle = Lifecycle(
+            self._store, self._store.renewed_at, self.settings, self._clock, self._policy
+        )
         self._index = NodeIndex()
         nodes, revision = self._store.list()
         self._index.load(nodes, revision)
