@@ -397,11 +397,21 @@ def test_a_node_token_writes_only_its_own_node(server: KubeServer, tmp_path: Pat
         with pytest.raises(ForbiddenError) as uid:
             resource.create(body=passport("coder-01", uid=NEW_UID))
         assert "bound to uid" in uid.value.summary()
+        # An operator's protected label; the node leaves by itself and comes back.
+        trusted = {"metadata": {"labels": {"registry.ai-team.io/trusted": "true"}}}
+        response = server.http.patch(
+            "/apis/ai_team.io/v1/nodepassports/coder-01",
+            json=trusted,
+            headers={"Content-Type": MERGE},
+        )
+        assert response.status_code == 200, response.text
         resource.delete(name="coder-01")
+        assert [e.name for e in server.registry.list_nodes().items] == NAMES[1:]
+        assert server.registry.binding("coder-01") is not None  # it left by itself: name kept
+        back = resource.create(body=passport("coder-01"))
+        assert back.metadata.labels["registry.ai-team.io/trusted"] == "true"  # given back
     finally:
         api.close()
-    assert [e.name for e in server.registry.list_nodes().items] == NAMES[1:]
-    assert server.registry.binding("coder-01") is not None  # it left by itself: name kept
 
 
 def test_create_never_renames_a_registered_uid(client: dynamic.DynamicClient) -> None:
@@ -411,3 +421,45 @@ def test_create_never_renames_a_registered_uid(client: dynamic.DynamicClient) ->
         resource.create(body=passport("coder-09", uid=uid))
     assert f"uid {uid} is registered as node 'coder-01'" in renamed.value.summary()
     assert [i.metadata.name for i in resource.get().items] == NAMES
+
+
+def test_replace_ignores_the_registrys_fields_it_carries(
+    server: KubeServer, client: dynamic.DynamicClient
+) -> None:
+    resource = passports(client)
+    doc = resource.get(name="coder-01").to_dict()
+    doc["status"].update(healthState="OFFLINE", lastSeen="2020-01-01T00:00:00.000000Z")
+    doc["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+    doc["metadata"]["labels"]["team"] = "a"
+    replaced = resource.replace(body=doc)
+    assert replaced.metadata.labels["team"] == "a"
+    assert replaced.status.healthState == "ALIVE"
+    assert replaced.metadata.creationTimestamp != "2020-01-01T00:00:00Z"
+    # What is stored is the passport as the node sent it, with the operator's label.
+    stored = server.registry.get_by_name("coder-01").passport.to_dict()
+    assert "healthState" not in stored["status"]
+    assert "creationTimestamp" not in stored["metadata"]
+
+
+def test_bad_patches_are_refused_with_what_and_where(server: KubeServer) -> None:
+    server.reset()
+    url = "/apis/ai_team.io/v1/nodepassports/coder-01"
+
+    def patch(body: bytes, media: str) -> Any:
+        return server.http.patch(url, content=body, headers={"Content-Type": media})
+
+    unsupported = patch(b"{}", "application/x-nonsense")
+    assert unsupported.status_code == 415
+    assert "application/strategic-merge-patch+json" in unsupported.json()["message"]
+    assert patch(b"", MERGE).json()["message"] == "empty patch: a patch document is required"
+    assert patch(b"{nope", MERGE).json()["reason"] == "BadRequest"
+    root = patch(b'[{"op":"replace","path":"","value":1}]', "application/json-patch+json")
+    assert (root.status_code, root.json()["message"]) == (
+        422,
+        "the patch does not leave an object: the result is a int",
+    )
+    renamed = patch(b'{"metadata":{"name":"coder-09"}}', MERGE)
+    assert (renamed.status_code, renamed.json()["message"]) == (
+        422,
+        "the node's identity cannot change: metadata.name: field is immutable (is 'coder-01')",
+    )

@@ -310,3 +310,26 @@ def test_deregister_with_a_stale_revision_is_refused() -> None:
         current = registry.get(entry.node_id).resource_version
         registry.deregister(entry.node_id, expected_revision=current)
         assert registry.list_nodes().items == []
+
+
+def test_rewrite_applies_the_change_again_when_another_write_wins() -> None:
+    with Registry(clock=FakeClock()) as registry:
+        entry = registry.register(passport("a"))
+        calls: list[int] = []
+
+        def racing(stored: NodePassport, revision: int) -> dict[str, Any]:
+            calls.append(revision)
+            if len(calls) == 1:  # another writer gets in between our read and our write
+                registry.rewrite(entry.node_id, _labelled("theirs"))
+            doc = stored.to_dict()
+            doc["metadata"]["labels"]["mine"] = "yes"
+            return doc
+
+        result = registry.rewrite(entry.node_id, racing)
+        assert len(calls) >= 2
+        assert calls[-1] > calls[0]
+        labels = result.passport.metadata.labels
+        assert (labels["team"], labels["mine"]) == ("theirs", "yes")  # both writes kept
+        calls.clear()
+        with pytest.raises(RevisionConflictError):
+            registry.rewrite(entry.node_id, racing, expected_revision=result.resource_version)

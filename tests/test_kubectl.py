@@ -286,6 +286,16 @@ def test_an_untrusted_server_certificate_is_refused(server: KubeServer, tmp_path
 # -- writes (#11 phase 2) --------------------------------------------------------------------
 
 
+@pytest.fixture
+def writes_supported() -> None:
+    if kubectl_minor() < 27:
+        pytest.skip(
+            f"kubectl 1.{kubectl_minor()} validates writes on the client from OpenAPI v2 in "
+            "protobuf, which the registry does not serve (kubectl 1.27+ lets the server "
+            "validate, finding fieldValidation in /openapi/v3), and lacks --subresource"
+        )
+
+
 def _file(tmp_path: Path, doc: dict[str, Any] | list[dict[str, Any]], name: str = "np.yaml") -> str:
     path = tmp_path / name
     docs = doc if isinstance(doc, list) else [doc]
@@ -298,6 +308,7 @@ def _get(kubectl: Kubectl, name: str) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_create_registers_and_a_taken_name_already_exists(
     server: KubeServer, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -316,6 +327,7 @@ def test_create_registers_and_a_taken_name_already_exists(
     assert 'nodepassports.ai_team.io "web-01" already exists' in result.stderr
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_create_validates_strictly_by_default(kubectl: Kubectl, tmp_path: Path) -> None:
     doc = passport("web-01")
     doc["spec"]["bogus"] = True
@@ -329,6 +341,7 @@ def test_create_validates_strictly_by_default(kubectl: Kubectl, tmp_path: Path) 
     assert 'Warning: unknown field "spec.bogus"' in warned.stderr
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_server_dry_run_stores_nothing(
     server: KubeServer, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -343,6 +356,7 @@ def test_server_dry_run_stores_nothing(
     assert [e.name for e in server.registry.list_nodes().items] == NAMES
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_label_annotate_and_remove(kubectl: Kubectl) -> None:
     assert kubectl.run("label", "np", "coder-01", "team=a").ok() == (
         "nodepassport.ai_team.io/coder-01 labeled\n"
@@ -360,6 +374,7 @@ def test_label_annotate_and_remove(kubectl: Kubectl) -> None:
     assert meta["annotations"] == {"note": "hello"}
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_patch_strategic_merge_json(server: KubeServer, kubectl: Kubectl) -> None:
     kubectl.run("patch", "np", "coder-01", "-p", '{"spec":{"maxConcurrentTasks":6}}').ok()
     kubectl.run(
@@ -384,6 +399,7 @@ def test_patch_strategic_merge_json(server: KubeServer, kubectl: Kubectl) -> Non
     assert len(caps) == 3
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_patch_errors_say_what_and_where(kubectl: Kubectl) -> None:
     bad = kubectl.run(
         "patch", "np", "coder-01", "--type=json", "-p", '[{"op":"remove","path":"/nope"}]'
@@ -407,6 +423,7 @@ def test_patch_errors_say_what_and_where(kubectl: Kubectl) -> None:
     )
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_edit(kubectl: Kubectl) -> None:
     editor = "sed -i s/maxConcurrentTasks:\\ 4/maxConcurrentTasks:\\ 9/"
     assert kubectl.run("edit", "np", "coder-01", env={"EDITOR": editor}).ok() == (
@@ -415,6 +432,7 @@ def test_edit(kubectl: Kubectl) -> None:
     assert _get(kubectl, "coder-01")["spec"]["maxConcurrentTasks"] == 9
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_replace_and_its_optimistic_concurrency(kubectl: Kubectl, tmp_path: Path) -> None:
     doc = _get(kubectl, "coder-02")
     doc["metadata"]["labels"]["zone"] = "us-west-2"
@@ -429,6 +447,7 @@ def test_replace_and_its_optimistic_concurrency(kubectl: Kubectl, tmp_path: Path
     assert _get(kubectl, "coder-02")["metadata"]["labels"]["zone"] == "us-west-2"
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_client_side_apply(kubectl: Kubectl, tmp_path: Path) -> None:
     doc = passport("web-01", kind="tool", labels={"zone": "eu-west-1", "app": "web"})
     path = _file(tmp_path, doc)
@@ -445,6 +464,7 @@ def test_client_side_apply(kubectl: Kubectl, tmp_path: Path) -> None:
     assert kubectl.run("apply", "-f", path).ok() == "nodepassport.ai_team.io/web-01 unchanged\n"
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_server_side_apply_owns_fields_and_conflicts(kubectl: Kubectl, tmp_path: Path) -> None:
     doc = passport("web-01", kind="tool", labels={"zone": "eu-west-1", "app": "web"})
     path = _file(tmp_path, doc)
@@ -469,6 +489,7 @@ def test_server_side_apply_owns_fields_and_conflicts(kubectl: Kubectl, tmp_path:
     assert _get(kubectl, "web-01")["metadata"]["labels"]["app"] == "api"
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_status_subresource_and_wait_for_ready(server: KubeServer, kubectl: Kubectl) -> None:
     waiting = kubectl.run("wait", "--for=condition=Ready", "np/coder-01", "--timeout=1s")
     assert waiting.rc == 1  # no Ready condition yet
@@ -504,6 +525,7 @@ def test_status_subresource_and_wait_for_ready(server: KubeServer, kubectl: Kube
     assert (doc["status"]["currentTasks"], doc["spec"]["maxConcurrentTasks"]) == (2, 4)
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_status_writes_are_held_to_the_passport_limits(kubectl: Kubectl) -> None:
     conditions = [{"type": f"C{i}", "status": "True"} for i in range(33)]
     patch = json.dumps({"status": {"conditions": conditions}})
@@ -515,6 +537,7 @@ def test_status_writes_are_held_to_the_passport_limits(kubectl: Kubectl) -> None
     )
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_delete_and_delete_by_label(kubectl: Kubectl) -> None:
     assert kubectl.run("delete", "np", "search-01").ok() == (
         'nodepassport.ai_team.io "search-01" deleted\n'
@@ -530,20 +553,28 @@ def test_delete_and_delete_by_label(kubectl: Kubectl) -> None:
     )
 
 
-def _wait_for_watch(server: KubeServer) -> None:
-    """Until the server has a watch stream open (bounded: 10 s)."""
-    gauge = server.app.state.context.metrics.watch_streams
+def _open_watches(server: KubeServer) -> float:
+    value: float = server.app.state.context.metrics.watch_streams.collect()[0].samples[0].value
+    return value
+
+
+def _wait_for_watch(server: KubeServer, before: float) -> None:
+    """Until the server has one more watch stream open than ``before`` (bounded: 10 s)."""
     deadline = time.monotonic() + 10
-    while gauge.collect()[0].samples[0].value < 1:
+    while _open_watches(server) < before + 1:
         assert time.monotonic() < deadline, "kubectl opened no watch"
         time.sleep(0.02)
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_watch_sees_every_write(server: KubeServer, kubectl: Kubectl, tmp_path: Path) -> None:
-    process = _watch(kubectl, "--output-watch-events", "--field-selector", "metadata.name=web-01")
+    before = _open_watches(server)
+    process = _watch(
+        kubectl, "--output-watch-events", "--field-selector", "metadata.name=web-01", seconds=30
+    )
     try:
         lines: list[str] = []
-        _wait_for_watch(server)  # kubectl lists first: no node, so no row to wait for
+        _wait_for_watch(server, before)  # kubectl lists first: no node, so no row to wait for
         kubectl.run("create", "-f", _file(tmp_path, passport("web-01"))).ok()
         kubectl.run("label", "np", "web-01", "a=b").ok()
         kubectl.run("delete", "np", "web-01").ok()
@@ -551,9 +582,11 @@ def test_watch_sees_every_write(server: KubeServer, kubectl: Kubectl, tmp_path: 
         events = [row[0] for row in table("".join(lines))[1:]]
         assert events == ["ADDED", "MODIFIED", "DELETED"]
     finally:
+        process.terminate()  # no need to wait out --request-timeout
         process.communicate(timeout=20)
 
 
+@pytest.mark.usefixtures("writes_supported")
 def test_writes_are_authorized_as_the_nodes_routes(
     server: KubeServer, kubectl: Kubectl, tmp_path: Path
 ) -> None:
@@ -577,3 +610,19 @@ def test_writes_are_authorized_as_the_nodes_routes(
     assert (
         node.run("delete", "np", "coder-01").ok() == 'nodepassport.ai_team.io "coder-01" deleted\n'
     )
+
+
+@pytest.mark.usefixtures("writes_supported")
+def test_diff_shows_what_apply_would_change_and_stores_nothing(
+    server: KubeServer, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    doc = passport("web-01", labels={"zone": "eu-west-1", "app": "web"})
+    kubectl.run("apply", "-f", _file(tmp_path, doc)).ok()
+    version = server.registry.resource_version
+    doc["metadata"]["labels"]["app"] = "api"
+    path = _file(tmp_path, doc, "changed.yaml")
+    for how in ("--server-side=false", "--server-side"):
+        result = kubectl.run("diff", how, "-f", path)
+        assert result.rc == 1, result.stderr  # 1: there are differences
+        assert "-    app: web\n+    app: api\n" in result.stdout
+    assert server.registry.resource_version == version  # dry runs only

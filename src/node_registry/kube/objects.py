@@ -27,6 +27,7 @@ from node_registry.kube.meta import KubeModel, ListMeta, list_meta, rfc3339, rfc
 from node_registry.passport import API_VERSION, KIND, NodePassport
 from node_registry.passport import Metadata as PassportMetadata
 from node_registry.passport import Status as PassportStatus
+from node_registry.passport.objects import SERVER_METADATA, SERVER_STATUS, passport_of
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry.entry import RegistryEntry
 from node_registry.registry.registry import is_schedulable
@@ -34,10 +35,6 @@ from node_registry.store import HealthState
 
 LIST_KIND = f"{KIND}List"
 LEASE_KIND = "Lease"
-#: metadata fields the registry owns: never part of the stored passport.
-SERVER_METADATA = ("creationTimestamp", "resourceVersion", "generation", "managedFields")
-#: status fields the registry owns (its view of the node beside the node's own report).
-SERVER_STATUS = ("healthState", "lastSeen", "registeredAt", "schedulable")
 
 
 class NodePassportMetadata(PassportMetadata):
@@ -166,18 +163,6 @@ def entry_to_object(entry: RegistryEntry, *, generation: int | None = None) -> d
     return doc
 
 
-def passport_of(doc: dict[str, Any]) -> dict[str, Any]:
-    """The passport inside a NodePassport object: the object less the registry's fields."""
-    passport = dict(doc)
-    meta = passport.get("metadata")
-    if isinstance(meta, dict):
-        passport["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
-    status = passport.get("status")
-    if isinstance(status, dict):
-        passport["status"] = {k: v for k, v in status.items() if k not in SERVER_STATUS}
-    return passport
-
-
 def stamp_conditions(
     before: list[dict[str, Any]], after: list[dict[str, Any]], now: datetime
 ) -> list[dict[str, Any]]:
@@ -261,3 +246,23 @@ def lease_object(entry: RegistryEntry, ttl_seconds: float) -> dict[str, Any]:
             "renewTime": rfc3339_micro(entry.last_seen),
         },
     }
+
+
+__all__ = [
+    "LEASE_KIND",
+    "LIST_KIND",
+    "SERVER_METADATA",
+    "SERVER_STATUS",
+    "Lease",
+    "LeaseList",
+    "NodePassportList",
+    "NodePassportMetadata",
+    "NodePassportObject",
+    "NodePassportStatus",
+    "entry_to_object",
+    "lease_object",
+    "list_to_object",
+    "object_to_entry",
+    "passport_of",
+    "stamp_conditions",
+]

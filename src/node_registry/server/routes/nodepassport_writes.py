@@ -56,7 +56,7 @@ from node_registry.kube.objects import (
     passport_of,
     stamp_conditions,
 )
-from node_registry.kube.patch import PatchType, added_unknown_fields, apply_patch
+from node_registry.kube.patch import PatchType, added_unknown_fields, apply_patch, merge_patch
 from node_registry.passport import NodePassport, load_passport
 from node_registry.passport.models import API_GROUP
 from node_registry.registry import RegistryEntry
@@ -477,7 +477,8 @@ async def _patch(
     def change(stored: NodePassport, revision: int) -> NodePassport:
         before = _object_at(entry, stored, revision)
         if kind is PatchType.APPLY:
-            write.check_unknown(before, merged_for_check(before, applied))
+            # What the check sees of an apply: the object with the intent merged in.
+            write.check_unknown(before, merge_patch(before, applied))
             applied_doc = passport_of(applied)
             if subresource == STATUS:
                 applied_doc = {"metadata": {}, "status": _section(applied_doc, "status")}
@@ -496,7 +497,10 @@ async def _patch(
         else:
             patched = apply_patch(kind, copy.deepcopy(before), patch)
             if not isinstance(patched, dict):
-                raise ValidationError("the patched object is not an object", [FieldError("", "")])
+                raise ValidationError(
+                    "the patch does not leave an object",
+                    [FieldError("", f"the result is a {type(patched).__name__}")],
+                )
             given = _revision(_section(patched, "metadata").get("resourceVersion"), "metadata")
             if given is not None and given != revision:
                 raise _conflict(name)
@@ -508,11 +512,6 @@ async def _patch(
         return _restricted(ctx, caller, load_passport(new), stored)
 
     return await _rewrite(ctx, entry, change, write, subresource)
-
-
-def merged_for_check(before: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
-    """What unknown-field checking sees of an apply: the object with the intent merged in."""
-    return apply_patch(PatchType.MERGE, before, applied)  # type: ignore[no-any-return]
 
 
 async def _apply_create(
