@@ -50,7 +50,7 @@ from node_registry.verification import (
     read_probes,
     verification_labels,
 )
-from node_registry.verification.results import params_digest
+from node_registry.passport.verification import params_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBES = ROOT / "examples" / "probes.yaml"

@@ -37,6 +37,7 @@ from node_registry.errors import (
     UnauthorizedError,
     ValidationError,
 )
+from node_registry.labels import dns1123_label_errors
 from node_registry.passport import NodePassport, NodeType, load_passport, served_versions
 from node_registry.registry.entry import RegistryEntry, WatchEvent
 from node_registry.selectors import Selector, as_selector
@@ -183,14 +184,17 @@ def _resource(resource: str) -> None:
         )
 
 
-def _kind(kind: str | None) -> NodeType | None:
+def _kind(kind: str | None) -> str | None:
     if kind is None:
         return None
-    try:
-        return NodeType(kind)
-    except ValueError:
+    # Custom node types are the registry's to know: only the name's syntax is checked here.
+    if problems := dns1123_label_errors(kind):
         allowed = ", ".join(k.value for k in NodeType)
-        _fail(f"unknown node kind {kind!r}: use one of {allowed}")
+        _fail(
+            f"unknown node kind {kind!r} ({'; '.join(problems)}): use a built-in type "
+            f"({allowed}) or a registered one"
+        )
+    return kind
 
 
 def _output(value: str | None) -> str | None:
@@ -590,11 +594,11 @@ def delete(
 # -- watch -------------------------------------------------------------------------------
 
 
-def _wanted(kind: NodeType | None, selector: Selector) -> Callable[[WatchEvent], bool]:
+def _wanted(kind: str | None, selector: Selector) -> Callable[[WatchEvent], bool]:
     from node_registry.passport import effective_labels
 
     def wanted(event: WatchEvent) -> bool:
-        if kind is not None and event.entry.node_kind is not kind:
+        if kind is not None and event.entry.node_kind != kind:
             return False
         return selector.empty() or selector.matches(effective_labels(event.entry.passport))
 

@@ -194,7 +194,7 @@ class NodeCache:
             found = builtins.list(self._items.values())
         # Stored entries are replaced, never changed, so matching runs outside the lock.
         if wanted is not None:
-            found = [s for s in found if s.entry.node_kind is wanted]
+            found = [s for s in found if s.entry.node_kind == wanted]
         if not parsed.empty():
             match = parsed.matches
             found = [s for s in found if match(s.labels)]

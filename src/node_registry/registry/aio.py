@@ -27,8 +27,11 @@ from typing import Any, ParamSpec, Self, TypeVar
 from node_registry.clock import Clock
 from node_registry.config import Settings, load_settings
 from node_registry.errors import RegistryError
-from node_registry.passport import Condition, NodePassport, NodeType, Phase
+from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
+from node_registry.passport.types import NodeTypeDefinition, NodeTypes
+from node_registry.passport.verification import CapabilityVerification
 from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
+from node_registry.registry.policies import UserInfo
 from node_registry.registry.registry import Registry, SelectorInput
 from node_registry.registry.watch import AsyncWatch, WatchHub
 from node_registry.store import Binding, Store
@@ -80,11 +83,43 @@ class AsyncRegistry:
         return self._sync
 
     async def register(
-        self, passport: NodePassport | Mapping[str, Any], *, rename: bool = True
+        self,
+        passport: NodePassport | Mapping[str, Any],
+        *,
+        rename: bool = True,
+        user: UserInfo | None = None,
     ) -> RegistryEntry:
         return await self._validating(
-            functools.partial(self._sync.register, passport, rename=rename)
+            functools.partial(self._sync.register, passport, rename=rename, user=user)
         )
+
+    async def set_capabilities(
+        self,
+        node_id: str,
+        capabilities: Iterable[Capability | Mapping[str, Any]],
+        *,
+        user: UserInfo | None = None,
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(self._sync.set_capabilities, node_id, list(capabilities), user=user)
+        )
+
+    async def record_verification(
+        self, node_id: str, results: Iterable[CapabilityVerification | Mapping[str, Any]]
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(self._sync.record_verification, node_id, list(results))
+        )
+
+    async def register_node_type(self, doc: Mapping[str, Any]) -> NodeTypeDefinition:
+        return await self._validating(functools.partial(self._sync.register_node_type, doc))
+
+    async def delete_node_type(self, name: str) -> NodeTypeDefinition:
+        return await self._io(self._sync.delete_node_type, name)
+
+    async def node_types(self) -> NodeTypes:
+        """Every node type served, read from the store again (a registered one included)."""
+        return await self._io(self._sync.node_types.refresh)
 
     async def heartbeat(self, node_id: str) -> datetime:
         if self._pool is None or self._sync.heartbeat_is_local(node_id):
@@ -99,6 +134,7 @@ class AsyncRegistry:
         phase: Phase | str | None = None,
         conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
         current_tasks: int | None = None,
+        user: UserInfo | None = None,
     ) -> RegistryEntry:
         return await self._validating(
             functools.partial(
@@ -107,11 +143,14 @@ class AsyncRegistry:
                 phase=phase,
                 conditions=conditions,
                 current_tasks=current_tasks,
+                user=user,
             )
         )
 
-    async def deregister(self, node_id: str, *, keep_binding: bool = False) -> None:
-        await self._io(self._sync.deregister, node_id, keep_binding=keep_binding)
+    async def deregister(
+        self, node_id: str, *, keep_binding: bool = False, user: UserInfo | None = None
+    ) -> None:
+        await self._io(self._sync.deregister, node_id, keep_binding=keep_binding, user=user)
 
     async def binding(self, name: str) -> Binding | None:
         return await self._io(self._sync.binding, name)
@@ -127,8 +166,11 @@ class AsyncRegistry:
         kind: str | NodeType | None = None,
         selector: SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
-        return self._sync.find_nodes(kind=kind, selector=selector, only_healthy=only_healthy)
+        return self._sync.find_nodes(
+            kind=kind, selector=selector, only_healthy=only_healthy, only_verified=only_verified
+        )
 
     async def list_nodes(self) -> NodeList:
         return self._sync.list_nodes()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from node_registry.passport import NodePassport, NodeType
+from node_registry.passport import NodePassport
+from node_registry.passport.verification import CapabilityVerification, registry_labels
 from node_registry.store.records import HealthState
 
 
@@ -23,21 +25,28 @@ class RegistryEntry:
     """
 
     node_id: str
-    node_kind: NodeType
+    node_kind: str
     passport: NodePassport
     last_seen: datetime
     health_state: HealthState
     registered_at: datetime
     resource_version: int
+    #: The verifier's last result per capability (``status.verification`` of the object).
+    verification: Mapping[str, CapabilityVerification] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.passport.metadata.name
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """What selectors match: effective labels and verification labels (as indexed)."""
+        return registry_labels(self.passport, self.verification)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "nodeId": self.node_id,
-            "nodeKind": self.node_kind.value,
+            "nodeKind": self.node_kind,
             "passport": self.passport.to_dict(),
             "lastSeen": self.last_seen.isoformat(),
             "healthState": self.health_state.value,

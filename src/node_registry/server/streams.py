@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from node_registry.errors import RevisionCompactedError
-from node_registry.passport import NodeType, effective_labels
 from node_registry.registry import AsyncWatch, EventType, RegistryEntry, WatchEvent
 from node_registry.registry.watch import Slot
 from node_registry.selectors import Selector
@@ -67,7 +66,7 @@ def sse_frame(doc: dict[str, Any], resource_version: int) -> bytes:
 def _labels(slot: Slot, entry: RegistryEntry, key: str) -> dict[str, str]:
     labels: dict[str, str] | None = slot.memo.get(key)
     if labels is None:
-        labels = slot.memo[key] = effective_labels(entry.passport)
+        labels = slot.memo[key] = entry.labels
     return labels
 
 
@@ -75,11 +74,11 @@ def _matches(
     slot: Slot,
     entry: RegistryEntry | None,
     key: str,
-    kind: NodeType | None,
+    kind: str | None,
     selector: Selector,
     wanted: EntryFilter | None,
 ) -> bool:
-    if entry is None or (kind is not None and entry.node_kind is not kind):
+    if entry is None or (kind is not None and entry.node_kind != kind):
         return False
     if wanted is not None and not wanted(entry):
         return False
@@ -87,7 +86,7 @@ def _matches(
 
 
 def shown_type(
-    slot: Slot, kind: NodeType | None, selector: Selector, wanted: EntryFilter | None = None
+    slot: Slot, kind: str | None, selector: Selector, wanted: EntryFilter | None = None
 ) -> EventType | None:
     """The event's type as a watcher of (kind, selector, wanted) sees it, or None: not for it."""
     event = slot.event
@@ -124,7 +123,7 @@ async def stream_events(
     watch: AsyncWatch,
     since: int,
     *,
-    kind: NodeType | None,
+    kind: str | None,
     selector: Selector,
     frame: Frame,
     bookmarks: bool,

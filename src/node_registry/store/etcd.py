@@ -172,6 +172,12 @@ class _Keys:
     def state(self, key: str) -> bytes:
         return f"{self.prefix}/state/{key}".encode()
 
+    def objects(self, kind: str) -> bytes:
+        return f"{self.prefix}/objects/{kind}/".encode()
+
+    def object(self, kind: str, name: str) -> bytes:
+        return f"{self.prefix}/objects/{kind}/{name}".encode()
+
 
 def _prefix_end(prefix: bytes) -> bytes:
     end = bytearray(prefix)
@@ -776,6 +782,30 @@ class EtcdStore:
         """Publish a piece of the controller's state (on its lease: it goes when it dies)."""
         with _translated(self._endpoint, f"publish {key}"):
             await self._client.put(self._keys.state(key), json.dumps(doc).encode(), lease_id)
+
+    async def put_object(self, kind: str, name: str, doc: Mapping[str, Any]) -> None:
+        """Keep an object (a NodeType) on no lease: it outlives every replica."""
+        with _translated(self._endpoint, f"put {kind}/{name}"):
+            await self._client.put(self._keys.object(kind, name), json.dumps(doc).encode())
+
+    async def delete_object(self, kind: str, name: str) -> bool:
+        with _translated(self._endpoint, f"delete {kind}/{name}"):
+            return await self._client.delete(self._keys.object(kind, name)) is not None
+
+    async def objects(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every object of ``kind`` by name; an unreadable one is logged and left out."""
+        prefix = self._keys.objects(kind)
+        with _translated(self._endpoint, f"list {kind}"):
+            response = await self._range(prefix)
+        found = {}
+        for kv in response.kvs:
+            name = bytes(kv.key)[len(prefix) :].decode()
+            doc = _decode_state(kv.value)
+            if doc is None:
+                log.warning("the stored %s %r is not a JSON object; ignored", kind, name)
+                continue
+            found[name] = doc
+        return found
 
     async def states(self) -> tuple[dict[str, dict[str, Any]], int]:
         """Every published piece of state, and the revision read at."""

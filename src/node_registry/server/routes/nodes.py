@@ -13,7 +13,7 @@ from node_registry.errors import (
     NotFoundError,
     ValidationError,
 )
-from node_registry.passport import NodeType, load_passport
+from node_registry.passport import load_passport
 from node_registry.registry import AsyncRegistry, RegistryEntry
 from node_registry.server.auth import (
     Principal,
@@ -168,7 +168,7 @@ async def list_nodes(
     request: Request,
     caller: Caller,
     ctx: Ctx,
-    kind: NodeType | None = None,
+    kind: Annotated[str | None, Query(max_length=63)] = None,
     label_selector: LabelSelectorQuery = None,
     healthy: bool = False,
     limit: LimitQuery = None,
