@@ -105,10 +105,16 @@ class AsyncRegistry:
         )
 
     async def record_verification(
-        self, node_id: str, results: Iterable[CapabilityVerification | Mapping[str, Any]]
+        self,
+        node_id: str,
+        results: Iterable[CapabilityVerification | Mapping[str, Any]],
+        *,
+        replace: bool = False,
     ) -> RegistryEntry:
         return await self._validating(
-            functools.partial(self._sync.record_verification, node_id, list(results))
+            functools.partial(
+                self._sync.record_verification, node_id, list(results), replace=replace
+            )
         )
 
     async def register_node_type(self, doc: Mapping[str, Any]) -> NodeTypeDefinition:

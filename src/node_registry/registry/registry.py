@@ -398,7 +398,11 @@ class Registry:
         return self._modify(node_id, change)
 
     def record_verification(
-        self, node_id: str, results: Iterable[CapabilityVerification | Mapping[str, Any]]
+        self,
+        node_id: str,
+        results: Iterable[CapabilityVerification | Mapping[str, Any]],
+        *,
+        replace: bool = False,
     ) -> RegistryEntry:
         """Store the verifier's results with the node (merged by capability), as
         registry-owned status: ``status.verification`` of the object, the
@@ -406,6 +410,7 @@ class Registry:
 
         ``ValidationError`` for a result that is malformed, about another uid, or about a
         capability the node does not claim (it changed meanwhile: plan again).
+        ``replace``: these are all the results; the node's others are dropped.
         """
         checked: list[CapabilityVerification] = []
         problems: list[FieldError] = []
@@ -418,7 +423,8 @@ class Registry:
             raise ValidationError("invalid verification", problems)
 
         def change(record: NodeRecord, now: datetime) -> NodeRecord:
-            merged = merge_results(record.passport, record.verification, checked)
+            stored = {} if replace else record.verification
+            merged = merge_results(record.passport, stored, checked)
             return NodeRecord(
                 record.passport,
                 record.registered_at,

@@ -23,6 +23,7 @@ from node_registry.server.auth import (
     authorize_node_write,
     authorize_read,
     restrict_protected_labels,
+    user_info,
 )
 from node_registry.server.body import read_document
 from node_registry.server.context import (
@@ -110,7 +111,7 @@ async def _register(
         passport = restrict_protected_labels(
             passport, stored, binding, ctx.settings.server.protected_label_prefix
         )
-    entry = await registry.register(passport, rename=not node)
+    entry = await registry.register(passport, rename=not node, user=user_info(caller))
     ctx.metrics.registrations.inc()
     return NodesResponse(entry_to_wire(entry), status_code=200 if existing else 201)
 
@@ -154,7 +155,9 @@ async def delete_node(name: NodeName, caller: NodeWriter, ctx: Ctx) -> JSONRespo
         return JSONResponse(_deleted(name, f"name {name} released"))
     authorize_node_id(caller, node_id)
     # A node leaving by itself keeps its name and labels for when it comes back.
-    await registry.deregister(node_id, keep_binding=caller.role is Role.NODE)
+    await registry.deregister(
+        node_id, keep_binding=caller.role is Role.NODE, user=user_info(caller)
+    )
     return JSONResponse(_deleted(name, f"node {name} deregistered"))
 
 
@@ -236,6 +239,7 @@ async def update_status(
         phase=body.phase,
         conditions=body.conditions,
         current_tasks=body.current_tasks,
+        user=user_info(caller),
     )
     return NodesResponse(entry_to_wire(entry))
 

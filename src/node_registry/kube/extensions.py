@@ -1,0 +1,155 @@
+"""What #12 adds to the group: the ``nodetypes`` resource and two nodepassports subresources.
+
+- ``nodetypes`` (kind ``NodeType``, cluster-scoped, as CustomResourceDefinitions are):
+  create, get, list, delete.
+- ``nodepassports/verification``: the verifier's results (kind ``NodeVerification`` in,
+  the NodePassport out): get, patch (merge by capability), update (replace).
+- ``nodepassports/capabilities``: the node's claims at runtime (kind ``NodeCapabilities``):
+  get, update.
+
+Discovery (``extend_resources``) and OpenAPI (``KINDS``, ``paths``) read this module, so the
+documents kubectl reads list exactly what the routes serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Literal
+
+from pydantic import Field
+
+from node_registry.kube.meta import KubeModel, ListMeta
+from node_registry.passport.models import API_GROUP, Capability
+from node_registry.passport.types import NodeTypeDefinition
+from node_registry.passport.verification import CapabilityVerification
+
+NODE_TYPES = "nodetypes"
+VERIFICATION = "verification"
+CAPABILITIES = "capabilities"
+
+
+class NodeTypeList(KubeModel):
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["NodeTypeList"] = "NodeTypeList"
+    metadata: ListMeta = Field(default_factory=ListMeta)
+    items: list[NodeTypeDefinition]
+
+
+class NodeVerification(KubeModel):
+    """What a verifier writes to ``nodepassports/NAME/verification``: its results."""
+
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["NodeVerification"] = "NodeVerification"
+    results: list[CapabilityVerification] = Field(
+        description="One result per capability probed (PATCH merges them by capability)"
+    )
+
+
+class CapabilitiesMeta(KubeModel):
+    name: str = Field(description="The node's name")
+    resource_version: str | None = Field(default=None, alias="resourceVersion")
+
+
+class CapabilitiesSpec(KubeModel):
+    capabilities: list[Capability] = Field(description="Every capability the node claims")
+
+
+class NodeCapabilities(KubeModel):
+    """``nodepassports/NAME/capabilities``: the node's claims, changed without re-registering."""
+
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["NodeCapabilities"] = "NodeCapabilities"
+    metadata: CapabilitiesMeta | None = None
+    spec: CapabilitiesSpec
+
+
+#: Schema name -> model, beside the group's other kinds in /openapi/v3.
+KINDS: dict[str, type[KubeModel] | type[NodeTypeDefinition]] = {
+    "NodeType": NodeTypeDefinition,
+    "NodeTypeList": NodeTypeList,
+    "NodeVerification": NodeVerification,
+    "NodeCapabilities": NodeCapabilities,
+}
+
+
+def extend_resources(resources: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The discovery table with #12's subresources and the ``nodetypes`` resource added."""
+    from node_registry.kube.discovery import Resource, Subresource
+
+    added = {
+        "nodepassports": (
+            Subresource(VERIFICATION, "NodePassport", ("get", "patch", "update")),
+            Subresource(CAPABILITIES, "NodeCapabilities", ("get", "update")),
+        )
+    }
+    extended = tuple(
+        replace(r, subresources=(*r.subresources, *added.get(r.plural, ()))) for r in resources
+    )
+    node_types = Resource(
+        plural=NODE_TYPES,
+        singular="nodetype",
+        kind="NodeType",
+        verbs=("create", "delete", "get", "list"),
+        short_names=("nt",),
+        categories=("ai-team",),
+    )
+    return (*extended, node_types)
+
+
+def _operation(
+    method: str, summary: str, kind: str, prefix: str, *, body: str | None = None
+) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{prefix}{kind}"}
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": ref}}}
+        },
+        "x-kubernetes-group-version-kind": {"group": API_GROUP, "version": "v1", "kind": kind},
+    }
+    if body is not None:
+        body_ref = {"$ref": f"#/components/schemas/{prefix}{body}"}
+        operation["requestBody"] = {"content": {"application/json": {"schema": body_ref}}}
+    return {method: operation}
+
+
+def paths(base: str, prefix: str) -> dict[str, Any]:
+    """The /openapi/v3 paths of #12's routes, under the group version's ``base``."""
+    passports = f"{base}/nodepassports/{{name}}"
+    return {
+        f"{base}/{NODE_TYPES}": {
+            **_operation("get", "list NodeTypes", "NodeTypeList", prefix),
+            **_operation("post", "register a NodeType", "NodeType", prefix, body="NodeType"),
+        },
+        f"{base}/{NODE_TYPES}/{{name}}": {
+            **_operation("get", "read a NodeType", "NodeType", prefix),
+            **_operation("delete", "delete a NodeType", "NodeType", prefix),
+        },
+        f"{passports}/{VERIFICATION}": {
+            **_operation("get", "read a NodePassport's verification", "NodePassport", prefix),
+            **_operation(
+                "patch",
+                "record verification results (merged by capability)",
+                "NodePassport",
+                prefix,
+                body="NodeVerification",
+            ),
+            **_operation(
+                "put",
+                "replace the verification results",
+                "NodePassport",
+                prefix,
+                body="NodeVerification",
+            ),
+        },
+        f"{passports}/{CAPABILITIES}": {
+            **_operation("get", "read a node's capabilities", "NodeCapabilities", prefix),
+            **_operation(
+                "put",
+                "replace a node's capabilities",
+                "NodeCapabilities",
+                prefix,
+                body="NodeCapabilities",
+            ),
+        },
+    }
