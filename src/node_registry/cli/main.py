@@ -699,5 +699,73 @@ def demo(
     raise typer.Exit(code)
 
 
+# -- verify (#12) -------------------------------------------------------------------------
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Option("-f", "--filename", help="The probes (a ProbeSet in YAML)")],
+    server: ServerOption = None,
+    token: TokenOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    certificate_authority: CAOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="One round: probe what is due, record it, exit")
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", min=0.1, help="Longest wait between rounds in seconds (changes: at once)"
+        ),
+    ] = 30.0,
+    reverify_after: Annotated[
+        float, typer.Option("--reverify-after", min=1, help="Probe a Verified claim again after")
+    ] = 86400.0,
+    retry_after: Annotated[
+        float, typer.Option("--retry-after", min=1, help="Retry a Failed claim after (doubling)")
+    ] = 60.0,
+) -> None:
+    """Verify nodes' capabilities with probe tasks and record the results (a verifier token)."""
+    import asyncio
+
+    from node_registry.cli.verify import run_verifier
+    from node_registry.client import AsyncRegistryClient
+    from node_registry.verification import VerificationPolicy, Verifier, read_probes
+
+    with _command():
+        probes = read_probes(file)
+        policy = VerificationPolicy(
+            reverify_after_seconds=reverify_after, retry_after_seconds=retry_after
+        )
+        connection = resolve(
+            server=server or None,
+            token=token or None,
+            certificate_authority=str(certificate_authority) if certificate_authority else None,
+            kubeconfig=kubeconfig,
+            context=context,
+        )
+
+        async def run() -> int:
+            async with (
+                AsyncRegistryClient(
+                    connection.server, token=connection.token, verify=connection.verify
+                ) as client,
+                Verifier(probes) as verifier,
+            ):
+                return await run_verifier(
+                    client,
+                    verifier,
+                    policy,
+                    once=once,
+                    interval=interval,
+                    report=typer.echo,
+                )
+
+        recorded = asyncio.run(run())
+        if once:
+            typer.echo(f"recorded results for {recorded} node{'s' if recorded != 1 else ''}")
+
+
 def main() -> None:
     app()

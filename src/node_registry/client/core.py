@@ -16,7 +16,9 @@ from typing import Any
 
 from node_registry.client.settings import ClientSettings
 from node_registry.errors import RegistryError, RegistryUnreachableError, StoreUnavailableError
-from node_registry.passport import Condition, NodePassport, NodeType, Phase
+from node_registry.kube.objects import object_to_entry
+from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
+from node_registry.passport.verification import CapabilityVerification
 from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
 from node_registry.selectors import Selector, as_selector
 from node_registry.wire import (
@@ -128,6 +130,60 @@ def watch(
     if not parsed.empty():
         params["labelSelector"] = str(parsed)
     return Call("GET", f"{API_PREFIX}/nodes", params=params)
+
+
+# -- #12: the nodepassports subresources (verification, capabilities) and their list ------
+
+KUBE_PREFIX = "/apis/ai_team.io/v1"
+
+
+def set_capabilities(name: str, capabilities: Iterable[Capability | Mapping[str, Any]]) -> Call:
+    """Replace the node's capabilities without re-registering (``.../capabilities``)."""
+    listed = [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(c, Capability)
+        else dict(c)
+        for c in capabilities
+    ]
+    body = {
+        "apiVersion": "ai_team.io/v1",
+        "kind": "NodeCapabilities",
+        "spec": {"capabilities": listed},
+    }
+    return Call("PUT", f"{KUBE_PREFIX}/nodepassports/{name}/capabilities", body=body)
+
+
+def record_verification(
+    name: str, results: Iterable[CapabilityVerification], *, replace: bool = False
+) -> Call:
+    """Record a verifier's results (``.../verification``: PATCH merges, PUT replaces)."""
+    body = {
+        "apiVersion": "ai_team.io/v1",
+        "kind": "NodeVerification",
+        "results": [r.to_dict() for r in results],
+    }
+    method = "PUT" if replace else "PATCH"
+    return Call(method, f"{KUBE_PREFIX}/nodepassports/{name}/verification", body=body)
+
+
+def passports_page(limit: int | None = None, continue_token: str | None = None) -> Call:
+    params: dict[str, str] = {}
+    if limit is not None:
+        params["limit"] = str(limit)
+    if continue_token:
+        params["continue"] = continue_token
+    return Call("GET", f"{KUBE_PREFIX}/nodepassports", params=params)
+
+
+def passport_list(doc: Any) -> tuple[NodeList, str | None]:
+    """A NodePassportList page as entries (their verification results included)."""
+    meta = doc.get("metadata") or {}
+    items = [object_to_entry(item) for item in doc.get("items") or []]
+    return NodeList(items, int(meta.get("resourceVersion") or 0)), meta.get("continue") or None
+
+
+def passport_entry(doc: Any) -> RegistryEntry:
+    return object_to_entry(doc)
 
 
 def check(status: int, content: bytes) -> Any:

@@ -369,7 +369,8 @@ class Registry:
 
         Held to everything a registration is (passport limits, node type, admission as an
         ``UPDATE``); watchers see a MODIFIED. Results of the claims it keeps unchanged stay
-        Verified; an added or changed claim is Unverified until the verifier probes it.
+        Verified; an added or changed claim is Unverified until the verifier probes it. It
+        counts as a heartbeat, as a status report does.
         """
         given = [
             c.model_dump(by_alias=True, exclude_none=True) if isinstance(c, Capability) else c
@@ -395,7 +396,7 @@ class Registry:
                 kept_results(passport, record.verification),
             )
 
-        return self._modify(node_id, change)
+        return self._modify(node_id, change, renew=True)
 
     def record_verification(
         self,
