@@ -148,7 +148,7 @@ def describe_node(entry: RegistryEntry, events: Sequence[WatchEvent] | None, now
         [
             ("Name", entry.name),
             ("UID", entry.node_id),
-            ("Kind", entry.node_kind),
+            ("Kind", str(entry.node_kind)),
             ("API Version", passport.api_version),
             ("Health", entry.health_state.value),
             ("Phase", status.phase.value),

@@ -91,7 +91,7 @@ def extend_resources(resources: tuple[Any, ...]) -> tuple[Any, ...]:
         kind="NodeType",
         verbs=("create", "delete", "get", "list"),
         short_names=("nt",),
-        categories=("ai-team",),
+        # Not in the ai-team category: ``kubectl get ai-team`` lists the nodes, not their types.
     )
     return (*extended, node_types)
 

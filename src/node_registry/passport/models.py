@@ -52,6 +52,12 @@ class NodeType(StrEnum):
 _BUILTIN_TYPES = frozenset(NodeType)
 
 
+def node_type_of(name: str) -> str:
+    """``name`` as the registry hands it out: the ``NodeType`` member for a built-in type
+    (so ``node_type is NodeType.AGENT`` holds, as before custom types), else the name."""
+    return NodeType(name) if name in _BUILTIN_TYPES else name
+
+
 class Phase(StrEnum):
     """The node's lifecycle phase (seed 2.3)."""
 
@@ -196,8 +202,7 @@ class Metadata(_Model):
     @classmethod
     def _node_type(cls, value: str) -> str:
         if value in _BUILTIN_TYPES:
-            # The enum member for a built-in type, so ``node_type is NodeType.AGENT`` holds.
-            return NodeType(value)
+            return node_type_of(value)
         if errors := label_syntax.dns1123_label_errors(value):
             raise ValueError("a node type is a DNS-1123 label: " + "; ".join(errors))
         return value

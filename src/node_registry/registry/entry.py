@@ -46,7 +46,7 @@ class RegistryEntry:
     def to_dict(self) -> dict[str, Any]:
         return {
             "nodeId": self.node_id,
-            "nodeKind": self.node_kind,
+            "nodeKind": str(self.node_kind),
             "passport": self.passport.to_dict(),
             "lastSeen": self.last_seen.isoformat(),
             "healthState": self.health_state.value,
