@@ -138,6 +138,8 @@ def test_types_from_the_config_file(clock: FakeClock) -> None:
     settings = load_settings(node_types={"path": GPU_WORKER_FILE})
     with Registry(clock=clock, settings=settings) as registry:
         assert "gpu-worker" in registry.node_types.types
+        assert registry.node_types.source("gpu-worker") == "configured"
+        assert registry.node_types.source("agent") == "built-in"
         registry.register(gpu_passport())
         with pytest.raises(ForbiddenError):
             registry.delete_node_type("gpu-worker")
@@ -193,6 +195,19 @@ def test_nodetypes_over_http(base_url: str) -> None:
             "storage",
             "tool",
         ]
+        table_accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        table = http.get(f"{API}/nodetypes", headers={**_as(READER), "Accept": table_accept}).json()
+        assert table["kind"] == "Table"
+        assert [c["name"] for c in table["columnDefinitions"]] == [
+            "Name",
+            "Source",
+            "Schema",
+            "Capabilities",
+            "Description",
+        ]
+        rows = {row["cells"][0]: row["cells"][1:4] for row in table["rows"]}
+        assert rows["agent"] == ["built-in", "-", "*"]
+        assert rows["gpu-worker"] == ["registered", "yes", "code_generation,gpu_inference"]
         one = http.get(f"{API}/nodetypes/gpu-worker", headers=_as(READER)).json()
         assert one["spec"]["capabilities"]["code_generation"]["versions"] == ["1.0", "1.1"]
         missing = http.get(f"{API}/nodetypes/nope", headers=_as(READER))
@@ -212,6 +227,29 @@ def test_nodetypes_over_http(base_url: str) -> None:
         ).json()
         assert [n["metadata"]["name"] for n in np["items"]] == ["gpu-01"]
 
+        # A merge patch loosens the type: the broken passport's gpu is then allowed.
+        patch = {"spec": {"schema": {"openAPIV3Schema": {"properties": {"resources": None}}}}}
+        by_node = http.patch(f"{API}/nodetypes/gpu-worker", json=patch, headers=_as(GPU_01))
+        assert by_node.status_code == 403
+        patched = http.patch(
+            f"{API}/nodetypes/gpu-worker?fieldValidation=Strict",
+            json=patch,
+            headers={**_as(ADMIN), "Content-Type": "application/merge-patch+json"},
+        )
+        assert patched.status_code == 200, patched.text
+        assert "resources" not in patched.json()["spec"]["schema"]["openAPIV3Schema"]["properties"]
+        loosened = http.put(f"{API}/nodes/gpu-01", json=broken_passport(), headers=_as(GPU_01))
+        assert [c["field"] for c in loosened.json()["details"]["causes"]] == [
+            "spec.maxConcurrentTasks",
+            "spec.capabilities[0].params.languages[1]",
+        ]
+        renamed = http.patch(
+            f"{API}/nodetypes/gpu-worker", json={"metadata": {"name": "x"}}, headers=_as(ADMIN)
+        )
+        assert renamed.status_code == 422
+        builtin = http.patch(f"{API}/nodetypes/agent", json=patch, headers=_as(ADMIN))
+        assert builtin.status_code == 403
+
         in_use = http.delete(f"{API}/nodetypes/gpu-worker", headers=_as(ADMIN))
         assert in_use.status_code == 409, in_use.text
         assert http.delete(f"{API}/nodes/gpu-01", headers=_as(ADMIN)).status_code == 200
@@ -223,7 +261,7 @@ def test_discovery_and_openapi_list_nodetypes(base_url: str) -> None:
     with httpx.Client(base_url=base_url, timeout=10, headers=_as(READER)) as http:
         resources = {r["name"]: r for r in http.get(f"{API}").json()["resources"]}
         assert resources["nodetypes"]["kind"] == "NodeType"
-        assert resources["nodetypes"]["verbs"] == ["create", "delete", "get", "list"]
+        assert resources["nodetypes"]["verbs"] == ["create", "delete", "get", "list", "patch"]
         assert resources["nodepassports/verification"]["verbs"] == ["get", "patch", "update"]
         assert resources["nodepassports/capabilities"]["verbs"] == ["get", "update"]
         index = http.get("/openapi/v3").json()

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from node_registry.kube.meta import KubeModel, ListMeta
+from node_registry.kube.meta import META_GROUP_VERSION, KubeModel, ListMeta, list_meta
 from node_registry.passport.models import API_GROUP, Capability
 from node_registry.passport.types import NodeTypeDefinition
 from node_registry.passport.verification import CapabilityVerification
@@ -72,6 +72,55 @@ KINDS: dict[str, type[KubeModel] | type[NodeTypeDefinition]] = {
 }
 
 
+_TYPE_COLUMNS = (
+    ("Name", "The type's name: a passport's metadata.nodeType", 0),
+    ("Source", "built-in, configured (node_types.path) or registered (the API)", 0),
+    ("Schema", "Whether the passport's spec has a schema (spec.schema.openAPIV3Schema)", 0),
+    ("Capabilities", "The capabilities it defines; '*': any other allowed too", 0),
+    ("Description", "spec.description", 1),
+)
+
+
+def node_types_table(
+    definitions: list[NodeTypeDefinition], sources: list[str], resource_version: int
+) -> dict[str, Any]:
+    """``kubectl get nodetypes``: a Table (rows carry no object: types have no metadata to
+    watch by)."""
+    rows = []
+    for definition, source in zip(definitions, sources, strict=True):
+        spec = definition.spec
+        defined = sorted(spec.capabilities)
+        if spec.allow_unknown_capabilities:
+            defined.append("*")
+        rows.append(
+            {
+                "cells": [
+                    definition.name,
+                    source,
+                    "yes" if spec.type_schema is not None else "-",
+                    ",".join(defined),
+                    spec.description,
+                ]
+            }
+        )
+    return {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "Table",
+        "metadata": list_meta(resource_version),
+        "columnDefinitions": [
+            {
+                "name": name,
+                "type": "string",
+                "format": "name" if name == "Name" else "",
+                "description": description,
+                "priority": priority,
+            }
+            for name, description, priority in _TYPE_COLUMNS
+        ],
+        "rows": rows,
+    }
+
+
 def extend_resources(resources: tuple[Any, ...]) -> tuple[Any, ...]:
     """The discovery table with #12's subresources and the ``nodetypes`` resource added."""
     from node_registry.kube.discovery import Resource, Subresource
@@ -89,7 +138,7 @@ def extend_resources(resources: tuple[Any, ...]) -> tuple[Any, ...]:
         plural=NODE_TYPES,
         singular="nodetype",
         kind="NodeType",
-        verbs=("create", "delete", "get", "list"),
+        verbs=("create", "delete", "get", "list", "patch"),
         short_names=("nt",),
         # Not in the ai-team category: ``kubectl get ai-team`` lists the nodes, not their types.
     )
@@ -97,7 +146,13 @@ def extend_resources(resources: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _operation(
-    method: str, summary: str, kind: str, prefix: str, *, body: str | None = None
+    method: str,
+    summary: str,
+    kind: str,
+    prefix: str,
+    *,
+    body: str | None = None,
+    query: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     ref = {"$ref": f"#/components/schemas/{prefix}{kind}"}
     operation: dict[str, Any] = {
@@ -107,6 +162,10 @@ def _operation(
         },
         "x-kubernetes-group-version-kind": {"group": API_GROUP, "version": "v1", "kind": kind},
     }
+    if query:
+        operation["parameters"] = [
+            {"name": name, "in": "query", "schema": {"type": "string"}} for name in query
+        ]
     if body is not None:
         body_ref = {"$ref": f"#/components/schemas/{prefix}{body}"}
         operation["requestBody"] = {"content": {"application/json": {"schema": body_ref}}}
@@ -124,6 +183,15 @@ def paths(base: str, prefix: str) -> dict[str, Any]:
         f"{base}/{NODE_TYPES}/{{name}}": {
             **_operation("get", "read a NodeType", "NodeType", prefix),
             **_operation("delete", "delete a NodeType", "NodeType", prefix),
+            # kubectl create/apply validate on the server once the kind's PATCH takes it.
+            **_operation(
+                "patch",
+                "change a NodeType (JSON merge patch)",
+                "NodeType",
+                prefix,
+                body="NodeType",
+                query=("fieldValidation",),
+            ),
         },
         f"{passports}/{VERIFICATION}": {
             **_operation("get", "read a NodePassport's verification", "NodePassport", prefix),

@@ -120,6 +120,9 @@ class AsyncRegistry:
     async def register_node_type(self, doc: Mapping[str, Any]) -> NodeTypeDefinition:
         return await self._validating(functools.partial(self._sync.register_node_type, doc))
 
+    async def patch_node_type(self, name: str, patch: Mapping[str, Any]) -> NodeTypeDefinition:
+        return await self._validating(functools.partial(self._sync.patch_node_type, name, patch))
+
     async def delete_node_type(self, name: str) -> NodeTypeDefinition:
         return await self._io(self._sync.delete_node_type, name)
 

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from node_registry.admission import Admission, AdmissionRequest
 from node_registry.admission.policy import Operation
@@ -65,8 +66,9 @@ class NodeTypeCatalog:
         self._lock = threading.Lock()
         # The built-ins and the file's: not stored, never deleted through the API.
         base = NodeTypes(BUILTIN_TYPES)
-        if path is not None:
-            base = base.with_types(read_node_types(path), replace=True)
+        configured = read_node_types(path) if path is not None else []
+        self._configured = frozenset(d.name for d in configured)
+        base = base.with_types(configured, replace=True)
         self._base = base
         self._types = base
         self.refresh()
@@ -77,6 +79,12 @@ class NodeTypeCatalog:
     @property
     def types(self) -> NodeTypes:
         return self._types
+
+    def source(self, name: str) -> str:
+        """Where the type comes from: built-in, configured (the file) or registered."""
+        if name in self._configured:
+            return "configured"
+        return "built-in" if name in self._base else "registered"
 
     def refresh(self) -> NodeTypes:
         """Read the registered types from the store again; an unreadable one is skipped."""
@@ -112,7 +120,7 @@ class NodeTypeCatalog:
         if problems := definition.errors(passport.to_dict()):
             raise ValidationError("the passport does not match its node type", problems)
 
-    def create(self, doc: Mapping[str, object]) -> NodeTypeDefinition:
+    def create(self, doc: Mapping[str, Any]) -> NodeTypeDefinition:
         """Register a new type (``ConflictError`` if the name is taken); kept in the store."""
         definition = load_node_type(dict(doc))
         name = definition.name
@@ -122,6 +130,26 @@ class NodeTypeCatalog:
             )
         if name in self.refresh():
             raise ConflictError(f'nodetypes.ai_team.io "{name}" already exists')
+        self._store.put_object(NODE_TYPES, name, definition.model_dump(mode="json", by_alias=True))
+        with self._lock:
+            self._types = self._types.with_types([definition], replace=True)
+        return definition
+
+    def update(self, name: str, patch: Mapping[str, Any]) -> NodeTypeDefinition:
+        """Apply a JSON merge patch (RFC 7386) to a registered type. Nodes already of it are
+        not checked again (as a CRD's objects are not when its schema changes): their next
+        write is."""
+        if name in self._base:
+            raise ForbiddenError(f"node type {name!r} is built in or configured: it is not changed")
+        current = self.refresh().get(name)
+        if current is None:
+            raise NotFoundError(f'nodetypes.ai_team.io "{name}" not found')
+        doc = merge_patch(current.model_dump(mode="json", by_alias=True, exclude_none=True), patch)
+        definition = load_node_type(doc)
+        if definition.name != name:
+            raise ValidationError(
+                "invalid NodeType", [FieldError("metadata.name", f"may not change from {name!r}")]
+            )
         self._store.put_object(NODE_TYPES, name, definition.model_dump(mode="json", by_alias=True))
         with self._lock:
             self._types = self._types.with_types([definition], replace=True)
@@ -143,6 +171,20 @@ class NodeTypeCatalog:
         with self._lock:
             self._types = NodeTypes(d for d in self._types.values() if d.name != name)
         return definition
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge key by key, ``null`` removes, anything else
+    (lists included) replaces."""
+    if not isinstance(patch, Mapping):
+        return patch
+    merged = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def load_admission(path: Path | None) -> Admission:

@@ -441,6 +441,10 @@ class Registry:
         """Register a custom node type (``kind: NodeType``); it is kept in the store."""
         return self.node_types.create(doc)
 
+    def patch_node_type(self, name: str, patch: Mapping[str, Any]) -> NodeTypeDefinition:
+        """Change a registered node type with a JSON merge patch (RFC 7386)."""
+        return self.node_types.update(name, patch)
+
     def delete_node_type(self, name: str) -> NodeTypeDefinition:
         """Delete a registered node type; ``ConflictError`` while nodes are of it."""
         in_use = len(self._index.select(name, Selector(()))[0])

@@ -8,23 +8,30 @@ registered one (admin only; refused while nodes are of it). A passport whose
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from node_registry.errors import NotFoundError
+from node_registry.errors import FieldError, NotFoundError, ValidationError
 from node_registry.kube.discovery import GROUP_VERSION
+from node_registry.kube.extensions import node_types_table
 from node_registry.kube.meta import list_meta
 from node_registry.passport.models import API_GROUP, API_VERSION
 from node_registry.passport.types import NodeTypeDefinition
 from node_registry.server.auth import authorize_admin, authorize_read
 from node_registry.server.body import read_document
 from node_registry.server.context import Caller, Ctx, NodeName
-from node_registry.server.negotiation import kube_response
+from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
 
 RESOURCE = "nodetypes"
 LIST_KIND = "NodeTypeList"
+_TABLE = frozenset({Shape.TABLE})
+#: kubectl validates on the server when the PATCH of a kind takes ``fieldValidation``; a
+#: NodeType is always checked strictly (unknown fields are errors), whatever it asks.
+FieldValidationQuery = Annotated[
+    Literal["Strict", "Warn", "Ignore"] | None, Query(alias="fieldValidation")
+]
 
 
 async def _name_errors(request: Request) -> None:
@@ -46,9 +53,14 @@ def type_object(definition: NodeTypeDefinition) -> dict[str, Any]:
     summary="List the node types served: built-in, configured and registered",
     responses=kube_response(LIST_KIND, "A NodeTypeList"),
 )
-async def list_nodetypes(caller: Caller, ctx: Ctx) -> JSONResponse:
+async def list_nodetypes(request: Request, caller: Caller, ctx: Ctx) -> JSONResponse:
     authorize_read(caller)
     types = await ctx.registry.node_types()
+    if negotiate(request.headers.get("accept"), _TABLE) is Shape.TABLE:
+        ordered = [types[name] for name in sorted(types)]
+        sources = [ctx.registry.sync.node_types.source(d.name) for d in ordered]
+        table = node_types_table(ordered, sources, ctx.registry.sync.resource_version)
+        return JSONResponse(table, media_type=content_type(Shape.TABLE))
     items = [type_object(types[name]) for name in sorted(types)]
     doc = {
         "apiVersion": API_VERSION,
@@ -78,10 +90,33 @@ async def get_nodetype(name: NodeName, caller: Caller, ctx: Ctx) -> JSONResponse
     summary="Register a node type (admin only); passports may then name it",
     responses=kube_response("NodeType", "The NodeType registered"),
 )
-async def create_nodetype(request: Request, caller: Caller, ctx: Ctx) -> JSONResponse:
+async def create_nodetype(
+    request: Request, caller: Caller, ctx: Ctx, field_validation: FieldValidationQuery = None
+) -> JSONResponse:
     authorize_admin(caller, "register node types")
     definition = await ctx.registry.register_node_type(await read_document(request))
     return JSONResponse(type_object(definition), status_code=201)
+
+
+@router.patch(
+    f"/{RESOURCE}/{{name}}",
+    summary="Change a registered node type with a JSON merge patch (admin only)",
+    responses=kube_response("NodeType", "The NodeType changed"),
+)
+async def patch_nodetype(
+    name: NodeName,
+    request: Request,
+    caller: Caller,
+    ctx: Ctx,
+    field_validation: FieldValidationQuery = None,
+) -> JSONResponse:
+    authorize_admin(caller, "change node types")
+    patch = await read_document(request)
+    if not isinstance(patch, dict):
+        raise ValidationError(
+            "a merge patch must be a JSON object", [FieldError("", f"got {type(patch).__name__}")]
+        )
+    return JSONResponse(type_object(await ctx.registry.patch_node_type(name, patch)))
 
 
 @router.delete(
