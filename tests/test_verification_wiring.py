@@ -24,7 +24,7 @@ from live_server import make_app, serve
 from node_registry import FakeClock, Registry, load_settings
 from node_registry.agent import NodeAgent
 from node_registry.cli.verify import run_verifier
-from node_registry.client import AsyncRegistryClient
+from node_registry.client import AsyncRegistryClient, RegistryClient
 from node_registry.errors import ValidationError
 from node_registry.passport import NodePassport, load_passport
 from node_registry.passport.verification import params_digest
@@ -342,6 +342,25 @@ def test_the_whole_loop_on_loopback(registry_url: str) -> None:
         assert _np_names(http, "verification.ai-team.io/code_generation=Verified") == [
             "ai-agent-right"
         ]
+
+        # find_nodes(only_verified=True) over HTTP: the list's verified=true, the search's
+        # onlyVerified, and the client's find_nodes.
+        nodes = http.get(f"{API}/nodes", params={"verified": "true"}, headers=_as(READER)).json()
+        assert [i["passport"]["metadata"]["name"] for i in nodes["items"]] == ["ai-agent-right"]
+        search = http.post(
+            f"{API}/search",
+            json={
+                "selector": {"matchLabels": {"capability.code_generation": "true"}},
+                "onlyVerified": True,
+            },
+            headers=_as(READER),
+        ).json()
+        assert [i["passport"]["metadata"]["name"] for i in search["items"]] == ["ai-agent-right"]
+        with RegistryClient(registry_url, token=READER) as reader:
+            assert names(reader.find_nodes(only_verified=True)) == ["ai-agent-right"]
+            assert names(reader.find_nodes(selector="capability.code_generation")) == [
+                "ai-agent-right"
+            ]
 
         # The verifier keeps running; the right agent claims text_generation at runtime.
         seen: list[str] = []

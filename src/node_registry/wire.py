@@ -111,6 +111,8 @@ class SearchRequest(_Wire):
     kind: str | None = Field(default=None, max_length=63)
     selector: LabelSelector | None = None
     only_healthy: bool = Field(default=False, alias="onlyHealthy")
+    #: Only Verified claims match capability.<name>, and only trusted nodes (#12).
+    only_verified: bool = Field(default=False, alias="onlyVerified")
 
 
 class LeaseSpec(_Wire):

@@ -125,8 +125,10 @@ class AsyncRegistryClient:
         kind: str | NodeType | None = None,
         selector: core.SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
-        return core.entries(await self._send(core.find_nodes(kind, selector, only_healthy)))
+        call = core.find_nodes(kind, selector, only_healthy, only_verified)
+        return core.entries(await self._send(call))
 
     async def list_nodes(self, *, page_size: int = 500) -> NodeList:
         items: list[RegistryEntry] = []

@@ -90,6 +90,7 @@ def find_nodes(
     kind: str | NodeType | None = None,
     selector: SelectorInput = None,
     only_healthy: bool = False,
+    only_verified: bool = False,
 ) -> Call:
     """The seed's find_nodes: the selector is parsed here, so a bad one fails before I/O."""
     parsed = as_selector(selector)
@@ -100,6 +101,8 @@ def find_nodes(
         params["labelSelector"] = str(parsed)
     if only_healthy:
         params["healthy"] = "true"
+    if only_verified:
+        params["verified"] = "true"
     return Call("GET", f"{API_PREFIX}/nodes", params=params)
 
 

@@ -127,8 +127,10 @@ class RegistryClient:
         kind: str | NodeType | None = None,
         selector: core.SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
-        return core.entries(self._send(core.find_nodes(kind, selector, only_healthy)))
+        call = core.find_nodes(kind, selector, only_healthy, only_verified)
+        return core.entries(self._send(call))
 
     def list_nodes(self, *, page_size: int = 500) -> NodeList:
         """Every node, page by page from one snapshot, and the version to watch from."""

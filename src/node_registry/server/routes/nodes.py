@@ -174,6 +174,7 @@ async def list_nodes(
     kind: Annotated[str | None, Query(max_length=63)] = None,
     label_selector: LabelSelectorQuery = None,
     healthy: bool = False,
+    verified: bool = False,
     limit: LimitQuery = None,
     continue_: ContinueQuery = None,
     watch: bool = False,
@@ -201,7 +202,9 @@ async def list_nodes(
     if continue_:
         page = ctx.pages.next(continue_, limit)
     else:
-        found = ctx.registry.sync.select(kind=kind, selector=selector, only_healthy=healthy)
+        found = ctx.registry.sync.select(
+            kind=kind, selector=selector, only_healthy=healthy, only_verified=verified
+        )
         page = ctx.pages.first(found.items, found.resource_version, limit)
     return NodesResponse(
         list_to_wire(page.items, page.resource_version, page.continue_token, page.remaining)
@@ -211,14 +214,17 @@ async def list_nodes(
 @router.post(
     "/search",
     response_model=RegistryEntryList,
-    summary="find_nodes(kind, selector, only_healthy) with a structured selector",
+    summary="find_nodes(kind, selector, only_healthy, only_verified) with a structured selector",
 )
 async def search(body: SearchRequest, caller: Reader, ctx: Ctx) -> JSONResponse:
     selector = (
         body.selector.model_dump(by_alias=True, exclude_defaults=True) if body.selector else None
     )
     found = ctx.registry.sync.select(
-        kind=body.kind, selector=selector, only_healthy=body.only_healthy
+        kind=body.kind,
+        selector=selector,
+        only_healthy=body.only_healthy,
+        only_verified=body.only_verified,
     )
     return NodesResponse(list_to_wire(found.items, found.resource_version))
 
