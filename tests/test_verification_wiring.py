@@ -131,6 +131,10 @@ def test_the_require_policy_counts_only_verified_claims(clock: FakeClock) -> Non
             registry.find_nodes(selector={"matchLabels": {"capability.code_generation": "true"}})
         ) == ["right-01"]
         assert names(registry.find_nodes()) == ["fresh-01", "right-01"]
+        # Watches filter on entry.labels: the same policy applies to them.
+        labels = {e.name: e.labels for e in registry.find_nodes()}
+        assert "capability.code_generation" in labels["right-01"]
+        assert "capability.code_generation" not in labels["fresh-01"]
 
 
 def test_results_follow_the_claims(registry: Registry, clock: FakeClock) -> None:

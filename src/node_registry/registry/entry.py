@@ -9,7 +9,11 @@ from enum import StrEnum
 from typing import Any
 
 from node_registry.passport import NodePassport
-from node_registry.passport.verification import CapabilityVerification, registry_labels
+from node_registry.passport.verification import (
+    CapabilityVerification,
+    registry_labels,
+    strict_labels,
+)
 from node_registry.store.records import HealthState
 
 
@@ -33,6 +37,8 @@ class RegistryEntry:
     resource_version: int
     #: The verifier's last result per capability (``status.verification`` of the object).
     verification: Mapping[str, CapabilityVerification] = field(default_factory=dict)
+    #: ``verification.require``: only Verified claims match ``capability.<name>``.
+    require_verified: bool = False
 
     @property
     def name(self) -> str:
@@ -40,8 +46,10 @@ class RegistryEntry:
 
     @property
     def labels(self) -> dict[str, str]:
-        """What selectors match: effective labels and verification labels (as indexed)."""
-        return registry_labels(self.passport, self.verification)
+        """What selectors match (watches too): effective labels and verification labels,
+        without the ``capability.<name>`` of claims that do not count."""
+        labels = registry_labels(self.passport, self.verification)
+        return strict_labels(labels) if self.require_verified else labels
 
     def to_dict(self) -> dict[str, Any]:
         return {

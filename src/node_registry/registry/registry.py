@@ -798,6 +798,7 @@ class Registry:
         protected = self._protection_now().status
         severity = _SEVERITY
         alive, not_ready, offline = HealthState.ALIVE, HealthState.NOT_READY, HealthState.OFFLINE
+        require = self.settings.verification.require
         entries: list[RegistryEntry] = []
         append = entries.append
         for versioned in found:
@@ -829,6 +830,7 @@ class Registry:
                     record.registered_at,
                     versioned.revision,
                     record.verification,
+                    require,
                 )
             )
         return entries
@@ -855,6 +857,7 @@ class Registry:
             registered_at=record.registered_at,
             resource_version=revision,
             verification=record.verification,
+            require_verified=self.settings.verification.require,
         )
 
     def _modify(
