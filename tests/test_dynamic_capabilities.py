@@ -19,7 +19,7 @@ from live_server import make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.agent import NodeAgent
 from node_registry.errors import NotFoundError, ValidationError
-from node_registry.registry import EventType
+from node_registry.registry import EventType, HealthState
 
 API = "/apis/ai_team.io/v1"
 ADMIN = "admin-token-0123456789abcdef"
@@ -53,6 +53,16 @@ def test_set_capabilities_changes_the_claims_in_place(registry: Registry) -> Non
     assert "capability 'a' is listed more than once" in str(refused.value)
     with pytest.raises(NotFoundError):
         registry.set_capabilities("7d0b6c1e-4a5b-4c3d-9e8f-0123456789ab", [])
+
+
+def test_a_capability_change_is_a_heartbeat(registry: Registry, clock: FakeClock) -> None:
+    entry = registry.register(passport("coder-01", capabilities=("code_generation",)))
+    clock.advance(25)
+    registry.reconcile()
+    assert registry.get(entry.node_id).health_state is HealthState.NOT_READY
+    changed = registry.set_capabilities(entry.node_id, [{"name": "web_search"}])
+    assert changed.health_state is HealthState.ALIVE
+    assert changed.passport.status.phase.value == "Running"  # no NotReady overlay left
 
 
 @pytest.fixture(scope="module")

@@ -387,13 +387,14 @@ class Registry:
             refuse_registry_owned(passport)
             self.node_types.validate(passport)
             admit(self.admission, "UPDATE", passport, record.passport, user)
+            # A heartbeat too, as a status report: a node recorded silent is back.
+            changed_at = record.health_changed_at if record.health is HealthState.ALIVE else now
             return NodeRecord(
                 passport,
                 record.registered_at,
-                record.health,
-                record.health_changed_at,
-                record.unready_since,
-                kept_results(passport, record.verification),
+                HealthState.ALIVE,
+                changed_at,
+                verification=kept_results(passport, record.verification),
             )
 
         return self._modify(node_id, change, renew=True)
