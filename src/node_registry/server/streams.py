@@ -148,11 +148,14 @@ async def stream_events(
             yield b"".join((initial or [])[start : start + BATCH])
         while not watch.ended:
             now = time.monotonic()
-            wait = max(bookmark_interval - (now - last_frame), 0.0)
+            # Only a stream that sends bookmarks wakes for them: without, a wait bounded by
+            # the bookmark interval turns 0 once the stream is idle that long, and the loop
+            # spins without ever yielding to the event loop (the server froze meanwhile).
+            wait = max(bookmark_interval - (now - last_frame), 0.0) if bookmarks else None
             if deadline is not None:
                 if now >= deadline:
                     return
-                wait = min(wait, deadline - now)
+                wait = deadline - now if wait is None else min(wait, deadline - now)
             try:
                 slots = await watch.next_slots(timeout=wait, limit=BATCH)
             except RevisionCompactedError as exc:
