@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -442,3 +445,58 @@ def test_results_are_stored_in_the_record_on_etcd(etcd: EtcdServer) -> None:
         restarted = replica()
         stored = restarted.get(node.node_id).verification["code_generation"]
         assert (stored.state, stored.reason) == (VerificationState.FAILED, "CheckFailed")
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NODE_REGISTRY_", "KUBE"))}
+    env["HOME"] = "/nonexistent"  # no ~/.kube/config of the machine
+    return subprocess.run(
+        [sys.executable, "-m", "node_registry", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_node_registry_verify_once(registry_url: str, tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        agent_url = stack.enter_context(serve(probe_agent.create_app()))
+        http = stack.enter_context(httpx.Client(base_url=registry_url, timeout=10))
+        doc = probe_agent.passport("ai-agent-right", agent_url + "/tasks")
+        assert http.put(f"{API}/nodes/ai-agent-right", json=doc, headers=_as(RIGHT)).is_success
+        try:
+            refused = _cli(
+                "verify", "-f", str(PROBES), "--once", "-s", registry_url, "--token", READER
+            )
+            assert refused.returncode == 1
+            assert "Forbidden" in refused.stderr
+            assert "only a verifier or an admin may" in refused.stderr
+
+            done = _cli(
+                "verify", "-f", str(PROBES), "--once", "-s", registry_url, "--token", VERIFIER
+            )
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.splitlines() == [
+                "round 1: 2 due",
+                "ai-agent-right code_generation Verified Passed: 1 probe passed",
+                "ai-agent-right text_generation Verified Passed: 1 probe passed",
+                "recorded results for 1 node",
+            ]
+            again = _cli(
+                "verify", "-f", str(PROBES), "--once", "-s", registry_url, "--token", VERIFIER
+            )
+            assert again.stdout == "recorded results for 0 nodes\n"  # nothing due any more
+
+            bad = tmp_path / "probes.yaml"
+            bad.write_text("probes: [{name: x, capability: y}]\n", encoding="utf-8")
+            broken = _cli("verify", "-f", str(bad), "--once", "-s", registry_url)
+            assert broken.returncode == 1
+            assert "invalid ProbeSet" in broken.stderr
+            assert "probes[0].task: Field required" in broken.stderr
+        finally:
+            http.delete(f"{API}/nodes/ai-agent-right", headers=_as(ADMIN))
