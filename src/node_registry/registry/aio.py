@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
+from node_registry.admission import Admission
 from node_registry.clock import Clock
 from node_registry.config import Settings, load_settings
 from node_registry.errors import RegistryError
@@ -55,8 +56,9 @@ class AsyncRegistry:
         *,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        admission: Admission | None = None,
     ) -> None:
-        self._sync = Registry(store, settings=settings, clock=clock)
+        self._sync = Registry(store, settings=settings, clock=clock, admission=admission)
         self.settings = self._sync.settings
         self._controller: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
