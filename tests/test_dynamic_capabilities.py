@@ -186,3 +186,19 @@ def test_the_agent_adds_and_removes_capabilities_and_watchers_see_it(base_url: s
         assert [c.name for c in agent.capabilities] == ["web_search"]
         with pytest.raises(ValidationError):
             agent.add_capability("not valid!")
+
+
+def test_a_registration_carries_the_claims_as_they_are(base_url: str) -> None:
+    doc = passport("coder-01", capabilities=("code_generation",))
+    agent = NodeAgent(doc, endpoints=base_url, token=CODER_01, detect=False, interval=1)
+    agent.add_capability("python", "3.12")  # before it runs: the registration carries it
+    agent.remove_capability("code_generation")
+    with (
+        httpx.Client(base_url=base_url, timeout=10, headers=_as(ADMIN)) as http,
+        agent.running(),
+    ):
+        eventually(lambda: agent.registered, "the agent registered")
+        stored = http.get(f"{API}/nodepassports/coder-01/capabilities").json()
+        assert stored["spec"]["capabilities"] == [
+            {"name": "python", "version": "3.12", "params": {}}
+        ]
