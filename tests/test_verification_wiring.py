@@ -28,15 +28,16 @@ from etcd_server import EtcdServer, etcd_binary, running_etcd
 from live_server import make_app, serve
 from node_registry import FakeClock, Registry, load_settings
 from node_registry.agent import NodeAgent
-from node_registry.cli.verify import run_verifier
+from node_registry.cli.verify import RegistrySink, run_verifier
 from node_registry.client import AsyncRegistryClient, RegistryClient
-from node_registry.errors import ValidationError
+from node_registry.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from node_registry.passport import NodePassport, load_passport
 from node_registry.passport.verification import params_digest
 from node_registry.registry import EventType
 from node_registry.store import open_store
 from node_registry.verification import (
     CapabilityVerification,
+    NodeVerification,
     VerificationPolicy,
     VerificationState,
     Verifier,
@@ -500,3 +501,49 @@ def test_node_registry_verify_once(registry_url: str, tmp_path: Path) -> None:
             assert "probes[0].task: Field required" in broken.stderr
         finally:
             http.delete(f"{API}/nodes/ai-agent-right", headers=_as(ADMIN))
+
+
+class _Refusing:
+    """A client whose record_verification raises ``error`` (the sink's one seam)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def record_verification(self, name: str, results: Any) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotFoundError('nodepassports.ai_team.io "right-01" not found'),
+        ValidationError("invalid verification", []),
+        ConflictError("node is being changed concurrently; try again"),
+        httpx.ConnectError("connection refused"),
+    ],
+    ids=["gone", "changed", "conflict", "unreachable"],
+)
+def test_the_sink_reports_what_it_could_not_record(error: Exception, clock: FakeClock) -> None:
+    node = load_passport(passport("right-01", capabilities=("code_generation",)))
+    verification = NodeVerification(
+        node_uid=node.node_id,
+        node_name="right-01",
+        results=(result(node, "code_generation", VerificationState.VERIFIED, clock),),
+    )
+    lines: list[str] = []
+    sink = RegistrySink(_Refusing(error), lines.append)  # type: ignore[arg-type]
+    asyncio.run(sink.record(verification))
+    assert sink.recorded == 0
+    assert lines == [f"right-01: not recorded ({error}); planned again next round"]
+
+
+def test_the_sink_stops_on_a_token_that_may_not_write(clock: FakeClock) -> None:
+    node = load_passport(passport("right-01", capabilities=("code_generation",)))
+    verification = NodeVerification(
+        node_uid=node.node_id,
+        node_name="right-01",
+        results=(result(node, "code_generation", VerificationState.VERIFIED, clock),),
+    )
+    sink = RegistrySink(_Refusing(ForbiddenError("no")), print)  # type: ignore[arg-type]
+    with pytest.raises(ForbiddenError):
+        asyncio.run(sink.record(verification))

@@ -22,7 +22,7 @@ import httpx
 
 from node_registry.client import AsyncRegistryClient
 from node_registry.clock import Clock, SystemClock
-from node_registry.errors import NotFoundError, RegistryError, ValidationError
+from node_registry.errors import ForbiddenError, RegistryError, UnauthorizedError
 from node_registry.registry.entry import RegistryEntry
 from node_registry.verification import (
     NodeVerification,
@@ -50,7 +50,10 @@ class RegistrySink:
         name = verification.node_name
         try:
             await self._client.record_verification(name, verification.results)
-        except (NotFoundError, ValidationError) as error:
+        except (ForbiddenError, UnauthorizedError):
+            raise  # the wrong token: no later round would do better
+        except (RegistryError, httpx.HTTPError) as error:
+            # Gone, changed meanwhile, or the registry away: the next listing plans it again.
             self._report(f"{name}: not recorded ({error}); planned again next round")
             return
         self.recorded += 1
