@@ -1,7 +1,7 @@
 """What #12 adds to the group: the ``nodetypes`` resource and two nodepassports subresources.
 
 - ``nodetypes`` (kind ``NodeType``, cluster-scoped, as CustomResourceDefinitions are):
-  create, get, list, delete.
+  create, get, list, patch (a JSON merge patch), delete.
 - ``nodepassports/verification``: the verifier's results (kind ``NodeVerification`` in,
   the NodePassport out): get, patch (merge by capability), update (replace).
 - ``nodepassports/capabilities``: the node's claims at runtime (kind ``NodeCapabilities``):

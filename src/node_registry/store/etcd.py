@@ -13,6 +13,8 @@ Key layout under ``prefix`` (default ``/ai_team/registry``), readable with
   from, written in the deletion's transaction and removed in the transaction that
   registers the name again; on an etcd lease of ``binding_ttl`` seconds, so names nobody
   comes back for do not pile up.
+- ``{prefix}/objects/{kind}/{name}`` → registry objects other than nodes (the registered
+  ``NodeType`` s) as JSON, on no lease: they outlive every replica.
 
 Every read-modify-write is one transaction comparing ``mod_revision`` (``create_revision ==
 0`` for a create); the failure branch reads the keys back so the error says what lost.
