@@ -90,7 +90,7 @@ from node_registry.registry.policies import (
     refuse_registry_owned,
 )
 from node_registry.registry.watch import AsyncWatch, Watch, WatchHub, event_type
-from node_registry.selectors import Selector, as_selector
+from node_registry.selectors import Operator, Selector, as_selector
 from node_registry.store import (
     Binding,
     HealthState,
@@ -110,6 +110,18 @@ _CAS_ATTEMPTS = 16
 _BY_NAME = operator.attrgetter("record.name")
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
+#: Requirements that labels keep meeting when keys are only added to them: the strict
+#: labels of a query counting Verified claims only are a subset of the indexed ones.
+_POSITIVE = frozenset(
+    {
+        Operator.EQUALS,
+        Operator.DOUBLE_EQUALS,
+        Operator.IN,
+        Operator.EXISTS,
+        Operator.GREATER_THAN,
+        Operator.LESS_THAN,
+    }
+)
 
 
 def parse_kind(kind: str | NodeType | None) -> str | None:
@@ -525,11 +537,16 @@ class Registry:
     def _strict_select(
         self, kind: str | None, selector: Selector, only_verified: bool
     ) -> tuple[list[Versioned], int]:
-        """Select counting only Verified claims: the index narrows by every requirement but
-        those on ``capability.*`` (dropping a claim can make ``!capability.x`` match), then
+        """Select counting only Verified claims: the index narrows by every requirement a
+        node matching the strict labels also meets on the indexed ones — all but negative
+        ones on ``capability.*`` (dropping a claim can make ``!capability.x`` match) — then
         the whole selector matches the strict labels."""
         loose = Selector(
-            tuple(r for r in selector.requirements if not r.key.startswith(CAPABILITY_PREFIX))
+            tuple(
+                r
+                for r in selector.requirements
+                if r.operator in _POSITIVE or not r.key.startswith(CAPABILITY_PREFIX)
+            )
         )
         found, revision = self._index.select(kind, loose)
         kept = []
