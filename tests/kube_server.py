@@ -2,8 +2,9 @@
 
 The registry runs on a FakeClock with the controller's timer out of reach, so ages in
 kubectl's tables are exact and a health transition happens only when a test advances the
-clock and reconciles. Nodes are written through the ``/nodes`` routes (writes through
-``nodepassports`` come with phase 2 of #11).
+clock and reconciles. Each test starts from ``NODES``, registered through the ``/nodes``
+routes; the tests of the writes (#11 phase 2) then write through ``nodepassports``.
+``NODE`` is coder-01's own token (bound to its name and uid), ``READER`` may only read.
 """
 
 from __future__ import annotations
@@ -31,10 +32,17 @@ from node_registry.wire import API_PREFIX
 
 ADMIN = "admin-token-0123456789abcdef"
 READER = "reader-token-0123456789abcdef"
+NODE = "node-token-coder-01-0123456789abcdef"
 TOKENS = {
     "tokens": [
         {"token": ADMIN, "role": "admin", "name": "ops"},
         {"token": READER, "role": "reader", "name": "dashboard"},
+        {
+            "token": NODE,
+            "role": "node",
+            "node": "coder-01",
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, "coder-01")),
+        },
     ]
 }
 #: The nodes every test starts with: (name, type, zone).
@@ -65,6 +73,8 @@ class KubeServer:
         for entry in self.registry.list_nodes().items:
             if entry.name not in wanted:
                 self.registry.deregister(entry.node_id)
+        for name in wanted:
+            self.registry.release(name)  # a node that deleted itself left its name bound
         for name, kind, zone in NODES:
             doc = passport(name, kind=kind, labels={"zone": zone})
             response = self.http.post(f"{API_PREFIX}/nodes", json=doc)

@@ -104,11 +104,18 @@ class Kubectl:
     config: Path
     home: Path
 
-    def run(self, *args: str, timeout: float = RUN_TIMEOUT, stdin: str | None = None) -> Result:
-        env = {
+    def run(
+        self,
+        *args: str,
+        timeout: float = RUN_TIMEOUT,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Result:
+        environment = {
             "HOME": str(self.home),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "KUBECONFIG": str(self.config),
+            **(env or {}),
         }
         command = [kubectl_binary(), "--kubeconfig", str(self.config)]
         command += ["--cache-dir", str(self.home / "cache"), *args]
@@ -117,7 +124,7 @@ class Kubectl:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=env,
+            env=environment,
             input=stdin,
             check=False,
         )

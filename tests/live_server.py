@@ -26,8 +26,14 @@ def free_port() -> int:
 def make_app(
     clock: FakeClock | None = None, settings: Settings | None = None, **overrides: Any
 ) -> FastAPI:
-    """An app over a fresh in-memory registry; ``overrides`` are load_settings() sections."""
-    settings = settings or load_settings(**overrides)
+    """An app over a fresh in-memory registry; ``overrides`` are load_settings() sections.
+
+    Lag-based shedding is off unless a test sets it: an in-process server shares the GIL
+    with the test's own clients and browser driver, so its loop lag measures the test, and
+    a loaded CI machine would turn page loads into 429s.
+    """
+    server = {"shed_reads_lag_seconds": 3600.0, **overrides.pop("server", {})}
+    settings = settings or load_settings(server=server, **overrides)
     return create_app(AsyncRegistry(clock=clock, settings=settings), settings)
 
 

@@ -38,8 +38,10 @@ from node_registry.agent import (
     detect_resources,
 )
 from node_registry.agent.resources import gpu_count, memory_quantity
-from node_registry.agent.timing import BACKOFF_MAX, backoff_delay, renewal_delay
+from node_registry.agent.timing import BACKOFF_MAX, backoff_delay, renewal_delay, start_delay
 from node_registry.client import AsyncRegistryClient, RegistryClient
+from node_registry.client.backoff import ceiling
+from node_registry.client.objects import RegistryEntry
 from node_registry.errors import (
     ConfigError,
     NotFoundError,
@@ -49,7 +51,6 @@ from node_registry.errors import (
 )
 from node_registry.passport import Condition, NodePassport, Phase
 from node_registry.quantity import parse_quantity
-from node_registry.registry.entry import RegistryEntry
 
 WAIT = 10.0  # real seconds any harness wait may take before the test fails
 SEED = 7
@@ -221,6 +222,8 @@ def make_agent(
 ) -> NodeAgent:
     kwargs.setdefault("interval", 10.0)
     kwargs.setdefault("detect", False)
+    # The first registration's jitter has its own test; elsewhere it would only add a pause.
+    kwargs.setdefault("start_jitter", 0.0)
     return NodeAgent(
         doc,
         sleep=steps,
@@ -256,22 +259,68 @@ def expected_renewals(count: int, interval: float = 10.0) -> list[float]:
     return [renewal_delay(interval, rng) for _ in range(count)]
 
 
+def replay(*pauses: str | int, interval: float = 10.0) -> list[float]:
+    """The agent's pauses as its seeded rng draws them, in order: ``"renew"`` for a renewal,
+    a number ``n`` for the backoff after ``n`` failures (or ``NotFound``s) in a row."""
+    rng = random.Random(SEED)
+    return [
+        renewal_delay(interval, rng) if p == "renew" else backoff_delay(int(p), rng) for p in pauses
+    ]
+
+
 # -- timing ----------------------------------------------------------------------------
 
 
-def test_backoff_doubles_from_200ms_to_7s() -> None:
-    assert [backoff_delay(n) for n in range(1, 10)] == [
-        0.2,
-        0.4,
-        0.8,
-        1.6,
-        3.2,
-        6.4,
-        7.0,
-        7.0,
-        7.0,
-    ]
-    assert backoff_delay(10**9) == BACKOFF_MAX
+CEILINGS = [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 7.0, 7.0, 7.0]
+
+
+def test_backoff_is_full_jitter_under_a_ceiling_doubling_from_200ms_to_7s() -> None:
+    rng = random.Random(3)
+    for failures, top in enumerate(CEILINGS, start=1):
+        assert ceiling(failures) == top
+        draws = [backoff_delay(failures, rng) for _ in range(300)]
+        assert 0 <= min(draws) < top / 4
+        assert top * 3 / 4 < max(draws) <= top
+    assert ceiling(10**9) == BACKOFF_MAX
+    assert 0 <= backoff_delay(10**9, rng) <= BACKOFF_MAX
+
+
+def test_a_fleet_that_failed_together_retries_spread_out() -> None:
+    # #14: a plain doubling sends every node of a fleet back at the same instant (0.2 s,
+    # 0.6 s, 1.4 s... after the failure); full jitter spreads each round over its ceiling.
+    fleet = [random.Random(n) for n in range(1000)]
+    first = [backoff_delay(1, rng) for rng in fleet]
+    assert len({round(d, 3) for d in first}) > 150
+    # Each tenth of the window gets its share, give or take: no burst anywhere in it.
+    buckets = [sum(1 for d in first if i * 0.02 <= d < (i + 1) * 0.02) for i in range(10)]
+    assert min(buckets) > 60, buckets
+
+
+def test_the_first_registration_is_jittered(server: Server) -> None:
+    steps, events = Steps(), no_events()
+    doc = unique("start")
+    name = doc["metadata"]["name"]
+
+    async def scenario() -> None:
+        async with make_agent(
+            doc, steps=steps, events=events, endpoints=server.url, start_jitter=1.0
+        ) as agent:
+            await steps.until(1)
+            assert not agent.registered  # still waiting its turn
+            assert server.absent(name)
+            await steps.step()
+            assert agent.registered
+
+    asyncio.run(scenario())
+    rng = random.Random(SEED)
+    assert steps.delays[:2] == [rng.uniform(0.0, 1.0), renewal_delay(10.0, rng)]
+    # A fleet powered on together: spread over the second, not all at its start.
+    starts = [start_delay(1.0, random.Random(n)) for n in range(500)]
+    assert 0.0 <= min(starts) < 0.05
+    assert 0.95 < max(starts) <= 1.0
+    assert start_delay(0.0, random.Random(1)) == 0.0  # none asked: no pause, no draw
+    with pytest.raises(ConfigError, match="start_jitter"):
+        NodeAgent(doc, endpoints=server.url, detect=False, start_jitter=-1)
 
 
 def test_renewals_are_jittered_within_ten_percent() -> None:
@@ -550,6 +599,9 @@ def test_node_lost_by_the_registry_registers_again_with_its_status(server: Serve
             server.client.deregister(name)  # as the registry's GC (or a restart) would
 
             await steps.step()
+            assert client.names()[-1] == "heartbeat"  # NotFound: a jittered pause first
+            assert steps.delays[-1] == replay("renew", "renew", 1)[-1]
+            await steps.step()
             assert client.names()[-3:] == ["heartbeat", "register", "status"]
             assert agent.registered
             assert kinds(events) == [AgentEventKind.REGISTERED, AgentEventKind.REREGISTERED]
@@ -558,8 +610,8 @@ def test_node_lost_by_the_registry_registers_again_with_its_status(server: Serve
             assert status.phase is Phase.RUNNING
             assert status.current_tasks == 2
             assert {c.type for c in status.conditions} == {"Ready", "GPUHealthy"}
-            # Re-registered at once (no pause in between), then back to renewals.
-            assert steps.delays[-1] == expected_renewals(3)[-1]
+            # Re-registered after that one short pause, then back to renewals.
+            assert steps.delays == replay("renew", "renew", 1, "renew")
 
     asyncio.run(scenario())
 
@@ -580,7 +632,8 @@ def test_unreachable_registry_backs_off_0_2_doubling_to_7(server: Server) -> Non
         return agent
 
     agent = asyncio.run(scenario())
-    assert steps.delays == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 7.0, 7.0, 7.0]
+    assert steps.delays == replay(*range(1, 10))
+    assert all(0 <= d <= top for d, top in zip(steps.delays, CEILINGS, strict=True))
     # One line for the outage, not one per attempt; nothing to deregister.
     assert kinds(events) == [AgentEventKind.FAILING]
     assert "registration" in events[0].message
@@ -604,7 +657,7 @@ def test_changes_made_during_an_outage_are_delivered_on_recovery(server: Server)
             await steps.step()
             await steps.step()
             assert agent.failures == 2
-            assert steps.delays[-2:] == [0.2, 0.4]
+            assert steps.delays == replay("renew", 1, 2)
             assert agent.last_renewal == renewed
 
             agent.set_current_tasks(5)  # remembered: it does not cut the backoff short
@@ -617,7 +670,7 @@ def test_changes_made_during_an_outage_are_delivered_on_recovery(server: Server)
             assert client.names()[-1] == "status"  # the recovery call carries it
             assert server.get(name).passport.status.current_tasks == 5
             assert agent.failures == 0
-            assert steps.delays[-1] == expected_renewals(2)[-1]
+            assert steps.delays == replay("renew", 1, 2, "renew")
             assert kinds(events) == [
                 AgentEventKind.REGISTERED,
                 AgentEventKind.FAILING,
@@ -711,7 +764,7 @@ def test_a_failed_running_report_is_retried_before_renewals() -> None:
     async def scenario() -> None:
         async with make_agent(passport("scripted-01"), steps=steps, events=events, client=client):
             await steps.until(1)
-            assert steps.delays == [0.2]
+            assert steps.delays == replay(1)
             await steps.step()
 
     asyncio.run(scenario())
@@ -732,18 +785,18 @@ def test_a_registry_that_keeps_forgetting_is_not_hammered() -> None:
     async def scenario() -> None:
         async with make_agent(passport("scripted-02"), steps=steps, events=events, client=client):
             await steps.until(1)
-            for _ in range(3):
+            for _ in range(4):
                 await steps.step()
 
     asyncio.run(scenario())
-    # heartbeat: NotFound -> register at once; its Running report: NotFound again -> backoff.
+    # heartbeat: NotFound -> register after a jittered pause; its Running report: NotFound
+    # again -> a longer one, each doubling its ceiling.
     assert client.calls == [
         *["register", "status", "heartbeat"],
         *["register", "status"] * 3,
         "deregister",
     ]
-    renewals = expected_renewals(2)
-    assert steps.delays == [renewals[0], 0.2, 0.4, renewals[1]]
+    assert steps.delays == replay("renew", 1, 2, 3, "renew")
 
 
 def test_stop_is_idempotent_and_an_agent_runs_once(server: Server) -> None:
@@ -807,8 +860,8 @@ def test_thread_mode_runs_the_same_loop(server: Server) -> None:
         steps.wait_for(4)
         assert agent.failures == 0
         server.client.deregister(name)
-        steps.release()
-        steps.wait_for(5)
+        steps.release(2)  # the renewal that hears NotFound, then the jittered pause after it
+        steps.wait_for(6)
         assert server.get(name).passport.status.current_tasks == 4
         assert kinds(events) == [AgentEventKind.REGISTERED, AgentEventKind.REREGISTERED]
     assert server.absent(name)
@@ -826,7 +879,7 @@ def test_thread_mode_backs_off_and_stops_promptly() -> None:
     agent.start_in_thread()
     try:
         steps.release(3)
-        assert steps.wait_for(4) == [0.2, 0.4, 0.8, 1.6]
+        assert steps.wait_for(4) == replay(1, 2, 3, 4)
         assert agent.failures == 4
     finally:
         started = time.monotonic()

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from fastapi import FastAPI
@@ -30,8 +31,8 @@ from conftest import passport
 from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.client import RegistryClient
+from node_registry.kube.objects import NodePassportList, NodePassportObject
 from node_registry.kube.table import human_duration
-from node_registry.wire import RegistryEntryList, RegistryEntryModel
 
 TIMEOUT = 30
 #: The FakeClock starts an hour ago, so the CLI (on the real clock) sees nodes an hour old.
@@ -216,26 +217,32 @@ def test_get_nodes_wide(fleet: Live) -> None:
     assert postgres[9:] == ["60m", "ago"]  # last seen an hour ago, when it registered
 
 
-def test_get_nodes_json_is_the_wire_list(fleet: Live) -> None:
+def test_get_nodes_json_is_the_nodepassport_list(fleet: Live) -> None:
     result = fleet.cli("get", "nodes", "-o", "json")
     assert result.returncode == 0, result.stderr
-    listed = RegistryEntryList.model_validate(json.loads(result.stdout))
-    assert [i.passport.metadata.name for i in listed.items] == [
-        "coder-01",
-        "coder-02",
-        "postgres-01",
+    doc = json.loads(result.stdout)
+    assert (doc["apiVersion"], doc["kind"]) == ("ai_team.io/v1", "NodePassportList")
+    listed = NodePassportList.model_validate(doc)
+    assert [i.metadata.name for i in listed.items] == ["coder-01", "coder-02", "postgres-01"]
+    assert [i.status.schedulable for i in listed.items] == [True, False, False]
+    assert [i.status.health_state for i in listed.items] == ["ALIVE", "NOT_READY", "NOT_READY"]
+    assert int(listed.metadata.resource_version or 0) > 0
+    # What kubectl get np -o json prints, item for item.
+    served = httpx.get(f"{fleet.url}/apis/ai_team.io/v1/nodepassports").json()
+    assert [i["metadata"]["uid"] for i in doc["items"]] == [
+        i["metadata"]["uid"] for i in served["items"]
     ]
-    assert [i.schedulable for i in listed.items] == [True, False, False]
-    assert [i.health_state.value for i in listed.items] == ["ALIVE", "NOT_READY", "NOT_READY"]
-    assert int(listed.metadata.resource_version) > 0
+    assert doc["items"][0]["status"] == served["items"][0]["status"]
 
 
-def test_get_one_node_as_yaml_is_the_entry(fleet: Live) -> None:
+def test_get_one_node_as_yaml_is_the_nodepassport(fleet: Live) -> None:
     result = fleet.cli("get", "node", "postgres-01", "-o", "yaml")
     assert result.returncode == 0, result.stderr
-    entry = RegistryEntryModel.model_validate(yaml.safe_load(result.stdout))
-    assert entry.node_kind.value == "storage"
-    assert entry.passport.spec.resources == {"cpu": "8", "memory": "32Gi"}
+    obj = NodePassportObject.model_validate(yaml.safe_load(result.stdout))
+    assert obj.kind == "NodePassport"
+    assert obj.metadata.node_type.value == "storage"
+    assert obj.spec.resources == {"cpu": "8", "memory": "32Gi"}
+    assert obj.status.health_state == "NOT_READY"
 
 
 def test_get_nodes_names_selector_kind_healthy(fleet: Live) -> None:
@@ -392,8 +399,15 @@ def test_watch_replays_history_with_a_timeout(fleet: Live) -> None:
     with fleet.client() as client:
         client.deregister("coder-02")
     started = time.monotonic()
-    result = fleet.cli("watch", "--since", "0", "--timeout", "1")
+    # After version 1 (coder-01's registration): a watch from 0 is the current state.
+    result, state = fleet.cli_all(
+        ("watch", "--since", "1", "--timeout", "1"), ("watch", "--since", "0", "--timeout", "1")
+    )
     assert result.returncode == 0, result.stderr
+    assert [line[1:4] for line in rows(state.stdout)[1:]] == [
+        ["ADDED", "coder-01", "ALIVE"],
+        ["ADDED", "postgres-01", "NOT_READY"],
+    ]
     assert time.monotonic() - started < 10
     lines = rows(result.stdout)
     assert lines[0] == ["TIME", "EVENT", "NAME", "HEALTH", "RESOURCE-VERSION"]
@@ -401,7 +415,6 @@ def test_watch_replays_history_with_a_timeout(fleet: Live) -> None:
     versions = [int(line[-1]) for line in lines[1:]]
     assert versions == sorted(versions)
     assert [e[:-1] for e in events] == [
-        ["ADDED", "coder-01", "ALIVE"],
         ["ADDED", "coder-02", "ALIVE"],
         ["ADDED", "postgres-01", "ALIVE"],
         ["HEALTH_CHANGED", "coder-02", "ALIVE", "->", "NOT_READY"],
@@ -414,17 +427,16 @@ def test_watch_replays_history_with_a_timeout(fleet: Live) -> None:
 def test_watch_filters_by_selector_and_kind(fleet: Live) -> None:
     by_zone, by_kind = fleet.cli_all(
         ("watch", "--since", "0", "--timeout", "1", "-l", "zone=us-east-1"),
-        ("watch", "--since", "0", "--timeout", "1", "--kind", "agent", "-o", "json"),
+        ("watch", "--since", "1", "--timeout", "1", "--kind", "agent", "-o", "json"),
     )
     assert by_zone.returncode == 0, by_zone.stderr
     assert {line[2] for line in rows(by_zone.stdout)[1:]} == {"postgres-01"}
     assert by_kind.returncode == 0, by_kind.stderr
     events = [json.loads(line) for line in by_kind.stdout.splitlines()]
-    assert {e["object"]["passport"]["metadata"]["name"] for e in events} == {
-        "coder-01",
-        "coder-02",
-    }
-    assert {"previousHealth": "ALIVE"}.items() <= events[-1].items()
+    assert {e["object"]["metadata"]["name"] for e in events} == {"coder-01", "coder-02"}
+    # The API's events: a health transition is a MODIFIED whose healthState changed.
+    assert {e["type"] for e in events} == {"ADDED", "MODIFIED"}
+    assert events[-1]["object"]["status"]["healthState"] == "NOT_READY"
 
 
 def test_watch_from_now_sees_a_new_node(live: Live) -> None:

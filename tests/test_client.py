@@ -4,10 +4,17 @@ mapped back to the package's own classes, endpoint failover, watch resume and 41
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import ssl
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import passport
@@ -137,8 +144,17 @@ def test_async_client(url: str) -> None:
             assert entry.passport.status.current_tasks == 2
             await client.deregister("db-01")
             names = [e.name for e in await client.find_nodes(kind="agent", only_healthy=True)]
-            events = [e async for e in client.watch(0, timeout_seconds=1)]
+            events = [e async for e in client.watch(1, timeout_seconds=1)]
             assert events[-1].type.value == "DELETED"
+            # From 0 (Kubernetes' "any version"): the nodes there are now, as ADDED.
+            state = [e async for e in client.watch(0, timeout_seconds=1)]
+            assert {e.type.value for e in state} == {"ADDED"}
+            assert [e.entry.name for e in state] == [
+                "coder-01",
+                "coder-02",
+                "coder-03",
+                "writer-01",
+            ]
             return names
 
     assert asyncio.run(scenario()) == ["coder-01", "coder-02", "coder-03", "writer-01"]
@@ -154,7 +170,12 @@ def test_settings_from_arguments_and_environment(monkeypatch: pytest.MonkeyPatch
     assert built.headers() == {"Authorization": "Bearer t0ken"}
     with pytest.raises(ConfigError, match="must start with http"):
         ClientSettings.build("ftp://x", None, 5, 3, 0.2)
-    assert [built.delay(n) for n in (1, 2, 3, 6, 7, 5000)] == [0.2, 0.4, 0.8, 6.4, 7.0, 7.0]
+    # Full jitter under a ceiling doubling from the backoff to 7 s (client.backoff).
+    rng = random.Random(7)
+    for attempt, top in zip((1, 2, 3, 6, 7, 5000), (0.2, 0.4, 0.8, 6.4, 7.0, 7.0), strict=True):
+        delays = [built.delay(attempt, rng) for _ in range(200)]
+        assert 0 <= min(delays) < top / 4
+        assert top * 3 / 4 < max(delays) <= top
 
 
 def test_tls_verify_accepts_a_ca_path_without_deprecated_httpx_use(tmp_path: Any) -> None:
@@ -172,3 +193,118 @@ def test_tls_is_built_once_and_only_for_https() -> None:
     mixed = ClientSettings.build("http://a:1,https://b:2", None, 5, 3, 0.2)
     assert isinstance(mixed.tls(True), ssl.SSLContext)
     assert mixed.tls(False) is False
+
+
+def test_the_client_and_the_agent_load_no_registry() -> None:
+    # #13: "the client light". The import-linter contract keeps the imports out; this is what
+    # a program that only talks to a registry service actually loads.
+    code = (
+        "import sys, node_registry.client, node_registry.agent\n"
+        "heavy = ('node_registry.registry', 'node_registry.kube', 'node_registry.wire',"
+        " 'node_registry.server', 'fastapi')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+class BreaksAfterBookmark(httpx.BaseTransport):
+    """A real transport that cuts the first watch stream right after a BOOKMARK of version
+    ``at`` or later has gone through (as a dropped connection would), and notes each watch's
+    ``resourceVersion``."""
+
+    def __init__(self, at: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.at = at
+        self.opened: list[str] = []
+        self.cut = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.params.get("watch") != "true":
+            return response
+        self.opened.append(request.url.params["resourceVersion"])
+        if self.cut:
+            return response
+        self.cut = True
+        lines = response.stream
+
+        def cut_after_bookmark() -> Iterator[bytes]:
+            for chunk in lines:  # type: ignore[union-attr]
+                yield chunk
+                for line in chunk.splitlines():
+                    doc = json.loads(line)
+                    rv = int(doc["object"]["metadata"]["resourceVersion"])
+                    if doc["type"] == "BOOKMARK" and rv >= self.at:
+                        raise httpx.ReadError("connection reset (by the test)")
+
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Stream(cut_after_bookmark(), response),
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Stream(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes], response: httpx.Response) -> None:
+        self.chunks = chunks
+        self.response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def test_a_broken_watch_resumes_from_the_last_bookmark(clock: FakeClock) -> None:
+    app = make_app(clock, server={"bookmark_interval_seconds": 0.1})
+    with serve(app) as base, RegistryClient(base) as writer:
+        start = writer.register(passport("coder-01")).resource_version
+        # Filtered out of the watch below: only a BOOKMARK tells the watcher it happened.
+        skipped = writer.register(passport("coder-02")).resource_version
+        transport = BreaksAfterBookmark(skipped)
+        seen: list[Any] = []
+        with RegistryClient(base, retries=1, backoff=0.01, transport=transport) as client:
+
+            def follow() -> None:
+                seen.extend(client.watch(start, timeout_seconds=2, kind="storage"))
+
+            thread = threading.Thread(target=follow, daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 5
+            while len(transport.opened) < 2:
+                assert time.monotonic() < deadline, transport.opened
+                time.sleep(0.01)
+            db = writer.register(passport("db-01", kind="storage")).resource_version
+            thread.join(5)  # the bounded watch ends by itself
+            assert not thread.is_alive()
+        # Reopened from the bookmark's version, not from the first event's or the start's.
+        assert transport.opened[:2] == [str(start), str(skipped)]
+        assert [(e.type.value, e.entry.name, e.resource_version) for e in seen] == [
+            ("ADDED", "db-01", db)
+        ]
+
+
+def test_the_public_names_are_the_ones_meant() -> None:
+    import node_registry.client as client_package
+
+    assert sorted(client_package.__all__) == [
+        "AsyncInformer",
+        "AsyncRegistryClient",
+        "EventType",
+        "HealthTracker",
+        "Informer",
+        "NodeCache",
+        "NodeList",
+        "RegistryClient",
+        "RegistryEntry",
+        "WatchEvent",
+    ]
+    for name in client_package.__all__:
+        assert getattr(client_package, name).__module__.startswith("node_registry.client.")

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
         "url": "memory://",
         "binding_retention_seconds": 604800,
         "etcd_timeout_seconds": 5,
+        "etcd_attempt_timeout_seconds": 1,
         "etcd_period_seconds": 1,
         "etcd_compaction_interval_seconds": 300,
         "etcd_ca_file": None,

@@ -28,7 +28,8 @@ from fastapi import FastAPI
 from conftest import passport
 from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
-from node_registry.kube.objects import SERVER_METADATA, SERVER_STATUS, entry_to_object, passport_of
+from node_registry.kube.objects import entry_to_object
+from node_registry.passport.objects import SERVER_METADATA, SERVER_STATUS, passport_of
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright

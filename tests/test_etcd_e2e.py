@@ -45,12 +45,12 @@ from conftest import passport
 from etcd_server import EtcdCluster, EtcdServer, etcd_binary
 from live_server import free_port
 from node_registry.client import RegistryClient
-from node_registry.client.core import check, watch_line
+from node_registry.client.core import check
 from node_registry.errors import NotFoundError, RegistryError, StoreUnavailableError
 from node_registry.passport import Phase
 from node_registry.registry.entry import EventType, RegistryEntry, WatchEvent
 from node_registry.store import HealthState
-from node_registry.wire import API_PREFIX
+from node_registry.wire import API_PREFIX, event_from_wire
 from processes import Proc, Processes
 
 T = TypeVar("T")
@@ -66,6 +66,11 @@ BOOKMARK = 0.3
 #: A watch stream that hears nothing, not even a bookmark, this long is broken.
 WATCH_IDLE = 5.0
 NODES = f"{API_PREFIX}/nodes"
+
+
+def watch_line(line: str) -> WatchEvent | int | None:
+    """A line of the /nodes watch (the registry's own events, HEALTH_CHANGED included)."""
+    return event_from_wire(json.loads(line)) if line.strip() else None
 
 
 @dataclass(frozen=True)

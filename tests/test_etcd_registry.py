@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import ExitStack, aclosing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,17 @@ class Cluster:
             **overrides,
         )
 
-    def replica(self) -> Registry:
-        store = open_store(self.settings, clock=self.clock)
-        registry = Registry(store, settings=self.settings, clock=self.clock)
+    def replica(self, *, clock: FakeClock | None = None, period: float | None = None) -> Registry:
+        """A replica on the cluster's clock (or its own); ``period``: its own tick period."""
+        clock = clock or self.clock
+        settings = self.settings
+        if period is not None:
+            store_settings = {**settings.store.model_dump(), "etcd_period_seconds": period}
+            settings = settings.model_copy(
+                update={"store": settings.store.model_validate(store_settings)}
+            )
+        store = open_store(settings, clock=clock)
+        registry = Registry(store, settings=self.settings, clock=clock)
         self._stack.callback(store.close)
         self._stack.callback(registry.close)
         self._stores[id(registry)] = store
@@ -123,6 +131,20 @@ class Cluster:
                 await client.close()
 
         return asyncio.run(remaining())
+
+    def revoke_seat(self) -> None:
+        """Revoke the lease the controller's seat is on (its holder's), as if it ran out."""
+
+        async def revoke() -> None:
+            client = aetcd.Client(*self.etcd.endpoint.split(":"))
+            try:
+                kv = await client.get(f"{self.prefix}/controller".encode())
+                assert kv is not None, "nobody holds the seat"
+                await client.revoke_lease(int(kv.lease))
+            finally:
+                await client.close()
+
+        asyncio.run(revoke())
 
     def put_raw(self, key: str, value: bytes) -> None:
         """Write ``value`` under ``key`` in this registry's prefix, as etcdctl would."""
@@ -361,6 +383,88 @@ def test_the_leader_records_transitions_and_every_replica_sees_them(cluster: Clu
     watch.close()
 
 
+def test_a_controller_that_lost_its_seat_writes_nothing(cluster: Cluster) -> None:
+    # A ticks once an hour: after its seat goes, it still believes it leads (as a replica
+    # paused past its seat's lease does when it resumes, before its next tick).
+    stale = cluster.replica(period=3600)
+    assert stale.leading
+    other = cluster.replica()
+    entry = other.register(passport("alpha"))
+    eventually(lambda: stale.resource_version >= entry.resource_version, "A has the node")
+    cluster.revoke_seat()
+    eventually(lambda: other.leading, "B takes the seat")
+    assert stale.leading  # its own belief, not etcd's
+    cluster.clock.advance(3)  # silent for not_ready_after: A would record NotReady
+    stale.reconcile()
+    assert stale.conditions()[0].status is False
+    stored = other.get(entry.node_id)
+    assert stored.resource_version == entry.resource_version  # nothing was written
+    assert stored.passport.status.phase.value == "Running"
+    # The seat's holder records it.
+    other.reconcile()
+    eventually(
+        lambda: other.get(entry.node_id).passport.status.phase.value == "NotReady",
+        "B recorded NotReady",
+    )
+
+
+def test_a_controller_that_takes_the_seat_over_counts_every_node_as_seen_then(
+    cluster: Cluster,
+) -> None:
+    first = cluster.replica(period=3600)  # never ticks again: never takes the seat back
+    assert first.controller_pass()  # it led from its start: no grace
+    second = cluster.replica()
+    entry = second.register(passport("alpha"))
+    eventually(lambda: first.resource_version >= entry.resource_version, "A has the node")
+    assert not second.controller_pass()
+
+    def phase() -> str:
+        return second.get(entry.node_id).passport.status.phase.value
+
+    cluster.clock.advance(5)  # silent 5 s of a 6 s TTL: NotReady to readers
+    cluster.revoke_seat()
+    eventually(lambda: second.leading, "B takes the seat")
+    assert second.controller_pass()
+    assert second.get(entry.node_id).health_state is HealthState.NOT_READY
+    assert phase() == "Running"  # not recorded: its renewals may be unpublished elsewhere
+    cluster.clock.advance(3)  # not_ready_after since the takeover: NotReady, not Offline
+    assert second.get(entry.node_id).health_state is HealthState.OFFLINE
+    second.controller_pass()
+    eventually(lambda: phase() == "NotReady", "B recorded NotReady")
+    cluster.clock.advance(3)  # a TTL since the takeover: Offline
+    second.controller_pass()
+    eventually(lambda: phase() == "Offline", "B recorded Offline")
+
+
+def test_a_replica_whose_clock_is_off_makes_no_node_look_alive_later_or_dead(
+    cluster: Cluster,
+) -> None:
+    start = cluster.clock.now()
+    judge = cluster.replica()
+    ahead = cluster.replica(clock=FakeClock(start + timedelta(hours=1)))
+    behind = cluster.replica(clock=FakeClock(start - timedelta(hours=1)))
+    alpha = judge.register(passport("alpha")).node_id
+    beta = judge.register(passport("beta")).node_id
+    for replica in (ahead, behind):
+        eventually(lambda r=replica: r.resource_version >= judge.resource_version, "replicas")
+    cluster.clock.advance(2)
+    # Renewed through a replica an hour ahead: counted as renewed now on the judge, not in
+    # an hour (it would look alive for an hour after it stopped).
+    ahead.heartbeat(alpha)
+    eventually(lambda: judge.get(alpha).last_seen > start, "the judge heard of alpha")
+    assert judge.get(alpha).last_seen == start + timedelta(seconds=2)
+    # Renewed through a replica an hour behind: counted as renewed within that replica's
+    # last period or so, not an hour ago (it would look dead).
+    behind.heartbeat(beta)
+    eventually(lambda: judge.get(beta).last_seen > start, "the judge heard of beta")
+    assert judge.get(beta).last_seen >= start + timedelta(seconds=0.5)
+    cluster.clock.advance(1)
+    assert judge.get(alpha).health_state is HealthState.ALIVE
+    assert judge.get(beta).health_state is HealthState.ALIVE
+    cluster.clock.advance(3)  # alpha silent for 4 s on the judge's clock
+    assert judge.get(alpha).health_state is HealthState.NOT_READY
+
+
 def test_every_replica_shows_the_controllers_mass_failure_protection(cluster: Cluster) -> None:
     a, b = cluster.replica(), cluster.replica()
     leader = leader_of(a, b)
@@ -486,7 +590,7 @@ def test_a_replica_whose_renewal_feed_alone_failed_serves_again(etcd: EtcdServer
     real = store.watch_renewals
     opened: list[int] = []
 
-    async def flaky(since: int) -> AsyncGenerator[dict[str, Any], None]:
+    async def flaky(since: int) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         # The first digest watch breaks at its first digest, long after the node feed is
         # up: only the renewal feed fails, and it alone must bring the view back.
         opened.append(since)

@@ -21,6 +21,7 @@ from conftest import passport
 from live_server import make_app, serve
 from node_registry import FakeClock, TooManyRequestsError
 from node_registry.client import RegistryClient
+from node_registry.server.flowcontrol import Level, classify
 
 API = "/apis/ai_team.io/v1"
 
@@ -135,7 +136,7 @@ def test_a_late_event_loop_sheds_everything_but_node_writes_and_probes(clock: Fa
     # Served from memory, a request never waits on a seat: it waits in the event loop's
     # queue, and the loop's lag is how long. (No lifespan here, so no probe overwrites
     # the lag the test sets.)
-    app = make_app(clock=clock)
+    app = make_app(clock=clock, server={"shed_reads_lag_seconds": 0.25})
     registry = app.state.registry
     registry.sync.register(passport("n-1"))
 
@@ -152,3 +153,18 @@ def test_a_late_event_loop_sheds_everything_but_node_writes_and_probes(clock: Fa
             assert (await http.get(f"{API}/nodes")).status_code == 200
 
     asyncio.run(scenario())
+
+
+def test_nodepassport_writes_are_node_writes_and_reads_are_workload() -> None:
+    # The registry's own clients register, report status and leave through nodepassports
+    # (#11): those writes must not be shed before reads are.
+    for method, path in (
+        ("POST", f"{API}/nodepassports"),
+        ("PUT", f"{API}/nodepassports/a"),
+        ("PATCH", f"{API}/nodepassports/a/status"),
+        ("DELETE", f"{API}/nodepassports/a"),
+        ("DELETE", f"{API}/nodepassports"),
+    ):
+        assert classify(method, path) is Level.NODE_HIGH, (method, path)
+    assert classify("GET", f"{API}/nodepassports") is Level.WORKLOAD
+    assert classify("GET", f"{API}/nodepassports/a/status") is Level.WORKLOAD

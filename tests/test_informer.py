@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,9 +37,11 @@ from node_registry import (
     ValidationError,
     WatchEvent,
 )
-from node_registry.client import AsyncRegistryClient, RegistryClient
+from node_registry.client import AsyncRegistryClient, RegistryClient, objects
+from node_registry.client.backoff import backoff
 from node_registry.client.informer import AsyncInformer, Informer, NodeCache
 from node_registry.errors import RegistryUnreachableError
+from node_registry.kube.objects import entry_to_object
 
 WAIT = 5.0  # seconds any condition below may take to come true
 
@@ -61,8 +65,20 @@ async def async_until(
         await asyncio.sleep(0.01)
 
 
-def names(entries: list[RegistryEntry]) -> list[str]:
+def names(entries: list[Any]) -> list[str]:
     return [e.name for e in entries]
+
+
+def wired(entries: list[RegistryEntry]) -> list[objects.RegistryEntry]:
+    """Registry entries as a client reads them: the server's NodePassport objects, parsed."""
+    return [objects.entry_of(json.loads(json.dumps(entry_to_object(e)))) for e in entries]
+
+
+def wired_event(event: WatchEvent) -> objects.WatchEvent:
+    """A registry event as a watch streams it: a health transition is a MODIFIED."""
+    kind = "MODIFIED" if event.type is EventType.HEALTH_CHANGED else event.type.value
+    [entry] = wired([event.entry])
+    return objects.WatchEvent(objects.EventType(kind), entry, event.resource_version)
 
 
 class Server:
@@ -213,12 +229,12 @@ def test_cache_answers_find_nodes_as_the_embedded_registry(clock: FakeClock) -> 
     registry = _fleet(clock)
     listed = NodeCache()
     node_list = registry.list_nodes()
-    listed.replace(node_list.items, node_list.resource_version)
+    listed.replace(wired(node_list.items), node_list.resource_version)
     followed = NodeCache()
     followed.replace([], 0)
     with registry.watch(0) as watch:
         while (event := watch.next(timeout=0)) is not None:
-            assert followed.apply(event)
+            assert followed.apply(wired_event(event))
     assert followed.resource_version == listed.resource_version == registry.resource_version
 
     for kind in (None, "agent", "storage"):
@@ -257,7 +273,7 @@ def test_cache_applies_each_event_type_and_ignores_stale_ones(clock: FakeClock) 
 
         def follow() -> None:
             while (event := watch.next(timeout=0)) is not None:
-                assert cache.apply(event)
+                assert cache.apply(wired_event(event))
                 seen.append((event.type, event.entry.name))
 
         a = registry.register(passport("node-a")).node_id
@@ -302,7 +318,7 @@ def test_cache_applies_each_event_type_and_ignores_stale_ones(clock: FakeClock) 
     stale.close()
     assert first is not None
     assert first.type is EventType.ADDED
-    assert not cache.apply(first)
+    assert not cache.apply(wired_event(first))
     same = WatchEvent(EventType.DELETED, cache.list()[0], current)
     assert not cache.apply(same)
     assert names(cache.list()) == ["node-b"]
@@ -315,7 +331,7 @@ def test_cache_replace_reports_what_changed(clock: FakeClock) -> None:
         registry.register(passport(name))
     cache = NodeCache()
     first = registry.list_nodes()
-    assert [(e.type, e.entry.name) for e in cache.replace(first.items, 4)] == [
+    assert [(e.type, e.entry.name) for e in cache.replace(wired(first.items), 4)] == [
         (EventType.ADDED, "change"),
         (EventType.ADDED, "drop"),
         (EventType.ADDED, "keep"),
@@ -330,7 +346,7 @@ def test_cache_replace_reports_what_changed(clock: FakeClock) -> None:
         registry.heartbeat(registry.id_of(name))
     registry.reconcile()
     second = registry.list_nodes()
-    events = cache.replace(second.items, second.resource_version)
+    events = cache.replace(wired(second.items), second.resource_version)
 
     assert [(e.type, e.entry.name, e.previous_health) for e in events] == [
         (EventType.MODIFIED, "change", HealthState.ALIVE),
@@ -351,7 +367,7 @@ def test_cache_hands_out_copies(clock: FakeClock) -> None:
     registry = Registry(clock=clock)
     registry.register(passport("node-a"))
     cache = NodeCache()
-    cache.replace(registry.list_nodes().items, registry.resource_version)
+    cache.replace(wired(registry.list_nodes().items), registry.resource_version)
     found = cache.find_nodes()[0]
     found.health_state = HealthState.OFFLINE
     entry = cache.get("node-a")
@@ -381,7 +397,12 @@ class FlakyClient:
         raise RegistryUnreachableError("the watch lost every registry endpoint")
 
 
-EXPECTED_DELAYS = [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 7.0, 7.0, 7.0]
+SEED = 11
+CEILINGS = [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 7.0, 7.0, 7.0]
+#: The informer's full-jitter schedule, replayed from the seed it is given (client.backoff).
+_replay = random.Random(SEED)
+EXPECTED_DELAYS = [backoff(n, rng=_replay) for n in range(1, len(CEILINGS) + 1)]
+assert all(0 <= d <= c for d, c in zip(EXPECTED_DELAYS, CEILINGS, strict=True))
 
 
 def test_unreachable_registry_backoff_and_last_state(
@@ -389,7 +410,7 @@ def test_unreachable_registry_backoff_and_last_state(
 ) -> None:
     registry = Registry(clock=clock)
     registry.register(passport("node-a"))
-    client = FlakyClient(registry.list_nodes().items)
+    client = FlakyClient(wired(registry.list_nodes().items))
     delays: list[float] = []
 
     def sleep(seconds: float) -> None:
@@ -397,7 +418,7 @@ def test_unreachable_registry_backoff_and_last_state(
         informer_clock.advance(seconds)
         time.sleep(0.001)
 
-    informer = Informer(client=client, clock=informer_clock, sleep=sleep)
+    informer = Informer(client=client, clock=informer_clock, sleep=sleep, rng=random.Random(SEED))
     assert informer.staleness == float("inf")
     assert informer.last_synced_at is None
     with informer:
@@ -405,8 +426,10 @@ def test_unreachable_registry_backoff_and_last_state(
         until(lambda: len(delays) >= len(EXPECTED_DELAYS), lambda: delays)
     assert delays[: len(EXPECTED_DELAYS)] == EXPECTED_DELAYS
     assert not informer.connected
-    assert informer.staleness >= sum(EXPECTED_DELAYS)
-    assert informer.last_synced_at == informer_clock.now() - timedelta(seconds=sum(delays))
+    assert informer.staleness >= sum(EXPECTED_DELAYS) - 1e-3  # the clock keeps microseconds
+    synced = informer_clock.now() - timedelta(seconds=sum(delays))
+    assert informer.last_synced_at is not None
+    assert abs(informer.last_synced_at - synced) <= timedelta(microseconds=len(delays))
     assert informer.relists == 0
     assert names(informer.find_nodes()) == ["node-a"]
 
@@ -416,7 +439,7 @@ def test_async_unreachable_registry_backoff_and_last_state(
 ) -> None:
     registry = Registry(clock=clock)
     registry.register(passport("node-a"))
-    items = registry.list_nodes().items
+    items = wired(registry.list_nodes().items)
 
     class AsyncFlakyClient:
         lists = 0
@@ -439,13 +462,15 @@ def test_async_unreachable_registry_backoff_and_last_state(
             informer_clock.advance(seconds)
             await asyncio.sleep(0.001)
 
-        informer = AsyncInformer(client=AsyncFlakyClient(), clock=informer_clock, sleep=sleep)
+        informer = AsyncInformer(
+            client=AsyncFlakyClient(), clock=informer_clock, sleep=sleep, rng=random.Random(SEED)
+        )
         async with informer:
             assert await informer.wait_synced(WAIT)
             await async_until(lambda: len(delays) >= len(EXPECTED_DELAYS), lambda: delays)
         assert delays[: len(EXPECTED_DELAYS)] == EXPECTED_DELAYS
         assert not informer.connected
-        assert informer.staleness >= sum(EXPECTED_DELAYS)
+        assert informer.staleness >= sum(EXPECTED_DELAYS) - 1e-3  # the clock keeps microseconds
         assert names(await informer.find_nodes()) == ["node-a"]
 
     asyncio.run(main())
@@ -460,7 +485,7 @@ def test_a_failing_handler_does_not_stop_the_informer(clock: FakeClock) -> None:
         raise RuntimeError("a consumer's bug")
 
     informer = Informer(
-        client=FlakyClient(registry.list_nodes().items),
+        client=FlakyClient(wired(registry.list_nodes().items)),
         on_event=[bad, good.append],
         sleep=lambda seconds: time.sleep(0.001),
     )

@@ -10,7 +10,7 @@ import pytest
 from conftest import passport
 from node_registry import FakeClock, Registry
 from node_registry.errors import BadRequestError, ValidationError
-from node_registry.kube import discovery
+from node_registry.kube import discovery, openapi
 from node_registry.kube.fields import parse_field_selector
 from node_registry.kube.objects import (
     NodePassportObject,
@@ -192,7 +192,8 @@ def test_discovery_documents_agree() -> None:
     ]
     by_name = {r["name"]: r for r in legacy}
     assert by_name["nodepassports"]["shortNames"] == ["np"]
-    assert by_name["nodepassports/status"]["verbs"] == ["get"]
+    assert by_name["nodepassports/status"]["verbs"] == ["get", "patch", "update"]
+    assert by_name["nodepassports"]["verbs"] == list(discovery.WRITABLE)
     assert aggregated[0]["subresources"][0]["subresource"] == "status"
     assert discovery.version_info()["gitVersion"].startswith("v1.32.0+node-registry-")
 
@@ -202,3 +203,33 @@ def test_ages_use_the_clock_given(registry: Registry, clock: FakeClock) -> None:
     entries = registry.list_nodes().items
     later = clock.now() + timedelta(days=3, hours=5)
     assert nodes_table(entries, later)["rows"][0]["cells"][5] == "3d5h"
+
+
+def test_openapi_describes_the_writes_kubectl_looks_for() -> None:
+    doc = openapi.group_version_document()
+    one = doc["paths"]["/apis/ai_team.io/v1/nodepassports/{name}"]
+    assert set(one) == {"get", "put", "patch", "delete"}
+    patch = one["patch"]
+    # kubectl validates on the server (--validate, --dry-run=server) only when the kind's
+    # PATCH operation takes these; client-side apply sends strategic merge when listed.
+    params = {p["name"] for p in patch["parameters"]}
+    assert {"fieldValidation", "dryRun", "fieldManager", "force"} <= params
+    assert patch["x-kubernetes-group-version-kind"]["kind"] == "NodePassport"
+    assert "application/strategic-merge-patch+json" in patch["requestBody"]["content"]
+    assert "application/apply-patch+yaml" in patch["requestBody"]["content"]
+    collection = doc["paths"]["/apis/ai_team.io/v1/nodepassports"]
+    assert collection["delete"]["x-kubernetes-action"] == "deletecollection"
+    assert set(doc["paths"]["/apis/ai_team.io/v1/nodepassports/{name}/status"]) == {
+        "get", "put", "patch"
+    }  # fmt: skip
+    spec = openapi.schemas()["io.ai_team.v1.Spec"]["properties"]["capabilities"]
+    assert (spec["x-kubernetes-patch-strategy"], spec["x-kubernetes-patch-merge-key"]) == (
+        "merge",
+        "name",
+    )
+    v2 = openapi.swagger_v2()
+    put = v2["paths"]["/apis/ai_team.io/v1/nodepassports/{name}"]["put"]
+    assert put["consumes"] == ["application/json", "application/yaml"]
+    body = next(p for p in put["parameters"] if p["in"] == "body")
+    assert body["schema"] == {"$ref": "#/definitions/io.ai_team.v1.NodePassport"}
+    assert {"name": "fieldValidation", "in": "query", "type": "string"} in put["parameters"]

@@ -2,7 +2,9 @@
 
 Phase 1 of #11: discovery, ``kubectl version``/``api-resources``/``api-versions``/``explain``,
 and ``kubectl get`` of nodepassports in every form (Table, wide, yaml, label and field
-selectors, watch). Writes through kubectl come with phase 2.
+selectors, watch). Phase 2: every write verb kubectl has for them (create, replace, apply
+client- and server-side, edit, patch of every type, label, annotate, delete, the status
+subresource, ``wait --for=condition=Ready``), dry runs, field validation, conflicts, auth.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from kube_server import ADMIN, NODES, READER, KubeServer, kube_server_on
+from conftest import passport
+from kube_server import ADMIN, NODE, NODES, READER, KubeServer, kube_server_on
 from kubectl import Kubectl, kubectl_binary, kubectl_for, kubectl_minor
 from node_registry.kube.table import age
 
@@ -64,7 +68,16 @@ def test_api_resources_lists_the_group_cluster_scoped(kubectl: Kubectl) -> None:
     by_name = {row[0]: row for row in rows[1:]}
     assert by_name["nodepassports"][1:5] == ["np", "ai_team.io/v1", "false", "NodePassport"]
     verbs = by_name["nodepassports"][5].strip("[]").replace(",", " ").split()
-    assert verbs == ["get", "list", "watch"]
+    assert verbs == [
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ]
     if kubectl_minor() >= 22:  # older kubectl has no CATEGORIES column
         assert by_name["nodepassports"][6] == "ai-team"
     assert by_name["leases"][1:4] == ["ai_team.io/v1", "false", "Lease"]
@@ -268,3 +281,299 @@ def test_an_untrusted_server_certificate_is_refused(server: KubeServer, tmp_path
     assert "certificate" in result.stderr
     insecure = kubectl_for(tmp_path / "insecure", server.url, token=ADMIN, insecure=True)
     assert insecure.run("get", "np").rc == 0
+
+
+# -- writes (#11 phase 2) --------------------------------------------------------------------
+
+
+def _file(tmp_path: Path, doc: dict[str, Any] | list[dict[str, Any]], name: str = "np.yaml") -> str:
+    path = tmp_path / name
+    docs = doc if isinstance(doc, list) else [doc]
+    path.write_text(yaml.safe_dump_all(docs), encoding="utf-8")
+    return str(path)
+
+
+def _get(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = yaml.safe_load(kubectl.run("get", "np", name, "-o", "yaml").ok())
+    return found
+
+
+def test_create_registers_and_a_taken_name_already_exists(
+    server: KubeServer, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    doc = passport("web-01", kind="tool", labels={"zone": "eu-west-1", "app": "web"})
+    assert kubectl.run("create", "-f", _file(tmp_path, doc)).ok() == (
+        "nodepassport.ai_team.io/web-01 created\n"
+    )
+    created = _get(kubectl, "web-01")
+    assert created["metadata"]["uid"] == doc["metadata"]["uid"]
+    assert created["spec"] == server.registry.get_by_name("web-01").passport.to_dict()["spec"]
+    # The same name with another uid is another node: refused in apiserver's words.
+    other = passport("web-01", uid="00000000-0000-4000-8000-000000000001")
+    result = kubectl.run("create", "-f", _file(tmp_path, other, "other.yaml"))
+    assert result.rc == 1
+    assert "Error from server (AlreadyExists): error when creating" in result.stderr
+    assert 'nodepassports.ai_team.io "web-01" already exists' in result.stderr
+
+
+def test_create_validates_strictly_by_default(kubectl: Kubectl, tmp_path: Path) -> None:
+    doc = passport("web-01")
+    doc["spec"]["bogus"] = True
+    path = _file(tmp_path, doc)
+    refused = kubectl.run("create", "-f", path)
+    assert refused.rc == 1
+    assert 'strict decoding error: unknown field "spec.bogus"' in refused.stderr
+    assert kubectl.run("get", "np", "web-01").rc == 1  # nothing stored
+    warned = kubectl.run("create", "-f", path, "--validate=warn")
+    assert warned.ok() == "nodepassport.ai_team.io/web-01 created\n"
+    assert 'Warning: unknown field "spec.bogus"' in warned.stderr
+
+
+def test_server_dry_run_stores_nothing(
+    server: KubeServer, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    version = server.registry.resource_version
+    path = _file(tmp_path, passport("web-01"))
+    assert kubectl.run("create", "-f", path, "--dry-run=server").ok() == (
+        "nodepassport.ai_team.io/web-01 created (server dry run)\n"
+    )
+    kubectl.run("label", "np", "coder-01", "team=a", "--dry-run=server").ok()
+    kubectl.run("delete", "np", "coder-02", "--dry-run=server").ok()
+    assert server.registry.resource_version == version
+    assert [e.name for e in server.registry.list_nodes().items] == NAMES
+
+
+def test_label_annotate_and_remove(kubectl: Kubectl) -> None:
+    assert kubectl.run("label", "np", "coder-01", "team=a").ok() == (
+        "nodepassport.ai_team.io/coder-01 labeled\n"
+    )
+    kubectl.run("annotate", "np", "coder-01", "note=hello").ok()
+    overwrite = kubectl.run("label", "np", "coder-01", "team=b")
+    assert overwrite.rc == 1
+    assert "'team' already has a value (a)" in overwrite.stderr
+    kubectl.run("label", "np", "coder-01", "team=b", "--overwrite").ok()
+    rows = table(kubectl.run("get", "np", "-l", "team=b").ok())
+    assert [row[0] for row in rows[1:]] == ["coder-01"]
+    kubectl.run("label", "np", "coder-01", "team-").ok()
+    meta = _get(kubectl, "coder-01")["metadata"]
+    assert meta["labels"] == {"zone": "eu-west-1"}
+    assert meta["annotations"] == {"note": "hello"}
+
+
+def test_patch_strategic_merge_json(server: KubeServer, kubectl: Kubectl) -> None:
+    kubectl.run("patch", "np", "coder-01", "-p", '{"spec":{"maxConcurrentTasks":6}}').ok()
+    kubectl.run(
+        "patch", "np", "coder-01", "--type=merge", "-p", '{"metadata":{"labels":{"a":"1"}}}'
+    ).ok()
+    kubectl.run(
+        "patch", "np", "coder-01", "--type=json",
+        "-p", '[{"op":"add","path":"/spec/capabilities/-","value":{"name":"rust"}}]',
+    ).ok()  # fmt: skip
+    doc = _get(kubectl, "coder-01")
+    assert doc["spec"]["maxConcurrentTasks"] == 6
+    assert doc["metadata"]["labels"]["a"] == "1"
+    assert [c["name"] for c in doc["spec"]["capabilities"]] == [
+        "code_generation", "python", "rust"
+    ]  # fmt: skip
+    # Strategic merge merges capabilities by name.
+    kubectl.run(
+        "patch", "np", "coder-01", "-p", '{"spec":{"capabilities":[{"name":"rust","version":"2"}]}}'
+    ).ok()
+    caps = _get(kubectl, "coder-01")["spec"]["capabilities"]
+    assert caps[-1] == {"name": "rust", "version": "2", "params": {}}
+    assert len(caps) == 3
+
+
+def test_patch_errors_say_what_and_where(kubectl: Kubectl) -> None:
+    bad = kubectl.run(
+        "patch", "np", "coder-01", "--type=json", "-p", '[{"op":"remove","path":"/nope"}]'
+    )
+    assert bad.rc == 1
+    assert bad.stderr == (
+        'The nodepassports "coder-01" is invalid: '
+        "[0] remove /nope: can't remove a non-existent object 'nope'\n"
+    )
+    owned = kubectl.run(
+        "patch", "np", "coder-01", "--type=merge", "-p", '{"status":{"healthState":"OFFLINE"}}'
+    )
+    assert owned.rc == 1
+    assert "status.healthState: set by the registry, not writable by a client" in owned.stderr
+    invalid = kubectl.run("patch", "np", "coder-01", "-p", '{"spec":{"maxConcurrentTasks":-1}}')
+    assert invalid.rc == 1
+    assert "spec.maxConcurrentTasks" in invalid.stderr
+    missing = kubectl.run("patch", "np", "ghost", "-p", '{"metadata":{"labels":{"a":"1"}}}')
+    assert 'Error from server (NotFound): nodepassports.ai_team.io "ghost" not found' in (
+        missing.stderr
+    )
+
+
+def test_edit(kubectl: Kubectl) -> None:
+    editor = "sed -i s/maxConcurrentTasks:\\ 4/maxConcurrentTasks:\\ 9/"
+    assert kubectl.run("edit", "np", "coder-01", env={"EDITOR": editor}).ok() == (
+        "nodepassport.ai_team.io/coder-01 edited\n"
+    )
+    assert _get(kubectl, "coder-01")["spec"]["maxConcurrentTasks"] == 9
+
+
+def test_replace_and_its_optimistic_concurrency(kubectl: Kubectl, tmp_path: Path) -> None:
+    doc = _get(kubectl, "coder-02")
+    doc["metadata"]["labels"]["zone"] = "us-west-2"
+    path = _file(tmp_path, doc)
+    assert kubectl.run("replace", "-f", path).ok() == "nodepassport.ai_team.io/coder-02 replaced\n"
+    stale = kubectl.run("replace", "-f", path)  # the resourceVersion it carries is gone now
+    assert stale.rc == 1
+    assert "Error from server (Conflict)" in stale.stderr
+    assert "the object has been modified; please apply your changes to the latest version" in (
+        stale.stderr
+    )
+    assert _get(kubectl, "coder-02")["metadata"]["labels"]["zone"] == "us-west-2"
+
+
+def test_client_side_apply(kubectl: Kubectl, tmp_path: Path) -> None:
+    doc = passport("web-01", kind="tool", labels={"zone": "eu-west-1", "app": "web"})
+    path = _file(tmp_path, doc)
+    assert kubectl.run("apply", "-f", path).ok() == "nodepassport.ai_team.io/web-01 created\n"
+    meta = _get(kubectl, "web-01")["metadata"]
+    assert "kubectl.kubernetes.io/last-applied-configuration" in meta["annotations"]
+    doc["metadata"]["labels"] = {"zone": "eu-west-1", "tier": "front"}  # app removed
+    doc["spec"]["maxConcurrentTasks"] = 2
+    path = _file(tmp_path, doc)
+    assert kubectl.run("apply", "-f", path).ok() == "nodepassport.ai_team.io/web-01 configured\n"
+    applied = _get(kubectl, "web-01")
+    assert applied["metadata"]["labels"] == {"zone": "eu-west-1", "tier": "front"}
+    assert applied["spec"]["maxConcurrentTasks"] == 2
+    assert kubectl.run("apply", "-f", path).ok() == "nodepassport.ai_team.io/web-01 unchanged\n"
+
+
+def test_server_side_apply_owns_fields_and_conflicts(kubectl: Kubectl, tmp_path: Path) -> None:
+    doc = passport("web-01", kind="tool", labels={"zone": "eu-west-1", "app": "web"})
+    path = _file(tmp_path, doc)
+    assert kubectl.run("apply", "--server-side", "-f", path).ok() == (
+        "nodepassport.ai_team.io/web-01 serverside-applied\n"
+    )
+    managed = yaml.safe_load(
+        kubectl.run("get", "np", "web-01", "-o", "yaml", "--show-managed-fields").ok()
+    )["metadata"]["managedFields"]
+    assert [(m["manager"], m["operation"]) for m in managed] == [("kubectl", "Apply")]
+    assert "f:app" in managed[0]["fieldsV1"]["f:metadata"]["f:labels"]
+    doc["metadata"]["labels"]["app"] = "api"
+    path = _file(tmp_path, doc)
+    conflict = kubectl.run("apply", "--server-side", "--field-manager=ops", "-f", path)
+    assert conflict.rc == 1
+    assert 'Apply failed with 1 conflict: conflict with "kubectl": .metadata.labels.app' in (
+        conflict.stderr
+    )
+    kubectl.run(
+        "apply", "--server-side", "--field-manager=ops", "--force-conflicts", "-f", path
+    ).ok()
+    assert _get(kubectl, "web-01")["metadata"]["labels"]["app"] == "api"
+
+
+def test_status_subresource_and_wait_for_ready(server: KubeServer, kubectl: Kubectl) -> None:
+    waiting = kubectl.run("wait", "--for=condition=Ready", "np/coder-01", "--timeout=1s")
+    assert waiting.rc == 1  # no Ready condition yet
+    kubectl.run(
+        "patch", "np", "coder-01", "--subresource=status", "--type=merge",
+        "-p", '{"status":{"currentTasks":2,"conditions":[{"type":"Ready","status":"True"}]}}',
+    ).ok()  # fmt: skip
+    assert kubectl.run("wait", "--for=condition=Ready", "np/coder-01", "--timeout=5s").ok() == (
+        "nodepassport.ai_team.io/coder-01 condition met\n"
+    )
+    # Strategic merge on /status merges conditions by type; JSON patch works there too.
+    kubectl.run(
+        "patch", "np", "coder-01", "--subresource=status",
+        "-p", '{"status":{"conditions":[{"type":"DiskPressure","status":"False"}]}}',
+    ).ok()  # fmt: skip
+    kubectl.run(
+        "patch", "np", "coder-01", "--subresource=status", "--type=json",
+        "-p", '[{"op":"replace","path":"/status/phase","value":"Pending"}]',
+    ).ok()  # fmt: skip
+    status = _get(kubectl, "coder-01")["status"]
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "DiskPressure"]
+    assert status["conditions"][0]["lastTransitionTime"]  # stamped, as update_status does
+    assert (status["phase"], status["currentTasks"]) == ("Pending", 2)
+    # The main resource ignores status; /status ignores the rest.
+    kubectl.run(
+        "patch", "np", "coder-01", "--type=merge", "-p", '{"status":{"currentTasks":7}}'
+    ).ok()
+    kubectl.run(
+        "patch", "np", "coder-01", "--subresource=status", "--type=merge",
+        "-p", '{"spec":{"maxConcurrentTasks":1}}',
+    ).ok()  # fmt: skip
+    doc = _get(kubectl, "coder-01")
+    assert (doc["status"]["currentTasks"], doc["spec"]["maxConcurrentTasks"]) == (2, 4)
+
+
+def test_status_writes_are_held_to_the_passport_limits(kubectl: Kubectl) -> None:
+    conditions = [{"type": f"C{i}", "status": "True"} for i in range(33)]
+    patch = json.dumps({"status": {"conditions": conditions}})
+    refused = kubectl.run("patch", "np", "coder-01", "--subresource=status", "-p", patch)
+    assert refused.rc == 1
+    assert "status.conditions: List should have at most 32 items" in refused.stderr
+    assert "conditions" not in _get(kubectl, "coder-01")["status"] or (
+        len(_get(kubectl, "coder-01")["status"]["conditions"]) < 32
+    )
+
+
+def test_delete_and_delete_by_label(kubectl: Kubectl) -> None:
+    assert kubectl.run("delete", "np", "search-01").ok() == (
+        'nodepassport.ai_team.io "search-01" deleted\n'
+    )
+    kubectl.run("label", "np", "coder-02", "doomed=yes").ok()
+    assert kubectl.run("delete", "np", "-l", "doomed=yes").ok() == (
+        'nodepassport.ai_team.io "coder-02" deleted\n'
+    )
+    assert [row[0] for row in table(kubectl.run("get", "np").ok())[1:]] == ["coder-01"]
+    gone = kubectl.run("delete", "np", "ghost")
+    assert 'Error from server (NotFound): nodepassports.ai_team.io "ghost" not found' in (
+        gone.stderr
+    )
+
+
+def _wait_for_watch(server: KubeServer) -> None:
+    """Until the server has a watch stream open (bounded: 10 s)."""
+    gauge = server.app.state.context.metrics.watch_streams
+    deadline = time.monotonic() + 10
+    while gauge.collect()[0].samples[0].value < 1:
+        assert time.monotonic() < deadline, "kubectl opened no watch"
+        time.sleep(0.02)
+
+
+def test_watch_sees_every_write(server: KubeServer, kubectl: Kubectl, tmp_path: Path) -> None:
+    process = _watch(kubectl, "--output-watch-events", "--field-selector", "metadata.name=web-01")
+    try:
+        lines: list[str] = []
+        _wait_for_watch(server)  # kubectl lists first: no node, so no row to wait for
+        kubectl.run("create", "-f", _file(tmp_path, passport("web-01"))).ok()
+        kubectl.run("label", "np", "web-01", "a=b").ok()
+        kubectl.run("delete", "np", "web-01").ok()
+        _wait_for_line(process, lines, 4)
+        events = [row[0] for row in table("".join(lines))[1:]]
+        assert events == ["ADDED", "MODIFIED", "DELETED"]
+    finally:
+        process.communicate(timeout=20)
+
+
+def test_writes_are_authorized_as_the_nodes_routes(
+    server: KubeServer, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    reader = kubectl_for(tmp_path / "reader", server.url, token=READER, ca_file=server.ca)
+    refused = reader.run("label", "np", "coder-01", "a=b")
+    assert refused.rc == 1
+    assert "Error from server (Forbidden)" in refused.stderr
+    assert "may not change nodes" in refused.stderr
+    node = kubectl_for(tmp_path / "node", server.url, token=NODE, ca_file=server.ca)
+    node.run(
+        "patch", "np", "coder-01", "--subresource=status", "-p", '{"status":{"currentTasks":1}}'
+    ).ok()
+    other = node.run("label", "np", "coder-02", "a=b")
+    assert "may not change node 'coder-02', only 'coder-01'" in other.stderr
+    protected = node.run("label", "np", "coder-01", "registry.ai-team.io/trusted=true")
+    assert protected.rc == 1
+    assert "labels under 'registry.ai-team.io/' are set by the registry and operators" in (
+        protected.stderr
+    )
+    kubectl.run("label", "np", "coder-01", "registry.ai-team.io/trusted=true").ok()  # an admin
+    assert (
+        node.run("delete", "np", "coder-01").ok() == 'nodepassport.ai_team.io "coder-01" deleted\n'
+    )

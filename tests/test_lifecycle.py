@@ -361,3 +361,37 @@ def test_a_lagging_event_loop_counts_as_saturation(clock: FakeClock) -> None:
             return registry.sync.saturated_at is not None
 
     assert asyncio.run(scenario())
+
+
+# -- the wall clock stepped (issue #10, item 11) -----------------------------------------------
+
+
+def test_a_forward_step_of_the_wall_clock_judges_no_node(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    clock.advance(5)
+    registry.heartbeat(node)
+    clock.step(3600)  # NTP steps the wall clock an hour ahead: no time passed for nodes
+    assert registry.get(node).health_state is ALIVE
+    registry.reconcile()
+    assert registry.get(node).passport.status.phase is Phase.RUNNING
+    clock.advance(20)  # real silence still counts, on monotonic time
+    assert registry.get(node).health_state is NOT_READY
+
+
+def test_a_backward_step_of_the_wall_clock_hides_no_silence_and_no_renewal(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    silent = registry.register(make_passport("coder-01")).node_id
+    renewing = registry.register(make_passport("coder-02")).node_id
+    clock.advance(5)
+    clock.step(-3600)  # an hour back: the silent node must not look renewed for an hour
+    clock.advance(16)
+    registry.heartbeat(renewing)  # stamped an hour "earlier" by the wall clock
+    assert registry.get(silent).health_state is NOT_READY  # 21 s of silence
+    clock.advance(19)
+    assert registry.get(renewing).health_state is ALIVE  # renewed 19 s ago
+    registry.reconcile()
+    assert registry.get(renewing).passport.status.phase is Phase.RUNNING
+    assert registry.get(silent).passport.status.phase is Phase.OFFLINE  # 40 s of silence

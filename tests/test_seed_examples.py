@@ -45,7 +45,7 @@ def test_seed_2_2_1_mvp_calls(clock: FakeClock) -> None:
         registry.register_node(passport_)
     assert registry.ttl_seconds == 30
     clock.advance(25)
-    registry.update_heartbeat(fleet[0].metadata.uid.__str__())
+    registry.update_heartbeat(fleet[0].metadata.uid)
     alive = registry.get_alive_nodes()
     assert [p.metadata.name for p in alive] == ["ai-agent-coder-01"]
 
@@ -106,6 +106,7 @@ def test_seed_2_5_in_an_async_program(clock: FakeClock) -> None:
         registry = AsyncRegistry(clock=clock)
         for passport_ in _fleet():
             await registry.register(passport_)
+            await registry.update_heartbeat(passport_.metadata.uid)  # the UUID, as in 2.2.1
         candidates = await registry.find_nodes(
             kind="agent",
             selector={"matchLabels": {"capability.code_generation": "true"}},

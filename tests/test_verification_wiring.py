@@ -368,10 +368,11 @@ def test_the_whole_loop_on_loopback(registry_url: str) -> None:
         ).json()
         assert [i["passport"]["metadata"]["name"] for i in search["items"]] == ["ai-agent-right"]
         with RegistryClient(registry_url, token=READER) as reader:
-            assert names(reader.find_nodes(only_verified=True)) == ["ai-agent-right"]
             assert names(reader.find_nodes(selector="capability.code_generation")) == [
                 "ai-agent-right"
             ]
+            right_entry = reader.get("ai-agent-right")
+            assert right_entry.verification["code_generation"].state is VerificationState.VERIFIED
 
         # The verifier keeps running; the right agent claims text_generation at runtime.
         seen: list[str] = []

@@ -98,6 +98,9 @@ class StoreSettings(_Section):
     binding_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     #: A call to etcd that takes longer counts as etcd being unreachable (503).
     etcd_timeout_seconds: float = Field(default=5, gt=0)
+    #: With several etcd endpoints: a member that does not answer one attempt within this
+    #: is left for the next member, and the call is tried there (within the timeout).
+    etcd_attempt_timeout_seconds: float = Field(default=1, gt=0)
     #: How often a replica publishes the renewals it served and checks the controller seat.
     etcd_period_seconds: float = Field(default=1, gt=0)
     #: The elected replica compacts etcd's history to what it was this long ago (as the

@@ -7,8 +7,9 @@ service will answer with, so the server and the client share one table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,13 @@ class RevisionConflictError(ConflictError):
     reason = "ResourceVersionConflict"
 
 
+class NotLeadingError(ConflictError):
+    """A write of the lifecycle controller, refused: this process no longer holds the
+    controller's seat (another replica took it, or it ran out), so its view may be stale."""
+
+    reason = "NotLeading"
+
+
 class RevisionCompactedError(RegistryError):
     """The resource version asked for is older than the kept history: list again, then watch."""
 
@@ -145,7 +153,67 @@ class RegistryUnreachableError(RegistryError):
     reason = "Unreachable"
 
 
+class InvalidResponseError(RegistryError):
+    """The registry's answer is not what the API promises: not JSON, a document of the wrong
+    shape, a body that does not decode. A proxy or another service at that address, usually."""
+
+    status_code = 502
+    reason = "InvalidResponse"
+
+
 class ConfigError(RegistryError):
     """The configuration file or environment holds a wrong value; raised at start-up."""
 
     reason = "BadConfig"
+
+
+# -- the Status table ------------------------------------------------------------------------
+
+_STATUS_CLASSES: tuple[type[RegistryError], ...] = (
+    ValidationError,
+    BadRequestError,  # SelectorError arrives as this: the Status does not tell them apart
+    UnsupportedVersionError,
+    TooLargeError,
+    UnsupportedMediaTypeError,
+    NotFoundError,
+    ConflictError,
+    RevisionConflictError,
+    RevisionCompactedError,
+    StoreUnavailableError,
+    TooManyRequestsError,
+    UnauthorizedError,
+    ForbiddenError,
+)
+
+#: Status ``reason`` -> the class a client raises for it (the server answers with the same).
+ERRORS_BY_REASON: dict[str, type[RegistryError]] = {c.reason: c for c in _STATUS_CLASSES}
+assert len(ERRORS_BY_REASON) == len(_STATUS_CLASSES), "every error class needs its own reason"
+#: The first class of each code wins: a bare 422 is a ValidationError, a 409 a ConflictError.
+_ERRORS_BY_CODE: dict[int, type[RegistryError]] = {
+    c.status_code: c for c in reversed(_STATUS_CLASSES)
+}
+
+
+def _code(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def error_from_status(body: Mapping[str, Any], *, code: int | None = None) -> RegistryError:
+    """The error a Kubernetes ``Status`` body describes, as the class the embedded registry
+    would raise; by its ``reason``, else by its code (a reason we do not know: a plain
+    ``RegistryError``). Never fails on a malformed body: that is what it is reading."""
+    reason = str(body.get("reason") or "")
+    status = _code(body.get("code"), code or 500)
+    message = str(body.get("message") or "") or f"HTTP {status}"
+    cls = ERRORS_BY_REASON.get(reason) or _ERRORS_BY_CODE.get(status, RegistryError)
+    if issubclass(cls, ValidationError):
+        details = body.get("details")
+        raw = details.get("causes") if isinstance(details, Mapping) else None
+        causes = [
+            FieldError(str(c.get("field") or ""), str(c.get("message") or ""))
+            for c in (raw if isinstance(raw, list) else [])
+            if isinstance(c, Mapping)
+        ]
+        prefix = message.split(": ", 1)[0] if causes else message
+        return cls(prefix, causes)
+    return cls(message)

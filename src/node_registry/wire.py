@@ -259,25 +259,9 @@ def event_from_wire(doc: dict[str, Any]) -> WatchEvent | int:
 
 # -- errors ------------------------------------------------------------------------------
 
-_ERROR_CLASSES: tuple[type[errors.RegistryError], ...] = (
-    errors.ValidationError,
-    errors.BadRequestError,  # SelectorError arrives as this: the Status does not tell them apart
-    errors.UnsupportedVersionError,
-    errors.TooLargeError,
-    errors.UnsupportedMediaTypeError,
-    errors.NotFoundError,
-    errors.ConflictError,
-    errors.RevisionConflictError,
-    errors.RevisionCompactedError,
-    errors.StoreUnavailableError,
-    errors.TooManyRequestsError,
-    errors.UnauthorizedError,
-    errors.ForbiddenError,
-)
-
-#: Status ``reason`` -> the error class the client raises for it.
-ERRORS_BY_REASON: dict[str, type[errors.RegistryError]] = {c.reason: c for c in _ERROR_CLASSES}
-assert len(ERRORS_BY_REASON) == len(_ERROR_CLASSES), "every error class needs its own reason"
+#: Status ``reason`` -> the error class the client raises for it (``errors.ERRORS_BY_REASON``).
+ERRORS_BY_REASON = errors.ERRORS_BY_REASON
+error_from_status = errors.error_from_status
 
 
 def status_from_error(
@@ -317,22 +301,3 @@ def status_from_error(
             details["group"] = group
         body["details"] = details
     return body
-
-
-def error_from_status(body: dict[str, Any], *, code: int | None = None) -> errors.RegistryError:
-    """The error a Status body describes, as the class the embedded registry would raise."""
-    reason = str(body.get("reason", ""))
-    message = str(body.get("message", "")) or f"HTTP {code or body.get('code')}"
-    cls = ERRORS_BY_REASON.get(reason)
-    if cls is None:
-        by_code = {c.status_code: c for c in reversed(_ERROR_CLASSES)}
-        cls = by_code.get(int(body.get("code") or code or 500), errors.RegistryError)
-    if issubclass(cls, errors.ValidationError):
-        details = body.get("details") or {}
-        causes = [
-            errors.FieldError(str(c.get("field") or ""), str(c.get("message", "")))
-            for c in details.get("causes", [])
-        ]
-        prefix = message.split(": ", 1)[0] if causes else message
-        return cls(prefix, causes)
-    return cls(message)

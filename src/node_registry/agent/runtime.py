@@ -10,15 +10,19 @@ Decisions, each from how the kubelet keeps a Node alive:
   ``Ready=Unknown``, and when the node comes back it sets ``Ready=True`` on its own, which
   would silently overwrite a node that had reported itself not ready.
 - A failed call (unreachable, 5xx from every endpoint, anything unexpected) is retried with
-  Kubernetes' node-status backoff, 0.2 s doubling to 7 s (``timing``); the node's own work
-  never waits for the registry. The client makes one round over its endpoints per call
-  (``retries=0``): the retry policy is the agent's alone, so ``failures`` and
-  ``last_renewal`` say exactly what happened and ``stop()`` is not stuck behind a client's
-  own retries.
+  Kubernetes' node-status backoff, 0.2 s doubling to 7 s, as the ceilings of a full jitter
+  (``client.backoff``): nodes that failed together at a registry's restart come back spread
+  out, not in one burst per doubling. The node's own work never waits for the registry.
+  The client makes one round over its endpoints per call (``retries=0``): the retry policy
+  is the agent's alone, so ``failures`` and ``last_renewal`` say exactly what happened and
+  ``stop()`` is not stuck behind a client's own retries.
 - ``NotFoundError`` means the registry lost the node (an in-memory registry restarted, or it
-  removed the node after its lease expired): register again at once. Only a second
-  ``NotFound`` in a row backs off, so a registry that keeps forgetting is not hammered
+  removed the node after its lease expired): register again after a jittered pause of at most
+  0.2 s, doubling for each ``NotFound`` in a row, so a fleet that a restarted registry forgot
+  at once does not re-register at once, and a registry that keeps forgetting is not hammered
   (tooz's members vanish silently until the application rejoins; ours rejoin by themselves).
+- The first registration waits a jittered ``start_jitter`` (at most 1 s, and never more than
+  one interval): a fleet powered on together reaches the registry spread out.
 - One asyncio loop serves both kinds of program: ``async with NodeAgent(...)`` runs it as a
   task; ``start_in_thread()`` runs the same loop in a daemon thread of its own. The methods
   the node's code calls (``set_current_tasks``...) are thread-safe and never block: they
@@ -46,15 +50,15 @@ import pydantic
 
 from node_registry.agent.build import PassportSource, build_passport
 from node_registry.agent.resources import Detector, detect_resources
-from node_registry.agent.timing import backoff_delay, renewal_delay
+from node_registry.agent.timing import START_JITTER, backoff_delay, renewal_delay, start_delay
 from node_registry.client import AsyncRegistryClient
+from node_registry.client.objects import RegistryEntry
 from node_registry.client.settings import ClientSettings
 from node_registry.clock import Clock, SystemClock
 from node_registry.config import load_settings
 from node_registry.errors import ConfigError, FieldError, NotFoundError, ValidationError
 from node_registry.passport import Capability, Condition, ConditionStatus, NodePassport, Phase
 from node_registry.passport.versions import translate_pydantic_error
-from node_registry.registry.entry import RegistryEntry
 
 log = logging.getLogger("node_registry.agent")
 
@@ -135,7 +139,9 @@ class NodeAgent:
     ``source`` is a passport file (YAML/JSON), a document or a ``NodePassport``; detected
     resources fill what it leaves out (``detect=False``: none). Everything is validated here,
     before any I/O. ``interval`` defaults to ``heartbeat.interval_seconds`` of the settings
-    (10 s, or ``NODE_REGISTRY_HEARTBEAT__INTERVAL_SECONDS``).
+    (10 s, or ``NODE_REGISTRY_HEARTBEAT__INTERVAL_SECONDS``). ``start_jitter`` is the longest
+    the first registration waits (drawn uniformly; default: 1 s, or the interval if shorter;
+    0: at once).
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class NodeAgent:
         interval: float | None = None,
         timeout: float = 5.0,
         detect: bool = True,
+        start_jitter: float | None = None,
         on_event: Callable[[AgentEvent], None] | None = None,
         # Seams, None for production: tests pass a client, a fake sleep, a clock, a seeded rng.
         client: AgentClient | None = None,
@@ -161,6 +168,11 @@ class NodeAgent:
         if not interval > 0:
             raise ConfigError(f"the heartbeat interval must be positive, not {interval!r}")
         self._interval = float(interval)
+        if start_jitter is None:
+            start_jitter = min(START_JITTER, self._interval)
+        if not start_jitter >= 0:
+            raise ConfigError(f"start_jitter must not be negative, not {start_jitter!r}")
+        self._start_jitter = float(start_jitter)
         # Validated now (a ConfigError before any I/O); the client is built inside the loop.
         self._settings = ClientSettings.build(endpoints, token, timeout, 0, 0.2)
         self._client = client
@@ -455,6 +467,7 @@ class NodeAgent:
             )
             client = owned
         try:
+            await self._pause(start_delay(self._start_jitter, self._rng))
             while not self._stopping:
                 delay = await self._step(client)
                 await self._pause(delay)
@@ -491,12 +504,12 @@ class NodeAgent:
             self._registered = False
             self._not_found += 1
             log.info("the registry does not know node %s: registering again", self.name)
-            return 0.0 if self._not_found == 1 else backoff_delay(self._not_found - 1)
+            return backoff_delay(self._not_found, self._rng)
         except Exception as exc:
             # Anything at all: the loop must outlive every failure of the registry or network.
             self._failures += 1
             self._resend = self._registered
-            delay = backoff_delay(self._failures)
+            delay = backoff_delay(self._failures, self._rng)
             if self._failures == 1:
                 what = "renewal" if renewing else "registration"
                 self._emit(

@@ -27,10 +27,11 @@ import uvicorn
 
 from node_registry.cli import output
 from node_registry.client import AsyncRegistryClient
+from node_registry.client.objects import EventType, HealthTracker
 from node_registry.config import Settings, load_settings
 from node_registry.errors import ConfigError, NotFoundError, RegistryError
 from node_registry.passport import Phase
-from node_registry.registry import AsyncRegistry, EventType, HealthState
+from node_registry.registry import AsyncRegistry, HealthState
 from node_registry.server import create_app
 
 HOST = "127.0.0.1"
@@ -271,7 +272,7 @@ class Tally:
 
     def add(self, event_type: EventType, health: HealthState) -> None:
         self.counts[event_type.value] += 1
-        if event_type is EventType.HEALTH_CHANGED:
+        if event_type == EventType.HEALTH_CHANGED:
             self.counts[health.value] += 1
 
 
@@ -293,9 +294,11 @@ class Clock:
 
 async def _print_watch(url: str, clock: Clock, tally: Tally, write: Write) -> None:
     async with _client(url) as client:
-        async for event in client.watch(0):
+        named = HealthTracker()
+        async for raw in client.watch(0):
+            event = named(raw)
             tally.add(event.type, event.entry.health_state)
-            if event.type is not EventType.MODIFIED:  # status and task-count updates
+            if event.type != EventType.MODIFIED:  # status and task-count updates
                 write(output.event_line(event, clock.label()))
 
 

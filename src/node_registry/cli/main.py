@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 import yaml
 from rich.console import Console
@@ -27,6 +26,7 @@ from node_registry.cli import output
 from node_registry.cli.example import run_example
 from node_registry.client import RegistryClient
 from node_registry.client.kubeconfig import resolve
+from node_registry.client.objects import HealthTracker, RegistryEntry, WatchEvent
 from node_registry.client.settings import TOKEN_ENV, URL_ENV
 from node_registry.errors import (
     ForbiddenError,
@@ -39,8 +39,7 @@ from node_registry.errors import (
 )
 from node_registry.labels import dns1123_label_errors
 from node_registry.passport import NodePassport, NodeType, load_passport, served_versions
-from node_registry.registry.entry import RegistryEntry, WatchEvent
-from node_registry.selectors import Selector, as_selector
+from node_registry.selectors import as_selector
 
 app = typer.Typer(
     name="node-registry",
@@ -55,6 +54,9 @@ err = Console(stderr=True)
 NODE_RESOURCES = ("nodes", "node", "no")
 #: How long ``describe`` reads the event history (the watch's server-side timeout).
 DESCRIBE_EVENTS_SECONDS = 1
+#: Where ``describe`` reads the history from: after the registry's first change (a watch
+#: from 0 is Kubernetes' "the current state", not the history).
+HISTORY_START = 1
 #: How many of a node's most recent events ``describe`` shows.
 DESCRIBE_EVENTS_LIMIT = 20
 
@@ -131,8 +133,6 @@ def _explain(exc: Exception, name: str | None = None) -> str:
         return f"Forbidden: {exc}"
     if isinstance(exc, RegistryUnreachableError):
         return f"cannot reach the registry: {exc}"
-    if isinstance(exc, httpx.HTTPError):
-        return f"cannot talk to the registry: {type(exc).__name__}: {exc}"
     return str(exc)
 
 
@@ -144,7 +144,7 @@ def _command() -> Iterator[None]:
     except Failed as exc:
         _error(str(exc))
         raise typer.Exit(1) from None
-    except (RegistryError, httpx.HTTPError) as exc:
+    except RegistryError as exc:  # the client lets no httpx error through
         _error(_explain(exc))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -415,20 +415,22 @@ def get(
 def _events_by_name(
     client: RegistryClient, entries: Sequence[RegistryEntry]
 ) -> dict[str, list[WatchEvent]] | None:
-    """Each node's recent events, read from the watch history (resource version 0 onwards).
+    """Each node's recent events, read from the watch history (``HISTORY_START`` onwards),
+    health transitions named as such.
 
     When the registry no longer keeps the whole history, the nodes' latest changes still are
     (from just before the oldest of their versions); None when even that is gone.
     """
     wanted = {e.name for e in entries}
-    starts = [0, min(e.resource_version for e in entries) - 1]
-    for since in starts:
+    starts = [HISTORY_START, max(min(e.resource_version for e in entries) - 1, HISTORY_START)]
+    for since in dict.fromkeys(starts):
         try:
             events = list(client.watch(since, timeout_seconds=DESCRIBE_EVENTS_SECONDS))
         except RevisionCompactedError:
             continue
         found: dict[str, list[WatchEvent]] = {name: [] for name in wanted}
-        for event in events:
+        named = HealthTracker()
+        for event in map(named, events):
             if event.entry.name in wanted:
                 found[event.entry.name].append(event)
         return {name: items[-DESCRIBE_EVENTS_LIMIT:] for name, items in found.items()}
@@ -594,17 +596,6 @@ def delete(
 # -- watch -------------------------------------------------------------------------------
 
 
-def _wanted(kind: str | None, selector: Selector) -> Callable[[WatchEvent], bool]:
-    from node_registry.passport import effective_labels
-
-    def wanted(event: WatchEvent) -> bool:
-        if kind is not None and event.entry.node_kind != kind:
-            return False
-        return selector.empty() or selector.matches(effective_labels(event.entry.passport))
-
-    return wanted
-
-
 @app.command()
 def watch(
     selector: SelectorOption = None,
@@ -614,7 +605,8 @@ def watch(
         typer.Option(
             "--since",
             min=0,
-            help="Resource version to start after; 0 replays the kept history (default: now)",
+            help="Resource version to start after; 0 starts with the current nodes as ADDED "
+            "(default: now)",
         ),
     ] = None,
     timeout: Annotated[
@@ -633,14 +625,21 @@ def watch(
     with _command():
         if output_format not in (None, "json"):
             _fail(f"unknown output format {output_format!r} for watch: use json")
-        wanted = _wanted(_kind(kind), as_selector(selector))
+        wanted, parsed = _kind(kind), as_selector(selector)
         with _client(server, token, kubeconfig, context, certificate_authority) as client:
-            start = since if since is not None else client.list_nodes().resource_version
+            named = HealthTracker()
+            if since is None:
+                listed = client.list_nodes()
+                named.know(listed.items)
+                start = listed.resource_version
+            else:
+                start = since
             if output_format is None:
                 typer.echo(output.event_header())
-            for event in client.watch(start, timeout_seconds=timeout):
-                if not wanted(event):
-                    continue
+            # Filtered by the server, as kubectl get -w -l: a node leaving the selection is
+            # a DELETED, one entering it an ADDED.
+            events = client.watch(start, timeout_seconds=timeout, kind=wanted, selector=parsed)
+            for event in map(named, events):
                 if output_format == "json":
                     line = json.dumps(output.event_document(event), separators=(",", ":"))
                 else:

@@ -14,11 +14,16 @@ from typing import Any
 
 import yaml
 
-from node_registry.kube.table import NONE, age, cells, tasks
+from node_registry.client.objects import (
+    EventType,
+    RegistryEntry,
+    WatchEvent,
+    event_object,
+    list_object,
+    object_of,
+)
+from node_registry.kube.table import NONE, age, capabilities, endpoint, tasks
 from node_registry.passport import effective_labels
-from node_registry.registry.entry import EventType, RegistryEntry, WatchEvent
-from node_registry.registry.registry import is_schedulable
-from node_registry.wire import entry_to_wire, event_to_wire, list_to_wire
 
 #: Spaces between table columns (kubectl's tabwriter pads with 3).
 GAP = "   "
@@ -54,9 +59,24 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def node_row(entry: RegistryEntry, now: datetime, *, wide: bool = False) -> list[str]:
-    """The row the server's Table gives the node (``kube.table.cells``), wide or not."""
-    row = [str(cell) for cell in cells(entry, now)]
-    return row if wide else row[: len(COLUMNS)]
+    """The row the server's Table gives the node (its columns, ``kube.table``'s cell text)."""
+    passport = entry.passport
+    row = [
+        entry.name,
+        str(entry.node_kind),
+        entry.health_state.value,
+        passport.status.phase.value,
+        tasks(passport),
+        age(entry.registered_at, now),
+    ]
+    if wide:
+        row += [
+            capabilities(passport),
+            passport.metadata.labels.get("zone", NONE),
+            endpoint(passport),
+            f"{age(entry.last_seen, now)} ago",
+        ]
+    return row
 
 
 def nodes_table(
@@ -84,16 +104,16 @@ def names(entries: Iterable[RegistryEntry]) -> str:
 
 
 def list_document(entries: Sequence[RegistryEntry], resource_version: int) -> dict[str, Any]:
-    """The ``RegistryEntryList`` wire document, as the server sends it."""
-    return list_to_wire(list(entries), resource_version)
+    """The ``NodePassportList`` document, as the server sends it (``kubectl get -o yaml``)."""
+    return list_object(list(entries), resource_version)
 
 
 def entry_document(entry: RegistryEntry) -> dict[str, Any]:
-    return entry_to_wire(entry)
+    return object_of(entry)
 
 
 def event_document(event: WatchEvent) -> dict[str, Any]:
-    return event_to_wire(event)
+    return event_object(event)
 
 
 def to_json(doc: Any) -> str:
@@ -130,7 +150,7 @@ def _label_lines(values: Mapping[str, str]) -> str:
 
 def event_health(event: WatchEvent) -> str:
     now = event.entry.health_state.value
-    if event.type is EventType.HEALTH_CHANGED and event.previous_health is not None:
+    if event.type == EventType.HEALTH_CHANGED and event.previous_health is not None:
         return f"{event.previous_health.value} -> {now}"
     return now
 
@@ -143,7 +163,7 @@ def describe_node(entry: RegistryEntry, events: Sequence[WatchEvent] | None, now
     passport = entry.passport
     spec = passport.spec
     status = passport.status
-    schedulable = is_schedulable(entry)
+    schedulable = entry.schedulable
     lines = _fields(
         [
             ("Name", entry.name),

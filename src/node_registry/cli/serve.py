@@ -82,11 +82,36 @@ def run_server(
         )
     _reload_on_sighup(auth)
     store = open_store(settings)
+    terminated = False
+    previous = signal.signal(signal.SIGTERM, _unwind)
     try:
         _serve(AsyncRegistry(store, settings=settings), settings, auth, log_level)
+    except _Terminated:
+        terminated = True
     finally:
+        signal.signal(signal.SIGTERM, previous)
         # On etcd: hands the controller seat to another replica now, not after its lease.
         store.close()
+    if terminated:
+        # Exit as killed by SIGTERM, as uvicorn means to: supervisors read the status.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the main thread runs, so every ``finally`` on the way runs."""
+
+
+def _unwind(signum: int, frame: object) -> None:
+    """SIGTERM's handler around uvicorn: the SIGTERM it re-raises unwinds the stack.
+
+    uvicorn catches SIGTERM and SIGINT while it serves; once stopped, it restores the
+    handlers it found and raises the signal again. SIGINT's default handler raises
+    ``KeyboardInterrupt``, so the ``finally`` that closes the store (and, on etcd, releases
+    the controller seat) ran; SIGTERM's default killed the process there and then, so the
+    seat stayed held until its lease ran out (15 s by default): issue #10, item 10.
+    """
+    raise _Terminated
 
 
 def _reload_on_sighup(auth: Authenticator) -> None:

@@ -21,9 +21,9 @@ from datetime import datetime
 import httpx
 
 from node_registry.client import AsyncRegistryClient
+from node_registry.client.objects import RegistryEntry
 from node_registry.clock import Clock, SystemClock
 from node_registry.errors import ForbiddenError, RegistryError, UnauthorizedError
-from node_registry.registry.entry import RegistryEntry
 from node_registry.verification import (
     NodeVerification,
     NodeView,
@@ -94,7 +94,7 @@ async def run_verifier(
     done = 0
     while True:
         try:
-            listed = await client.list_passports()
+            listed = await client.list_nodes()
         except (RegistryError, httpx.HTTPError) as error:
             if once:
                 raise

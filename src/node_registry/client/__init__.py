@@ -2,6 +2,24 @@
 
 from node_registry.client.aio import AsyncRegistryClient
 from node_registry.client.informer import AsyncInformer, Informer, NodeCache
+from node_registry.client.objects import (
+    EventType,
+    HealthTracker,
+    NodeList,
+    RegistryEntry,
+    WatchEvent,
+)
 from node_registry.client.sync import RegistryClient
 
-__all__ = ["AsyncInformer", "AsyncRegistryClient", "Informer", "NodeCache", "RegistryClient"]
+__all__ = [
+    "AsyncInformer",
+    "AsyncRegistryClient",
+    "EventType",
+    "HealthTracker",
+    "Informer",
+    "NodeCache",
+    "NodeList",
+    "RegistryClient",
+    "RegistryEntry",
+    "WatchEvent",
+]

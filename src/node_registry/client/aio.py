@@ -17,6 +17,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
+from node_registry.client.objects import NodeList, RegistryEntry, WatchEvent
 from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
 from node_registry.errors import (
     RegistryError,
@@ -25,7 +26,6 @@ from node_registry.errors import (
 )
 from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
 from node_registry.passport.verification import CapabilityVerification
-from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
 
 
 class AsyncRegistryClient:
@@ -67,6 +67,7 @@ class AsyncRegistryClient:
 
     async def _send(self, call: core.Call) -> Any:
         problems: list[str] = []
+        content, headers = core.encode(call)
         for attempt in range(self.settings.retries + 1):
             if attempt:
                 await asyncio.sleep(self.settings.delay(attempt))
@@ -75,11 +76,14 @@ class AsyncRegistryClient:
                 client = self._clients[index]
                 try:
                     response = await client.request(
-                        call.method, call.path, params=call.params, json=call.body
+                        call.method, call.path, params=call.params, content=content, headers=headers
                     )
                 except httpx.TransportError as exc:
                     problems.append(f"{client.base_url}: {type(exc).__name__}: {exc}")
                     continue
+                except httpx.HTTPError as exc:
+                    self._current = index
+                    raise core.transport_failure(exc) from exc
                 try:
                     result = core.check(response.status_code, response.content)
                 except StoreUnavailableError as exc:
@@ -96,7 +100,7 @@ class AsyncRegistryClient:
         )
 
     async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return core.entry(await self._send(core.register(passport)))
+        return core.legacy_entry(await self._send(core.register(passport)))
 
     async def heartbeat(self, name: str) -> datetime:
         return core.renew_time(await self._send(core.heartbeat(name)))
@@ -112,7 +116,7 @@ class AsyncRegistryClient:
         call = core.update_status(
             name, phase=phase, conditions=conditions, current_tasks=current_tasks
         )
-        return core.entry(await self._send(call))
+        return core.legacy_entry(await self._send(call))
 
     async def deregister(self, name: str) -> None:
         await self._send(core.deregister(name))
@@ -125,10 +129,11 @@ class AsyncRegistryClient:
         kind: str | NodeType | None = None,
         selector: core.SelectorInput = None,
         only_healthy: bool = False,
-        only_verified: bool = False,
     ) -> list[RegistryEntry]:
-        call = core.find_nodes(kind, selector, only_healthy, only_verified)
-        return core.entries(await self._send(call))
+        return core.entries(
+            await self._send(core.find_nodes(kind, selector, only_healthy)),
+            only_healthy=only_healthy,
+        )
 
     async def list_nodes(self, *, page_size: int = 500) -> NodeList:
         items: list[RegistryEntry] = []
@@ -174,6 +179,8 @@ class AsyncRegistryClient:
             except (httpx.TransportError, StoreUnavailableError):
                 self._current = (self._current + 1) % len(self._clients)
                 await asyncio.sleep(cursor.lost())
+            except httpx.HTTPError as exc:
+                raise core.transport_failure(exc) from exc
 
     # -- #12: dynamic capabilities and verification (the nodepassports subresources) ----
 
@@ -191,18 +198,6 @@ class AsyncRegistryClient:
         call = core.record_verification(name, results, replace=replace)
         return core.passport_entry(await self._send(call))
 
-    async def list_passports(self, *, page_size: int = 500) -> NodeList:
-        """Every node from ``nodepassports``, with the verifier's results."""
-        items: list[RegistryEntry] = []
-        token: str | None = None
-        while True:
-            page, token = core.passport_list(
-                await self._send(core.passports_page(page_size, token))
-            )
-            items.extend(page.items)
-            if token is None:
-                return NodeList(items, page.resource_version)
-
     async def passport_changes(
         self, since: int, *, timeout_seconds: int
     ) -> AsyncIterator[tuple[str, RegistryEntry]]:
@@ -216,7 +211,7 @@ class AsyncRegistryClient:
             "timeoutSeconds": str(timeout_seconds),
         }
         async with client.stream(
-            "GET", f"{core.KUBE_PREFIX}/nodepassports", params=params, timeout=self._watch_timeout
+            "GET", core.NODEPASSPORTS, params=params, timeout=self._watch_timeout
         ) as response:
             if response.status_code != 200:
                 core.check(response.status_code, await response.aread())

@@ -3,6 +3,12 @@
 The sync and async clients each spell out their own short I/O path around these functions
 (the httpx/lightkube pattern), so both speak exactly the same protocol and neither needs a
 thread or a loop to borrow the other's code.
+
+The protocol is the Kubernetes API group ``ai_team.io/v1`` (docs/kubectl.md): reads are
+``nodepassports`` (get, list with label and field selectors, watch with ``resourceVersion``,
+BOOKMARKs and 410), the heartbeat is a ``PUT`` of the node's Lease. Whatever comes back is
+read here and nowhere else, and anything that is not what the API sends is an
+``InvalidResponseError``: callers catch the package's errors, never a ``KeyError``.
 """
 
 from __future__ import annotations
@@ -13,24 +19,35 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
+from node_registry.client import objects
+from node_registry.client.objects import EventType, NodeList, RegistryEntry, WatchEvent
 from node_registry.client.settings import ClientSettings
-from node_registry.errors import RegistryError, RegistryUnreachableError, StoreUnavailableError
-from node_registry.kube.objects import object_to_entry
-from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
-from node_registry.passport.verification import CapabilityVerification
-from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
-from node_registry.selectors import Selector, as_selector
-from node_registry.wire import (
-    API_PREFIX,
-    entry_from_wire,
+from node_registry.errors import (
+    InvalidResponseError,
+    RegistryError,
+    RegistryUnreachableError,
+    StoreUnavailableError,
     error_from_status,
-    event_from_wire,
 )
+from node_registry.passport import API_VERSION, Capability, Condition, NodePassport, NodeType, Phase
+from node_registry.passport.kinds import parse_kind
+from node_registry.passport.verification import CapabilityVerification
+from node_registry.selectors import Selector, as_selector
+from node_registry.store.records import HealthState
+
+API_PREFIX = f"/apis/{API_VERSION}"
+NODEPASSPORTS = f"{API_PREFIX}/nodepassports"
+LEASES = f"{API_PREFIX}/leases"
+MERGE_PATCH = "application/merge-patch+json"
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
 #: Statuses worth trying on another endpoint: the server is there but cannot serve now.
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: What only_healthy asks the server for; ``status.schedulable`` then decides (it also
+#: reads the Ready condition, which no field selector can).
+_HEALTHY_FIELDS = "status.healthState=ALIVE,status.phase=Running"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +58,26 @@ class Call:
     path: str
     params: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    content_type: str | None = None  # None: JSON, when there is a body
+
+
+def encode(call: Call) -> tuple[bytes | None, dict[str, str]]:
+    """The request body and its headers (JSON unless the call names another type)."""
+    if call.body is None:
+        return None, {}
+    content = json.dumps(call.body, separators=(",", ":")).encode()
+    return content, {"Content-Type": call.content_type or "application/json"}
+
+
+def transport_failure(exc: Exception) -> InvalidResponseError:
+    """An httpx failure that is not the network's (a body that does not decode, a redirect
+    loop): the answer is unusable, and asking again would get the same one."""
+    return InvalidResponseError(f"unusable answer from the registry: {type(exc).__name__}: {exc}")
+
+
+def _named(collection: str, name: str) -> str:
+    # Quoted: a name is the caller's text, and must not turn into another path.
+    return f"{collection}/{quote(name, safe='')}"
 
 
 def register(passport: NodePassport | Mapping[str, Any]) -> Call:
@@ -49,18 +86,18 @@ def register(passport: NodePassport | Mapping[str, Any]) -> Call:
 
 
 def get(name: str) -> Call:
-    return Call("GET", f"{API_PREFIX}/nodes/{name}")
+    return Call("GET", _named(NODEPASSPORTS, name))
 
 
 def deregister(name: str) -> Call:
-    return Call("DELETE", f"{API_PREFIX}/nodes/{name}")
+    return Call("DELETE", _named(f"{API_PREFIX}/nodes", name))
 
 
 def heartbeat(name: str) -> Call:
     return Call(
         "PUT",
-        f"{API_PREFIX}/leases/{name}",
-        body={"apiVersion": "ai_team.io/v1", "kind": "Lease", "spec": {"holderIdentity": name}},
+        _named(LEASES, name),
+        body={"apiVersion": API_VERSION, "kind": "Lease", "spec": {"holderIdentity": name}},
     )
 
 
@@ -83,27 +120,33 @@ def update_status(
             else dict(c)
             for c in conditions
         ]
-    return Call("PATCH", f"{API_PREFIX}/nodes/{name}/status", body=body)
+    return Call("PATCH", f"{_named(f'{API_PREFIX}/nodes', name)}/status", body=body)
+
+
+def _selection(
+    kind: str | NodeType | None, selector: SelectorInput, *, healthy: bool = False
+) -> dict[str, str]:
+    """The list/watch parameters of (kind, selector): parsed here, so bad ones fail before I/O."""
+    wanted = parse_kind(kind)
+    parsed = as_selector(selector)
+    params: dict[str, str] = {}
+    if not parsed.empty():
+        params["labelSelector"] = str(parsed)
+    terms = [] if wanted is None else [f"metadata.nodeType={wanted}"]
+    if healthy:
+        terms.append(_HEALTHY_FIELDS)
+    if terms:
+        params["fieldSelector"] = ",".join(terms)
+    return params
 
 
 def find_nodes(
     kind: str | NodeType | None = None,
     selector: SelectorInput = None,
     only_healthy: bool = False,
-    only_verified: bool = False,
 ) -> Call:
-    """The seed's find_nodes: the selector is parsed here, so a bad one fails before I/O."""
-    parsed = as_selector(selector)
-    params: dict[str, str] = {}
-    if kind is not None:
-        params["kind"] = str(kind)
-    if not parsed.empty():
-        params["labelSelector"] = str(parsed)
-    if only_healthy:
-        params["healthy"] = "true"
-    if only_verified:
-        params["verified"] = "true"
-    return Call("GET", f"{API_PREFIX}/nodes", params=params)
+    """The seed's find_nodes as a list of nodepassports (``entries`` keeps the schedulable)."""
+    return Call("GET", NODEPASSPORTS, params=_selection(kind, selector, healthy=only_healthy))
 
 
 def list_page(limit: int | None = None, continue_token: str | None = None) -> Call:
@@ -112,7 +155,7 @@ def list_page(limit: int | None = None, continue_token: str | None = None) -> Ca
         params["limit"] = str(limit)
     if continue_token:
         params["continue"] = continue_token
-    return Call("GET", f"{API_PREFIX}/nodes", params=params)
+    return Call("GET", NODEPASSPORTS, params=params)
 
 
 def watch(
@@ -122,22 +165,26 @@ def watch(
     kind: str | NodeType | None = None,
     selector: SelectorInput = None,
 ) -> Call:
-    """A watch from ``since``, filtered on the server (nodes entering or leaving the
-    selector arrive as ADDED or DELETED)."""
-    params = {"watch": "true", "resourceVersion": str(since), "allowWatchBookmarks": "true"}
+    """A watch of the changes after ``since``, filtered on the server (nodes entering or
+    leaving the selection arrive as ADDED or DELETED).
+
+    ``since`` 0 is Kubernetes' "any version": the current nodes as ADDED, then changes.
+    """
+    params = {
+        "watch": "true",
+        "resourceVersion": str(since),
+        "allowWatchBookmarks": "true",
+        **_selection(kind, selector),
+    }
     if timeout_seconds is not None:
         params["timeoutSeconds"] = str(timeout_seconds)
-    if kind is not None:
-        params["kind"] = str(kind)
-    parsed = as_selector(selector)
-    if not parsed.empty():
-        params["labelSelector"] = str(parsed)
-    return Call("GET", f"{API_PREFIX}/nodes", params=params)
+    return Call("GET", NODEPASSPORTS, params=params)
+
+
+# -- responses ---------------------------------------------------------------------------
 
 
 # -- #12: the nodepassports subresources (verification, capabilities) and their list ------
-
-KUBE_PREFIX = "/apis/ai_team.io/v1"
 
 
 def set_capabilities(name: str, capabilities: Iterable[Capability | Mapping[str, Any]]) -> Call:
@@ -153,7 +200,7 @@ def set_capabilities(name: str, capabilities: Iterable[Capability | Mapping[str,
         "kind": "NodeCapabilities",
         "spec": {"capabilities": listed},
     }
-    return Call("PUT", f"{KUBE_PREFIX}/nodepassports/{name}/capabilities", body=body)
+    return Call("PUT", f"{NODEPASSPORTS}/{name}/capabilities", body=body)
 
 
 def record_verification(
@@ -166,38 +213,23 @@ def record_verification(
         "results": [r.to_dict() for r in results],
     }
     method = "PUT" if replace else "PATCH"
-    return Call(method, f"{KUBE_PREFIX}/nodepassports/{name}/verification", body=body)
-
-
-def passports_page(limit: int | None = None, continue_token: str | None = None) -> Call:
-    params: dict[str, str] = {}
-    if limit is not None:
-        params["limit"] = str(limit)
-    if continue_token:
-        params["continue"] = continue_token
-    return Call("GET", f"{KUBE_PREFIX}/nodepassports", params=params)
-
-
-def passport_list(doc: Any) -> tuple[NodeList, str | None]:
-    """A NodePassportList page as entries (their verification results included)."""
-    meta = doc.get("metadata") or {}
-    items = [object_to_entry(item) for item in doc.get("items") or []]
-    return NodeList(items, int(meta.get("resourceVersion") or 0)), meta.get("continue") or None
+    return Call(method, f"{NODEPASSPORTS}/{name}/verification", body=body)
 
 
 def passport_entry(doc: Any) -> RegistryEntry:
-    return object_to_entry(doc)
+    """The entry a NodePassport object describes (its verification results included)."""
+    return objects.entry_of(doc)
 
 
 def check(status: int, content: bytes) -> Any:
     """The JSON document of a 2xx response; the package's own error for anything else."""
     try:
         doc = json.loads(content) if content else None
-    except ValueError:
+    except ValueError:  # not JSON (or not UTF-8): a 2xx is refused below, an error kept
         doc = None
     if 200 <= status < 300:
         if doc is None and content:
-            raise RegistryError(
+            raise InvalidResponseError(
                 f"HTTP {status} with a body that is not JSON: is this a node registry? "
                 f"{content[:80]!r}"
             )
@@ -209,25 +241,42 @@ def check(status: int, content: bytes) -> Any:
     raise RegistryError(f"the registry answered HTTP {status}: {content[:200]!r}")
 
 
+def legacy_entry(doc: Any) -> RegistryEntry:
+    """An entry in the /nodes routes' shape (what the write routes still answer)."""
+    obj = objects.mapping(doc, "a node that is not an object")
+    try:
+        passport = NodePassport.model_validate(obj["passport"])
+        return RegistryEntry(
+            node_id=passport.node_id,
+            node_kind=passport.metadata.node_type,
+            passport=passport,
+            last_seen=datetime.fromisoformat(obj["lastSeen"]),
+            health_state=HealthState(obj["healthState"]),
+            registered_at=datetime.fromisoformat(obj["registeredAt"]),
+            resource_version=objects.version_of(obj["resourceVersion"], "a node"),
+            schedulable=obj.get("schedulable") is True,
+        )
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's error is a ValueError
+        raise objects.invalid("a node without the registry's fields", repr(exc)) from None
+
+
 def entry(doc: Any) -> RegistryEntry:
-    return entry_from_wire(doc)
+    return objects.entry_of(doc)
 
 
-def entries(doc: Any) -> list[RegistryEntry]:
-    return [entry_from_wire(item) for item in doc["items"]]
+def entries(doc: Any, *, only_healthy: bool = False) -> list[RegistryEntry]:
+    """A list's entries; ``only_healthy`` keeps those the server called schedulable."""
+    found = objects.node_list(doc)[0].items
+    return [e for e in found if e.schedulable] if only_healthy else found
 
 
 def node_list(doc: Any) -> tuple[NodeList, str | None]:
     """A page: its entries and version, and the continue token of the next page."""
-    meta = doc["metadata"]
-    return (
-        NodeList(entries(doc), int(meta["resourceVersion"])),
-        meta.get("continue") or None,
-    )
+    return objects.node_list(doc)
 
 
 def renew_time(doc: Any) -> datetime:
-    return datetime.fromisoformat(doc["spec"]["renewTime"])
+    return objects.renew_time(doc)
 
 
 class WatchCursor:
@@ -252,6 +301,8 @@ class WatchCursor:
         self._settings = settings
         self._budget = settings.retries * endpoints
         self._failures = 0
+        # Fails here, before any request, on a bad kind or selector.
+        watch(since, kind=kind, selector=selector)
 
     def open(self) -> Call | None:
         """The request that resumes the watch, or None when its time is up."""
@@ -286,6 +337,9 @@ class WatchCursor:
         return self._settings.delay(self._failures)
 
 
+_EVENT_TYPES = {t.value: t for t in (EventType.ADDED, EventType.MODIFIED, EventType.DELETED)}
+
+
 def watch_line(line: str) -> WatchEvent | int | None:
     """A watch line: an event, the version a BOOKMARK carries, or None for a blank line.
 
@@ -294,4 +348,19 @@ def watch_line(line: str) -> WatchEvent | int | None:
     line = line.strip()
     if not line:
         return None
-    return event_from_wire(json.loads(line))
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        raise objects.invalid("a watch line that is not JSON", repr(line[:80])) from None
+    event = objects.mapping(doc, "a watch event that is not an object")
+    kind, obj = event.get("type"), event.get("object")
+    if kind == "ERROR":
+        raise error_from_status(objects.mapping(obj, "an ERROR event without a Status"))
+    if kind == "BOOKMARK":
+        meta = objects.mapping(objects.mapping(obj, "a BOOKMARK").get("metadata"), "a BOOKMARK")
+        return objects.version_of(meta.get("resourceVersion"), "a BOOKMARK")
+    event_type = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if event_type is None:
+        raise objects.invalid("a watch event of an unknown type", repr(kind))
+    entry = objects.entry_of(obj)
+    return WatchEvent(event_type, entry, entry.resource_version)

@@ -16,12 +16,14 @@ daemon thread over ``RegistryClient``) and ``AsyncInformer`` (a task over
   (only possible when a history restarted behind a client's own reconnect) re-lists too.
 - While the registry is unreachable the cache keeps answering from the last state it knew
   (seed 3.4: the orchestrator keeps scheduling on what it knows), reports how stale it is
-  (``connected``, ``staleness``, ``last_synced_at``) and retries with backoff, 0.2 s doubling
-  up to 7 s, reset once a connection has held.
+  (``connected``, ``staleness``, ``last_synced_at``) and retries with the one full-jitter
+  backoff (``client.backoff``: up to 0.2 s doubling to 7 s), reset once a connection has held,
+  so informers that lost one registry together do not re-list it together.
 - Health is what the registry last *recorded*, not a live lease check. A heartbeat renews a
   lease and produces no watch event (Kubernetes' Lease/Node split), so the cache learns of a
-  silent node only when the registry's lifecycle controller records the transition and emits
-  HEALTH_CHANGED (as Kubernetes' Node Ready condition), up to one controller period after
+  silent node only when the registry's lifecycle controller records the transition (a
+  MODIFIED whose ``status.healthState`` changed, which the informer delivers as
+  HEALTH_CHANGED, as Kubernetes' Node Ready condition), up to one controller period after
   ``not_ready_after``. Until then ``find_nodes(only_healthy=True)`` here can still return a
   node the embedded registry, which computes health from the lease on every read, would not.
   A list carries the health computed at the moment of the list.
@@ -41,6 +43,7 @@ import contextlib
 import logging
 import math
 import operator
+import random
 import socket
 import ssl
 import threading
@@ -53,7 +56,15 @@ from typing import Any, Protocol, Self
 import httpx
 
 from node_registry.client.aio import AsyncRegistryClient
+from node_registry.client.backoff import backoff as jittered
 from node_registry.client.core import SelectorInput
+from node_registry.client.objects import (
+    EventType,
+    NodeList,
+    RegistryEntry,
+    WatchEvent,
+    classify,
+)
 from node_registry.client.settings import MAX_DELAY, tls_verify
 from node_registry.client.sync import RegistryClient
 from node_registry.clock import Clock, SystemClock
@@ -63,9 +74,9 @@ from node_registry.errors import (
     RevisionCompactedError,
 )
 from node_registry.passport import NodeType, effective_labels
-from node_registry.registry.entry import EventType, NodeList, RegistryEntry, WatchEvent
-from node_registry.registry.registry import is_schedulable, parse_kind
-from node_registry.selectors import as_selector
+from node_registry.passport.kinds import parse_kind
+from node_registry.selectors import NodeFilter, as_selector
+from node_registry.store.records import HealthState
 
 log = logging.getLogger("node_registry.informer")
 
@@ -99,6 +110,9 @@ class _Stored:
     #: What selectors match, computed once per stored version rather than once per query.
     labels: dict[str, str]
 
+    def labels_of(self) -> dict[str, str]:
+        return self.labels
+
 
 _ENTRY_FIELDS = operator.attrgetter(*(f.name for f in fields(RegistryEntry)))
 
@@ -116,8 +130,9 @@ class NodeCache:
     """Registry entries by node, at one resource version; thread-safe, no I/O.
 
     ``find_nodes`` answers exactly as ``Registry.find_nodes`` would for the same entries:
-    the same kind check, selector code, effective labels, sorting by name and
-    ``is_schedulable``. Reads return copies, so a caller editing an entry changes nothing here.
+    the same filter (``selectors.NodeFilter``), effective labels, sorting by name, and the
+    server's ``schedulable``. Reads return copies, so a caller editing an entry changes
+    nothing here.
     """
 
     def __init__(self) -> None:
@@ -153,7 +168,7 @@ class NodeCache:
     def apply(self, event: WatchEvent) -> bool:
         """Apply one watch event; False when it is not newer than the cache, and ignored."""
         entry = event.entry
-        stored = None if event.type is EventType.DELETED else _store(entry)
+        stored = None if event.type == EventType.DELETED else _store(entry)
         with self._lock:
             if event.resource_version <= self._resource_version:
                 return False
@@ -189,20 +204,23 @@ class NodeCache:
     ) -> builtins.list[RegistryEntry]:
         """Seed 2.5's ``find_nodes``, answered from the cache (see ``Registry.find_nodes``)."""
         wanted = parse_kind(kind)
-        parsed = as_selector(selector)
+        test = NodeFilter(None if wanted is None else str(wanted), as_selector(selector))
         with self._lock:
             found = builtins.list(self._items.values())
         # Stored entries are replaced, never changed, so matching runs outside the lock.
-        if wanted is not None:
-            found = [s for s in found if s.entry.node_kind == wanted]
-        if not parsed.empty():
-            match = parsed.matches
-            found = [s for s in found if match(s.labels)]
-        found.sort(key=lambda s: s.entry.name)
-        entries = [_copy(s.entry) for s in found]
+        if not test.empty():
+            match = test.matches
+            found = [s for s in found if match(s.entry.node_kind, s.labels_of)]
         if only_healthy:
-            entries = [e for e in entries if is_schedulable(e)]
-        return entries
+            found = [s for s in found if s.entry.schedulable]
+        found.sort(key=lambda s: s.entry.name)
+        return [_copy(s.entry) for s in found]
+
+    def health_of(self, node_id: str) -> HealthState | None:
+        """The health the cache holds for the node, None when it holds no such node."""
+        with self._lock:
+            stored = self._items.get(node_id)
+        return None if stored is None else stored.entry.health_state
 
 
 def _differences(
@@ -260,9 +278,11 @@ class _InformerState:
         on_event: EventHandler | Iterable[EventHandler] | None,
         clock: Clock | None,
         backoff: float,
+        rng: random.Random | None,
     ) -> None:
         if backoff < 0:
             raise ConfigError("backoff must not be negative")
+        self._rng = rng or random.Random()
         self._cache = NodeCache()
         self._handlers = _handlers(on_event)
         self._clock: Clock = clock or SystemClock()
@@ -324,6 +344,9 @@ class _InformerState:
         self._deliver(events)
 
     def _received(self, event: WatchEvent) -> None:
+        # The API has no HEALTH_CHANGED: a transition is a MODIFIED whose healthState
+        # changed, which only a holder of the previous state can tell; the cache is one.
+        event = classify(event, self._cache.health_of(event.entry.node_id))
         if not self._cache.apply(event):
             raise _HistoryRestarted(
                 f"watch event at version {event.resource_version}, not after the cache's "
@@ -349,8 +372,7 @@ class _InformerState:
                 log.warning("informer disconnected (%s); answering from the last state", why)
 
     def _delay(self, failures: int) -> float:
-        # The exponent is capped: after about a thousand failures 2.0 ** n overflows.
-        return float(min(self._backoff * 2.0 ** min(failures - 1, 32), MAX_DELAY))
+        return jittered(failures, base=self._backoff, cap=MAX_DELAY, rng=self._rng)
 
     def _held(self, began: datetime) -> bool:
         return (self._clock.now() - began).total_seconds() >= _STEADY_SECONDS
@@ -428,8 +450,9 @@ class Informer(_InformerState):
         client: ListWatch | None = None,  # None: its own client; a fake for tests
         clock: Clock | None = None,  # None: the system clock; staleness is measured with it
         sleep: Callable[[float], object] | None = None,  # None: a wait that stop() ends
+        rng: random.Random | None = None,  # None: a fresh one; seeded in tests
     ) -> None:
-        super().__init__(on_event, clock, backoff)
+        super().__init__(on_event, clock, backoff, rng)
         _one_source(endpoints, client)
         self._switch: _StopSwitch | None = None
         self._own: RegistryClient | None = None
@@ -571,8 +594,9 @@ class AsyncInformer(_InformerState):
         client: AsyncListWatch | None = None,  # None: its own client; a fake for tests
         clock: Clock | None = None,  # None: the system clock; staleness is measured with it
         sleep: Callable[[float], Awaitable[object]] | None = None,  # None: asyncio.sleep
+        rng: random.Random | None = None,  # None: a fresh one; seeded in tests
     ) -> None:
-        super().__init__(on_event, clock, backoff)
+        super().__init__(on_event, clock, backoff, rng)
         _one_source(endpoints, client)
         self._own: AsyncRegistryClient | None = None
         if client is None:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import os
+import random
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 
+from node_registry.client.backoff import CAP, backoff
 from node_registry.errors import ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "NODE_REGISTRY_URL"
 TOKEN_ENV = "NODE_REGISTRY_TOKEN"
 #: Kubernetes' client backoff tops out at a few seconds; so does ours between rounds.
-MAX_DELAY = 7.0
+MAX_DELAY = CAP
 #: A watch that hears nothing (no event, no BOOKMARK) this long is presumed dead and is
 #: reopened: three of the server's default 30 s bookmark intervals, so a half-open
 #: connection cannot hang a watcher forever.
@@ -80,7 +82,6 @@ class ClientSettings:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def delay(self, attempt: int) -> float:
-        """Backoff before round ``attempt`` (1, 2, ...): doubling, capped."""
-        # The exponent is capped: 2.0 ** 1024 overflows after a long enough outage.
-        return float(min(self.backoff * 2.0 ** min(attempt - 1, 32), MAX_DELAY))
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The pause before round ``attempt`` (1, 2, ...): full jitter under a doubling cap."""
+        return backoff(attempt, base=self.backoff, cap=MAX_DELAY, rng=rng)

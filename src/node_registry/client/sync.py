@@ -18,6 +18,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
+from node_registry.client.objects import NodeList, RegistryEntry, WatchEvent
 from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
 from node_registry.errors import (
     RegistryError,
@@ -25,7 +26,6 @@ from node_registry.errors import (
     StoreUnavailableError,
 )
 from node_registry.passport import Condition, NodePassport, NodeType, Phase
-from node_registry.registry.entry import NodeList, RegistryEntry, WatchEvent
 
 
 class RegistryClient:
@@ -68,6 +68,7 @@ class RegistryClient:
 
     def _send(self, call: core.Call) -> Any:
         problems: list[str] = []
+        content, headers = core.encode(call)
         for attempt in range(self.settings.retries + 1):
             if attempt:
                 time.sleep(self.settings.delay(attempt))
@@ -76,11 +77,14 @@ class RegistryClient:
                 client = self._clients[index]
                 try:
                     response = client.request(
-                        call.method, call.path, params=call.params, json=call.body
+                        call.method, call.path, params=call.params, content=content, headers=headers
                     )
                 except httpx.TransportError as exc:
                     problems.append(f"{client.base_url}: {type(exc).__name__}: {exc}")
                     continue
+                except httpx.HTTPError as exc:
+                    self._current = index
+                    raise core.transport_failure(exc) from exc
                 try:
                     result = core.check(response.status_code, response.content)
                 except StoreUnavailableError as exc:
@@ -97,7 +101,7 @@ class RegistryClient:
         )
 
     def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return core.entry(self._send(core.register(passport)))
+        return core.legacy_entry(self._send(core.register(passport)))
 
     def heartbeat(self, name: str) -> datetime:
         """Renew the node's lease; ``NotFoundError`` means: register again."""
@@ -114,7 +118,7 @@ class RegistryClient:
         call = core.update_status(
             name, phase=phase, conditions=conditions, current_tasks=current_tasks
         )
-        return core.entry(self._send(call))
+        return core.legacy_entry(self._send(call))
 
     def deregister(self, name: str) -> None:
         self._send(core.deregister(name))
@@ -127,10 +131,10 @@ class RegistryClient:
         kind: str | NodeType | None = None,
         selector: core.SelectorInput = None,
         only_healthy: bool = False,
-        only_verified: bool = False,
     ) -> list[RegistryEntry]:
-        call = core.find_nodes(kind, selector, only_healthy, only_verified)
-        return core.entries(self._send(call))
+        return core.entries(
+            self._send(core.find_nodes(kind, selector, only_healthy)), only_healthy=only_healthy
+        )
 
     def list_nodes(self, *, page_size: int = 500) -> NodeList:
         """Every node, page by page from one snapshot, and the version to watch from."""
@@ -180,6 +184,8 @@ class RegistryClient:
             except (httpx.TransportError, StoreUnavailableError):
                 self._current = (self._current + 1) % len(self._clients)
                 time.sleep(cursor.lost())
+            except httpx.HTTPError as exc:
+                raise core.transport_failure(exc) from exc
 
     def close(self) -> None:
         for client in self._clients:

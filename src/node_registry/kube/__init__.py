@@ -1,8 +1,9 @@
 """The registry's Kubernetes API: group ``ai_team.io/v1``'s wire shapes, for server and client.
 
 Pure (no I/O): the objects (``objects``), meta.k8s.io shapes (``meta``), discovery documents
-(``discovery``), server-side printing (``table``), field selectors (``fields``) and the OpenAPI
-documents (``openapi``) that make kubectl and the official clients work against the registry.
+(``discovery``), server-side printing (``table``), field selectors (``fields``), the OpenAPI
+documents (``openapi``), patches and unknown fields (``patch``) and server-side apply
+(``apply``) that make kubectl and the official clients work against the registry.
 """
 
 from node_registry.kube.discovery import GROUP_VERSION, RESOURCES

@@ -59,17 +59,19 @@ class Resource:
     subresources: tuple[Subresource, ...] = ()
 
 
-#: What the group serves. Phase 1 of #11 serves reads of nodepassports; writes (create,
-#: update, patch, delete, deletecollection, status writes) join these verbs in phase 2.
+#: Every verb apiserver serves on a resource with a status subresource (#11 phase 2).
+WRITABLE = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+#: What the group serves.
 RESOURCES: tuple[Resource, ...] = (
     Resource(
         plural="nodepassports",
         singular="nodepassport",
         kind="NodePassport",
-        verbs=("get", "list", "watch"),
+        verbs=WRITABLE,
         short_names=("np",),
         categories=CATEGORIES,
-        subresources=(Subresource("status", "NodePassport", ("get",)),),
+        subresources=(Subresource("status", "NodePassport", ("get", "patch", "update")),),
     ),
     Resource(
         plural="leases",

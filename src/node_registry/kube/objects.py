@@ -30,23 +30,20 @@ from node_registry.kube.meta import KubeModel, ListMeta, list_meta, rfc3339, rfc
 from node_registry.passport import API_VERSION, KIND, NodePassport
 from node_registry.passport import Metadata as PassportMetadata
 from node_registry.passport import Status as PassportStatus
+from node_registry.passport.objects import passport_of
 from node_registry.passport.verification import (
+    TRUSTED,
     CapabilityVerification,
     VerificationState,
     claim_states,
 )
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry.entry import RegistryEntry
-from node_registry.registry.policies import TRUSTED
 from node_registry.registry.registry import is_schedulable
 from node_registry.store import HealthState
 
 LIST_KIND = f"{KIND}List"
 LEASE_KIND = "Lease"
-#: metadata fields the registry owns: never part of the stored passport.
-SERVER_METADATA = ("creationTimestamp", "resourceVersion", "generation", "managedFields")
-#: status fields the registry owns (its view of the node beside the node's own report).
-SERVER_STATUS = ("healthState", "lastSeen", "registeredAt", "schedulable", "verification")
 
 
 class VerificationStatus(KubeModel):
@@ -81,6 +78,11 @@ class NodePassportMetadata(PassportMetadata):
     generation: int | None = Field(
         default=None,
         description="Bumped by the server when the spec changes (not the status or labels)",
+    )
+    managed_fields: list[dict[str, Any]] | None = Field(
+        default=None,
+        alias="managedFields",
+        description="Which field manager owns which fields (server-side apply); set by the server",
     )
 
 
@@ -220,23 +222,6 @@ def _add_verification(status: dict[str, Any], entry: RegistryEntry) -> None:
     status["conditions"] = [*status.get("conditions", []), condition]
 
 
-def passport_of(doc: dict[str, Any]) -> dict[str, Any]:
-    """The passport inside a NodePassport object: the object less the registry's fields."""
-    passport = dict(doc)
-    meta = passport.get("metadata")
-    if isinstance(meta, dict):
-        passport["metadata"] = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
-    status = passport.get("status")
-    if isinstance(status, dict):
-        passport["status"] = {k: v for k, v in status.items() if k not in SERVER_STATUS}
-        conditions = status.get("conditions")
-        if isinstance(conditions, list):
-            passport["status"]["conditions"] = [
-                c for c in conditions if not (isinstance(c, dict) and c.get("type") == TRUSTED)
-            ]
-    return passport
-
-
 def verification_of(doc: dict[str, Any]) -> dict[str, CapabilityVerification]:
     """The results in a NodePassport object's ``status.verification``, by capability."""
     status = doc.get("status")
@@ -251,6 +236,32 @@ def verification_of(doc: dict[str, Any]) -> dict[str, CapabilityVerification]:
             [errors.FieldError("status.verification.results", str(exc))],
         ) from None
     return {r.capability: r for r in results}
+
+
+def stamp_conditions(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """``after``'s conditions with the times the node left out, as ``update_status`` sets them.
+
+    A condition new or changed since ``before`` without ``lastTransitionTime`` gets the old one
+    if its status is the same, else ``now``; without ``lastHeartbeatTime``, ``now``. Conditions
+    the write did not touch keep exactly what they had.
+    """
+    old = {c.get("type"): c for c in before if isinstance(c, dict)}
+    stamped = []
+    for given in after:
+        previous = old.get(given.get("type")) if isinstance(given, dict) else None
+        if not isinstance(given, dict) or given == previous:
+            stamped.append(given)
+            continue
+        cond = dict(given)
+        if "lastTransitionTime" not in cond:
+            same = previous is not None and previous.get("status") == cond.get("status")
+            kept = previous.get("lastTransitionTime") if same and previous else None
+            cond["lastTransitionTime"] = kept or rfc3339(now)
+        cond.setdefault("lastHeartbeatTime", rfc3339(now))
+        stamped.append(cond)
+    return stamped
 
 
 def object_to_entry(doc: dict[str, Any]) -> RegistryEntry:

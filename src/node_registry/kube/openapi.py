@@ -22,6 +22,7 @@ from node_registry import __version__
 from node_registry.kube import extensions
 from node_registry.kube.discovery import GROUP_VERSION, VERSION
 from node_registry.kube.objects import Lease, LeaseList, NodePassportList, NodePassportObject
+from node_registry.kube.patch import MERGE_KEYS, PatchType
 from node_registry.passport.models import API_GROUP
 
 #: The schema-name prefix apiserver gives a group's kinds (reverse DNS of the group).
@@ -79,6 +80,16 @@ def schemas() -> dict[str, Any]:
         raw[name] = schema
     refs = {name: PREFIX + name for name in raw}
     out = {PREFIX + name: _kube_schema(schema, refs) for name, schema in raw.items()}
+    merge_keys = {path[-1]: key for path, key in MERGE_KEYS.items()}
+    for schema in out.values():
+        for name, prop in schema.get("properties", {}).items():
+            if name in merge_keys and prop.get("type") == "array":
+                # What kubectl's strategic merge (client-side apply) and server-side apply
+                # read: the list merges per element, named by this key.
+                prop["x-kubernetes-patch-strategy"] = "merge"
+                prop["x-kubernetes-patch-merge-key"] = merge_keys[name]
+                prop["x-kubernetes-list-type"] = "map"
+                prop["x-kubernetes-list-map-keys"] = [merge_keys[name]]
     for kind in KINDS:
         out[PREFIX + kind]["x-kubernetes-group-version-kind"] = [
             {"group": API_GROUP, "version": VERSION, "kind": kind}
@@ -86,60 +97,118 @@ def schemas() -> dict[str, Any]:
     return out
 
 
-def _get(summary: str, kind: str, *, listing: bool = False) -> dict[str, Any]:
-    params = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
-    if listing:
-        params = [
-            {"name": name, "in": "query", "schema": {"type": kind_}}
-            for name, kind_ in (
-                ("labelSelector", "string"),
-                ("fieldSelector", "string"),
-                ("limit", "integer"),
-                ("continue", "string"),
-                ("watch", "boolean"),
-                ("resourceVersion", "string"),
-                ("timeoutSeconds", "integer"),
-                ("allowWatchBookmarks", "boolean"),
-            )
-        ]
-    return {
-        "get": {
-            "summary": summary,
-            "parameters": params,
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": f"#/components/schemas/{PREFIX}{kind}"}
-                        }
-                    },
-                }
-            },
-            "x-kubernetes-group-version-kind": {
-                "group": API_GROUP,
-                "version": VERSION,
-                "kind": kind,
-            },
-        }
+def _query(*names: tuple[str, str]) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "query", "schema": {"type": t}} for n, t in names]
+
+
+_PATH_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_LIST_QUERY = _query(
+    ("labelSelector", "string"),
+    ("fieldSelector", "string"),
+    ("limit", "integer"),
+    ("continue", "string"),
+    ("watch", "boolean"),
+    ("resourceVersion", "string"),
+    ("timeoutSeconds", "integer"),
+    ("allowWatchBookmarks", "boolean"),
+)
+#: What every write takes; kubectl looks for ``fieldValidation`` (and ``dryRun``) on a kind's
+#: PATCH operation to know the server validates (``--validate``, ``--dry-run=server``).
+_WRITE_QUERY = _query(("dryRun", "string"), ("fieldValidation", "string"))
+_MANAGER_QUERY = _query(("fieldManager", "string"))
+#: The patch types served. Strategic merge listed tells kubectl's client-side apply to send
+#: one (computed from the schemas' patch strategies) rather than a JSON merge patch, which
+#: replaces whole lists: capabilities the server defaulted would then always differ.
+_PATCH_TYPES = tuple(p.value for p in PatchType)
+
+
+def _operation(
+    summary: str,
+    kind: str,
+    action: str,
+    params: list[dict[str, Any]],
+    *,
+    body: tuple[str, ...] = (),
+    response: str | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": params,
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{PREFIX}{response or kind}"}
+                    }
+                },
+            }
+        },
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": API_GROUP, "version": VERSION, "kind": kind},
     }
+    if body:
+        ref = {"$ref": f"#/components/schemas/{PREFIX}{kind}"}
+        operation["requestBody"] = {"content": {media: {"schema": ref} for media in body}}
+    return operation
+
+
+def _get(summary: str, kind: str, *, listing: bool = False) -> dict[str, Any]:
+    params = _LIST_QUERY if listing else [_PATH_NAME]
+    return {"get": _operation(summary, kind, "list" if listing else "get", params)}
+
+
+def _writable(what: str) -> dict[str, Any]:
+    """put and patch of one NodePassport (or of its status)."""
+    params = [_PATH_NAME, *_WRITE_QUERY, *_MANAGER_QUERY]
+    return {
+        "put": _operation(f"replace {what}", "NodePassport", "put", params, body=_JSON_BODY),
+        "patch": _operation(
+            f"partially update {what}",
+            "NodePassport",
+            "patch",
+            [*params, *_query(("force", "boolean"))],
+            body=_PATCH_TYPES,
+        ),
+    }
+
+
+_JSON_BODY = ("application/json", "application/yaml")
 
 
 @cache
 def group_version_document() -> dict[str, Any]:
     """``/openapi/v3/apis/ai_team.io/v1``."""
     base = f"/{GROUP_VERSION_PATH}"
+    collection = _get("list or watch NodePassports", "NodePassportList", listing=True)
+    collection["post"] = _operation(
+        "create (register) a NodePassport",
+        "NodePassport",
+        "post",
+        [*_WRITE_QUERY, *_MANAGER_QUERY],
+        body=_JSON_BODY,
+    )
+    collection["delete"] = _operation(
+        "delete a collection of NodePassports",
+        "NodePassport",
+        "deletecollection",
+        [*_WRITE_QUERY[:1], *_LIST_QUERY[:2]],
+        response="NodePassportList",
+    )
+    one = _get("read a NodePassport", "NodePassport")
+    one.update(_writable("a NodePassport's metadata and spec"))
+    one["delete"] = _operation(
+        "delete a NodePassport", "NodePassport", "delete", [_PATH_NAME, *_WRITE_QUERY[:1]]
+    )
+    status = _get("read a NodePassport's status", "NodePassport")
+    status.update(_writable("a NodePassport's status"))
     return {
         "openapi": "3.0.0",
         "info": {"title": "AI_TEAM Node Registry", "version": __version__},
         "paths": {
-            f"{base}/nodepassports": _get(
-                "list or watch NodePassports", "NodePassportList", listing=True
-            ),
-            f"{base}/nodepassports/{{name}}": _get("read a NodePassport", "NodePassport"),
-            f"{base}/nodepassports/{{name}}/status": _get(
-                "read a NodePassport's status", "NodePassport"
-            ),
+            f"{base}/nodepassports": collection,
+            f"{base}/nodepassports/{{name}}": one,
+            f"{base}/nodepassports/{{name}}/status": status,
             f"{base}/leases": _get("list the nodes' Leases", "LeaseList", listing=True),
             f"{base}/leases/{{name}}": _get("read a node's Lease", "Lease"),
             **extensions.paths(base, PREFIX),
@@ -165,14 +234,42 @@ def index() -> dict[str, Any]:
     }
 
 
+def _swagger_operation(operation: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI 3 operation of ``group_version_document`` in Swagger 2.0's words."""
+    params: list[dict[str, Any]] = [
+        {k: v for k, v in p.items() if k != "schema"} | p["schema"] for p in operation["parameters"]
+    ]
+    out = {k: v for k, v in operation.items() if k not in ("parameters", "responses")}
+    body = out.pop("requestBody", None)
+    if body is not None:
+        out["consumes"] = list(body["content"])
+        schema = next(iter(body["content"].values()))["schema"]
+        params.append({"name": "body", "in": "body", "required": True, "schema": schema})
+    response = operation["responses"]["200"]
+    out["produces"] = ["application/json"]
+    out["parameters"] = params
+    out["responses"] = {
+        "200": {
+            "description": response["description"],
+            "schema": response["content"]["application/json"]["schema"],
+        }
+    }
+    return out
+
+
 @cache
 def swagger_v2() -> dict[str, Any]:
-    """``/openapi/v2``: the same schemas as Swagger 2.0 definitions (older kubectl reads it)."""
-    text = json.dumps(schemas()).replace('"#/components/schemas/', '"#/definitions/')
-    definitions: dict[str, Any] = json.loads(text)
+    """``/openapi/v2``: the same schemas and operations in Swagger 2.0 (older kubectl reads it)."""
+    paths = {
+        path: {method: _swagger_operation(op) for method, op in operations.items()}
+        for path, operations in group_version_document()["paths"].items()
+    }
+    text = json.dumps({"paths": paths, "definitions": schemas()})
+    converted: dict[str, Any] = json.loads(
+        text.replace('"#/components/schemas/', '"#/definitions/')
+    )
     return {
         "swagger": "2.0",
         "info": {"title": "AI_TEAM Node Registry", "version": __version__},
-        "paths": {},
-        "definitions": definitions,
+        **converted,
     }

@@ -42,6 +42,9 @@ class VerificationState(StrEnum):
     UNKNOWN = "Unknown"
 
 
+#: The condition the registry shows from the verifier's results (never a node's to write).
+TRUSTED = "Trusted"
+
 #: A claim with no current result (never probed, or changed since): only for labels.
 UNVERIFIED = "Unverified"
 

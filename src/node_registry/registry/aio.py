@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
+from uuid import UUID
 
 from node_registry.admission import Admission
 from node_registry.clock import Clock
@@ -158,10 +159,43 @@ class AsyncRegistry:
             )
         )
 
+    async def rewrite(
+        self,
+        node_id: str,
+        change: Callable[[NodePassport, int], NodePassport | Mapping[str, Any]],
+        *,
+        expected_revision: int | None = None,
+        heartbeat: bool = False,
+        dry_run: bool = False,
+        user: UserInfo | None = None,
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(
+                self._sync.rewrite,
+                node_id,
+                change,
+                expected_revision=expected_revision,
+                heartbeat=heartbeat,
+                dry_run=dry_run,
+                user=user,
+            )
+        )
+
     async def deregister(
-        self, node_id: str, *, keep_binding: bool = False, user: UserInfo | None = None
+        self,
+        node_id: str,
+        *,
+        keep_binding: bool = False,
+        expected_revision: int | None = None,
+        user: UserInfo | None = None,
     ) -> None:
-        await self._io(self._sync.deregister, node_id, keep_binding=keep_binding, user=user)
+        await self._io(
+            self._sync.deregister,
+            node_id,
+            keep_binding=keep_binding,
+            expected_revision=expected_revision,
+            user=user,
+        )
 
     async def binding(self, name: str) -> Binding | None:
         return await self._io(self._sync.binding, name)
@@ -229,8 +263,8 @@ class AsyncRegistry:
     async def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
         return await self.register(passport)
 
-    async def update_heartbeat(self, node_id: str) -> None:
-        await self.heartbeat(node_id)
+    async def update_heartbeat(self, node_id: str | UUID) -> None:
+        await self.heartbeat(str(node_id))
 
     async def get_alive_nodes(self) -> list[NodePassport]:
         return self._sync.get_alive_nodes()
@@ -283,10 +317,8 @@ class AsyncRegistry:
             await asyncio.sleep(period)
             # Measured here too, so a pass after a stall knows of it before judging nodes.
             self._note_lag(loop.time() - due)
-            if not self._sync.leading:
-                continue
             try:
-                await self._io(self._sync.reconcile)
+                await self._io(self._sync.controller_pass)
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
 

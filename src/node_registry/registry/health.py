@@ -43,17 +43,37 @@ class HealthPolicy:
         )
 
     def health(self, last_seen: datetime, now: datetime) -> HealthState:
-        """The state of a node last heard from at ``last_seen``."""
-        silent = now - last_seen
-        if silent < self.not_ready_after:
-            return HealthState.ALIVE
-        if silent < self.ttl:
-            return HealthState.NOT_READY
-        return HealthState.OFFLINE
+        """The state of a node last heard from at ``last_seen``: the table alone.
+
+        ``lifecycle.judge`` applies it to every node read or judged, written out there as
+        comparisons with ``thresholds(now)`` (a call per node would double a query's cost),
+        with what the registry knows of its own blindness around it.
+        """
+        return self.thresholds(now).health(last_seen)
+
+    def thresholds(self, now: datetime) -> Thresholds:
+        """The table as instants at ``now``: what judging many nodes at once compares."""
+        return Thresholds(now - self.not_ready_after, now - self.ttl)
 
     def expired(self, last_seen: datetime, now: datetime) -> bool:
         """Whether the entry is past TTL + grace period and is to be removed."""
         return now - last_seen >= self.ttl + self.grace_period
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The lifecycle table at one instant: a node is ALIVE if seen after ``alive_after``
+    (silent for less than not_ready_after), NOT_READY if seen after ``online_after``."""
+
+    alive_after: datetime
+    online_after: datetime
+
+    def health(self, last_seen: datetime) -> HealthState:
+        if last_seen > self.alive_after:
+            return HealthState.ALIVE
+        if last_seen > self.online_after:
+            return HealthState.NOT_READY
+        return HealthState.OFFLINE
 
 
 def protection_engaged(

@@ -39,15 +39,13 @@ from node_registry.passport.types import (
     load_node_type,
     read_node_types,
 )
-from node_registry.passport.verification import LABEL_PREFIX, CapabilityVerification
+from node_registry.passport.verification import LABEL_PREFIX, TRUSTED, CapabilityVerification
 from node_registry.store import Store
 
 log = logging.getLogger("node_registry")
 
 #: The store's kind for registered node types (``{prefix}/objects/nodetypes/<name>`` on etcd).
 NODE_TYPES = "nodetypes"
-#: The condition the registry shows for verification (never a node's to write).
-TRUSTED = "Trusted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,16 @@
-"""The embedded registry: register, heartbeat, report status, find, watch — and the lifecycle.
+"""The embedded registry: register, heartbeat, report status, find, watch; and its lifecycle.
 
 Design decisions, each from a lesson of Kubernetes or its peers:
 
-- Health is computed from the lease and the clock on every read (``HealthPolicy.health``), so
-  no reader sees a dead node as healthy because the controller lagged. The controller only
-  *records* transitions (``status.phase``, the ``Ready`` condition), emits the events and
-  removes expired entries.
+- Health is computed from the lease and the clock on every read (``lifecycle.judge``, the
+  one health rule), so no reader sees a dead node as healthy because the controller lagged.
+  The lifecycle controller (``lifecycle``) only *records* transitions (``status.phase``,
+  the ``Ready`` condition), emits the events and removes expired entries.
+- Durations are measured on the clock's monotonic time (``clock.steady``): a step of the
+  wall clock judges no node.
 - A heartbeat renews the lease and nothing else: no passport rewrite, no new revision, no
   event (Kubernetes split Lease from Node status for this). Only a heartbeat that revives a
   node recorded NotReady/Offline writes, once, to record the recovery.
-- Mass-failure protection (Kubernetes' zone disruption, Eureka's self-preservation): when a
-  large share of nodes goes silent in the same pass, the registry assumes the fault is its
-  own, keeps them NOT_READY, marks none Offline and removes none until heartbeats return.
-- Entries the registry did not see heartbeat (restored from a store when it starts) count as
-  seen at start-up (kubernetes#32510), never as long dead; so do all entries after the
-  registry lost its shared store for a while (nodes could not heartbeat through it), and
-  after its server reported saturation (it shed renewals, or its event loop lagged: it
-  could not hear nodes, Eureka's self-preservation).
 - On a store shared by several registry processes (etcd), only the one the store elects
   runs the lifecycle controller; every process still computes health on every read.
 - Every read-modify-write is a compare-and-swap on the record's revision, retried on conflict.
@@ -37,12 +31,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from uuid import UUID
 
 import pydantic
 
-from node_registry import labels as label_syntax
 from node_registry.admission import Admission
-from node_registry.clock import Clock, SystemClock
+from node_registry.clock import Clock, steady
 from node_registry.config import Settings, load_settings
 from node_registry.errors import (
     ConflictError,
@@ -64,6 +58,7 @@ from node_registry.passport import (
     load_passport,
 )
 from node_registry.passport.derived import CAPABILITY_PREFIX
+from node_registry.passport.kinds import parse_kind
 from node_registry.passport.types import NodeTypeDefinition
 from node_registry.passport.verification import (
     CapabilityVerification,
@@ -78,8 +73,9 @@ from node_registry.registry.entry import (
     RegistryEntry,
     WatchEvent,
 )
-from node_registry.registry.health import PHASE_OF, HealthPolicy, protection_engaged
+from node_registry.registry.health import PHASE_OF, HealthPolicy
 from node_registry.registry.index import NodeIndex
+from node_registry.registry.lifecycle import Lifecycle
 from node_registry.registry.policies import (
     NodeTypeCatalog,
     UserInfo,
@@ -105,7 +101,6 @@ from node_registry.store import (
 log = logging.getLogger("node_registry")
 
 READY = "Ready"
-MASS_FAILURE_PROTECTION = "MassFailureProtection"
 _CAS_ATTEMPTS = 16
 _BY_NAME = operator.attrgetter("record.name")
 
@@ -122,22 +117,6 @@ _POSITIVE = frozenset(
         Operator.LESS_THAN,
     }
 )
-
-
-def parse_kind(kind: str | NodeType | None) -> str | None:
-    """The node kind named by ``kind`` (a node type's name); ``ValidationError`` if it cannot
-    be one. Whether it is registered is the registry's to say (``Registry.select``)."""
-    if kind is None:
-        return None
-    if isinstance(kind, NodeType):
-        return kind.value
-    if not isinstance(kind, str) or (problems := label_syntax.dns1123_label_errors(kind)):
-        shown = "; ".join(problems) if isinstance(kind, str) else f"not {type(kind).__name__}"
-        raise ValidationError(
-            "unknown node kind",
-            [FieldError("kind", f"{kind!r} is not a node type name (a DNS-1123 label): {shown}")],
-        ) from None
-    return kind
 
 
 def is_schedulable(entry: RegistryEntry) -> bool:
@@ -172,14 +151,10 @@ class Registry:
             history_size=self.settings.watch.history_size,
             binding_ttl=self.settings.store.binding_retention_seconds,
         )
-        self._clock: Clock = clock or SystemClock()
+        # Every instant the registry reads moves with monotonic time (see ``clock.steady``).
+        self._clock = steady(clock)
         self._policy = HealthPolicy.from_settings(self.settings.heartbeat)
-        self._started_at = self._clock.now()
-        self._protection = self._protection_off = RegistryCondition(
-            MASS_FAILURE_PROTECTION, False, "NodesHeartbeating", "", self._started_at
-        )
-        #: The last time the server could not hear nodes (``report_saturation``).
-        self._saturated_at: datetime | None = None
+        self._lifecycle = Lifecycle(self._store, self.settings, self._clock, self._policy)
         #: The CEL policies every write passes (``admission.policies_path``, or given).
         self.admission = admission or load_admission(self.settings.admission.policies_path)
         #: The node types passports may name (built-in, configured, registered).
@@ -327,30 +302,112 @@ class Registry:
 
         return self._modify(node_id, change, renew=True)
 
+    def rewrite(
+        self,
+        node_id: str,
+        change: Callable[[NodePassport, int], NodePassport | Mapping[str, Any]],
+        *,
+        expected_revision: int | None = None,
+        heartbeat: bool = False,
+        dry_run: bool = False,
+        user: UserInfo | None = None,
+    ) -> RegistryEntry:
+        """Replace the node's passport with ``change(stored passport, its revision)``.
+
+        Kubernetes' update and patch (apiserver's GuaranteedUpdate): ``change`` sees the
+        passport as stored — the node's own status, without the controller's overlay — and
+        runs again when a concurrent write wins the compare-and-swap, unless
+        ``expected_revision`` pins the version the caller read (optimistic concurrency:
+        ``RevisionConflictError`` when it is not the stored one). The result is held to every
+        limit a registration is; uid and name never change. ``heartbeat``: the write is the
+        node's own report and counts as a heartbeat (ALIVE, lease renewed); otherwise health
+        and lease stay as they were. ``dry_run``: validated and returned, nothing stored.
+        The result must fit its node type and pass the admission policies (an ``UPDATE``
+        with the stored passport as ``oldObject``); the verifier's results of the claims it
+        keeps stay with it.
+        """
+        for attempt in range(_CAS_ATTEMPTS):
+            now = self._clock.now()
+            current = self._current(node_id, attempt, absent_is_a_guess=False)
+            if current is None:
+                raise NotFoundError(f"node {node_id!r} is not registered")
+            if expected_revision is not None and current.revision != expected_revision:
+                if attempt == 0:
+                    continue  # the index may lag the store: ask the store itself
+                raise _modified(current.record.name)
+            old = current.record
+            passport = _checked_merge(load_passport(change(old.passport, current.revision)))
+            _refuse_registry_phases(passport.status.phase, "status.phase")
+            _refuse_identity_change(old, passport)
+            refuse_registry_owned(passport)
+            self.node_types.validate(passport)
+            admit(self.admission, "UPDATE", passport, old.passport, user)
+            kept = kept_results(passport, old.verification)
+            if heartbeat:
+                changed_at = old.health_changed_at if old.health is HealthState.ALIVE else now
+                record = NodeRecord(
+                    passport, old.registered_at, HealthState.ALIVE, changed_at, verification=kept
+                )
+            else:
+                record = NodeRecord(
+                    passport,
+                    old.registered_at,
+                    old.health,
+                    old.health_changed_at,
+                    old.unready_since,
+                    kept,
+                )
+            if dry_run:
+                return self._entry(Versioned(record, current.revision), now)
+            try:
+                revision = self._store.update(
+                    record,
+                    expected_revision=current.revision,
+                    renewed_at=now if heartbeat else None,
+                )
+            except RevisionConflictError:
+                if expected_revision is not None:
+                    raise _modified(old.name) from None
+                continue
+            return self._entry(Versioned(record, revision), now)
+        raise ConflictError(f"node {node_id} is being changed concurrently; try again")
+
     def deregister(
-        self, node_id: str, *, keep_binding: bool = False, user: UserInfo | None = None
+        self,
+        node_id: str,
+        *,
+        keep_binding: bool = False,
+        expected_revision: int | None = None,
+        user: UserInfo | None = None,
     ) -> None:
         """Remove the node now; ``NotFoundError`` if it is not registered.
 
         ``keep_binding``: the node leaves by itself (graceful shutdown), so its name stays
         bound to it (see ``binding``); otherwise (an operator's delete) the name is free.
         Admission policies that match ``DELETE`` see the stored passport as ``oldObject``.
+        ``expected_revision``: only if that is the stored version (a delete precondition).
         """
         if self.admission.policies:
             known = self._current(node_id, 0, absent_is_a_guess=False)
             if known is not None:
                 admit(self.admission, "DELETE", None, known.record.passport, user)
         if not keep_binding:
-            self._store.delete(node_id)
+            self._store.delete(node_id, expected_revision=expected_revision)
             return
         for attempt in range(_CAS_ATTEMPTS):
             current = self._current(node_id, attempt, absent_is_a_guess=False)
             if current is None:
                 raise NotFoundError(f"node {node_id!r} is not registered")
+            if expected_revision is not None and current.revision != expected_revision:
+                if attempt == 0:
+                    continue
+                raise _modified(current.record.name)
             keep = self._binding_of(current.record, self._clock.now())
             try:
                 self._store.delete(node_id, expected_revision=current.revision, keep=keep)
             except RevisionConflictError:
+                if expected_revision is not None:
+                    raise _modified(current.record.name) from None
                 continue  # its labels changed meanwhile: remember the new ones
             return
         raise ConflictError(f"node {node_id} is being changed concurrently; try again")
@@ -621,16 +678,16 @@ class Registry:
         Like the return of a lost store, it spares nodes from verdicts the registry's own
         blindness would cause and revives none recorded silent before.
         """
-        self._saturated_at = self._clock.now()
+        self._lifecycle.report_saturation()
 
     @property
     def saturated_at(self) -> datetime | None:
         """When the server last reported saturation (None: never)."""
-        return self._saturated_at
+        return self._lifecycle.saturated_at
 
     def conditions(self) -> list[RegistryCondition]:
         """Conditions of the registry itself (mass-failure protection)."""
-        return [self._protection_now()]
+        return [self._lifecycle.protection_now()]
 
     def ping(self) -> None:
         """Raise ``StoreUnavailableError`` unless the store answers."""
@@ -648,7 +705,7 @@ class Registry:
 
     @property
     def protection_active(self) -> bool:
-        return self._protection_now().status
+        return self._lifecycle.protection_now().status
 
     @property
     def resource_version(self) -> int:
@@ -668,8 +725,9 @@ class Registry:
     def register_node(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
         return self.register(passport)
 
-    def update_heartbeat(self, node_id: str) -> None:
-        self.heartbeat(node_id)
+    def update_heartbeat(self, node_id: str | UUID) -> None:
+        # The seed passes passport.metadata.uid, which the passport model holds as a UUID.
+        self.heartbeat(str(node_id))
 
     def get_alive_nodes(self) -> list[NodePassport]:
         """Passports of the nodes whose health is ALIVE now."""
@@ -678,44 +736,24 @@ class Registry:
     # -- the lifecycle controller -------------------------------------------------------
 
     def reconcile(self) -> None:
-        """One controller pass: protection check, transitions recorded, expired entries removed."""
-        now = self._clock.now()
+        """One controller pass: protection check, transitions recorded, expired entries removed.
+
+        Its writes are fenced (see ``lifecycle``): on etcd, a pass run by a replica that
+        does not hold the controller's seat stops at its first write.
+        """
         snapshot, _ = self._index.snapshot()
-        observed: list[tuple[Versioned, HealthState, datetime]] = []
-        considered = unhealthy = 0
-        for versioned in snapshot:
-            computed, seen = self._verdict(versioned.record, now)
-            observed.append((versioned, computed, seen))
-            if versioned.record.health is not HealthState.OFFLINE:
-                considered += 1
-                unhealthy += computed is not HealthState.ALIVE
-        protection = self.settings.protection
-        protected = protection.enabled and protection_engaged(
-            unhealthy=unhealthy,
-            considered=considered,
-            fraction=protection.unhealthy_fraction,
-            min_unhealthy=protection.min_unhealthy_nodes,
-        )
-        self._set_protection(protected, unhealthy, considered, now)
-        self._share_protection()
-        for observed_version, computed, seen in observed:
-            record = observed_version.record
-            revision = observed_version.revision
-            try:
-                if self._capped(computed, record) is not record.health:
-                    # Recorded before any removal, so watchers see Offline, then DELETED.
-                    revision = self._record_health(record.node_id).revision
-                if (
-                    not protected
-                    and computed is HealthState.OFFLINE
-                    and self._policy.expired(seen, now)
-                ):
-                    keep = self._binding_of(record, now)
-                    self._store.delete(record.node_id, expected_revision=revision, keep=keep)
-                    log.info("removed node %s (%s): lease expired", record.name, record.node_id)
-            except (RevisionConflictError, NotFoundError):
-                # Changed or removed since the snapshot: the next pass sees the new state.
-                continue
+        self._lifecycle.reconcile(snapshot, self._record_health, self._remove_expired)
+
+    def controller_pass(self) -> bool:
+        """``reconcile`` if this registry runs the lifecycle controller; whether it does.
+
+        The controller's loops call this every period, so a seat taken over is noticed.
+        """
+        leading = self._store.leading
+        self._lifecycle.observe_leading(leading)
+        if leading:
+            self.reconcile()
+        return leading
 
     def start(self) -> None:
         """Run the lifecycle controller in a daemon thread."""
@@ -750,49 +788,12 @@ class Registry:
     def _run_controller(self) -> None:
         period = self.settings.controller.period_seconds
         while not self._stop.wait(period):
-            if not self._store.leading:
-                continue
             try:
-                self.reconcile()
+                self.controller_pass()
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
 
     # -- internals ----------------------------------------------------------------------
-
-    def _seen_floor(self) -> datetime:
-        """No node counts as silent since before this: start-up, the store's return, or
-        the end of the server's saturation."""
-        floor = self._started_at
-        for blind_until in (self._store.resumed_at, self._saturated_at):
-            if blind_until is not None and blind_until > floor:
-                floor = blind_until
-        return floor
-
-    def _verdict(self, record: NodeRecord, now: datetime) -> tuple[HealthState, datetime]:
-        """The node's health now, and the last-seen time that counts for its removal.
-
-        The seen-floor spares nodes from verdicts our own blindness would cause; it never
-        revives a node recorded silent before it (only a heartbeat does that).
-        """
-        seen = self._store.renewed_at(record.node_id) or record.registered_at
-        floored = max(seen, self._seen_floor())
-        health = self._policy.health(floored, now)
-        if (
-            _SEVERITY[record.health] > _SEVERITY[health]
-            and self._policy.health(seen, now) is not HealthState.ALIVE
-        ):
-            health = record.health
-        return health, floored
-
-    def _capped(self, computed: HealthState, record: NodeRecord) -> HealthState:
-        # Under protection no node *becomes* Offline; one recorded Offline before stays so.
-        if (
-            computed is HealthState.OFFLINE
-            and self._protection_now().status
-            and record.health is not HealthState.OFFLINE
-        ):
-            return HealthState.NOT_READY
-        return computed
 
     def _binding_of(self, record: NodeRecord, now: datetime) -> Binding:
         prefix = self.settings.server.protected_label_prefix
@@ -804,45 +805,20 @@ class Registry:
         return self._entries([versioned], now)[0]
 
     def _entries(self, found: list[Versioned], now: datetime) -> list[RegistryEntry]:
-        """Entries as of ``now``: ``HealthPolicy.health`` applied to every node found.
-
-        The hot path of every query, once per node returned, so the thresholds are turned
-        into two instants once and each node costs two datetime comparisons.
-        """
-        alive_after = now - self._policy.not_ready_after
-        online_after = now - self._policy.ttl
-        started = self._seen_floor()
-        renewed_at = self._store.renewed_at
-        protected = self._protection_now().status
-        severity = _SEVERITY
-        alive, not_ready, offline = HealthState.ALIVE, HealthState.NOT_READY, HealthState.OFFLINE
+        """Entries as of ``now``: the lifecycle's judge applied to every node found."""
+        verdict = self._lifecycle.judge(now)
+        alive = HealthState.ALIVE
         require = self.settings.verification.require
         entries: list[RegistryEntry] = []
         append = entries.append
         for versioned in found:
             record = versioned.record
-            seen = renewed_at(record.node_id) or record.registered_at
-            effective = seen if seen > started else started
-            if effective > alive_after:
-                health = alive
-            elif effective > online_after or (protected and record.health is not offline):
-                # Under protection no node *becomes* Offline (see _capped).
-                health = not_ready
-            else:
-                health = offline
-            recorded = record.health
-            if (
-                recorded is not alive
-                and seen <= alive_after
-                and severity[recorded] > severity[health]
-            ):
-                health = recorded  # the floor never revives (see _verdict)
-            passport = record.passport if record.health is alive else _shown(record)
+            seen, _, health, _ = verdict(record)
             append(
                 RegistryEntry(
                     record.node_id,
                     record.kind,
-                    passport,
+                    record.passport if record.health is alive else _shown(record),
                     seen,
                     health,
                     record.registered_at,
@@ -893,6 +869,7 @@ class Registry:
         change: Callable[[NodeRecord, datetime], NodeRecord | None],
         *,
         renew: bool = False,
+        fenced: bool = False,
     ) -> Versioned:
         """Compare-and-swap ``change`` onto the stored record, retrying on conflict."""
         for attempt in range(_CAS_ATTEMPTS):
@@ -905,7 +882,10 @@ class Registry:
                 return current
             try:
                 revision = self._store.update(
-                    record, expected_revision=current.revision, renewed_at=now if renew else None
+                    record,
+                    expected_revision=current.revision,
+                    renewed_at=now if renew else None,
+                    fenced=fenced,
                 )
             except RevisionConflictError:
                 continue
@@ -926,11 +906,14 @@ class Registry:
                 return known
         return self._store.get(node_id)
 
-    def _record_health(self, node_id: str) -> Versioned:
-        """Record the node's current health, if it changed (readers see it in status)."""
+    def _record_health(self, node_id: str, fenced: bool = False) -> Versioned:
+        """Record the node's current health, if it changed (readers see it in status).
+
+        ``fenced``: the lifecycle controller's write (see ``Store``), not a heartbeat's.
+        """
 
         def change(record: NodeRecord, now: datetime) -> NodeRecord | None:
-            target = self._capped(self._verdict(record, now)[0], record)
+            target = self._lifecycle.judge(now, controller=fenced)(record)[2]
             if target is record.health:
                 return None
             log.info(
@@ -938,48 +921,13 @@ class Registry:
             )
             return _with_health(record, target, now)
 
-        return self._modify_versioned(node_id, change)
+        return self._modify_versioned(node_id, change, fenced=fenced)
 
-    def _protection_now(self) -> RegistryCondition:
-        """Protection as the controller decided it: here, or published by another replica."""
-        if self._store.leading:
-            return self._protection
-        shared = self._store.shared_state(MASS_FAILURE_PROTECTION)
-        if shared is None:
-            return self._protection_off  # nothing published, or its controller died
-        try:
-            return RegistryCondition.from_dict(shared)
-        except (KeyError, TypeError, ValueError):
-            log.warning("the published mass-failure protection is unreadable; ignored")
-            return self._protection_off
-
-    def _share_protection(self) -> None:
-        """Publish the controller's protection decision for the other replicas, if changed."""
-        if not self._store.leading:
-            return  # a pass run by hand on another replica must not overrule the controller
-        doc = self._protection.to_dict()
-        if self._store.shared_state(MASS_FAILURE_PROTECTION) == doc:
-            return
-        try:
-            self._store.publish_state(MASS_FAILURE_PROTECTION, doc)
-        except RegistryError as error:
-            log.warning("could not publish mass-failure protection (%s); next pass", error)
-
-    def _set_protection(self, active: bool, unhealthy: int, considered: int, now: datetime) -> None:
-        if active == self._protection.status:
-            return
-        if active:
-            reason = "MassHeartbeatLoss"
-            message = (
-                f"{unhealthy} of {considered} nodes stopped heartbeating at once; assuming the "
-                "fault is on the registry's side: no node is marked Offline or removed"
-            )
-            log.warning("mass-failure protection engaged: %s", message)
-        else:
-            reason = "NodesHeartbeating"
-            message = f"{considered - unhealthy} of {considered} nodes heartbeating"
-            log.warning("mass-failure protection released: %s", message)
-        self._protection = RegistryCondition(MASS_FAILURE_PROTECTION, active, reason, message, now)
+    def _remove_expired(self, record: NodeRecord, revision: int, now: datetime) -> None:
+        """The controller removes a node past TTL + grace period, keeping its binding."""
+        keep = self._binding_of(record, now)
+        self._store.delete(record.node_id, expected_revision=revision, keep=keep, fenced=True)
+        log.info("removed node %s (%s): lease expired", record.name, record.node_id)
 
 
 class _StatusUpdate(pydantic.BaseModel):
@@ -1013,6 +961,24 @@ def _refuse_registry_phases(phase: Phase, loc: str) -> None:
         raise ValidationError(
             "invalid status", [FieldError(loc, "Offline is recorded by the registry only")]
         )
+
+
+def _modified(name: str) -> RevisionConflictError:
+    # apiserver's words for a failed optimistic-concurrency write: clients match on them.
+    return RevisionConflictError(
+        f"Operation cannot be fulfilled on node {name!r}: the object has been modified; "
+        "please apply your changes to the latest version and try again"
+    )
+
+
+def _refuse_identity_change(old: NodeRecord, passport: NodePassport) -> None:
+    problems = []
+    if passport.node_id != old.node_id:
+        problems.append(FieldError("metadata.uid", f"field is immutable (is {old.node_id})"))
+    if passport.metadata.name != old.name:
+        problems.append(FieldError("metadata.name", f"field is immutable (is {old.name!r})"))
+    if problems:
+        raise ValidationError("the node's identity cannot change", problems)
 
 
 def _checked_merge(passport: NodePassport) -> NodePassport:
@@ -1058,8 +1024,6 @@ def _merge_conditions(
         merged[cond.type] = cond.model_copy(update=fields)
     return list(merged.values())
 
-
-_SEVERITY = {HealthState.ALIVE: 0, HealthState.NOT_READY: 1, HealthState.OFFLINE: 2}
 
 _UNREADY: dict[HealthState, tuple[str, str]] = {
     HealthState.NOT_READY: ("NodeStatusUnknown", "The node stopped renewing its lease."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from node_registry.selectors.filter import NodeFilter
 from node_registry.selectors.selector import (
     MAX_REQUIREMENTS,
     MAX_SELECTOR_LENGTH,
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_TOTAL_VALUES",
     "MAX_VALUES",
     "Labels",
+    "NodeFilter",
     "Operator",
     "Requirement",
     "Selector",

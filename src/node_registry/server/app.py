@@ -33,6 +33,7 @@ from node_registry.server.pages import Paginator
 from node_registry.server.routes import (
     discovery,
     leases,
+    nodepassport_writes,
     nodepassports,
     nodes,
     nodetypes,
@@ -129,6 +130,7 @@ def create_app(
     app.include_router(nodepassports.router)
     app.include_router(verification.router)
     app.include_router(nodetypes.router)
+    app.include_router(nodepassport_writes.router)
     app.include_router(discovery.router)
     app.include_router(kube_openapi.router)
     app.include_router(operations.router)

@@ -10,7 +10,8 @@ so while the loop runs more than ``shed_reads_lag_seconds`` late every level bel
 ``node-high`` is shed outright, and renewals are what the loop spends its time on:
 
 - ``node-high``: what keeps nodes alive (lease renewals, status reports, registration,
-  deregistration): the most seats, so these are the last to be refused;
+  deregistration; every write of ``nodes`` and ``nodepassports``): the most seats, so
+  these are the last to be refused;
 - ``workload``: reads (get, list, search, watch). A watch holds its seat only until its
   stream starts (APF counts a watch's initialisation, not its lifetime); open streams
   are bounded separately (``max_watch_streams``);
@@ -39,6 +40,9 @@ RETRY_AFTER_SECONDS = 1
 _NODE_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PROBES = frozenset({"/healthz", "/readyz"})
 _API = API_PREFIX + "/"
+#: What node writes go to: leases, the registry's own nodes, and Kubernetes' nodepassports
+#: (where the registry's clients register, report status and deregister, #11).
+_NODE_WRITTEN = ("leases/", "nodes", "nodepassports")
 
 
 class Level(StrEnum):
@@ -52,7 +56,7 @@ def classify(method: str, path: str) -> Level:
     """The priority level of a request, from its method and path alone."""
     if path.startswith(_API):
         rest = path[len(_API) :]
-        if method in _NODE_WRITES and rest.startswith(("leases/", "nodes")):
+        if method in _NODE_WRITES and rest.startswith(_NODE_WRITTEN):
             return Level.NODE_HIGH
         return Level.WORKLOAD
     if path in _PROBES:

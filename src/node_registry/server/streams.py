@@ -26,7 +26,7 @@ from typing import Any
 from node_registry.errors import RevisionCompactedError
 from node_registry.registry import AsyncWatch, EventType, RegistryEntry, WatchEvent
 from node_registry.registry.watch import Slot
-from node_registry.selectors import Selector
+from node_registry.selectors import NodeFilter, Selector
 from node_registry.wire import ERROR, bookmark_to_wire, event_to_wire, status_from_error
 
 Frame = Callable[[dict[str, Any], int], bytes]
@@ -74,28 +74,27 @@ def _matches(
     slot: Slot,
     entry: RegistryEntry | None,
     key: str,
-    kind: str | None,
-    selector: Selector,
+    nodes: NodeFilter,
     wanted: EntryFilter | None,
 ) -> bool:
-    if entry is None or (kind is not None and entry.node_kind != kind):
+    if entry is None:
         return False
     if wanted is not None and not wanted(entry):
         return False
-    return selector.empty() or selector.matches(_labels(slot, entry, key))
+    return nodes.matches(entry.node_kind, lambda: _labels(slot, entry, key))
 
 
 def shown_type(
-    slot: Slot, kind: str | None, selector: Selector, wanted: EntryFilter | None = None
+    slot: Slot, nodes: NodeFilter, wanted: EntryFilter | None = None
 ) -> EventType | None:
-    """The event's type as a watcher of (kind, selector, wanted) sees it, or None: not for it."""
+    """The event's type as a watcher of (nodes, wanted) sees it, or None: not for it."""
     event = slot.event
-    if kind is None and selector.empty() and wanted is None:
+    if nodes.empty() and wanted is None:
         return event.type
-    now = _matches(slot, event.entry, "labels", kind, selector, wanted)
+    now = _matches(slot, event.entry, "labels", nodes, wanted)
     if event.type in (EventType.ADDED, EventType.DELETED):
         return event.type if now else None
-    before = _matches(slot, event.previous, "previous labels", kind, selector, wanted)
+    before = _matches(slot, event.previous, "previous labels", nodes, wanted)
     if now and before:
         return event.type
     if now:
@@ -140,6 +139,7 @@ async def stream_events(
     ``initial`` frames (a watch's synthetic ADDED events for the current state) go first.
     """
     on_open()
+    nodes = NodeFilter(None if kind is None else str(kind), selector)
     deadline = None if timeout is None else time.monotonic() + timeout
     last = since
     last_frame = time.monotonic()
@@ -164,7 +164,7 @@ async def stream_events(
             chunk: list[bytes] = []
             for slot in slots:
                 last = slot.event.resource_version
-                shown = shown_type(slot, kind, selector, wanted)
+                shown = shown_type(slot, nodes, wanted)
                 if shown is not None:
                     chunk.append(encoded(slot, shown, frame, encoding))
             if chunk:

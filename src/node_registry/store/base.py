@@ -14,9 +14,13 @@
   history). A store that can lose history later (etcd compaction under a watcher) ends the
   watch by handing that error to ``on_error``.
 - A store shared by several registry processes (etcd) says which one runs the lifecycle
-  controller (``leading``), whether its view is current (``check_view``), since when it
-  has seen every renewal again after losing the store (``resumed_at``), and carries the
-  controller's shared state to the others (``publish_state``/``shared_state``). A store only this
+  controller (``leading``); a ``fenced`` write (``update``/``delete``, and every
+  ``publish_state``) succeeds only while this process holds that seat, checked by the
+  store in the write itself, else ``NotLeadingError`` (a controller paused past its seat's
+  lease writes nothing from its stale view: issue #10, item 9). It says whether its view
+  is current (``check_view``), since when it has seen every renewal again after losing
+  the store (``resumed_at``), and carries the controller's shared state to the others
+  (``publish_state``/``shared_state``). A store only this
   process uses always leads, is always current, and never lost sight of a renewal.
 - A name a node gave up is remembered: ``delete(node_id, keep=binding)`` stores, in the
   same atomic step as the deletion, whose the name was and the labels to give back
@@ -219,11 +223,21 @@ class Store(Protocol):
     def create(self, record: NodeRecord, *, renewed_at: datetime) -> int: ...
 
     def update(
-        self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
+        self,
+        record: NodeRecord,
+        *,
+        expected_revision: int,
+        renewed_at: datetime | None = None,
+        fenced: bool = False,
     ) -> int: ...
 
     def delete(
-        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+        self,
+        node_id: str,
+        *,
+        expected_revision: int | None = None,
+        keep: Binding | None = None,
+        fenced: bool = False,
     ) -> int: ...
 
     def binding(self, name: str) -> Binding | None:

@@ -37,10 +37,17 @@ A renewal of an expired lease grants a new one and writes the lease key (a Raft 
 Leases are cached per replica (node_id → lease id); a keepalive that finds the lease gone
 falls back to reading the lease key, so a lease re-granted by another replica is found.
 
+Members: one client per endpoint, one in use (``_Members``). Each attempt of a call has
+``attempt_timeout`` seconds on the member in use; a member that fails it (no answer, no
+Raft leader, unavailable) is left for the next and its channel closed, so its watch and
+keepalive streams end at once; the call is tried again there (``_failing_over``), within
+``timeout`` in all. A watch that ends because its member was left behind ends without an
+error: watch again from the last revision seen, on the new member.
+
 Errors: every aetcd/grpc failure is translated in ``_translated`` (one place): unreachable,
 timed-out or refusing etcd → ``StoreUnavailableError`` naming the endpoint and what etcd
-said; compaction → ``RevisionCompactedError``. Every request carries ``timeout`` seconds
-(aetcd's default is none). After an etcd restart a running watch raises
+said; compaction → ``RevisionCompactedError``; a fenced write whose seat is gone →
+``NotLeadingError``. After an etcd restart a running watch raises
 ``StoreUnavailableError``: watch again from the last revision seen (aetcd does not resume
 by itself).
 """
@@ -48,27 +55,38 @@ by itself).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
 import math
 import re
-import socket
 from collections import deque
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aetcd  # type: ignore[import-untyped]  # aetcd 1.0.0 ships no py.typed marker
 import aetcd.rpc  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
 
-from node_registry.clock import Clock, SystemClock
+from node_registry.clock import Clock, steady
 from node_registry.errors import (
     ConflictError,
     NotFoundError,
+    NotLeadingError,
+    RegistryError,
     RevisionCompactedError,
     RevisionConflictError,
     StoreUnavailableError,
@@ -85,6 +103,9 @@ from node_registry.store.records import NodeRecord
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 DEFAULT_PREFIX = "/ai_team/registry"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_LEASE_TTL = 90
@@ -95,11 +116,39 @@ _MAX_MESSAGE = 64 * 1024 * 1024
 _RETRIES = 5
 
 
+#: Per attempt on one member of several: a frozen member costs a call this, then the
+#: call goes to the next member (the whole call is still bounded by ``timeout``).
+DEFAULT_ATTEMPT_TIMEOUT = 1.0
+#: Every member failed once in a row (an election, most likely): wait this before the next.
+_ROUND_PAUSE = 0.1
+
+
+class _MemberFailed(StoreUnavailableError):
+    """The member in use did not answer (or has no Raft leader): the next one may."""
+
+
+#: gRPC codes that say the member failed, not the request: try the next member.
+_MEMBER_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"}
+_MEMBER_ERRORS = (
+    aetcd.ConnectionFailedError,
+    aetcd.ConnectionTimeoutError,
+    aetcd.WatchTimeoutError,
+    TimeoutError,
+    OSError,
+)
+
+
 @contextmanager
 def _translated(endpoint: str, action: str) -> Iterator[None]:
     """aetcd's and grpc's errors → ours; the one place a library error is allowed in."""
     try:
         yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise  # this task is being cancelled
+        # grpc's way to end a call on a channel being closed: the member was left behind.
+        raise _MemberFailed(f"etcd at {endpoint} was left for another member ({action})") from None
     except aetcd.RevisionCompactedError as error:
         raise RevisionCompactedError(
             f"resource version is too old: etcd history was compacted up to revision "
@@ -111,7 +160,8 @@ def _translated(endpoint: str, action: str) -> Iterator[None]:
         cause = error.__cause__ or error.__context__
         if isinstance(cause, aetcd.rpc.AioRpcError):  # aetcd wraps some; say what etcd said
             raise _rpc_error(endpoint, action, cause) from error
-        raise StoreUnavailableError(
+        kind = _MemberFailed if isinstance(error, _MEMBER_ERRORS) else StoreUnavailableError
+        raise kind(
             f"etcd at {endpoint} did not answer ({action}): {error or type(error).__name__}"
         ) from error
 
@@ -129,7 +179,38 @@ def _rpc_error(endpoint: str, action: str, error: Any) -> StoreUnavailableError:
             "registry's etcd credentials (store.etcd_username/etcd_password, client "
             "certificate) and the role's permissions on the key prefix"
         )
-    return StoreUnavailableError(f"etcd at {endpoint} did not answer ({action}): {code}: {details}")
+    kind = _MemberFailed if code in _MEMBER_CODES else StoreUnavailableError
+    return kind(f"etcd at {endpoint} did not answer ({action}): {code}: {details}")
+
+
+#: Set inside a call that fails over already: the calls it makes do not retry on their own.
+_FAILING_OVER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "etcd_failing_over", default=False
+)
+
+
+def _failing_over(
+    method: Callable[Concatenate[EtcdStore, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[EtcdStore, P], Coroutine[Any, Any, T]]:
+    """The call, again on the next member when the member in use fails it.
+
+    Retrying writes is safe here: every write is a transaction comparing revisions (a
+    create compares absence), a lease grant or keepalive, or a put of this replica's own
+    state. A write that did reach etcd before its member failed is refused on the retry
+    as a conflict, which the registry's compare-and-swap loops already handle.
+    """
+
+    @functools.wraps(method)
+    async def call(store: EtcdStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if _FAILING_OVER.get():
+            return await method(store, *args, **kwargs)
+        token = _FAILING_OVER.set(True)
+        try:
+            return await store._retrying(functools.partial(method, store, *args, **kwargs))
+        finally:
+            _FAILING_OVER.reset(token)
+
+    return call
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,39 +287,16 @@ class EtcdTLS:
         )
 
 
-def _grpc_target(endpoints: Sequence[str]) -> tuple[str, str]:
-    """One gRPC target over every endpoint, and the host name TLS checks the certificate for.
-
-    gRPC's DNS resolver takes one name, so several endpoints are resolved here into an
-    ``ipv4:``/``ipv6:`` address list; round-robin balancing then skips a dead member and
-    every call and stream fails over to the next one.
-    """
-    if len(endpoints) == 1:
-        return endpoints[0], endpoints[0].rsplit(":", 1)[0]
-    addresses: list[str] = []
-    family = "ipv4"
-    for endpoint in endpoints:
-        host, port = endpoint.rsplit(":", 1)
-        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
-        for info in infos[:1]:
-            address = str(info[4][0])
-            if info[0] == socket.AF_INET6:
-                family = "ipv6"
-                address = f"[{address}]"
-            addresses.append(f"{address}:{port}")
-    return f"{family}:{','.join(addresses)}", endpoints[0].rsplit(":", 1)[0]
-
-
 class _Client(aetcd.Client):  # type: ignore[misc]
-    """aetcd's client on a channel it cannot build itself: several endpoints, TLS.
+    """aetcd's client on one etcd member, over TLS when asked.
 
     ``connect`` is aetcd's own, with only the channel creation changed (aetcd 1.0.0 dials
-    one insecure ``host:port``).
+    insecure ``host:port`` only).
     """
 
     def __init__(
         self,
-        endpoints: Sequence[str],
+        endpoint: str,
         *,
         tls: EtcdTLS | None,
         timeout: float,
@@ -249,7 +307,7 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         super().__init__(
             timeout=timeout, options=dict(options), username=username, password=password
         )
-        self._endpoints = list(endpoints)
+        self.endpoint = endpoint
         self._tls = tls
 
     async def connect(self) -> None:
@@ -260,14 +318,14 @@ class _Client(aetcd.Client):  # type: ignore[misc]
             return
         self._is_connecting = True
         try:
-            target, host = _grpc_target(self._endpoints)
-            options = [*self._options.items(), ("grpc.lb_policy_name", "round_robin")]
+            options = list(self._options.items())
             if self._tls is None:
-                self.channel = grpc.aio.insecure_channel(target, options=options)
+                self.channel = grpc.aio.insecure_channel(self.endpoint, options=options)
             else:
+                host = self.endpoint.rsplit(":", 1)[0].strip("[]")
                 options.append(("grpc.ssl_target_name_override", host))
                 self.channel = grpc.aio.secure_channel(
-                    target, self._tls.credentials(), options=options
+                    self.endpoint, self._tls.credentials(), options=options
                 )
             if self._username is not None:
                 self.auth_stub = aetcd.rpc.AuthStub(self.channel)
@@ -288,6 +346,64 @@ class _Client(aetcd.Client):  # type: ignore[misc]
             self._is_connecting = False
 
 
+class _Members:
+    """The etcd members of the cluster: one client (one channel) each, one of them in use.
+
+    Every call and every stream goes to the member in use. A member that fails a call
+    (no answer within the attempt deadline, unavailable, no Raft leader) is left for the
+    next one, and its client is closed: every watch and keepalive stream on it ends at
+    once and is opened again on the next member, so no stream stays stuck on a frozen
+    member (SIGSTOP, a partition: TCP stays up, nothing answers) until gRPC's keepalive
+    notices it 15 s later. gRPC's round-robin balancing did not do this: it keeps a
+    frozen member's connection READY and sends it every third call.
+    """
+
+    def __init__(self, endpoints: Sequence[str], make: Callable[[str], _Client]) -> None:
+        self._make = make
+        self._clients = [make(endpoint) for endpoint in endpoints]
+        self._current = 0
+        self._closing: set[asyncio.Task[None]] = set()
+        #: Times a member was left for the next one (the metrics and tests read it).
+        self.failovers = 0
+
+    @property
+    def client(self) -> _Client:
+        return self._clients[self._current]
+
+    @property
+    def size(self) -> int:
+        return len(self._clients)
+
+    def fail_over(self, failed: _Client, why: BaseException) -> None:
+        """Leave ``failed`` for the next member, unless another call already did."""
+        if failed is not self.client or self.size == 1:
+            return  # one member only: its channel reconnects by itself
+        index = self._current
+        self._clients[index] = self._make(failed.endpoint)  # fresh, connects when used again
+        self._current = (index + 1) % self.size
+        self.failovers += 1
+        log.warning(
+            "etcd member %s failed (%s); using %s",
+            failed.endpoint,
+            why,
+            self.client.endpoint,
+        )
+        task = asyncio.get_running_loop().create_task(_close_quietly(failed))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await _close_quietly(client)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+async def _close_quietly(client: _Client) -> None:
+    with suppress(Exception):
+        await client.close()
+
+
 class _KeepAlives:
     """Every lease renewal of this process on one long-lived LeaseKeepAlive stream.
 
@@ -297,19 +413,22 @@ class _KeepAlives:
     again by the next renewal.
     """
 
-    def __init__(self, client: _Client, timeout: float) -> None:
-        self._client = client
+    def __init__(self, members: _Members, timeout: float) -> None:
+        self._members = members
         self._timeout = timeout
         self._call: Any = None
+        self._call_client: _Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
-        self._waiting: dict[int, deque[asyncio.Future[int]]] = {}
+        # Per stream (a stream left behind on a failed member fails only its own), then
+        # per lease id.
+        self._waiting: dict[Any, dict[int, deque[asyncio.Future[int]]]] = {}
 
     async def refresh(self, lease_id: int) -> int:
         """The lease's remaining TTL after the renewal; 0 when the lease no longer exists."""
         call = await self._open()
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(lease_id, deque()).append(waiter)
+        self._waiting[call].setdefault(lease_id, deque()).append(waiter)
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._write_lock:
@@ -320,24 +439,31 @@ class _KeepAlives:
             waiter.cancel()
 
     async def _open(self) -> Any:
+        client = self._members.client
+        if self._call is not None and self._call_client is not client:
+            self._call.cancel()  # on a member left behind: its reader fails what waits
+            self._call = None
         if self._call is None:
-            await self._client.connect()
-            self._call = self._client.leasestub.LeaseKeepAlive(metadata=self._client.metadata)
+            await client.connect()
+            self._call = client.leasestub.LeaseKeepAlive(metadata=client.metadata)
+            self._call_client = client
+            self._waiting[self._call] = {}
             self._reader = asyncio.create_task(self._read(self._call))
         return self._call
 
     async def _read(self, call: Any) -> None:
         error: BaseException = ConnectionError("the lease keepalive stream ended")
+        by_lease = self._waiting[call]
         try:
             while True:
                 reply = await call.read()
                 if reply is grpc.aio.EOF:
                     break
-                waiting = self._waiting.get(int(reply.ID))
+                waiting = by_lease.get(int(reply.ID))
                 if waiting:
                     waiter = waiting.popleft()
                     if not waiting:
-                        del self._waiting[int(reply.ID)]
+                        del by_lease[int(reply.ID)]
                     if not waiter.done():
                         waiter.set_result(int(reply.TTL))
         except (grpc.aio.AioRpcError, OSError) as failure:
@@ -345,8 +471,8 @@ class _KeepAlives:
         finally:
             if self._call is call:
                 self._call = None
-            waiting_all, self._waiting = self._waiting, {}
-            for waiting in waiting_all.values():
+            self._waiting.pop(call, None)
+            for waiting in by_lease.values():
                 for waiter in waiting:
                     if not waiter.done():
                         waiter.set_exception(error)
@@ -375,37 +501,45 @@ class EtcdStore:
         username: str | None = None,
         password: str | None = None,
         clock: Clock | None = None,  # None for the system clock; a FakeClock in tests
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         listed = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self._endpoint = ",".join(listed)
         self._prefix = prefix.rstrip("/")
         self._keys = _Keys(self._prefix)
         self._timeout = timeout
+        # One member: nowhere to fail over to, so a call gets the whole timeout.
+        self._attempt_timeout = timeout if len(listed) == 1 else min(attempt_timeout, timeout)
         self._lease_ttl = lease_ttl
         self._binding_ttl = max(1, math.ceil(binding_ttl))
-        self._clock = clock or SystemClock()
+        self._clock = steady(clock)
         self._leases: dict[str, int] = {}
-        self._client = _Client(
-            listed,
-            tls=tls,
-            username=username,
-            password=password,
-            timeout=timeout,
-            options={
-                "grpc.max_receive_message_length": _MAX_MESSAGE,
-                # Reconnect promptly after an etcd restart (grpc's default backoff grows to
-                # two minutes, during which every call fails fast).
-                "grpc.initial_reconnect_backoff_ms": 100,
-                "grpc.min_reconnect_backoff_ms": 100,
-                "grpc.max_reconnect_backoff_ms": 1_000,
-                # Notice a silently dead connection (no RST: a partition, a frozen member)
-                # within seconds instead of when the kernel gives up on it. etcd allows
-                # pings every 5 s by default (--grpc-keepalive-min-time).
-                "grpc.keepalive_time_ms": 10_000,
-                "grpc.keepalive_timeout_ms": 5_000,
-            },
-        )
-        self._keepalives = _KeepAlives(self._client, timeout)
+        channel_options = {
+            "grpc.max_receive_message_length": _MAX_MESSAGE,
+            # Reconnect promptly after an etcd restart (grpc's default backoff grows to
+            # two minutes, during which every call fails fast).
+            "grpc.initial_reconnect_backoff_ms": 100,
+            "grpc.min_reconnect_backoff_ms": 100,
+            "grpc.max_reconnect_backoff_ms": 1_000,
+            # Notice a silently dead connection (no RST: a partition, a frozen member)
+            # even on a member no call is waiting on. etcd allows pings every 5 s by
+            # default (--grpc-keepalive-min-time).
+            "grpc.keepalive_time_ms": 10_000,
+            "grpc.keepalive_timeout_ms": 5_000,
+        }
+
+        def member(endpoint: str) -> _Client:
+            return _Client(
+                endpoint,
+                tls=tls,
+                username=username,
+                password=password,
+                timeout=self._attempt_timeout,
+                options=channel_options,
+            )
+
+        self._members = _Members(listed, member)
+        self._keepalives = _KeepAlives(self._members, self._attempt_timeout)
         #: Node records skipped as unreadable (a record is never raised to readers).
         self.skipped = SkippedRecords()
 
@@ -421,6 +555,81 @@ class EtcdStore:
     def lease_ttl(self) -> int:
         return self._lease_ttl
 
+    @property
+    def failovers(self) -> int:
+        """How many times a failed member was left for the next one."""
+        return self._members.failovers
+
+    @property
+    def member(self) -> str:
+        """The endpoint of the member in use."""
+        return self._members.client.endpoint
+
+    @property
+    def _client(self) -> _Client:
+        return self._members.client
+
+    @property
+    def _member(self) -> str:
+        return self._members.client.endpoint
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, on the next member each time the member in use fails it: up to
+        twice round the members, within ``timeout`` once each was tried."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        size = self._members.size
+        tries = 0
+        while True:
+            client = self._members.client
+            try:
+                return await attempt()
+            except _MemberFailed as error:
+                tries += 1
+                self._members.fail_over(client, error)
+                out_of_time = tries >= size and loop.time() >= deadline
+                if size == 1 or tries >= 2 * size or out_of_time:
+                    if size == 1:
+                        raise
+                    raise StoreUnavailableError(
+                        f"no etcd member of {self._endpoint} answered ({tries} attempts); "
+                        f"the last: {error}"
+                    ) from error
+                if tries % size == 0:
+                    await asyncio.sleep(_ROUND_PAUSE)
+
+    async def _stream(
+        self, action: str, open_stream: Callable[[_Client], Awaitable[Any]]
+    ) -> AsyncGenerator[Any, None]:
+        """The events of a watch opened on the member in use (failing over to open it).
+
+        It ends, without an error, when the store leaves that member for another (the
+        caller watches again from its last revision, on the new member); it raises
+        ``StoreUnavailableError`` when it breaks otherwise.
+        """
+
+        async def opened() -> tuple[Any, _Client]:
+            client = self._members.client
+            with _translated(client.endpoint, action):
+                return await open_stream(client), client
+
+        stream, client = await self._retrying(opened)
+        try:
+            try:
+                with _translated(client.endpoint, action):
+                    async for event in stream:
+                        yield event
+            except _MemberFailed as error:
+                self._members.fail_over(client, error)
+                if client is self._members.client:
+                    raise
+                return
+            if client is self._members.client:
+                raise StoreUnavailableError(f"the watch on etcd at {client.endpoint} ended")
+        finally:
+            with suppress(Exception):
+                await stream.cancel()
+
     def __repr__(self) -> str:
         return (
             f"EtcdStore({self._endpoint!r}, prefix={self._prefix!r}, "
@@ -429,15 +638,17 @@ class EtcdStore:
 
     # -- reads ---------------------------------------------------------------------------
 
+    @_failing_over
     async def revision(self) -> int:
-        with _translated(self._endpoint, "revision"):
+        with _translated(self._member, "revision"):
             response = await self._range(self._keys.nodes, count_only=True)
         return int(response.header.revision)
 
+    @_failing_over
     async def get(self, node_id: str) -> Versioned | None:
         """The node's record; None when there is none, or it cannot be read (then skipped)."""
         key = self._keys.node(node_id)
-        with _translated(self._endpoint, f"get {node_id}"):
+        with _translated(self._member, f"get {node_id}"):
             kv = await self._client.get(key)
         if kv is None:
             self.skipped.readable(key.decode())
@@ -445,6 +656,7 @@ class EtcdStore:
         record = self._read(kv)
         return None if record is None else Versioned(record, int(kv.mod_revision))
 
+    @_failing_over
     async def list(self) -> tuple[dict[str, Versioned], int]:
         """Every node at one revision, read in pages of ``PAGE_SIZE`` pinned to the first."""
         records: dict[str, Versioned] = {}
@@ -452,7 +664,7 @@ class EtcdStore:
         start = self._keys.nodes
         end = _prefix_end(start)
         revision = 0
-        with _translated(self._endpoint, "list"):
+        with _translated(self._member, "list"):
             while True:
                 response = await self._range(start, end, limit=PAGE_SIZE, revision=revision)
                 revision = revision or int(response.header.revision)
@@ -467,8 +679,9 @@ class EtcdStore:
                     return records, revision
                 start = bytes(response.kvs[-1].key) + b"\0"
 
+    @_failing_over
     async def renewed_at(self, node_id: str) -> datetime | None:
-        with _translated(self._endpoint, f"lease of {node_id}"):
+        with _translated(self._member, f"lease of {node_id}"):
             kv = await self._client.get(self._keys.lease(node_id))
             if kv is None:
                 return await self._expired_at(node_id)
@@ -480,10 +693,11 @@ class EtcdStore:
 
     # -- writes --------------------------------------------------------------------------
 
+    @_failing_over
     async def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
         node_id, tx = record.node_id, self._client.transactions
         node_key, name_key = self._keys.node(node_id), self._keys.name(record.name)
-        with _translated(self._endpoint, f"create {node_id}"):
+        with _translated(self._member, f"create {node_id}"):
             lease = await self._client.lease(self._lease_ttl)
             try:
                 ok, revision, ranges = await self._txn(
@@ -527,7 +741,7 @@ class EtcdStore:
             tx.put(name_key, node_id.encode()),
             *self._forgetting(record.name),
         ]
-        with _translated(self._endpoint, f"create {node_id}"):
+        with _translated(self._member, f"create {node_id}"):
             holder = await self._client.get(name_key)
             if holder is None:
                 compare.append(tx.create(name_key) == 0)
@@ -561,12 +775,20 @@ class EtcdStore:
         log.warning("node %s registered again: its unreadable record was replaced", node_id)
         return revision
 
+    @_failing_over
     async def update(
-        self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
+        self,
+        record: NodeRecord,
+        *,
+        expected_revision: int,
+        renewed_at: datetime | None = None,
+        seat: int | None = None,
     ) -> int:
+        """Compare-and-swap the record; with ``seat``, only while the controller's seat is
+        the one created at that revision (a fenced write of the lifecycle controller)."""
         node_id, tx = record.node_id, self._client.transactions
         node_key, name_key = self._keys.node(node_id), self._keys.name(record.name)
-        with _translated(self._endpoint, f"update {node_id}"):
+        with _translated(self._member, f"update {node_id}"):
             current = await self.get(node_id)
             if current is None:
                 raise NotFoundError(f"node {node_id!r} is not registered")
@@ -580,10 +802,14 @@ class EtcdStore:
                     tx.delete(self._keys.name(old_name)),
                     *self._forgetting(record.name),
                 ]
+            compare += self._fence(seat)
             ok, revision, ranges = await self._txn(
-                compare=compare, success=success, failure=[tx.get(node_key), tx.get(name_key)]
+                compare=compare,
+                success=success,
+                failure=[tx.get(node_key), tx.get(name_key), tx.get(self._keys.controller)],
             )
         if not ok:
+            _check_seat(seat, ranges[2])
             if not ranges[0]:
                 raise NotFoundError(f"node {node_id!r} is not registered")
             actual = int(ranges[0][0].mod_revision)
@@ -597,12 +823,19 @@ class EtcdStore:
             await self.renew(node_id, renewed_at)
         return revision
 
+    @_failing_over
     async def delete(
-        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+        self,
+        node_id: str,
+        *,
+        expected_revision: int | None = None,
+        keep: Binding | None = None,
+        seat: int | None = None,
     ) -> int:
+        """Delete the record (compared, with ``expected_revision``; fenced, with ``seat``)."""
         tx = self._client.transactions
         node_key = self._keys.node(node_id)
-        with _translated(self._endpoint, f"delete {node_id}"):
+        with _translated(self._member, f"delete {node_id}"):
             for _ in range(_RETRIES):
                 current = await self.get(node_id)
                 if current is None:
@@ -631,26 +864,29 @@ class EtcdStore:
                     ]
                 try:
                     ok, revision, ranges = await self._txn(
-                        compare=[tx.mod(node_key) == current.revision],
+                        compare=[tx.mod(node_key) == current.revision, *self._fence(seat)],
                         success=success,
-                        failure=[],
+                        failure=[tx.get(self._keys.controller)],
                     )
                 except BaseException:
                     if kept is not None:
                         await self._revoke(int(kept.id))
                     raise
+                if not ok and kept is not None:
+                    await self._revoke(int(kept.id))
+                if not ok:
+                    _check_seat(seat, ranges[0])
                 if ok:
                     self._leases.pop(node_id, None)
                     if lease_kv is not None:
                         await self._revoke(int(lease_kv.lease))
                     await self._forgotten(ranges)
                     return revision
-                if kept is not None:
-                    await self._revoke(int(kept.id))
         raise RevisionConflictError(f"node {node_id!r} kept changing; delete again")
 
+    @_failing_over
     async def binding(self, name: str) -> Binding | None:
-        with _translated(self._endpoint, f"binding of {name}"):
+        with _translated(self._member, f"binding of {name}"):
             kv = await self._client.get(self._keys.binding(name))
         if kv is None:
             return None
@@ -661,8 +897,9 @@ class EtcdStore:
             log.warning("the binding of name %r cannot be read (%s); ignored", name, error)
             return None
 
+    @_failing_over
     async def forget(self, name: str) -> bool:
-        with _translated(self._endpoint, f"forget {name}"):
+        with _translated(self._member, f"forget {name}"):
             _, _, ranges = await self._txn(compare=[], success=self._forgetting(name), failure=[])
         await self._forgotten(ranges)
         return bool(ranges and ranges[0])
@@ -679,9 +916,10 @@ class EtcdStore:
                 if bytes(kv.key).startswith(self._keys.bindings) and int(kv.lease):
                     await self._revoke(int(kv.lease))
 
+    @_failing_over
     async def renew(self, node_id: str, at: datetime) -> None:
         """A lease keepalive; ``at`` is not stored (etcd's lease clock is the record)."""
-        with _translated(self._endpoint, f"renew {node_id}"):
+        with _translated(self._member, f"renew {node_id}"):
             lease_id = self._leases.get(node_id)
             if lease_id is not None and await self._keepalive(lease_id):
                 return
@@ -697,20 +935,18 @@ class EtcdStore:
         current = await self.revision()
         if since > current:
             raise _future_revision(since, current)
-        with _translated(self._endpoint, "watch"):
-            stream = await self._client.watch_prefix(
-                self._keys.nodes, start_revision=since + 1, prev_kv=True
-            )
-        try:
-            with _translated(self._endpoint, "watch"):
-                async for event in stream:
-                    converted = self._event(event)
-                    if converted is not None:
-                        yield converted
-        finally:
-            with suppress(Exception):
-                await stream.cancel()
+        key = self._keys.nodes
 
+        def open_stream(client: _Client) -> Any:
+            return client.watch_prefix(key, start_revision=since + 1, prev_kv=True)
+
+        async with aclosing(self._stream("watch", open_stream)) as stream:
+            async for event in stream:
+                converted = self._event(event)
+                if converted is not None:
+                    yield converted
+
+    @_failing_over
     async def check_watchable(self, since: int) -> None:
         """Raise ``RevisionCompactedError`` unless a watch from ``since`` can replay history."""
         current = await self.revision()
@@ -719,7 +955,7 @@ class EtcdStore:
         if since <= 0:
             return
         try:
-            with _translated(self._endpoint, "watch"):
+            with _translated(self._member, "watch"):
                 try:
                     await self._range(self._keys.nodes, revision=since, count_only=True)
                 except aetcd.rpc.AioRpcError as error:
@@ -734,6 +970,7 @@ class EtcdStore:
 
     # -- what registry replicas share: renewal times, the controller's seat ---------------
 
+    @_failing_over
     async def publish_renewals(
         self, replica: str, renewed: Mapping[str, datetime], lease_id: int
     ) -> None:
@@ -755,49 +992,66 @@ class EtcdStore:
             }
             key = self._keys.renewal(replica if number == 0 else f"{replica}.{number}")
             puts.append(tx.put(key, json.dumps(doc, separators=(",", ":")).encode(), lease_id))
-        with _translated(self._endpoint, "publish renewals"):
+        with _translated(self._member, "publish renewals"):
             await self._txn(compare=[], success=puts, failure=[])
 
+    @_failing_over
     async def renewals(self) -> tuple[dict[str, datetime], int]:
         """The digests now in etcd, merged (latest time per node), and the revision read at."""
         merged: dict[str, datetime] = {}
-        with _translated(self._endpoint, "read renewals"):
+        with _translated(self._member, "read renewals"):
             response = await self._range(self._keys.renewals)
         for kv in response.kvs:
             merge_latest(merged, _decode_renewals(kv.value))
         return merged, int(response.header.revision)
 
-    async def watch_renewals(self, since: int) -> AsyncGenerator[dict[str, datetime], None]:
-        """Each digest published after revision ``since``, as it comes."""
-        with _translated(self._endpoint, "watch renewals"):
-            stream = await self._client.watch_prefix(self._keys.renewals, start_revision=since + 1)
-        try:
-            with _translated(self._endpoint, "watch renewals"):
-                async for event in stream:
-                    if event.kind == aetcd.EventKind.PUT:
-                        yield _decode_renewals(event.kv.value)
-        finally:
-            with suppress(Exception):
-                await stream.cancel()
+    async def watch_renewals(
+        self, since: int
+    ) -> AsyncGenerator[tuple[str, dict[str, datetime]], None]:
+        """(publisher, digest) for each digest published after revision ``since``, as it
+        comes; the publisher is the replica name (with ``.N`` for a digest's later chunks)."""
+        key = self._keys.renewals
 
-    async def put_state(self, key: str, doc: Mapping[str, Any], lease_id: int) -> None:
-        """Publish a piece of the controller's state (on its lease: it goes when it dies)."""
-        with _translated(self._endpoint, f"publish {key}"):
-            await self._client.put(self._keys.state(key), json.dumps(doc).encode(), lease_id)
+        def open_stream(client: _Client) -> Any:
+            return client.watch_prefix(key, start_revision=since + 1)
 
+        async with aclosing(self._stream("watch renewals", open_stream)) as stream:
+            async for event in stream:
+                if event.kind == aetcd.EventKind.PUT:
+                    publisher = bytes(event.kv.key)[len(key) :].decode()
+                    yield publisher, _decode_renewals(event.kv.value)
+
+    @_failing_over
+    async def put_state(
+        self, key: str, doc: Mapping[str, Any], lease_id: int, *, seat: int | None = None
+    ) -> None:
+        """Publish a piece of the controller's state (on its lease: it goes when it dies);
+        fenced on the controller's seat, with ``seat``."""
+        tx = self._client.transactions
+        put = tx.put(self._keys.state(key), json.dumps(doc).encode(), lease_id)
+        with _translated(self._member, f"publish {key}"):
+            ok, _, ranges = await self._txn(
+                compare=self._fence(seat), success=[put], failure=[tx.get(self._keys.controller)]
+            )
+        if not ok:
+            _check_seat(seat, ranges[0])
+
+    @_failing_over
     async def put_object(self, kind: str, name: str, doc: Mapping[str, Any]) -> None:
         """Keep an object (a NodeType) on no lease: it outlives every replica."""
-        with _translated(self._endpoint, f"put {kind}/{name}"):
+        with _translated(self._member, f"put {kind}/{name}"):
             await self._client.put(self._keys.object(kind, name), json.dumps(doc).encode())
 
+    @_failing_over
     async def delete_object(self, kind: str, name: str) -> bool:
-        with _translated(self._endpoint, f"delete {kind}/{name}"):
+        with _translated(self._member, f"delete {kind}/{name}"):
             return await self._client.delete(self._keys.object(kind, name)) is not None
 
+    @_failing_over
     async def objects(self, kind: str) -> dict[str, dict[str, Any]]:
         """Every object of ``kind`` by name; an unreadable one is logged and left out."""
         prefix = self._keys.objects(kind)
-        with _translated(self._endpoint, f"list {kind}"):
+        with _translated(self._member, f"list {kind}"):
             response = await self._range(prefix)
         found = {}
         for kv in response.kvs:
@@ -809,9 +1063,10 @@ class EtcdStore:
             found[name] = doc
         return found
 
+    @_failing_over
     async def states(self) -> tuple[dict[str, dict[str, Any]], int]:
         """Every published piece of state, and the revision read at."""
-        with _translated(self._endpoint, "read state"):
+        with _translated(self._member, "read state"):
             response = await self._range(self._keys.states)
         found = {}
         for kv in response.kvs:
@@ -824,65 +1079,91 @@ class EtcdStore:
         self, since: int
     ) -> AsyncGenerator[tuple[str, dict[str, Any] | None], None]:
         """(key, document) for each state published after ``since``; None when it went."""
-        with _translated(self._endpoint, "watch state"):
-            stream = await self._client.watch_prefix(self._keys.states, start_revision=since + 1)
-        try:
-            with _translated(self._endpoint, "watch state"):
-                async for event in stream:
-                    key = bytes(event.kv.key)[len(self._keys.states) :].decode()
-                    gone = event.kind == aetcd.EventKind.DELETE
-                    yield key, None if gone else _decode_state(event.kv.value)
-        finally:
-            with suppress(Exception):
-                await stream.cancel()
+        prefix = self._keys.states
 
+        def open_stream(client: _Client) -> Any:
+            return client.watch_prefix(prefix, start_revision=since + 1)
+
+        async with aclosing(self._stream("watch state", open_stream)) as stream:
+            async for event in stream:
+                key = bytes(event.kv.key)[len(prefix) :].decode()
+                gone = event.kind == aetcd.EventKind.DELETE
+                yield key, None if gone else _decode_state(event.kv.value)
+
+    @_failing_over
     async def grant(self, ttl: int) -> int:
         """A new etcd lease of ``ttl`` seconds (a replica's own: its digest, its seat)."""
-        with _translated(self._endpoint, "grant lease"):
+        with _translated(self._member, "grant lease"):
             lease = await self._client.lease(ttl)
         return int(lease.id)
 
+    @_failing_over
     async def keep(self, lease_id: int) -> bool:
         """Renew a replica's lease; False when it has already run out."""
-        with _translated(self._endpoint, "keep lease"):
+        with _translated(self._member, "keep lease"):
             return await self._keepalive(lease_id)
 
     async def release(self, lease_id: int) -> None:
-        """Revoke a replica's lease: its digest and its controller seat go at once."""
-        await self._revoke(lease_id)
+        """Revoke a replica's lease: its digest and its controller seat go at once.
 
-    async def campaign(self, candidate: str, lease_id: int) -> str:
-        """Take the controller's seat if it is free; the name of whoever holds it after.
+        Best effort (on the next member if the one in use fails): a lease not revoked
+        runs out after its TTL.
+        """
+        try:
+            await self._revoke_now(lease_id)
+        except RegistryError as error:
+            log.warning("could not release etcd lease %x (%s); it runs out", lease_id, error)
+
+    @_failing_over
+    async def _revoke_now(self, lease_id: int) -> None:
+        with _translated(self._member, "release lease"):
+            await self._client.revoke_lease(lease_id)
+
+    @_failing_over
+    async def campaign(self, candidate: str, lease_id: int) -> tuple[str, int]:
+        """Take the controller's seat if it is free: who holds it after, and the revision
+        the seat was created at (what the holder's fenced writes compare).
 
         The seat is one key attached to the holder's lease, created only if absent
         (``create_revision == 0``) in one transaction: when the holder dies, its lease runs
-        out, the key goes, and the next campaign of any replica wins it.
+        out, the key goes, and the next campaign of any replica wins it (a new seat, at a
+        new revision: the old holder's fenced writes fail from then on).
         """
         tx = self._client.transactions
         key = self._keys.controller
-        with _translated(self._endpoint, "campaign"):
-            ok, _, ranges = await self._txn(
+        with _translated(self._member, "campaign"):
+            ok, revision, ranges = await self._txn(
                 compare=[tx.create(key) == 0],
                 success=[tx.put(key, candidate.encode(), lease_id)],
                 failure=[tx.get(key)],
             )
         if ok:
-            return candidate
-        return bytes(ranges[0][0].value).decode() if ranges and ranges[0] else ""
+            return candidate, revision
+        if not ranges or not ranges[0]:
+            return "", 0
+        held = ranges[0][0]
+        return bytes(held.value).decode(), int(held.create_revision)
+
+    def _fence(self, seat: int | None) -> Sequence[Any]:
+        """The compare that fences a controller's write: its seat is still the one it took."""
+        if seat is None:
+            return []
+        return [self._client.transactions.create(self._keys.controller) == seat]
 
     # -- the rest ------------------------------------------------------------------------
 
+    @_failing_over
     async def ping(self) -> None:
         await self.revision()
 
     async def close(self) -> None:
         await self._keepalives.close()
-        with suppress(Exception):
-            await self._client.close()
+        await self._members.close()
 
+    @_failing_over
     async def compact(self, revision: int) -> None:
         """Drop history before ``revision`` (etcd keeps it all until told); tests and ops."""
-        with _translated(self._endpoint, f"compact {revision}"):
+        with _translated(self._member, f"compact {revision}"):
             await self._client.compact(revision, physical=True)
 
     async def _range(
@@ -904,7 +1185,7 @@ class EtcdStore:
             count_only=count_only,
         )
         return await self._client.kvstub.Range(
-            request, timeout=self._timeout, metadata=self._client.metadata
+            request, timeout=self._attempt_timeout, metadata=self._client.metadata
         )
 
     async def _txn(
@@ -921,7 +1202,7 @@ class EtcdStore:
             failure=self._client._ops_to_requests(failure),
         )
         response = await self._client.kvstub.Txn(
-            request, timeout=self._timeout, metadata=self._client.metadata
+            request, timeout=self._attempt_timeout, metadata=self._client.metadata
         )
         ranges = [
             list(r.response_range.kvs) for r in response.responses if r.HasField("response_range")
@@ -1076,6 +1357,18 @@ def merge_latest(into: dict[str, datetime], renewed: Mapping[str, datetime]) -> 
         known = into.get(node_id)
         if known is None or at > known:
             into[node_id] = at
+
+
+def _check_seat(seat: int | None, kvs: Any) -> None:
+    """After a failed fenced transaction: ``NotLeadingError`` if the seat was what failed."""
+    if seat is None:
+        return
+    if not kvs or int(kvs[0].create_revision) != seat:
+        holder = bytes(kvs[0].value).decode() if kvs else "nobody"
+        raise NotLeadingError(
+            f"this replica no longer holds the lifecycle controller's seat (held by "
+            f"{holder}); its write was refused"
+        )
 
 
 def _owner(kvs: Any) -> str:

@@ -80,6 +80,7 @@ def _open_etcd(settings: Settings, clock: Clock | None) -> Store:
         endpoints,
         prefix=prefix or DEFAULT_PREFIX,
         timeout=store.etcd_timeout_seconds,
+        attempt_timeout=store.etcd_attempt_timeout_seconds,
         # A node's etcd lease outlives the registry's whole verdict (ttl, then grace), so
         # the lease key vanishing is never what decides a node's fate.
         lease_ttl=max(

@@ -94,7 +94,12 @@ class MemoryStore:
             return self._commit(ChangeType.ADDED, record, None, renewed_at)
 
     def update(
-        self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
+        self,
+        record: NodeRecord,
+        *,
+        expected_revision: int,
+        renewed_at: datetime | None = None,
+        fenced: bool = False,
     ) -> int:
         node_id = record.node_id
         with self._lock:
@@ -113,7 +118,12 @@ class MemoryStore:
             return self._commit(ChangeType.MODIFIED, record, current.record, renewed_at)
 
     def delete(
-        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+        self,
+        node_id: str,
+        *,
+        expected_revision: int | None = None,
+        keep: Binding | None = None,
+        fenced: bool = False,
     ) -> int:
         with self._lock:
             current = self._records.get(node_id)

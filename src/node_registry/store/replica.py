@@ -21,7 +21,12 @@ which owns, in one background thread with its own event loop:
 - a seat for the lifecycle controller: a key on this replica's own lease, taken in a
   transaction when free (``EtcdStore.campaign``); ``leading`` says whether this replica
   holds it. A replica that cannot reach etcd stops leading at its next tick, well before
-  its lease (``seat_ttl``) runs out and another replica may take the seat.
+  its lease (``seat_ttl``) runs out and another replica may take the seat. A fenced write
+  (the controller's) compares the revision the seat was created at, in etcd, so a replica
+  that still believes it leads (paused past its lease) cannot write once the seat moved.
+- renewal times from other replicas' digests bounded by this replica's clock (not after
+  now, not before the publisher's last period or so): a replica whose clock is off makes
+  no node look alive in the future, or long dead.
 
 When etcd cannot be reached (or the feed broke), calls fail fast with
 ``StoreUnavailableError`` and reads too, rather than serve a view that may be stale; once
@@ -42,12 +47,13 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing, suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from node_registry.clock import Clock, SystemClock
+from node_registry.clock import Clock, steady
 from node_registry.errors import (
     NotFoundError,
+    NotLeadingError,
     RegistryError,
     RevisionCompactedError,
     StoreUnavailableError,
@@ -96,9 +102,12 @@ class EtcdReplica:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._etcd = etcd
         self.skipped = etcd.skipped
-        self._clock = clock or SystemClock()
+        self._clock = steady(clock)
         self._seat_ttl = seat_ttl
         self._period = period
+        # How old a renewal in a digest just received can be: the publisher's period, a
+        # tick delayed by a slow etcd call, and a period more for the watch to deliver it.
+        self._digest_window = timedelta(seconds=2 * period + etcd.timeout)
         self._timeout = etcd.timeout
         self._lock = threading.Lock()
         # Writers waiting for the cache to apply their revision: (revision, seq, event),
@@ -125,6 +134,9 @@ class EtcdReplica:
         self._down: dict[str, BaseException] = {"starting": StoreUnavailableError("starting")}
         self._resumed_at: datetime | None = None
         self._leading = False
+        #: The revision the controller's seat was created at while this replica holds it:
+        #: what its fenced writes compare.
+        self._seat: int | None = None
         self._lease: int | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -186,11 +198,19 @@ class EtcdReplica:
         return self._caught_up(revision)
 
     def update(
-        self, record: NodeRecord, *, expected_revision: int, renewed_at: datetime | None = None
+        self,
+        record: NodeRecord,
+        *,
+        expected_revision: int,
+        renewed_at: datetime | None = None,
+        fenced: bool = False,
     ) -> int:
         self.check_view()
+        seat = self._fence(fenced)
         revision = self._call(
-            self._etcd.update(record, expected_revision=expected_revision, renewed_at=renewed_at)
+            self._etcd.update(
+                record, expected_revision=expected_revision, renewed_at=renewed_at, seat=seat
+            )
         )
         if renewed_at is not None:  # EtcdStore.update kept the lease alive too
             self._lease_kept[record.node_id] = time.monotonic()
@@ -198,13 +218,31 @@ class EtcdReplica:
         return self._caught_up(revision)
 
     def delete(
-        self, node_id: str, *, expected_revision: int | None = None, keep: Binding | None = None
+        self,
+        node_id: str,
+        *,
+        expected_revision: int | None = None,
+        keep: Binding | None = None,
+        fenced: bool = False,
     ) -> int:
         self.check_view()
+        seat = self._fence(fenced)
         revision = self._call(
-            self._etcd.delete(node_id, expected_revision=expected_revision, keep=keep)
+            self._etcd.delete(node_id, expected_revision=expected_revision, keep=keep, seat=seat)
         )
         return self._caught_up(revision)
+
+    def _fence(self, fenced: bool) -> int | None:
+        """The seat a fenced write compares; ``NotLeadingError`` when this replica holds none."""
+        if not fenced:
+            return None
+        seat = self._seat
+        if seat is None or not self.leading:
+            raise NotLeadingError(
+                f"replica {self.name} does not hold the lifecycle controller's seat; "
+                "its controller's write was refused"
+            )
+        return seat
 
     def binding(self, name: str) -> Binding | None:
         # From etcd, not a cache: a registration through any replica must see it.
@@ -247,7 +285,7 @@ class EtcdReplica:
         lease = self._lease
         if lease is None:
             raise StoreUnavailableError(f"replica {self.name} holds no etcd lease yet")
-        self._call(self._etcd.put_state(key, doc, lease))
+        self._call(self._etcd.put_state(key, doc, lease, seat=self._fence(True)))
         self._states[key] = doc
 
     def shared_state(self, key: str) -> dict[str, Any] | None:
@@ -301,7 +339,7 @@ class EtcdReplica:
     async def _start(self) -> None:
         await self._load()
         merged, revision = await self._etcd.renewals()
-        merge_latest(self._renewed, merged)
+        self._take_renewals(merged)
         await self._tick()
         self._set_part("starting", None)
         spawn = self._loop.create_task
@@ -313,7 +351,7 @@ class EtcdReplica:
                     self._etcd.renewals,
                     self._etcd.watch_renewals,
                     self._take_renewals,
-                    self._take_renewals,
+                    self._take_digest,
                     revision,
                 ),
                 name="etcd-renewals",
@@ -511,6 +549,7 @@ class EtcdReplica:
                     async for item in items:
                         take_one(item)
                         delay = _RETRY_FIRST
+                revision = None  # the store moved to another etcd member: read it there
             except Exception as error:  # a bug must not stop the feed for good
                 if not isinstance(error, StoreUnavailableError | RevisionCompactedError):
                     log.exception("replica %s: the %s feed failed", self.name, part)
@@ -520,7 +559,31 @@ class EtcdReplica:
                 delay = min(delay * 2, _RETRY_MAX)
 
     def _take_renewals(self, renewed: dict[str, datetime]) -> None:
-        merge_latest(self._renewed, renewed)
+        """Digests read as they are in etcd: none counts as later than now here."""
+        now = self._clock.now()
+        merge_latest(self._renewed, {n: at if at < now else now for n, at in renewed.items()})
+
+    def _take_digest(self, digest: tuple[str, dict[str, datetime]]) -> None:
+        """A digest just published: its renewals were served within the publisher's last
+        period or so, whatever its clock says (issue #10, item 11).
+
+        Times are stamped by the publishing replica's clock. One running ahead would make
+        nodes look alive in the future, one running behind would make them look long
+        silent; so each time is bounded by this replica's clock at receipt: not after now,
+        not before the publisher's last period (and a slow tick) before now.
+        """
+        publisher, renewed = digest
+        if publisher == self.name or publisher.startswith(f"{self.name}."):
+            return  # this replica's own: known here already, at the times it served them
+        now = self._clock.now()
+        earliest = now - self._digest_window
+        merge_latest(
+            self._renewed,
+            {
+                n: now if at > now else earliest if at < earliest else at
+                for n, at in renewed.items()
+            },
+        )
 
     def _take_states(self, states: dict[str, dict[str, Any]]) -> None:
         self._states = states
@@ -551,7 +614,7 @@ class EtcdReplica:
             if unpublished:
                 await self._etcd.publish_renewals(self.name, unpublished, self._lease)
                 self.digests_published += 1
-            holder = await self._etcd.campaign(self.name, self._lease)
+            holder, seat = await self._etcd.campaign(self.name, self._lease)
         except Exception as error:
             if not isinstance(error, RegistryError):
                 log.exception("replica %s: tick failed", self.name)
@@ -560,6 +623,7 @@ class EtcdReplica:
             self._set_leading(False)
             self._set_part("ticks", error)
             return
+        self._seat = seat if holder == self.name else None
         self._set_leading(holder == self.name)
         self._set_part("ticks", None)
 
@@ -635,6 +699,8 @@ class EtcdReplica:
             )
 
     def _set_leading(self, leading: bool) -> None:
+        if not leading:
+            self._seat = None
         if leading != self._leading:
             self._leading = leading
             if leading:

@@ -5,7 +5,8 @@ objects (``node_registry.kube.objects``), as a ``Table`` when Accept asks for on
 get``), filtered by label and field selectors, paginated with ``limit``/``continue``, and
 watched as NDJSON in ``application/json`` with Kubernetes' semantics: no resourceVersion (or
 ``0``) sends the current nodes as ADDED first; a health transition is a MODIFIED; BOOKMARKs
-only when asked (``allowWatchBookmarks``). Writes come with phase 2 of #11.
+only when asked (``allowWatchBookmarks``). A node token reads only its own node (kubectl reads
+an object before it patches it). The writes are ``nodepassport_writes``'.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from node_registry.kube.table import IncludeObject, nodes_table, row_object
 from node_registry.passport.models import API_GROUP, KIND
 from node_registry.registry import EventType, RegistryEntry, WatchEvent
 from node_registry.selectors import Selector
-from node_registry.server.auth import authorize_read
+from node_registry.server.auth import (
+    Principal,
+    Role,
+    authorize_node_id,
+    authorize_node_write,
+    authorize_read,
+)
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
 from node_registry.server.render import NodesResponse
@@ -69,6 +76,18 @@ def _get(ctx: ServerContext, name: str) -> RegistryEntry:
         raise _not_found(name) from None
 
 
+def _authorize_get(caller: Principal, ctx: ServerContext, name: str) -> RegistryEntry:
+    """Readers read every node; a node token its own (name and uid), as its lease: kubectl
+    reads an object before it patches, labels or edits it."""
+    if caller.role is Role.NODE:
+        authorize_node_write(caller, name)
+        entry = _get(ctx, name)
+        authorize_node_id(caller, entry.node_id)
+        return entry
+    authorize_read(caller)
+    return _get(ctx, name)
+
+
 def _respond(doc: dict[str, Any], shape: Shape) -> JSONResponse:
     return NodesResponse(doc, media_type=content_type(shape))
 
@@ -91,8 +110,7 @@ async def get_nodepassport(
     ctx: Ctx,
     include_object: IncludeObjectQuery = IncludeObject.METADATA,
 ) -> Response:
-    authorize_read(caller)
-    entry = _get(ctx, name)
+    entry = _authorize_get(caller, ctx, name)
     shape = negotiate(request.headers.get("accept"), _SERVED)
     if shape is Shape.TABLE:
         table = nodes_table([entry], ctx.clock.now(), include=include_object)
@@ -109,8 +127,7 @@ async def get_nodepassport(
     responses=kube_response("NodePassport", "The NodePassport"),
 )
 async def get_nodepassport_status(name: NodeName, caller: Caller, ctx: Ctx) -> Response:
-    authorize_read(caller)
-    return _respond(entry_to_object(_get(ctx, name)), Shape.OBJECT)
+    return _respond(entry_to_object(_authorize_get(caller, ctx, name)), Shape.OBJECT)
 
 
 @router.get(
