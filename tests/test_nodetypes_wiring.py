@@ -272,6 +272,13 @@ def test_discovery_and_openapi_list_nodetypes(base_url: str) -> None:
             {"group": "ai_team.io", "version": "v1", "kind": "NodeType"}
         ]
         assert f"/{API.strip('/')}/nodetypes" in document["paths"]
+        # kubectl decides whether a kind validates on the server from the first PATCH of that
+        # kind it meets (in map order): every PATCH of NodePassport must take both params.
+        for path, operations in document["paths"].items():
+            patch = operations.get("patch")
+            if patch and patch["x-kubernetes-group-version-kind"]["kind"] == "NodePassport":
+                names = {p["name"] for p in patch["parameters"]}
+                assert {"fieldValidation", "dryRun"} <= names, path
 
 
 # -- on etcd: registered types outlive the process -------------------------------------------

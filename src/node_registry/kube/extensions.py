@@ -153,6 +153,7 @@ def _operation(
     *,
     body: str | None = None,
     query: tuple[str, ...] = (),
+    gvk: str | None = None,
 ) -> dict[str, Any]:
     ref = {"$ref": f"#/components/schemas/{prefix}{kind}"}
     operation: dict[str, Any] = {
@@ -160,21 +161,40 @@ def _operation(
         "responses": {
             "200": {"description": "OK", "content": {"application/json": {"schema": ref}}}
         },
-        "x-kubernetes-group-version-kind": {"group": API_GROUP, "version": "v1", "kind": kind},
+        "x-kubernetes-group-version-kind": {
+            "group": API_GROUP,
+            "version": "v1",
+            "kind": gvk or kind,
+        },
     }
-    if query:
-        operation["parameters"] = [
-            {"name": name, "in": "query", "schema": {"type": "string"}} for name in query
-        ]
+    # Every operation lists its parameters (the Swagger 2.0 document is built from them).
+    operation["parameters"] = [
+        {"name": name, "in": "query", "schema": {"type": "string"}} for name in query
+    ]
     if body is not None:
         body_ref = {"$ref": f"#/components/schemas/{prefix}{body}"}
         operation["requestBody"] = {"content": {"application/json": {"schema": body_ref}}}
     return {method: operation}
 
 
+_PATH_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _named(operations: dict[str, Any]) -> dict[str, Any]:
+    """``operations`` of a path with ``{name}`` in it: each takes the path parameter."""
+    for operation in operations.values():
+        operation["parameters"].insert(0, dict(_PATH_NAME))
+    return operations
+
+
 def paths(base: str, prefix: str) -> dict[str, Any]:
     """The /openapi/v3 paths of #12's routes, under the group version's ``base``."""
     passports = f"{base}/nodepassports/{{name}}"
+    found = _paths(base, passports, prefix)
+    return {path: _named(ops) if "{name}" in path else ops for path, ops in found.items()}
+
+
+def _paths(base: str, passports: str, prefix: str) -> dict[str, Any]:
     return {
         f"{base}/{NODE_TYPES}": {
             **_operation("get", "list NodeTypes", "NodeTypeList", prefix),
@@ -195,12 +215,16 @@ def paths(base: str, prefix: str) -> dict[str, Any]:
         },
         f"{passports}/{VERIFICATION}": {
             **_operation("get", "read a NodePassport's verification", "NodePassport", prefix),
+            # Their kind is the body's (as /scale's is Scale): kubectl decides whether a kind
+            # validates on the server (fieldValidation, dryRun) from the first PATCH of that
+            # kind it finds, which must be NodePassport's own.
             **_operation(
                 "patch",
                 "record verification results (merged by capability)",
                 "NodePassport",
                 prefix,
                 body="NodeVerification",
+                gvk="NodeVerification",
             ),
             **_operation(
                 "put",
@@ -208,6 +232,7 @@ def paths(base: str, prefix: str) -> dict[str, Any]:
                 "NodePassport",
                 prefix,
                 body="NodeVerification",
+                gvk="NodeVerification",
             ),
         },
         f"{passports}/{CAPABILITIES}": {
