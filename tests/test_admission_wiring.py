@@ -183,3 +183,21 @@ def test_refusals_over_http_are_status_documents(base_url: str) -> None:
         assert "only an admin may change a node's team/ labels" in by_node.json()["message"]
         by_admin = http.put(f"{API}/nodes/ai-agent-01", json=moved, headers=_as(ADMIN))
         assert by_admin.status_code == 200, by_admin.text
+
+
+def test_the_kubernetes_writes_are_admitted_too(base_url: str) -> None:
+    with httpx.Client(base_url=base_url, timeout=10, headers=_as(ADMIN)) as http:
+        tool = passport("tool-02", kind="tool", capabilities=("web_search",))
+        assert http.post(f"{API}/nodepassports", json=tool).status_code == 201
+        patched = http.patch(
+            f"{API}/nodepassports/tool-02",
+            json={"spec": {"capabilities": [{"name": "code_generation"}]}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert patched.status_code == 403, patched.text
+        assert patched.json()["message"].endswith("only agents may")
+        coder = passport("tool-03", kind="tool", capabilities=("code_generation",))
+        dry = http.post(f"{API}/nodepassports?dryRun=All", json=coder)
+        assert dry.status_code == 403, dry.text
+        stored = http.get(f"{API}/nodepassports/tool-02").json()
+        assert [c["name"] for c in stored["spec"]["capabilities"]] == ["web_search"]
