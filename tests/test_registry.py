@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PassportFactory, passport
+from conftest import BACKENDS, MakeRegistry, PassportFactory, passport
 from node_registry import (
     ConditionStatus,
     ConflictError,
@@ -18,22 +18,28 @@ from node_registry import (
     Registry,
     SelectorError,
     ValidationError,
-    load_settings,
 )
 from node_registry.store import MemoryStore, NodeRecord
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every registry test here runs on memory and on a real etcd."""
+    return str(request.param)
 
 
 def test_register_returns_entry_with_seed_fields(
     registry: Registry, clock: FakeClock, make_passport: PassportFactory
 ) -> None:
     doc = make_passport("coder-01")
+    before = registry.resource_version  # 0 on memory; etcd's revisions are cluster-wide
     entry = registry.register(doc)
     assert entry.node_id == doc["metadata"]["uid"]
     assert entry.node_kind is NodeType.AGENT
     assert entry.health_state is HealthState.ALIVE
     assert entry.registered_at == clock.now()
     assert entry.last_seen == clock.now()
-    assert entry.resource_version == registry.resource_version == 1
+    assert entry.resource_version == registry.resource_version > before
     assert entry.passport.to_dict()["spec"]["capabilities"][0]["name"] == "code_generation"
 
 
@@ -91,11 +97,12 @@ def test_heartbeat_renews_without_new_revision(
 ) -> None:
     entry = registry.register(make_passport("coder-01"))
     clock.advance(7)
-    registry.heartbeat(entry.node_id)
-    again = registry.get(entry.node_id)
-    assert again.last_seen == clock.now()
-    assert again.resource_version == entry.resource_version
-    assert registry.resource_version == 1
+    with registry.watch(entry.resource_version) as watch:
+        registry.heartbeat(entry.node_id)
+        again = registry.get(entry.node_id)
+        assert again.last_seen == clock.now()
+        assert again.resource_version == entry.resource_version
+        assert watch.next(0.05) is None  # no change of any node was recorded
 
 
 def test_update_status_merges_conditions_and_counts_as_heartbeat(
@@ -294,7 +301,9 @@ def test_v1alpha1_passport_is_converted_and_found(registry: Registry) -> None:
     ]
 
 
-def test_the_label_and_quantity_indexes_agree_with_a_full_scan(clock: FakeClock) -> None:
+def test_the_label_and_quantity_indexes_agree_with_a_full_scan(
+    make_registry: MakeRegistry,
+) -> None:
     # The index narrows candidates (sets per label, sorted quantities per key for Gt/Lt);
     # whatever it does, the answer must be exactly that of matching every node.
     import random
@@ -302,7 +311,7 @@ def test_the_label_and_quantity_indexes_agree_with_a_full_scan(clock: FakeClock)
     from node_registry import effective_labels
     from node_registry.selectors import as_selector
 
-    registry = Registry(clock=clock, settings=load_settings())
+    registry = make_registry()
     rng = random.Random(7)
     memories = ["512Mi", "1Gi", "2Gi", "4Gi", "4096Mi", "8Gi", "16Gi", "0.5Ti", "64Gi"]
     names = [f"node-{i:03d}" for i in range(120)]
@@ -352,6 +361,7 @@ class _DeregisteredUnderfoot(MemoryStore):
 
 
 def test_re_registering_a_node_deregistered_meanwhile_registers_it_again() -> None:
+    # Memory only: the race is staged by a MemoryStore subclass (an update's write hook).
     store = _DeregisteredUnderfoot()
     registry = Registry(store)
     first = registry.register(passport("alpha"))

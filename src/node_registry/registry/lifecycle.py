@@ -42,7 +42,7 @@ from node_registry.errors import (
 )
 from node_registry.registry.entry import RegistryCondition
 from node_registry.registry.health import HealthPolicy, Thresholds, protection_engaged
-from node_registry.store import HealthState, NodeRecord, Store, Versioned
+from node_registry.store import Coordination, HealthState, NodeRecord, Versioned
 
 log = logging.getLogger("node_registry")
 
@@ -102,6 +102,8 @@ def judge(
 Verdict = tuple[datetime, HealthState, HealthState, datetime]
 
 
+#: When a node last renewed its lease (``Storage.renewed_at``; None: not since start-up).
+RenewedAt = Callable[[str], datetime | None]
 #: Records a node's current health (a compare-and-swap; ``fenced``: the controller's).
 RecordHealth = Callable[[str, bool], Versioned]
 #: Removes an expired node whose record is at a revision, keeping its name's binding.
@@ -113,9 +115,16 @@ class Lifecycle:
     protection it decided, its time as controller; and the controller's pass."""
 
     def __init__(
-        self, store: Store, settings: Settings, clock: SteadyClock, policy: HealthPolicy
+        self,
+        coordination: Coordination,
+        renewed_at: RenewedAt,
+        settings: Settings,
+        clock: SteadyClock,
+        policy: HealthPolicy,
     ) -> None:
-        self._store = store
+        # Of the storage it needs one read; its writes go through the registry's callbacks.
+        self._coordination = coordination
+        self._renewed_at = renewed_at
         self._settings = settings
         self._clock = clock
         self._policy = policy
@@ -126,8 +135,8 @@ class Lifecycle:
         #: The last time the server could not hear nodes (``report_saturation``).
         self.saturated_at: datetime | None = None
         # A seat taken later than start-up is taken over from another controller: that
-        # leadership starts with a grace period (see the module docstring).
-        self._took_over = not store.leading
+        # controller counts every node as seen when it took the seat (module docstring).
+        self._took_over = not coordination.leading
         #: When this registry took the controller's seat over from another (None: it did not).
         self.took_seat_at: datetime | None = None
         self._leading = False
@@ -145,12 +154,12 @@ class Lifecycle:
             self._policy.thresholds(now),
             floor=floor,
             protected=self.protection_now().status,
-            renewed_at=self._store.renewed_at,
+            renewed_at=self._renewed_at,
         )
 
     def _seen_floor(self) -> datetime:
         floor = self.started_at
-        for blind_until in (self._store.resumed_at, self.saturated_at):
+        for blind_until in (self._coordination.resumed_at, self.saturated_at):
             if blind_until is not None and blind_until > floor:
                 floor = blind_until
         return floor
@@ -160,9 +169,9 @@ class Lifecycle:
 
     def protection_now(self) -> RegistryCondition:
         """Protection as the controller decided it: here, or published by another replica."""
-        if self._store.leading:
+        if self._coordination.leading:
             return self._protection
-        shared = self._store.shared_state(MASS_FAILURE_PROTECTION)
+        shared = self._coordination.shared_state(MASS_FAILURE_PROTECTION)
         if shared is None:
             return self._protection_off  # nothing published, or its controller died
         try:
@@ -175,7 +184,7 @@ class Lifecycle:
 
     def observe_leading(self, leading: bool) -> None:
         """Whether this registry holds the controller's seat now (the controller's loop
-        asks every period): a seat taken over starts a grace period of one TTL."""
+        asks every period): from a seat taken over on, every node counts as seen then."""
         if leading and not self._leading and self._took_over:
             self.took_seat_at = self._clock.now()
             log.warning(
@@ -191,6 +200,7 @@ class Lifecycle:
     ) -> None:
         """One pass: protection check, transitions recorded, expired entries removed."""
         now = self._clock.now()
+        judged_with = self.protection_now().status
         verdict = self.judge(now, controller=True)
         verdicts = [verdict(versioned.record) for versioned in snapshot]
         considered = unhealthy = 0
@@ -207,18 +217,14 @@ class Lifecycle:
         )
         self._set_protection(protected, unhealthy, considered, now)
         self._share_protection()
+        if self.protection_now().status != judged_with:  # capped as just decided
+            verdict = self.judge(now, controller=True)
+            verdicts = [verdict(versioned.record) for versioned in snapshot]
         try:
-            for versioned, (_, health, _, counted) in zip(snapshot, verdicts, strict=True):
+            for versioned, (_, health, shown, counted) in zip(snapshot, verdicts, strict=True):
                 record, revision = versioned.record, versioned.revision
-                target = health
-                if (
-                    protected  # as just decided, not as judged with
-                    and health is HealthState.OFFLINE
-                    and record.health is not HealthState.OFFLINE
-                ):
-                    target = HealthState.NOT_READY  # no node *becomes* Offline under it
                 try:
-                    if target is not record.health:
+                    if shown is not record.health:
                         # Recorded before any removal, so watchers see Offline, then DELETED.
                         revision = record_health(record.node_id, True).revision
                     if (
@@ -235,13 +241,13 @@ class Lifecycle:
 
     def _share_protection(self) -> None:
         """Publish the controller's protection decision for the other replicas, if changed."""
-        if not self._store.leading:
+        if not self._coordination.leading:
             return  # a pass run by hand on another replica must not overrule the controller
         doc = self._protection.to_dict()
-        if self._store.shared_state(MASS_FAILURE_PROTECTION) == doc:
+        if self._coordination.shared_state(MASS_FAILURE_PROTECTION) == doc:
             return
         try:
-            self._store.publish_state(MASS_FAILURE_PROTECTION, doc)
+            self._coordination.publish_state(MASS_FAILURE_PROTECTION, doc)
         except RegistryError as error:
             log.warning("could not publish mass-failure protection (%s); next pass", error)
 

@@ -154,7 +154,9 @@ class Registry:
         # Every instant the registry reads moves with monotonic time (see ``clock.steady``).
         self._clock = steady(clock)
         self._policy = HealthPolicy.from_settings(self.settings.heartbeat)
-        self._lifecycle = Lifecycle(self._store, self.settings, self._clock, self._policy)
+        self._lifecycle = Lifecycle(
+            self._store, self._store.renewed_at, self.settings, self._clock, self._policy
+        )
         #: The CEL policies every write passes (``admission.policies_path``, or given).
         self.admission = admission or load_admission(self.settings.admission.policies_path)
         #: The node types passports may name (built-in, configured, registered).

@@ -3,7 +3,9 @@
 from node_registry.store.base import (
     Binding,
     ChangeType,
+    Coordination,
     SkippedRecords,
+    Storage,
     Store,
     StoreEvent,
     Versioned,
@@ -15,10 +17,12 @@ from node_registry.store.records import HealthState, NodeRecord
 __all__ = [
     "Binding",
     "ChangeType",
+    "Coordination",
     "HealthState",
     "MemoryStore",
     "NodeRecord",
     "SkippedRecords",
+    "Storage",
     "Store",
     "StoreEvent",
     "Versioned",

@@ -13,15 +13,17 @@
   ``since`` is older than the history kept, or newer than any revision issued (a new
   history). A store that can lose history later (etcd compaction under a watcher) ends the
   watch by handing that error to ``on_error``.
-- A store shared by several registry processes (etcd) says which one runs the lifecycle
-  controller (``leading``); a ``fenced`` write (``update``/``delete``, and every
-  ``publish_state``) succeeds only while this process holds that seat, checked by the
-  store in the write itself, else ``NotLeadingError`` (a controller paused past its seat's
-  lease writes nothing from its stale view: issue #10, item 9). It says whether its view
-  is current (``check_view``), since when it has seen every renewal again after losing
-  the store (``resumed_at``), and carries the controller's shared state to the others
-  (``publish_state``/``shared_state``). A store only this
-  process uses always leads, is always current, and never lost sight of a renewal.
+- Two protocols: ``Storage`` (records, leases, bindings, watch) and ``Coordination``
+  (who leads, whether the view is current, shared state); ``Store`` is both, as every
+  backend is. A store shared by several registry processes (etcd) says which one runs
+  the lifecycle controller (``leading``); a ``fenced`` write (``update``/``delete``, and
+  every ``publish_state``) succeeds only while this process holds that seat, checked by
+  the store in the write itself, else ``NotLeadingError`` (a controller paused past its
+  seat's lease writes nothing from its stale view: issue #10, item 9). It says whether
+  its view is current (``check_view``), since when it has seen every renewal again after
+  losing the store (``resumed_at``), and carries the controller's shared state to the
+  others (``publish_state``/``shared_state``). A store only this process uses always
+  leads, is always current, and never lost sight of a renewal.
 - A name a node gave up is remembered: ``delete(node_id, keep=binding)`` stores, in the
   same atomic step as the deletion, whose the name was and the labels to give back
   (``binding(name)``), until the name is registered again (``create``, or ``update``
@@ -180,8 +182,12 @@ ErrorSink = Callable[[RevisionCompactedError], None]
 Cancel = Callable[[], None]
 
 
-class Store(Protocol):
-    """Synchronous store; see the module docstring for the contract."""
+class Storage(Protocol):
+    """The records, their leases and watch; see the module docstring for the contract.
+
+    ``fenced`` on ``update``/``delete`` is the coordination's seat check made part of the
+    write (see ``Coordination``); a store only this process uses never refuses one.
+    """
 
     #: Whether calls wait on the network (an async caller runs them in a thread pool).
     blocking: bool
@@ -190,21 +196,6 @@ class Store(Protocol):
 
     @property
     def revision(self) -> int: ...
-
-    @property
-    def leading(self) -> bool: ...
-
-    @property
-    def resumed_at(self) -> datetime | None: ...
-
-    def check_view(self) -> None:
-        """Raise ``StoreUnavailableError`` when this process's view may be stale."""
-
-    def publish_state(self, key: str, doc: dict[str, Any]) -> None:
-        """Share a piece of the controller's state with every process on this store."""
-
-    def shared_state(self, key: str) -> dict[str, Any] | None:
-        """What the controller last published under ``key`` (None: nothing, or it died)."""
 
     def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
         """Keep a registry object other than a node (a ``NodeType``) for good: no lease."""
@@ -259,3 +250,34 @@ class Store(Protocol):
         """Raise ``StoreUnavailableError`` unless the store answers (``/readyz``)."""
 
     def close(self) -> None: ...
+
+
+class Coordination(Protocol):
+    """What the registry processes sharing a store agree on: who runs the lifecycle
+    controller, whether this one's view is current, and the controller's shared state.
+
+    On etcd the seat is a leased key every replica campaigns for, and a ``fenced`` write
+    compares it in its own transaction (``NotLeadingError`` once it is gone). A store only
+    this process uses is its own quorum: it always leads, is always current, and shares
+    state with no one but itself.
+    """
+
+    @property
+    def leading(self) -> bool: ...
+
+    @property
+    def resumed_at(self) -> datetime | None: ...
+
+    def check_view(self) -> None:
+        """Raise ``StoreUnavailableError`` when this process's view may be stale."""
+
+    def publish_state(self, key: str, doc: dict[str, Any]) -> None:
+        """Share a piece of the controller's state with every process on this store."""
+
+    def shared_state(self, key: str) -> dict[str, Any] | None:
+        """What the controller last published under ``key`` (None: nothing, or it died)."""
+
+
+class Store(Storage, Coordination, Protocol):
+    """Storage and its coordination in one object, as every backend is: the registry
+    needs both (it writes records and answers only from a current view)."""

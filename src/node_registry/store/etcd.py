@@ -872,16 +872,16 @@ class EtcdStore:
                     if kept is not None:
                         await self._revoke(int(kept.id))
                     raise
-                if not ok and kept is not None:
-                    await self._revoke(int(kept.id))
                 if not ok:
+                    if kept is not None:
+                        await self._revoke(int(kept.id))
                     _check_seat(seat, ranges[0])
-                if ok:
-                    self._leases.pop(node_id, None)
-                    if lease_kv is not None:
-                        await self._revoke(int(lease_kv.lease))
-                    await self._forgotten(ranges)
-                    return revision
+                    continue  # the record changed since it was read: read it again
+                self._leases.pop(node_id, None)
+                if lease_kv is not None:
+                    await self._revoke(int(lease_kv.lease))
+                await self._forgotten(ranges)
+                return revision
         raise RevisionConflictError(f"node {node_id!r} kept changing; delete again")
 
     @_failing_over

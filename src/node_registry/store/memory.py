@@ -3,6 +3,12 @@
 One lock serialises writes so revisions and the event history stay in commit order; sinks
 are called under that lock so a watcher never sees events out of order. Sinks must be quick
 and must not call back into the store.
+
+It is its own ``Coordination`` too, honestly rather than as a stub: no other process can
+reach the data, so this one is the whole quorum. It always leads (no seat to lose, so a
+``fenced`` write is never refused), its view is always current (``check_view`` passes,
+``resumed_at`` is None: it never lost sight of a renewal), and the state it publishes is
+shared with the only reader there is, itself.
 """
 
 from __future__ import annotations
