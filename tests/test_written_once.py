@@ -49,7 +49,7 @@ def test_the_filter_answers_as_the_registry() -> None:
     assert NodeFilter().empty()
     assert not NodeFilter("agent").empty()
     with pytest.raises(ValidationError, match="unknown node kind"):
-        parse_kind("robot")
+        parse_kind("Robot_1")
 
 
 def test_labels_are_read_only_when_the_selector_needs_them() -> None:

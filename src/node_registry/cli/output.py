@@ -63,7 +63,7 @@ def node_row(entry: RegistryEntry, now: datetime, *, wide: bool = False) -> list
     passport = entry.passport
     row = [
         entry.name,
-        entry.node_kind.value,
+        str(entry.node_kind),
         entry.health_state.value,
         passport.status.phase.value,
         tasks(passport),
@@ -168,7 +168,7 @@ def describe_node(entry: RegistryEntry, events: Sequence[WatchEvent] | None, now
         [
             ("Name", entry.name),
             ("UID", entry.node_id),
-            ("Kind", entry.node_kind.value),
+            ("Kind", str(entry.node_kind)),
             ("API Version", passport.api_version),
             ("Health", entry.health_state.value),
             ("Phase", status.phase.value),

@@ -204,7 +204,7 @@ class NodeCache:
     ) -> builtins.list[RegistryEntry]:
         """Seed 2.5's ``find_nodes``, answered from the cache (see ``Registry.find_nodes``)."""
         wanted = parse_kind(kind)
-        test = NodeFilter(None if wanted is None else wanted.value, as_selector(selector))
+        test = NodeFilter(None if wanted is None else str(wanted), as_selector(selector))
         with self._lock:
             found = builtins.list(self._items.values())
         # Stored entries are replaced, never changed, so matching runs outside the lock.

@@ -119,7 +119,7 @@ def cells(entry: RegistryEntry, now: datetime) -> list[Any]:
     passport = entry.passport
     return [
         entry.name,
-        entry.node_kind.value,
+        str(entry.node_kind),
         entry.health_state.value,
         passport.status.phase.value,
         tasks(passport),
