@@ -577,7 +577,7 @@ SECRET = "s3cret-token-value-0123456789"
         ),
         pytest.param(
             {"tokens": [{"token": SECRET, "role": "root"}]},
-            "tokens.0.role: Input should be 'admin', 'reader' or 'node'",
+            "tokens.0.role: Input should be 'admin', 'reader', 'node' or 'verifier'",
             id="unknown-role",
         ),
         pytest.param(

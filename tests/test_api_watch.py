@@ -266,6 +266,36 @@ def test_bookmarks_can_be_turned_off_and_the_timeout_ends_the_stream(api: Api) -
     assert 0.9 < time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("path", ["/nodes", "/nodepassports"])
+def test_an_idle_watch_without_bookmarks_leaves_the_server_responsive(api: Api, path: str) -> None:
+    """Idle past the bookmark interval (0.2 s here), a watch that sends no bookmarks waits
+    for events; it used to spin on a zero timeout, holding the event loop until its own
+    timeout, so the registry answered nothing meanwhile (heartbeats included)."""
+    api.ok("POST", "/nodes", json=passport("node-a"))
+    version = api.http.get(f"{API}/nodes").json()["metadata"]["resourceVersion"]
+    query = {"watch": "true", "resourceVersion": version, "timeoutSeconds": 2}
+    if path == "/nodes":
+        query["allowWatchBookmarks"] = "false"
+    opened = threading.Event()
+
+    def idle_watch() -> None:
+        idle = httpx.Timeout(5, read=4)  # the stream is silent until its own timeout
+        with api.http.stream("GET", f"{API}{path}", params=query, timeout=idle) as response:
+            opened.set()
+            for _ in response.iter_lines():
+                pass
+
+    watcher = threading.Thread(target=idle_watch, daemon=True)
+    watcher.start()
+    assert opened.wait(2)
+    time.sleep(0.6)  # three bookmark intervals with nothing to send
+    started = time.monotonic()
+    answer = api.http.get(f"{API}/nodes/node-a", timeout=2)
+    assert answer.status_code == 200
+    assert time.monotonic() - started < 0.5
+    watcher.join(6)
+
+
 def test_watch_filters_by_label_selector_and_kind(api: Api) -> None:
     api.ok("POST", "/nodes", json=passport("coder"))
     api.ok("POST", "/nodes", json=passport("writer", capabilities=("text_generation",)))

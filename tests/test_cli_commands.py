@@ -469,7 +469,7 @@ def test_bad_selector_kind_resource_and_format_fail_before_any_request() -> None
     unused = f"http://127.0.0.1:{free_port()}"  # nothing listens: no request may be needed
     cases = {
         ("get", "nodes", "-l", "zone in (a"): "invalid label selector",
-        ("get", "nodes", "--kind", "robot"): "unknown node kind 'robot'",
+        ("get", "nodes", "--kind", "Robot_1"): "unknown node kind 'Robot_1'",
         ("get", "pods"): 'no resource type "pods"',
         ("get", "nodes", "-s", "ftp://registry"): "must start with http:// or https://",
     }

@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
         "max_watch_streams": 2048,
         "shed_reads_lag_seconds": 0.25,
     },
+    # #12: CEL admission, how verification results count, custom node types from a file.
+    "admission": {"policies_path": None},
+    "verification": {"require": False},
+    "node_types": {"path": None},
 }
 
 

@@ -260,7 +260,7 @@ def test_cache_answers_find_nodes_as_the_embedded_registry(clock: FakeClock) -> 
     ]
     # The same refusals as the registry's.
     with pytest.raises(ValidationError, match="unknown node kind"):
-        listed.find_nodes(kind="robot")
+        listed.find_nodes(kind="Robot_1")
     with pytest.raises(SelectorError):
         listed.find_nodes(selector="zone in (")
 

@@ -82,7 +82,7 @@ def test_api_resources_lists_the_group_cluster_scoped(kubectl: Kubectl) -> None:
         assert by_name["nodepassports"][6] == "ai-team"
     assert by_name["leases"][1:4] == ["ai_team.io/v1", "false", "Lease"]
     only = kubectl.run("api-resources", "--api-group", "ai_team.io", "-o", "name").ok()
-    assert only.split() == ["leases.ai_team.io", "nodepassports.ai_team.io"]
+    assert only.split() == ["leases.ai_team.io", "nodepassports.ai_team.io", "nodetypes.ai_team.io"]
 
 
 def test_api_versions(kubectl: Kubectl) -> None:

@@ -738,9 +738,11 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
      "no more than 253 characters"),
     ("name-empty", _set("metadata.name", ""), "metadata.name", "RFC 1123"),
     ("name-int", _set("metadata.name", 7), "metadata.name", "valid string"),
-    ("node-type-unknown", _set("metadata.nodeType", "robot"), "metadata.nodeType",
-     "'agent', 'orchestrator'"),
-    ("node-type-case", _set("metadata.nodeType", "Agent"), "metadata.nodeType", "'agent'"),
+    # Whether a well-formed name is a registered type is the registry's to say (test_nodetypes).
+    ("node-type-not-a-name", _set("metadata.nodeType", "robot_1"), "metadata.nodeType",
+     "a node type is a DNS-1123 label"),
+    ("node-type-case", _set("metadata.nodeType", "Agent"), "metadata.nodeType",
+     "a node type is a DNS-1123 label"),
     # rules across items
     ("capability-duplicate", _set("spec.capabilities", [{"name": "a"}, {"name": "a"}]),
      "spec.capabilities", "capability 'a' is listed more than once"),

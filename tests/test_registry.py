@@ -265,7 +265,7 @@ def test_find_nodes_string_and_structured_selectors_agree(
 
 
 def test_find_nodes_bad_arguments(registry: Registry) -> None:
-    with pytest.raises(ValidationError, match="'robot' is not one of"):
+    with pytest.raises(ValidationError, match="'robot' is not a node type \\(registered: agent"):
         registry.find_nodes(kind="robot")
     with pytest.raises(SelectorError, match="matchExpressions"):
         registry.find_nodes(selector={"matchExpressions": [{"key": "a", "operator": "Near"}]})

@@ -101,7 +101,7 @@ def test_examples_satisfy_the_schema(doc: dict[str, Any] | None) -> None:
 @pytest.mark.parametrize(
     ("path", "value"),
     [
-        (("metadata", "nodeType"), "robot"),
+        (("metadata", "nodeType"), "Robot_1"),
         (("metadata", "uid"), "not-a-uuid"),
         (("spec", "maxConcurrentTasks"), -1),
         (("status", "phase"), "Bogus"),

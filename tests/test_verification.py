@@ -29,6 +29,7 @@ from live_server import serve
 from node_registry import FakeClock
 from node_registry.errors import ConfigError
 from node_registry.passport import Endpoint, NodePassport, load_passport
+from node_registry.passport.verification import params_digest
 from node_registry.verification import (
     CapabilityVerification,
     Due,
@@ -50,7 +51,6 @@ from node_registry.verification import (
     read_probes,
     verification_labels,
 )
-from node_registry.verification.results import params_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBES = ROOT / "examples" / "probes.yaml"

@@ -178,6 +178,30 @@ class ServerSettings(_Section):
         return self
 
 
+class AdmissionSettings(_Section):
+    """CEL admission policies (docs/admission.md) every passport write must pass."""
+
+    #: A YAML file of ``ValidatingAdmissionPolicy`` documents, or a directory of them
+    #: (``*.yaml``); none: every write is admitted.
+    policies_path: Path | None = None
+
+
+class VerificationSettings(_Section):
+    """How the verifier's results count (docs/verification.md)."""
+
+    #: Whether only Verified claims match ``capability.<name>``: false counts claims not
+    #: (yet) verified too; a Failed claim never counts either way.
+    require: bool = False
+
+
+class NodeTypeSettings(_Section):
+    """Custom node types (docs/nodetypes.md), beside the ones registered through the API."""
+
+    #: A YAML file of ``NodeType`` documents loaded at start-up (not stored: the file is
+    #: read again at every start); types registered through the API are kept in the store.
+    path: Path | None = None
+
+
 class Settings(BaseSettings):
     """Every knob of the registry, validated as a whole."""
 
@@ -194,6 +218,9 @@ class Settings(BaseSettings):
     watch: WatchSettings = Field(default_factory=WatchSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    verification: VerificationSettings = Field(default_factory=VerificationSettings)
+    node_types: NodeTypeSettings = Field(default_factory=NodeTypeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from node_registry import errors
-from node_registry.passport import API_VERSION, Condition, NodePassport, NodeType, Phase
+from node_registry.passport import API_VERSION, Condition, NodePassport, Phase
+from node_registry.passport.models import node_type_of
 from node_registry.registry.entry import EventType, RegistryEntry, WatchEvent
 from node_registry.registry.registry import is_schedulable
 from node_registry.selectors import MAX_REQUIREMENTS, MAX_TOTAL_VALUES, MAX_VALUES
@@ -45,7 +46,7 @@ class RegistryEntryModel(_Wire):
     api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
     kind: Literal["RegistryEntry"] = "RegistryEntry"
     node_id: str = Field(alias="nodeId")
-    node_kind: NodeType = Field(alias="nodeKind")
+    node_kind: Annotated[str, AfterValidator(node_type_of)] = Field(alias="nodeKind")
     passport: NodePassport
     last_seen: datetime = Field(alias="lastSeen")
     health_state: HealthState = Field(alias="healthState")
@@ -107,9 +108,11 @@ class LabelSelector(_Wire):
 class SearchRequest(_Wire):
     """The seed's ``find_nodes(kind, selector, only_healthy)`` as a request body."""
 
-    kind: NodeType | None = None
+    kind: str | None = Field(default=None, max_length=63)
     selector: LabelSelector | None = None
     only_healthy: bool = Field(default=False, alias="onlyHealthy")
+    #: Only Verified claims match capability.<name>, and only trusted nodes (#12).
+    only_verified: bool = Field(default=False, alias="onlyVerified")
 
 
 class LeaseSpec(_Wire):
@@ -189,7 +192,7 @@ def entry_to_wire(entry: RegistryEntry) -> dict[str, Any]:
 def entry_from_wire(doc: dict[str, Any]) -> RegistryEntry:
     return RegistryEntry(
         node_id=doc["nodeId"],
-        node_kind=NodeType(doc["nodeKind"]),
+        node_kind=node_type_of(str(doc["nodeKind"])),
         passport=NodePassport.model_validate(doc["passport"]),
         last_seen=datetime.fromisoformat(doc["lastSeen"]),
         health_state=HealthState(doc["healthState"]),

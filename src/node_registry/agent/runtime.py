@@ -57,7 +57,7 @@ from node_registry.client.settings import ClientSettings
 from node_registry.clock import Clock, SystemClock
 from node_registry.config import load_settings
 from node_registry.errors import ConfigError, FieldError, NotFoundError, ValidationError
-from node_registry.passport import Condition, ConditionStatus, NodePassport, Phase
+from node_registry.passport import Capability, Condition, ConditionStatus, NodePassport, Phase
 from node_registry.passport.versions import translate_pydantic_error
 
 log = logging.getLogger("node_registry.agent")
@@ -89,6 +89,10 @@ class AgentClient(Protocol):
     ) -> RegistryEntry: ...
 
     async def deregister(self, name: str) -> None: ...
+
+    async def set_capabilities(
+        self, name: str, capabilities: Iterable[Capability | Mapping[str, Any]]
+    ) -> list[Capability]: ...
 
 
 class AgentEventKind(StrEnum):
@@ -190,6 +194,12 @@ class NodeAgent:
         self._current_tasks = status.current_tasks
         self._wanted = 0  # bumped on every change the node asks for
         self._sent = 0  # the last change the registry has
+        # The node's claims, changed at runtime (add_capability); sent without re-registering.
+        self._capabilities: dict[str, Capability] = {
+            c.name: c for c in self._passport.spec.capabilities
+        }
+        self._capabilities_wanted = 0
+        self._capabilities_sent = 0
 
         # The loop's own state: read anywhere, written only on the loop.
         self._registered = False
@@ -285,6 +295,43 @@ class NodeAgent:
             self._conditions[condition.type] = condition
             self._wanted += 1
         self._notify()
+
+    @property
+    def capabilities(self) -> list[Capability]:
+        """What the node claims now (its passport's, changed by ``add_capability``...)."""
+        with self._lock:
+            return list(self._capabilities.values())
+
+    def add_capability(
+        self, name: str, version: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> None:
+        """Claim a capability (or change one's version or params) at runtime, without
+        re-registering: the registry's watchers see the node MODIFIED, and the verifier
+        probes the new claim. Checked here (``ValidationError``), sent by the loop."""
+        doc: dict[str, Any] = {"name": name, "params": dict(params or {})}
+        if version is not None:
+            doc["version"] = version
+        try:
+            capability = Capability.model_validate(doc)
+        except pydantic.ValidationError as exc:
+            raise ValidationError(
+                "invalid capability", translate_pydantic_error(exc, prefix="spec.capabilities")
+            ) from None
+        with self._lock:
+            if self._capabilities.get(name) == capability:
+                return
+            self._capabilities[name] = capability
+            self._capabilities_wanted += 1
+        self._notify()
+
+    def remove_capability(self, name: str) -> bool:
+        """Stop claiming ``name`` at runtime; whether the node claimed it."""
+        with self._lock:
+            if self._capabilities.pop(name, None) is None:
+                return False
+            self._capabilities_wanted += 1
+        self._notify()
+        return True
 
     def set_ready(self, ready: bool, reason: str | None = None, message: str | None = None) -> None:
         """``Ready``: whether the node takes new tasks (``only_healthy`` skips it when False)."""
@@ -431,7 +478,15 @@ class NodeAgent:
 
     def _status_pending(self) -> bool:
         with self._lock:
-            return self._resend or self._sent < self._wanted
+            return (
+                self._resend
+                or self._sent < self._wanted
+                or self._capabilities_sent < self._capabilities_wanted
+            )
+
+    def _capabilities_pending(self) -> bool:
+        with self._lock:
+            return self._capabilities_sent < self._capabilities_wanted
 
     async def _step(self, client: AgentClient) -> float:
         """One call to the registry (register, write status or renew); the pause after it."""
@@ -439,6 +494,8 @@ class NodeAgent:
         try:
             if not self._registered:
                 await self._register(client)
+            elif self._capabilities_pending():
+                await self._write_capabilities(client)
             elif self._status_pending():
                 await self._write_status(client)
             else:
@@ -480,9 +537,17 @@ class NodeAgent:
         doc = self._passport.to_dict()
         with self._lock:
             tasks = self._current_tasks
+            # A (re-)registration carries the claims as they are now.
+            claimed = self._capabilities_wanted
+            doc["spec"]["capabilities"] = [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for c in self._capabilities.values()
+            ]
         # Pending until the status write below says Running, as a kubelet's new Node.
         doc["status"] = {"phase": Phase.PENDING.value, "currentTasks": tasks}
         await client.register(doc)
+        with self._lock:
+            self._capabilities_sent = max(self._capabilities_sent, claimed)
         self._registered = True
         self._resend = True
         self._registrations += 1
@@ -502,6 +567,14 @@ class NodeAgent:
         self._resend = False
         with self._lock:
             self._sent = max(self._sent, generation)
+
+    async def _write_capabilities(self, client: AgentClient) -> None:
+        with self._lock:
+            generation = self._capabilities_wanted
+            capabilities = list(self._capabilities.values())
+        await client.set_capabilities(self.name, capabilities)
+        with self._lock:
+            self._capabilities_sent = max(self._capabilities_sent, generation)
 
     async def _pause(self, delay: float) -> None:
         """Sleep ``delay``; wake early to stop, or to write a status change while healthy."""

@@ -55,7 +55,7 @@ def _table(title: str, entries: list[RegistryEntry]) -> Table:
         caps = ",".join(c.name for c in e.passport.spec.capabilities)
         table.add_row(
             e.name,
-            e.node_kind.value,
+            str(e.node_kind),
             e.health_state.value,
             e.passport.status.phase.value,
             caps,

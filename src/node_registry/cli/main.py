@@ -37,6 +37,7 @@ from node_registry.errors import (
     UnauthorizedError,
     ValidationError,
 )
+from node_registry.labels import dns1123_label_errors
 from node_registry.passport import NodePassport, NodeType, load_passport, served_versions
 from node_registry.selectors import as_selector
 
@@ -183,14 +184,17 @@ def _resource(resource: str) -> None:
         )
 
 
-def _kind(kind: str | None) -> NodeType | None:
+def _kind(kind: str | None) -> str | None:
     if kind is None:
         return None
-    try:
-        return NodeType(kind)
-    except ValueError:
+    # Custom node types are the registry's to know: only the name's syntax is checked here.
+    if problems := dns1123_label_errors(kind):
         allowed = ", ".join(k.value for k in NodeType)
-        _fail(f"unknown node kind {kind!r}: use one of {allowed}")
+        _fail(
+            f"unknown node kind {kind!r} ({'; '.join(problems)}): use a built-in type "
+            f"({allowed}) or a registered one"
+        )
+    return kind
 
 
 def _output(value: str | None) -> str | None:
@@ -692,6 +696,74 @@ def demo(
     with _command():
         code = run_demo(agents=agents, seconds=seconds, port=port)
     raise typer.Exit(code)
+
+
+# -- verify (#12) -------------------------------------------------------------------------
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Option("-f", "--filename", help="The probes (a ProbeSet in YAML)")],
+    server: ServerOption = None,
+    token: TokenOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    certificate_authority: CAOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="One round: probe what is due, record it, exit")
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", min=0.1, help="Longest wait between rounds in seconds (changes: at once)"
+        ),
+    ] = 30.0,
+    reverify_after: Annotated[
+        float, typer.Option("--reverify-after", min=1, help="Probe a Verified claim again after")
+    ] = 86400.0,
+    retry_after: Annotated[
+        float, typer.Option("--retry-after", min=1, help="Retry a Failed claim after (doubling)")
+    ] = 60.0,
+) -> None:
+    """Verify nodes' capabilities with probe tasks and record the results (a verifier token)."""
+    import asyncio
+
+    from node_registry.cli.verify import run_verifier
+    from node_registry.client import AsyncRegistryClient
+    from node_registry.verification import VerificationPolicy, Verifier, read_probes
+
+    with _command():
+        probes = read_probes(file)
+        policy = VerificationPolicy(
+            reverify_after_seconds=reverify_after, retry_after_seconds=retry_after
+        )
+        connection = resolve(
+            server=server or None,
+            token=token or None,
+            certificate_authority=str(certificate_authority) if certificate_authority else None,
+            kubeconfig=kubeconfig,
+            context=context,
+        )
+
+        async def run() -> int:
+            async with (
+                AsyncRegistryClient(
+                    connection.server, token=connection.token, verify=connection.verify
+                ) as client,
+                Verifier(probes) as verifier,
+            ):
+                return await run_verifier(
+                    client,
+                    verifier,
+                    policy,
+                    once=once,
+                    interval=interval,
+                    report=typer.echo,
+                )
+
+        recorded = asyncio.run(run())
+        if once:
+            typer.echo(f"recorded results for {recorded} node{'s' if recorded != 1 else ''}")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ is spelled out again with ``await``.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -23,7 +24,8 @@ from node_registry.errors import (
     RegistryUnreachableError,
     StoreUnavailableError,
 )
-from node_registry.passport import Condition, NodePassport, NodeType, Phase
+from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
+from node_registry.passport.verification import CapabilityVerification
 
 
 class AsyncRegistryClient:
@@ -179,6 +181,49 @@ class AsyncRegistryClient:
                 await asyncio.sleep(cursor.lost())
             except httpx.HTTPError as exc:
                 raise core.transport_failure(exc) from exc
+
+    # -- #12: dynamic capabilities and verification (the nodepassports subresources) ----
+
+    async def set_capabilities(
+        self, name: str, capabilities: Iterable[Capability | Mapping[str, Any]]
+    ) -> list[Capability]:
+        """Replace the node's capabilities at runtime; the capabilities stored."""
+        doc = await self._send(core.set_capabilities(name, capabilities))
+        return [Capability.model_validate(c) for c in doc["spec"]["capabilities"]]
+
+    async def record_verification(
+        self, name: str, results: Iterable[CapabilityVerification], *, replace: bool = False
+    ) -> RegistryEntry:
+        """Record a verifier's results (a verifier or admin token); the node as stored."""
+        call = core.record_verification(name, results, replace=replace)
+        return core.passport_entry(await self._send(call))
+
+    async def passport_changes(
+        self, since: int, *, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, RegistryEntry]]:
+        """``(type, entry)`` for each nodepassports change after ``since``, for at most
+        ``timeout_seconds`` (one connection, no resume: a caller that lists again after
+        it misses nothing). ``RevisionCompactedError`` when ``since`` is too old."""
+        client = self._clients[self._current]
+        params = {
+            "watch": "true",
+            "resourceVersion": str(since),
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        async with client.stream(
+            "GET", core.NODEPASSPORTS, params=params, timeout=self._watch_timeout
+        ) as response:
+            if response.status_code != 200:
+                core.check(response.status_code, await response.aread())
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    yield event["type"], core.passport_entry(event["object"])
+                elif event.get("type") == "ERROR":
+                    status = event["object"]
+                    core.check(int(status.get("code") or 500), json.dumps(status).encode())
 
     async def aclose(self) -> None:
         for client in self._clients:

@@ -32,8 +32,9 @@ from node_registry.errors import (
     StoreUnavailableError,
     error_from_status,
 )
-from node_registry.passport import API_VERSION, Condition, NodePassport, NodeType, Phase
+from node_registry.passport import API_VERSION, Capability, Condition, NodePassport, NodeType, Phase
 from node_registry.passport.kinds import parse_kind
+from node_registry.passport.verification import CapabilityVerification
 from node_registry.selectors import Selector, as_selector
 
 API_PREFIX = f"/apis/{API_VERSION}"
@@ -139,7 +140,7 @@ def _selection(
     params: dict[str, str] = {}
     if not parsed.empty():
         params["labelSelector"] = str(parsed)
-    terms = [] if wanted is None else [f"metadata.nodeType={wanted.value}"]
+    terms = [] if wanted is None else [f"metadata.nodeType={wanted}"]
     if healthy:
         terms.append(_HEALTHY_FIELDS)
     if terms:
@@ -189,6 +190,43 @@ def watch(
 
 
 # -- responses ---------------------------------------------------------------------------
+
+
+# -- #12: the nodepassports subresources (verification, capabilities) and their list ------
+
+
+def set_capabilities(name: str, capabilities: Iterable[Capability | Mapping[str, Any]]) -> Call:
+    """Replace the node's capabilities without re-registering (``.../capabilities``)."""
+    listed = [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(c, Capability)
+        else dict(c)
+        for c in capabilities
+    ]
+    body = {
+        "apiVersion": "ai_team.io/v1",
+        "kind": "NodeCapabilities",
+        "spec": {"capabilities": listed},
+    }
+    return Call("PUT", f"{NODEPASSPORTS}/{name}/capabilities", body=body)
+
+
+def record_verification(
+    name: str, results: Iterable[CapabilityVerification], *, replace: bool = False
+) -> Call:
+    """Record a verifier's results (``.../verification``: PATCH merges, PUT replaces)."""
+    body = {
+        "apiVersion": "ai_team.io/v1",
+        "kind": "NodeVerification",
+        "results": [r.to_dict() for r in results],
+    }
+    method = "PUT" if replace else "PATCH"
+    return Call(method, f"{NODEPASSPORTS}/{name}/verification", body=body)
+
+
+def passport_entry(doc: Any) -> RegistryEntry:
+    """The entry a NodePassport object describes (its verification results included)."""
+    return objects.entry_of(doc)
 
 
 def check(status: int, content: bytes) -> Any:

@@ -25,8 +25,9 @@ from typing import Any
 import pydantic
 
 from node_registry.errors import FieldError, InvalidResponseError
-from node_registry.passport import API_VERSION, KIND, NodePassport, NodeType
+from node_registry.passport import API_VERSION, KIND, NodePassport
 from node_registry.passport.objects import passport_of
+from node_registry.passport.verification import CapabilityVerification
 from node_registry.store.records import HealthState
 
 
@@ -38,13 +39,16 @@ class RegistryEntry:
     """
 
     node_id: str
-    node_kind: NodeType
+    #: A ``NodeType`` member for a built-in type, else the registered type's name.
+    node_kind: str
     passport: NodePassport
     last_seen: datetime
     health_state: HealthState
     registered_at: datetime
     resource_version: int
     schedulable: bool = False
+    #: The verifier's last result per capability (``status.verification.results``).
+    verification: Mapping[str, CapabilityVerification] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -134,9 +138,21 @@ def entry_of(doc: object) -> RegistryEntry:
             registered_at=_moment(status["registeredAt"], "status.registeredAt"),
             resource_version=version_of(meta["resourceVersion"], "a NodePassport"),
             schedulable=status.get("schedulable") is True,
+            verification=_verification(status.get("verification")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise invalid("a NodePassport without the registry's fields", repr(exc)) from None
+
+
+def _verification(doc: object) -> dict[str, CapabilityVerification]:
+    if doc is None:
+        return {}
+    results = mapping(doc, "a status.verification that is not an object").get("results")
+    try:
+        checked = [CapabilityVerification.model_validate(r) for r in results or []]
+    except (TypeError, pydantic.ValidationError) as exc:
+        raise invalid("a status.verification that does not validate", exc) from None
+    return {r.capability: r for r in checked}
 
 
 def node_list(doc: object) -> tuple[NodeList, str | None]:

@@ -307,3 +307,9 @@ def version_info() -> dict[str, Any]:
 def _arch() -> str:
     machine = platform.machine().lower()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+# #12's resource and subresources (kube.extensions), laid over the table of #11 above.
+from node_registry.kube.extensions import extend_resources  # noqa: E402
+
+RESOURCES = extend_resources(RESOURCES)

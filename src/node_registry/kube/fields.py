@@ -18,7 +18,7 @@ from node_registry.registry.entry import RegistryEntry
 #: Selectable fields and how each is read off an entry.
 FIELDS: dict[str, Callable[[RegistryEntry], str]] = {
     "metadata.name": lambda e: e.name,
-    "metadata.nodeType": lambda e: e.node_kind.value,
+    "metadata.nodeType": lambda e: str(e.node_kind),
     "status.healthState": lambda e: e.health_state.value,
     "status.phase": lambda e: e.passport.status.phase.value,
 }

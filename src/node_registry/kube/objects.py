@@ -6,7 +6,10 @@ registry's facts added where a Kubernetes user looks for them and nowhere else:
 - ``metadata``: ``creationTimestamp`` (= registration), ``resourceVersion``, ``generation``;
 - ``status``: ``healthState``, ``lastSeen``, ``registeredAt``, ``schedulable`` beside the
   node's own ``phase``, ``conditions`` and ``currentTasks`` (with the lifecycle controller's
-  Ready=Unknown overlay while the node is not ALIVE, as the registry already shows it).
+  Ready=Unknown overlay while the node is not ALIVE, as the registry already shows it);
+  once a verifier has recorded results, ``status.verification`` (each claim's state, the
+  results, ``trusted``) and the ``Trusted`` condition, written only through the
+  ``verification`` subresource.
 
 ``entry_to_object`` and ``object_to_entry`` are inverses: a client rebuilds the very
 ``RegistryEntry`` the server held, so ``find_nodes`` answers the seed's types over HTTP too.
@@ -28,6 +31,12 @@ from node_registry.passport import API_VERSION, KIND, NodePassport
 from node_registry.passport import Metadata as PassportMetadata
 from node_registry.passport import Status as PassportStatus
 from node_registry.passport.objects import SERVER_METADATA, SERVER_STATUS, passport_of
+from node_registry.passport.verification import (
+    TRUSTED,
+    CapabilityVerification,
+    VerificationState,
+    claim_states,
+)
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry.entry import RegistryEntry
 from node_registry.registry.registry import is_schedulable
@@ -35,6 +44,22 @@ from node_registry.store import HealthState
 
 LIST_KIND = f"{KIND}List"
 LEASE_KIND = "Lease"
+
+
+class VerificationStatus(KubeModel):
+    """The verifier's results for the node's claims (registry-owned: seed 3.2)."""
+
+    trusted: bool = Field(description="False once a claim the node still makes has Failed")
+    capabilities: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each claimed capability's state: Verified, Failed, Unknown, Unverified "
+        "(never probed, or changed since its result)",
+    )
+    results: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The last result per capability (state, reason, message, checkedAt, "
+        "probe, capabilityVersion, paramsDigest, latencySeconds, consecutiveFailures)",
+    )
 
 
 class NodePassportMetadata(PassportMetadata):
@@ -78,6 +103,10 @@ class NodePassportStatus(PassportStatus):
     schedulable: bool | None = Field(
         default=None,
         description="What find_nodes(only_healthy=True) selects: ALIVE, Running, not Ready=False",
+    )
+    verification: VerificationStatus | None = Field(
+        default=None,
+        description="The verifier's results (written through nodepassports/NAME/verification)",
     )
 
 
@@ -160,7 +189,53 @@ def entry_to_object(entry: RegistryEntry, *, generation: int | None = None) -> d
     status["lastSeen"] = rfc3339_micro(entry.last_seen)
     status["registeredAt"] = rfc3339_micro(entry.registered_at)
     status["schedulable"] = is_schedulable(entry)
+    if entry.verification:
+        _add_verification(status, entry)
     return doc
+
+
+def _add_verification(status: dict[str, Any], entry: RegistryEntry) -> None:
+    results = entry.verification
+    states = claim_states(entry.passport, results)
+    failed = sorted(name for name, state in states.items() if state == VerificationState.FAILED)
+    status["verification"] = {
+        "trusted": not failed,
+        "capabilities": states,
+        "results": [r.to_dict() for r in results.values()],
+    }
+    if failed:
+        reasons = ", ".join(f"{name} ({results[name].reason})" for name in failed)
+        condition = {
+            "type": TRUSTED,
+            "status": "False",
+            "reason": "CapabilityVerificationFailed",
+            "message": f"failed verification: {reasons}",
+            "lastTransitionTime": rfc3339(max(results[name].checked_at for name in failed)),
+        }
+    else:
+        condition = {
+            "type": TRUSTED,
+            "status": "True",
+            "reason": "NoCapabilityFailed",
+            "message": "no claimed capability failed verification",
+        }
+    status["conditions"] = [*status.get("conditions", []), condition]
+
+
+def verification_of(doc: dict[str, Any]) -> dict[str, CapabilityVerification]:
+    """The results in a NodePassport object's ``status.verification``, by capability."""
+    status = doc.get("status")
+    verification = status.get("verification") if isinstance(status, dict) else None
+    if not isinstance(verification, dict):
+        return {}
+    try:
+        results = [CapabilityVerification.model_validate(r) for r in verification["results"]]
+    except (KeyError, TypeError, pydantic.ValidationError) as exc:
+        raise errors.ValidationError(
+            "not a NodePassport object as the registry sends it",
+            [errors.FieldError("status.verification.results", str(exc))],
+        ) from None
+    return {r.capability: r for r in results}
 
 
 def stamp_conditions(
@@ -207,6 +282,7 @@ def object_to_entry(doc: dict[str, Any]) -> RegistryEntry:
             health_state=HealthState(status["healthState"]),
             registered_at=datetime.fromisoformat(status["registeredAt"]),
             resource_version=int(meta["resourceVersion"]),
+            verification=verification_of(doc),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.ValidationError(

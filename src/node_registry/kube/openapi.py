@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from node_registry import __version__
+from node_registry.kube import extensions
 from node_registry.kube.discovery import GROUP_VERSION, VERSION
 from node_registry.kube.objects import Lease, LeaseList, NodePassportList, NodePassportObject
 from node_registry.kube.patch import MERGE_KEYS, PatchType
@@ -34,6 +35,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "Lease": Lease,
     "LeaseList": LeaseList,
 }
+KINDS.update(extensions.KINDS)  # NodeType, NodeVerification, NodeCapabilities (#12)
 
 
 def _kube_schema(node: Any, refs: dict[str, str]) -> Any:
@@ -209,6 +211,7 @@ def group_version_document() -> dict[str, Any]:
             f"{base}/nodepassports/{{name}}/status": status,
             f"{base}/leases": _get("list the nodes' Leases", "LeaseList", listing=True),
             f"{base}/leases/{{name}}": _get("read a node's Lease", "Lease"),
+            **extensions.paths(base, PREFIX),
         },
         "components": {"schemas": schemas()},
     }

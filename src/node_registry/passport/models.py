@@ -49,6 +49,15 @@ class NodeType(StrEnum):
     EXTERNAL = "external"
 
 
+_BUILTIN_TYPES = frozenset(NodeType)
+
+
+def node_type_of(name: str) -> str:
+    """``name`` as the registry hands it out: the ``NodeType`` member for a built-in type
+    (so ``node_type is NodeType.AGENT`` holds, as before custom types), else the name."""
+    return NodeType(name) if name in _BUILTIN_TYPES else name
+
+
 class Phase(StrEnum):
     """The node's lifecycle phase (seed 2.3)."""
 
@@ -163,9 +172,13 @@ class Metadata(_Model):
 
     uid: UUID = Field(description="The node's stable identity, chosen by the node (a UUID)")
     name: str = Field(description="The node's unique name (a DNS-1123 subdomain)")
-    node_type: NodeType = Field(
+    # A name, not the enum: custom node types (``kind: NodeType``, docs/nodetypes.md) join
+    # the built-in ones; the registry checks the name is a registered type on every write.
+    node_type: str = Field(
         alias="nodeType",
-        description="What kind of participant the node is (agent, orchestrator, tool...)",
+        description="What kind of participant the node is: a built-in type (agent, "
+        "orchestrator, tool...) or a registered NodeType (gpu-worker)",
+        json_schema_extra={"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
@@ -183,6 +196,15 @@ class Metadata(_Model):
         errors = label_syntax.dns1123_subdomain_errors(value)
         if errors:
             raise ValueError("; ".join(errors))
+        return value
+
+    @field_validator("node_type")
+    @classmethod
+    def _node_type(cls, value: str) -> str:
+        if value in _BUILTIN_TYPES:
+            return node_type_of(value)
+        if errors := label_syntax.dns1123_label_errors(value):
+            raise ValueError("a node type is a DNS-1123 label: " + "; ".join(errors))
         return value
 
     @field_validator("labels")

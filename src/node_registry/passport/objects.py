@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from node_registry.passport.verification import TRUSTED
+
 #: metadata fields the registry owns: never part of the stored passport.
 SERVER_METADATA = ("creationTimestamp", "resourceVersion", "generation", "managedFields")
 #: status fields the registry owns (its view of the node beside the node's own report).
-SERVER_STATUS = ("healthState", "lastSeen", "registeredAt", "schedulable")
+SERVER_STATUS = ("healthState", "lastSeen", "registeredAt", "schedulable", "verification")
 
 
 def passport_of(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -21,4 +23,10 @@ def passport_of(doc: Mapping[str, Any]) -> dict[str, Any]:
     status = passport.get("status")
     if isinstance(status, Mapping):
         passport["status"] = {k: v for k, v in status.items() if k not in SERVER_STATUS}
+        conditions = status.get("conditions")
+        if isinstance(conditions, list):
+            # The Trusted condition is the registry's, from the verifier's results.
+            passport["status"]["conditions"] = [
+                c for c in conditions if not (isinstance(c, Mapping) and c.get("type") == TRUSTED)
+            ]
     return passport

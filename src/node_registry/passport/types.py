@@ -173,26 +173,46 @@ class _Model(BaseModel):
 class CapabilityDefinition(_Model):
     """What a capability of this type may declare: its versions and a schema for its params."""
 
-    params_schema: dict[str, Any] | None = Field(default=None, alias="paramsSchema")
-    versions: list[str] | None = Field(default=None, min_length=1)
+    params_schema: dict[str, Any] | None = Field(
+        default=None,
+        alias="paramsSchema",
+        description="A JSON Schema (draft 2020-12) the capability's params must satisfy",
+    )
+    versions: list[str] | None = Field(
+        default=None, min_length=1, description="The versions a passport may claim"
+    )
 
 
 class TypeSchema(_Model):
     """The schema of the passport's ``spec`` (CRD: ``versions[].schema.openAPIV3Schema``)."""
 
-    open_api_v3_schema: dict[str, Any] = Field(alias="openAPIV3Schema")
+    open_api_v3_schema: dict[str, Any] = Field(
+        alias="openAPIV3Schema",
+        description="A JSON Schema (draft 2020-12, structural keywords) for the passport's spec",
+    )
 
 
 class NodeTypeSpec(_Model):
-    description: str = ""
+    """What a passport of the type may hold (as a CRD's versions[].schema)."""
+
+    description: str = Field(default="", description="What nodes of this type are, for people")
     # "schema" shadows a BaseModel attribute, hence the alias.
-    type_schema: TypeSchema | None = Field(default=None, alias="schema")
-    capabilities: dict[str, CapabilityDefinition] = Field(default_factory=dict)
-    allow_unknown_capabilities: bool = Field(default=True, alias="allowUnknownCapabilities")
+    type_schema: TypeSchema | None = Field(
+        default=None, alias="schema", description="The schema of the passport's spec"
+    )
+    capabilities: dict[str, CapabilityDefinition] = Field(
+        default_factory=dict,
+        description="The capabilities the type defines: their versions and params schema",
+    )
+    allow_unknown_capabilities: bool = Field(
+        default=True,
+        alias="allowUnknownCapabilities",
+        description="Whether a passport may claim capabilities the type does not define",
+    )
 
 
 class NodeTypeMetadata(_Model):
-    name: str
+    name: str = Field(description="The type's name: the value of a passport's metadata.nodeType")
 
     @field_validator("name")
     @classmethod
@@ -207,8 +227,11 @@ class NodeTypeDefinition(_Model):
 
     api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
     kind: Literal["NodeType"] = "NodeType"
-    metadata: NodeTypeMetadata
-    spec: NodeTypeSpec = Field(default_factory=NodeTypeSpec)
+    metadata: NodeTypeMetadata = Field(description="The type's name (a DNS-1123 label)")
+    spec: NodeTypeSpec = Field(
+        default_factory=NodeTypeSpec,
+        description="What a passport of this type may hold: schemas, capabilities",
+    )
 
     _spec_validator: jsonschema.protocols.Validator | None = PrivateAttr(default=None)
     _params_validators: dict[str, jsonschema.protocols.Validator] = PrivateAttr(

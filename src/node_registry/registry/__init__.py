@@ -9,6 +9,7 @@ from node_registry.registry.entry import (
     WatchEvent,
 )
 from node_registry.registry.health import HealthPolicy
+from node_registry.registry.policies import UserInfo
 from node_registry.registry.registry import Registry, is_schedulable
 from node_registry.registry.watch import AsyncWatch, Watch
 from node_registry.store import HealthState
@@ -23,6 +24,7 @@ __all__ = [
     "Registry",
     "RegistryCondition",
     "RegistryEntry",
+    "UserInfo",
     "Watch",
     "WatchEvent",
     "is_schedulable",

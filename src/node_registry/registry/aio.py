@@ -25,11 +25,15 @@ from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 from uuid import UUID
 
+from node_registry.admission import Admission
 from node_registry.clock import Clock
 from node_registry.config import Settings, load_settings
 from node_registry.errors import RegistryError
-from node_registry.passport import Condition, NodePassport, NodeType, Phase
+from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
+from node_registry.passport.types import NodeTypeDefinition, NodeTypes
+from node_registry.passport.verification import CapabilityVerification
 from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
+from node_registry.registry.policies import UserInfo
 from node_registry.registry.registry import Registry, SelectorInput
 from node_registry.registry.watch import AsyncWatch, WatchHub
 from node_registry.store import Binding, Store
@@ -53,8 +57,9 @@ class AsyncRegistry:
         *,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        admission: Admission | None = None,
     ) -> None:
-        self._sync = Registry(store, settings=settings, clock=clock)
+        self._sync = Registry(store, settings=settings, clock=clock, admission=admission)
         self.settings = self._sync.settings
         self._controller: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
@@ -81,11 +86,52 @@ class AsyncRegistry:
         return self._sync
 
     async def register(
-        self, passport: NodePassport | Mapping[str, Any], *, rename: bool = True
+        self,
+        passport: NodePassport | Mapping[str, Any],
+        *,
+        rename: bool = True,
+        user: UserInfo | None = None,
     ) -> RegistryEntry:
         return await self._validating(
-            functools.partial(self._sync.register, passport, rename=rename)
+            functools.partial(self._sync.register, passport, rename=rename, user=user)
         )
+
+    async def set_capabilities(
+        self,
+        node_id: str,
+        capabilities: Iterable[Capability | Mapping[str, Any]],
+        *,
+        user: UserInfo | None = None,
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(self._sync.set_capabilities, node_id, list(capabilities), user=user)
+        )
+
+    async def record_verification(
+        self,
+        node_id: str,
+        results: Iterable[CapabilityVerification | Mapping[str, Any]],
+        *,
+        replace: bool = False,
+    ) -> RegistryEntry:
+        return await self._validating(
+            functools.partial(
+                self._sync.record_verification, node_id, list(results), replace=replace
+            )
+        )
+
+    async def register_node_type(self, doc: Mapping[str, Any]) -> NodeTypeDefinition:
+        return await self._validating(functools.partial(self._sync.register_node_type, doc))
+
+    async def patch_node_type(self, name: str, patch: Mapping[str, Any]) -> NodeTypeDefinition:
+        return await self._validating(functools.partial(self._sync.patch_node_type, name, patch))
+
+    async def delete_node_type(self, name: str) -> NodeTypeDefinition:
+        return await self._io(self._sync.delete_node_type, name)
+
+    async def node_types(self) -> NodeTypes:
+        """Every node type served, read from the store again (a registered one included)."""
+        return await self._io(self._sync.node_types.refresh)
 
     async def heartbeat(self, node_id: str) -> datetime:
         if self._pool is None or self._sync.heartbeat_is_local(node_id):
@@ -100,6 +146,7 @@ class AsyncRegistry:
         phase: Phase | str | None = None,
         conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
         current_tasks: int | None = None,
+        user: UserInfo | None = None,
     ) -> RegistryEntry:
         return await self._validating(
             functools.partial(
@@ -108,6 +155,7 @@ class AsyncRegistry:
                 phase=phase,
                 conditions=conditions,
                 current_tasks=current_tasks,
+                user=user,
             )
         )
 
@@ -119,6 +167,7 @@ class AsyncRegistry:
         expected_revision: int | None = None,
         heartbeat: bool = False,
         dry_run: bool = False,
+        user: UserInfo | None = None,
     ) -> RegistryEntry:
         return await self._validating(
             functools.partial(
@@ -128,17 +177,24 @@ class AsyncRegistry:
                 expected_revision=expected_revision,
                 heartbeat=heartbeat,
                 dry_run=dry_run,
+                user=user,
             )
         )
 
     async def deregister(
-        self, node_id: str, *, keep_binding: bool = False, expected_revision: int | None = None
+        self,
+        node_id: str,
+        *,
+        keep_binding: bool = False,
+        expected_revision: int | None = None,
+        user: UserInfo | None = None,
     ) -> None:
         await self._io(
             self._sync.deregister,
             node_id,
             keep_binding=keep_binding,
             expected_revision=expected_revision,
+            user=user,
         )
 
     async def binding(self, name: str) -> Binding | None:
@@ -155,8 +211,11 @@ class AsyncRegistry:
         kind: str | NodeType | None = None,
         selector: SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
-        return self._sync.find_nodes(kind=kind, selector=selector, only_healthy=only_healthy)
+        return self._sync.find_nodes(
+            kind=kind, selector=selector, only_healthy=only_healthy, only_verified=only_verified
+        )
 
     async def list_nodes(self) -> NodeList:
         return self._sync.list_nodes()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from node_registry.passport import NodePassport, NodeType
+from node_registry.passport import NodePassport
+from node_registry.passport.verification import (
+    CapabilityVerification,
+    registry_labels,
+    strict_labels,
+)
 from node_registry.store.records import HealthState
 
 
@@ -23,21 +29,32 @@ class RegistryEntry:
     """
 
     node_id: str
-    node_kind: NodeType
+    node_kind: str
     passport: NodePassport
     last_seen: datetime
     health_state: HealthState
     registered_at: datetime
     resource_version: int
+    #: The verifier's last result per capability (``status.verification`` of the object).
+    verification: Mapping[str, CapabilityVerification] = field(default_factory=dict)
+    #: ``verification.require``: only Verified claims match ``capability.<name>``.
+    require_verified: bool = False
 
     @property
     def name(self) -> str:
         return self.passport.metadata.name
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """What selectors match (watches too): effective labels and verification labels,
+        without the ``capability.<name>`` of claims that do not count."""
+        labels = registry_labels(self.passport, self.verification)
+        return strict_labels(labels) if self.require_verified else labels
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "nodeId": self.node_id,
-            "nodeKind": self.node_kind.value,
+            "nodeKind": str(self.node_kind),
             "passport": self.passport.to_dict(),
             "lastSeen": self.last_seen.isoformat(),
             "healthState": self.health_state.value,

@@ -16,7 +16,6 @@ from collections import defaultdict
 from fractions import Fraction
 from typing import TypeVar
 
-from node_registry.passport import NodeType
 from node_registry.quantity import quantity_or_none
 from node_registry.selectors import Operator, Requirement, Selector
 from node_registry.store.base import ChangeType, StoreEvent, Versioned
@@ -36,7 +35,7 @@ class NodeIndex:
         self._nodes: dict[str, Versioned] = {}
         self._by_label: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         self._by_key: defaultdict[str, set[str]] = defaultdict(set)
-        self._by_kind: defaultdict[NodeType, set[str]] = defaultdict(set)
+        self._by_kind: defaultdict[str, set[str]] = defaultdict(set)
         self._by_name: dict[str, str] = {}
         self._numeric: dict[str, list[tuple[Fraction, str]]] = {}
         self.revision = 0
@@ -73,7 +72,7 @@ class NodeIndex:
         with self._lock:
             return list(self._nodes.values()), self.revision
 
-    def select(self, kind: NodeType | None, selector: Selector) -> tuple[list[Versioned], int]:
+    def select(self, kind: str | None, selector: Selector) -> tuple[list[Versioned], int]:
         """Nodes of ``kind`` whose effective labels match ``selector``, and the revision of
         the state they were taken from (one snapshot: a watch from it misses nothing)."""
         with self._lock:
@@ -90,7 +89,7 @@ class NodeIndex:
         match = selector.matches
         return [v for v in found if match(v.record.labels)], revision
 
-    def _candidates(self, kind: NodeType | None, selector: Selector) -> set[str] | None:
+    def _candidates(self, kind: str | None, selector: Selector) -> set[str] | None:
         # The smallest sets first: intersection costs the size of the smaller operand.
         sets: list[set[str]] = []
         if kind is not None:

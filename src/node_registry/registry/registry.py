@@ -35,6 +35,7 @@ from uuid import UUID
 
 import pydantic
 
+from node_registry.admission import Admission
 from node_registry.clock import Clock, steady
 from node_registry.config import Settings, load_settings
 from node_registry.errors import (
@@ -46,6 +47,7 @@ from node_registry.errors import (
     ValidationError,
 )
 from node_registry.passport import (
+    Capability,
     Condition,
     ConditionStatus,
     NodePassport,
@@ -55,7 +57,14 @@ from node_registry.passport import (
     limits,
     load_passport,
 )
+from node_registry.passport.derived import CAPABILITY_PREFIX
 from node_registry.passport.kinds import parse_kind
+from node_registry.passport.types import NodeTypeDefinition
+from node_registry.passport.verification import (
+    CapabilityVerification,
+    strict_labels,
+    trusted,
+)
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry.entry import (
     EventType,
@@ -67,8 +76,17 @@ from node_registry.registry.entry import (
 from node_registry.registry.health import PHASE_OF, HealthPolicy
 from node_registry.registry.index import NodeIndex
 from node_registry.registry.lifecycle import Lifecycle
+from node_registry.registry.policies import (
+    NodeTypeCatalog,
+    UserInfo,
+    admit,
+    kept_results,
+    load_admission,
+    merge_results,
+    refuse_registry_owned,
+)
 from node_registry.registry.watch import AsyncWatch, Watch, WatchHub, event_type
-from node_registry.selectors import Selector, as_selector
+from node_registry.selectors import Operator, Selector, as_selector
 from node_registry.store import (
     Binding,
     HealthState,
@@ -87,6 +105,18 @@ _CAS_ATTEMPTS = 16
 _BY_NAME = operator.attrgetter("record.name")
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
+#: Requirements that labels keep meeting when keys are only added to them: the strict
+#: labels of a query counting Verified claims only are a subset of the indexed ones.
+_POSITIVE = frozenset(
+    {
+        Operator.EQUALS,
+        Operator.DOUBLE_EQUALS,
+        Operator.IN,
+        Operator.EXISTS,
+        Operator.GREATER_THAN,
+        Operator.LESS_THAN,
+    }
+)
 
 
 def is_schedulable(entry: RegistryEntry) -> bool:
@@ -114,6 +144,7 @@ class Registry:
         *,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self._store: Store = store or MemoryStore(
@@ -126,6 +157,10 @@ class Registry:
         self._lifecycle = Lifecycle(
             self._store, self._store.renewed_at, self.settings, self._clock, self._policy
         )
+        #: The CEL policies every write passes (``admission.policies_path``, or given).
+        self.admission = admission or load_admission(self.settings.admission.policies_path)
+        #: The node types passports may name (built-in, configured, registered).
+        self.node_types = NodeTypeCatalog(self._store, path=self.settings.node_types.path)
         self._index = NodeIndex()
         nodes, revision = self._store.list()
         self._index.load(nodes, revision)
@@ -146,7 +181,11 @@ class Registry:
     # -- writes -------------------------------------------------------------------------
 
     def register(
-        self, passport: NodePassport | Mapping[str, Any], *, rename: bool = True
+        self,
+        passport: NodePassport | Mapping[str, Any],
+        *,
+        rename: bool = True,
+        user: UserInfo | None = None,
     ) -> RegistryEntry:
         """Store the passport (validated, converted to v1) and count it as a heartbeat.
 
@@ -154,15 +193,22 @@ class Registry:
         uid with a name already taken is a ``ConflictError``. ``rename=False``: so is a uid
         registered under another name (a node may not rename itself, nor take over another
         node's record), checked in the same compare-and-swap as the write.
+
+        The passport must fit its node type (``node_types``) and pass the admission
+        policies (``CREATE``, or ``UPDATE`` with the stored passport as ``oldObject``);
+        the verifier's results of the claims it keeps stay with it.
         """
         checked = load_passport(passport)
         _refuse_registry_phases(checked.status.phase, "status.phase")
+        refuse_registry_owned(checked)
+        self.node_types.validate(checked)
         node_id = checked.node_id
         for attempt in range(_CAS_ATTEMPTS):
             now = self._clock.now()
             current = self._current(node_id, attempt, absent_is_a_guess=True)
             try:
                 if current is None:
+                    admit(self.admission, "CREATE", checked, None, user)
                     record = NodeRecord(checked, now, HealthState.ALIVE, now)
                     revision = self._store.create(record, renewed_at=now)
                 else:
@@ -172,8 +218,15 @@ class Registry:
                             f"uid {node_id} is registered as node {old.name!r}, not "
                             f"{checked.metadata.name!r}; it is not renamed by registering"
                         )
+                    admit(self.admission, "UPDATE", checked, old.passport, user)
                     changed_at = old.health_changed_at if old.health is HealthState.ALIVE else now
-                    record = NodeRecord(checked, old.registered_at, HealthState.ALIVE, changed_at)
+                    record = NodeRecord(
+                        checked,
+                        old.registered_at,
+                        HealthState.ALIVE,
+                        changed_at,
+                        verification=kept_results(checked, old.verification),
+                    )
                     revision = self._store.update(
                         record, expected_revision=current.revision, renewed_at=now
                     )
@@ -211,6 +264,7 @@ class Registry:
         phase: Phase | str | None = None,
         conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
         current_tasks: int | None = None,
+        user: UserInfo | None = None,
     ) -> RegistryEntry:
         """The node reports its status (the status subresource); it counts as a heartbeat.
 
@@ -237,8 +291,16 @@ class Registry:
                 fields["conditions"] = _merge_conditions(status.conditions, given.conditions, now)
             new_status = status.model_copy(update=fields)
             passport = _checked_merge(record.passport.model_copy(update={"status": new_status}))
+            refuse_registry_owned(passport)
+            admit(self.admission, "UPDATE", passport, record.passport, user)
             changed_at = record.health_changed_at if record.health is HealthState.ALIVE else now
-            return NodeRecord(passport, record.registered_at, HealthState.ALIVE, changed_at)
+            return NodeRecord(
+                passport,
+                record.registered_at,
+                HealthState.ALIVE,
+                changed_at,
+                verification=record.verification,
+            )
 
         return self._modify(node_id, change, renew=True)
 
@@ -250,6 +312,7 @@ class Registry:
         expected_revision: int | None = None,
         heartbeat: bool = False,
         dry_run: bool = False,
+        user: UserInfo | None = None,
     ) -> RegistryEntry:
         """Replace the node's passport with ``change(stored passport, its revision)``.
 
@@ -261,6 +324,9 @@ class Registry:
         limit a registration is; uid and name never change. ``heartbeat``: the write is the
         node's own report and counts as a heartbeat (ALIVE, lease renewed); otherwise health
         and lease stay as they were. ``dry_run``: validated and returned, nothing stored.
+        The result must fit its node type and pass the admission policies (an ``UPDATE``
+        with the stored passport as ``oldObject``); the verifier's results of the claims it
+        keeps stay with it.
         """
         for attempt in range(_CAS_ATTEMPTS):
             now = self._clock.now()
@@ -275,9 +341,15 @@ class Registry:
             passport = _checked_merge(load_passport(change(old.passport, current.revision)))
             _refuse_registry_phases(passport.status.phase, "status.phase")
             _refuse_identity_change(old, passport)
+            refuse_registry_owned(passport)
+            self.node_types.validate(passport)
+            admit(self.admission, "UPDATE", passport, old.passport, user)
+            kept = kept_results(passport, old.verification)
             if heartbeat:
                 changed_at = old.health_changed_at if old.health is HealthState.ALIVE else now
-                record = NodeRecord(passport, old.registered_at, HealthState.ALIVE, changed_at)
+                record = NodeRecord(
+                    passport, old.registered_at, HealthState.ALIVE, changed_at, verification=kept
+                )
             else:
                 record = NodeRecord(
                     passport,
@@ -285,6 +357,7 @@ class Registry:
                     old.health,
                     old.health_changed_at,
                     old.unready_since,
+                    kept,
                 )
             if dry_run:
                 return self._entry(Versioned(record, current.revision), now)
@@ -302,14 +375,24 @@ class Registry:
         raise ConflictError(f"node {node_id} is being changed concurrently; try again")
 
     def deregister(
-        self, node_id: str, *, keep_binding: bool = False, expected_revision: int | None = None
+        self,
+        node_id: str,
+        *,
+        keep_binding: bool = False,
+        expected_revision: int | None = None,
+        user: UserInfo | None = None,
     ) -> None:
         """Remove the node now; ``NotFoundError`` if it is not registered.
 
         ``keep_binding``: the node leaves by itself (graceful shutdown), so its name stays
         bound to it (see ``binding``); otherwise (an operator's delete) the name is free.
+        Admission policies that match ``DELETE`` see the stored passport as ``oldObject``.
         ``expected_revision``: only if that is the stored version (a delete precondition).
         """
+        if self.admission.policies:
+            known = self._current(node_id, 0, absent_is_a_guess=False)
+            if known is not None:
+                admit(self.admission, "DELETE", None, known.record.passport, user)
         if not keep_binding:
             self._store.delete(node_id, expected_revision=expected_revision)
             return
@@ -346,6 +429,99 @@ class Registry:
         """Forget the binding of ``name`` (an operator frees the name); whether there was one."""
         return self._store.forget(name)
 
+    def set_capabilities(
+        self,
+        node_id: str,
+        capabilities: Iterable[Capability | Mapping[str, Any]],
+        *,
+        user: UserInfo | None = None,
+    ) -> RegistryEntry:
+        """Replace the node's ``spec.capabilities`` at runtime, without re-registering.
+
+        Held to everything a registration is (passport limits, node type, admission as an
+        ``UPDATE``); watchers see a MODIFIED. Results of the claims it keeps unchanged stay
+        Verified; an added or changed claim is Unverified until the verifier probes it. It
+        counts as a heartbeat, as a status report does.
+        """
+        given = [
+            c.model_dump(by_alias=True, exclude_none=True) if isinstance(c, Capability) else c
+            for c in capabilities
+        ]
+
+        def change(record: NodeRecord, now: datetime) -> NodeRecord:
+            doc = record.passport.to_dict()
+            doc["spec"]["capabilities"] = given
+            try:
+                passport = load_passport(doc)
+            except ValidationError as exc:
+                raise type(exc)("invalid capabilities", exc.errors) from None
+            refuse_registry_owned(passport)
+            self.node_types.validate(passport)
+            admit(self.admission, "UPDATE", passport, record.passport, user)
+            # A heartbeat too, as a status report: a node recorded silent is back.
+            changed_at = record.health_changed_at if record.health is HealthState.ALIVE else now
+            return NodeRecord(
+                passport,
+                record.registered_at,
+                HealthState.ALIVE,
+                changed_at,
+                verification=kept_results(passport, record.verification),
+            )
+
+        return self._modify(node_id, change, renew=True)
+
+    def record_verification(
+        self,
+        node_id: str,
+        results: Iterable[CapabilityVerification | Mapping[str, Any]],
+        *,
+        replace: bool = False,
+    ) -> RegistryEntry:
+        """Store the verifier's results with the node (merged by capability), as
+        registry-owned status: ``status.verification`` of the object, the
+        ``verification.ai-team.io/*`` labels, the Trusted condition. Watchers see a MODIFIED.
+
+        ``ValidationError`` for a result that is malformed, about another uid, or about a
+        capability the node does not claim (it changed meanwhile: plan again).
+        ``replace``: these are all the results; the node's others are dropped.
+        """
+        checked: list[CapabilityVerification] = []
+        problems: list[FieldError] = []
+        for index, result in enumerate(results):
+            try:
+                checked.append(CapabilityVerification.model_validate(result))
+            except pydantic.ValidationError as exc:
+                problems.extend(translate_pydantic_error(exc, prefix=f"results[{index}]"))
+        if problems:
+            raise ValidationError("invalid verification", problems)
+
+        def change(record: NodeRecord, now: datetime) -> NodeRecord:
+            stored = {} if replace else record.verification
+            merged = merge_results(record.passport, stored, checked)
+            return NodeRecord(
+                record.passport,
+                record.registered_at,
+                record.health,
+                record.health_changed_at,
+                record.unready_since,
+                merged,
+            )
+
+        return self._modify(node_id, change)
+
+    def register_node_type(self, doc: Mapping[str, Any]) -> NodeTypeDefinition:
+        """Register a custom node type (``kind: NodeType``); it is kept in the store."""
+        return self.node_types.create(doc)
+
+    def patch_node_type(self, name: str, patch: Mapping[str, Any]) -> NodeTypeDefinition:
+        """Change a registered node type with a JSON merge patch (RFC 7386)."""
+        return self.node_types.update(name, patch)
+
+    def delete_node_type(self, name: str) -> NodeTypeDefinition:
+        """Delete a registered node type; ``ConflictError`` while nodes are of it."""
+        in_use = len(self._index.select(name, Selector(()))[0])
+        return self.node_types.delete(name, in_use=in_use)
+
     # -- reads --------------------------------------------------------------------------
 
     def get(self, node_id: str) -> RegistryEntry:
@@ -371,31 +547,75 @@ class Registry:
         kind: str | NodeType | None = None,
         selector: SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
         """Seed 2.5: nodes of ``kind`` matching ``selector``, optionally only schedulable ones.
 
         ``selector`` is the structured form (``{"matchLabels": ..., "matchExpressions": ...}``)
-        or the ``kubectl -l`` string; it matches effective labels. Sorted by name.
+        or the ``kubectl -l`` string; it matches effective labels and the verification
+        labels (``verification.ai-team.io/<capability>=Verified``). A Failed claim never
+        matches ``capability.<name>``; with ``only_verified`` (or ``verification.require``)
+        only Verified ones do, and ``only_verified`` also skips untrusted nodes (one of their
+        claims Failed). Sorted by name.
         """
-        return self.select(kind, selector, only_healthy).items
+        return self.select(kind, selector, only_healthy, only_verified).items
 
     def select(
         self,
         kind: str | NodeType | None = None,
         selector: SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> NodeList:
         """``find_nodes`` with the resource version its answer was taken at (list + watch)."""
         wanted_kind = parse_kind(kind)
+        if wanted_kind is not None and self.node_types.definition(wanted_kind) is None:
+            registered = ", ".join(sorted(self.node_types.types))
+            raise ValidationError(
+                "unknown node kind",
+                [
+                    FieldError(
+                        "kind", f"{wanted_kind!r} is not a node type (registered: {registered})"
+                    )
+                ],
+            )
         parsed = as_selector(selector)
         self._store.check_view()
         now = self._clock.now()
-        found, revision = self._index.select(wanted_kind, parsed)
+        strict = only_verified or self.settings.verification.require
+        if strict:
+            found, revision = self._strict_select(wanted_kind, parsed, only_verified)
+        else:
+            found, revision = self._index.select(wanted_kind, parsed)
         found.sort(key=_BY_NAME)
         entries = self._entries(found, now)
         if only_healthy:
             entries = [e for e in entries if is_schedulable(e)]
         return NodeList(entries, revision)
+
+    def _strict_select(
+        self, kind: str | None, selector: Selector, only_verified: bool
+    ) -> tuple[list[Versioned], int]:
+        """Select counting only Verified claims: the index narrows by every requirement a
+        node matching the strict labels also meets on the indexed ones — all but negative
+        ones on ``capability.*`` (dropping a claim can make ``!capability.x`` match) — then
+        the whole selector matches the strict labels."""
+        loose = Selector(
+            tuple(
+                r
+                for r in selector.requirements
+                if r.operator in _POSITIVE or not r.key.startswith(CAPABILITY_PREFIX)
+            )
+        )
+        found, revision = self._index.select(kind, loose)
+        kept = []
+        for versioned in found:
+            labels = versioned.record.labels
+            if only_verified and not trusted(labels):
+                continue
+            if selector.empty() or selector.matches(strict_labels(labels)):
+                kept.append(versioned)
+        return kept, revision
 
     def list_nodes(self) -> NodeList:
         """Every node, and the resource version to watch from without missing a change."""
@@ -590,6 +810,7 @@ class Registry:
         """Entries as of ``now``: the lifecycle's judge applied to every node found."""
         verdict = self._lifecycle.judge(now)
         alive = HealthState.ALIVE
+        require = self.settings.verification.require
         entries: list[RegistryEntry] = []
         append = entries.append
         for versioned in found:
@@ -604,6 +825,8 @@ class Registry:
                     health,
                     record.registered_at,
                     versioned.revision,
+                    record.verification,
+                    require,
                 )
             )
         return entries
@@ -629,6 +852,8 @@ class Registry:
             health_state=record.health,
             registered_at=record.registered_at,
             resource_version=revision,
+            verification=record.verification,
+            require_verified=self.settings.verification.require,
         )
 
     def _modify(
@@ -811,7 +1036,9 @@ _UNREADY: dict[HealthState, tuple[str, str]] = {
 def _with_health(record: NodeRecord, health: HealthState, now: datetime) -> NodeRecord:
     """The record with ``health`` recorded at ``now``; the node's own passport untouched."""
     unready_since = None if health is HealthState.ALIVE else record.unready_since or now
-    return NodeRecord(record.passport, record.registered_at, health, now, unready_since)
+    return NodeRecord(
+        record.passport, record.registered_at, health, now, unready_since, record.verification
+    )
 
 
 def _shown(record: NodeRecord) -> NodePassport:

@@ -36,7 +36,9 @@ from node_registry.server.routes import (
     nodepassport_writes,
     nodepassports,
     nodes,
+    nodetypes,
     operations,
+    verification,
 )
 from node_registry.server.routes import openapi as kube_openapi
 from node_registry.server.ui import mount_dashboard
@@ -126,6 +128,8 @@ def create_app(
     app.include_router(nodes.router)
     app.include_router(leases.router)
     app.include_router(nodepassports.router)
+    app.include_router(verification.router)
+    app.include_router(nodetypes.router)
     app.include_router(nodepassport_writes.router)
     app.include_router(discovery.router)
     app.include_router(kube_openapi.router)

@@ -2,7 +2,9 @@
 
 Roles: ``admin`` may do everything; ``reader`` may get, list, search and watch; ``node`` is
 bound to one node name and may register, heartbeat, report status and deregister that node
-only — nothing else, and never a label under the protected prefix (NodeRestriction).
+only — nothing else, and never a label under the protected prefix (NodeRestriction);
+``verifier`` may read as a reader does and write the verification subresource of any node
+(the verifier's results: seed 3.2), and nothing else.
 
 A node token binds the uid as well as the name (``authorize_node_registration``): it may
 register its name only with the uid that name is bound to — the node registered under it,
@@ -39,6 +41,7 @@ from node_registry.errors import ConfigError, ForbiddenError, UnauthorizedError
 from node_registry.labels import dns1123_subdomain_errors
 from node_registry.passport import NodePassport
 from node_registry.passport.derived import derived_labels, effective_labels
+from node_registry.registry.policies import UserInfo
 from node_registry.store import Binding
 
 log = logging.getLogger("node_registry.server")
@@ -51,6 +54,7 @@ class Role(StrEnum):
     ADMIN = "admin"
     READER = "reader"
     NODE = "node"
+    VERIFIER = "verifier"
 
 
 class Action(StrEnum):
@@ -232,6 +236,11 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def user_info(principal: Principal) -> UserInfo:
+    """The caller as admission policies see it (``request.userInfo``)."""
+    return UserInfo(principal.name, principal.role.value)
+
+
 def authorize_read(principal: Principal) -> None:
     if principal.role is Role.NODE:
         raise ForbiddenError(
@@ -243,10 +252,24 @@ def authorize_node_write(principal: Principal, name: str) -> None:
     """May ``principal`` change the node called ``name``?"""
     if principal.role is Role.ADMIN:
         return
-    if principal.role is Role.READER:
+    if principal.role in (Role.READER, Role.VERIFIER):
         raise ForbiddenError(f"{principal} may not change nodes")
     if principal.node != name:
         raise ForbiddenError(f"{principal} may not change node {name!r}, only {principal.node!r}")
+
+
+def authorize_verification(principal: Principal) -> None:
+    """May ``principal`` record verification results? Only a verifier or an admin: a node
+    never vouches for its own capabilities."""
+    if principal.role not in (Role.ADMIN, Role.VERIFIER):
+        raise ForbiddenError(
+            f"{principal} may not write verification results: only a verifier or an admin may"
+        )
+
+
+def authorize_admin(principal: Principal, what: str) -> None:
+    if principal.role is not Role.ADMIN:
+        raise ForbiddenError(f"{principal} may not {what}: only an admin may")
 
 
 def authorize_node_id(principal: Principal, node_id: str) -> None:

@@ -48,9 +48,12 @@ class _RegistryCollector(Collector):
                 labels=["kind", "health_state"],
             )
             tally = Tally((e.node_kind, e.health_state) for e in listed)
-            for kind in NodeType:
+            # The built-in types always, at 0 too; custom ones as nodes of theirs appear.
+            kinds = [k.value for k in NodeType]
+            kinds += sorted({k for k, _ in tally} - set(kinds))
+            for kind in kinds:
                 for state in HealthState:
-                    nodes.add_metric([kind.value, state.value], tally.get((kind, state), 0))
+                    nodes.add_metric([kind, state.value], tally.get((kind, state), 0))
             yield nodes
         yield GaugeMetricFamily(
             "node_registry_mass_failure_protection_active",

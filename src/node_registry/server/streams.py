@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from node_registry.errors import RevisionCompactedError
-from node_registry.passport import NodeType, effective_labels
 from node_registry.registry import AsyncWatch, EventType, RegistryEntry, WatchEvent
 from node_registry.registry.watch import Slot
 from node_registry.selectors import NodeFilter, Selector
@@ -67,7 +66,7 @@ def sse_frame(doc: dict[str, Any], resource_version: int) -> bytes:
 def _labels(slot: Slot, entry: RegistryEntry, key: str) -> dict[str, str]:
     labels: dict[str, str] | None = slot.memo.get(key)
     if labels is None:
-        labels = slot.memo[key] = effective_labels(entry.passport)
+        labels = slot.memo[key] = entry.labels
     return labels
 
 
@@ -123,7 +122,7 @@ async def stream_events(
     watch: AsyncWatch,
     since: int,
     *,
-    kind: NodeType | None,
+    kind: str | None,
     selector: Selector,
     frame: Frame,
     bookmarks: bool,
@@ -140,7 +139,7 @@ async def stream_events(
     ``initial`` frames (a watch's synthetic ADDED events for the current state) go first.
     """
     on_open()
-    nodes = NodeFilter(None if kind is None else kind.value, selector)
+    nodes = NodeFilter(None if kind is None else str(kind), selector)
     deadline = None if timeout is None else time.monotonic() + timeout
     last = since
     last_frame = time.monotonic()
@@ -149,11 +148,14 @@ async def stream_events(
             yield b"".join((initial or [])[start : start + BATCH])
         while not watch.ended:
             now = time.monotonic()
-            wait = max(bookmark_interval - (now - last_frame), 0.0)
+            # Only a stream that sends bookmarks wakes for them: without, a wait bounded by
+            # the bookmark interval turns 0 once the stream is idle that long, and the loop
+            # spins without ever yielding to the event loop (the server froze meanwhile).
+            wait = max(bookmark_interval - (now - last_frame), 0.0) if bookmarks else None
             if deadline is not None:
                 if now >= deadline:
                     return
-                wait = min(wait, deadline - now)
+                wait = deadline - now if wait is None else min(wait, deadline - now)
             try:
                 slots = await watch.next_slots(timeout=wait, limit=BATCH)
             except RevisionCompactedError as exc:

@@ -34,6 +34,8 @@
 - A stored record this process cannot read (written by another version, damaged, or over
   a limit enforced later) is skipped by every read and watch, never raised: one bad record
   must not take reads, watches or a replica down. ``skipped`` says which, for the metrics.
+- Objects other than nodes (``put_object``/``objects``: the registered ``NodeType`` s) are
+  kept as JSON documents by kind and name, on no lease: they outlive every process.
 """
 
 from __future__ import annotations
@@ -194,6 +196,16 @@ class Storage(Protocol):
 
     @property
     def revision(self) -> int: ...
+
+    def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
+        """Keep a registry object other than a node (a ``NodeType``) for good: no lease."""
+
+    def delete_object(self, kind: str, name: str) -> bool:
+        """Drop the object; whether there was one."""
+
+    def objects(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every object of ``kind`` by name, as the store holds them now (a read of the
+        store itself on etcd: objects are few and rarely change)."""
 
     def get(self, node_id: str) -> Versioned | None: ...
 

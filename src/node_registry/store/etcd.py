@@ -13,6 +13,8 @@ Key layout under ``prefix`` (default ``/ai_team/registry``), readable with
   from, written in the deletion's transaction and removed in the transaction that
   registers the name again; on an etcd lease of ``binding_ttl`` seconds, so names nobody
   comes back for do not pile up.
+- ``{prefix}/objects/{kind}/{name}`` → registry objects other than nodes (the registered
+  ``NodeType`` s) as JSON, on no lease: they outlive every replica.
 
 Every read-modify-write is one transaction comparing ``mod_revision`` (``create_revision ==
 0`` for a create); the failure branch reads the keys back so the error says what lost.
@@ -252,6 +254,12 @@ class _Keys:
 
     def state(self, key: str) -> bytes:
         return f"{self.prefix}/state/{key}".encode()
+
+    def objects(self, kind: str) -> bytes:
+        return f"{self.prefix}/objects/{kind}/".encode()
+
+    def object(self, kind: str, name: str) -> bytes:
+        return f"{self.prefix}/objects/{kind}/{name}".encode()
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -1027,6 +1035,33 @@ class EtcdStore:
             )
         if not ok:
             _check_seat(seat, ranges[0])
+
+    @_failing_over
+    async def put_object(self, kind: str, name: str, doc: Mapping[str, Any]) -> None:
+        """Keep an object (a NodeType) on no lease: it outlives every replica."""
+        with _translated(self._member, f"put {kind}/{name}"):
+            await self._client.put(self._keys.object(kind, name), json.dumps(doc).encode())
+
+    @_failing_over
+    async def delete_object(self, kind: str, name: str) -> bool:
+        with _translated(self._member, f"delete {kind}/{name}"):
+            return await self._client.delete(self._keys.object(kind, name)) is not None
+
+    @_failing_over
+    async def objects(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every object of ``kind`` by name; an unreadable one is logged and left out."""
+        prefix = self._keys.objects(kind)
+        with _translated(self._member, f"list {kind}"):
+            response = await self._range(prefix)
+        found = {}
+        for kv in response.kvs:
+            name = bytes(kv.key)[len(prefix) :].decode()
+            doc = _decode_state(kv.value)
+            if doc is None:
+                log.warning("the stored %s %r is not a JSON object; ignored", kind, name)
+                continue
+            found[name] = doc
+        return found
 
     @_failing_over
     async def states(self) -> tuple[dict[str, dict[str, Any]], int]:

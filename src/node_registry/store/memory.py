@@ -60,6 +60,7 @@ class MemoryStore:
         self._revision = 0
         self._feed = Feed(history_size, self._lock)
         self._state: dict[str, dict[str, Any]] = {}
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {}
         #: Always empty: records are kept as objects here, never decoded.
         self.skipped = SkippedRecords()
 
@@ -168,6 +169,18 @@ class MemoryStore:
 
     def shared_state(self, key: str) -> dict[str, Any] | None:
         return self._state.get(key)
+
+    def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
+        with self._lock:
+            self._objects.setdefault(kind, {})[name] = doc
+
+    def delete_object(self, kind: str, name: str) -> bool:
+        with self._lock:
+            return self._objects.get(kind, {}).pop(name, None) is not None
+
+    def objects(self, kind: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._objects.get(kind, {}))
 
     def check_watchable(self, since: int) -> None:
         with self._lock:

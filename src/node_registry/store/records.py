@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from node_registry.passport import NodePassport, NodeType, effective_labels
+from node_registry.passport import NodePassport
+from node_registry.passport.verification import CapabilityVerification, registry_labels
 
 
 class HealthState(StrEnum):
@@ -26,7 +28,8 @@ class NodeRecord:
     ``health`` is the state the lifecycle controller last *recorded*, since
     ``health_changed_at``; ``unready_since`` is when the current silence was first recorded
     (None while ALIVE). Readers compute the current state from the lease instead, so a
-    lagging controller never makes a dead node look alive.
+    lagging controller never makes a dead node look alive. ``verification`` is the
+    verifier's last result per capability (registry-owned status, never the node's).
     """
 
     passport: NodePassport
@@ -34,28 +37,32 @@ class NodeRecord:
     health: HealthState = HealthState.ALIVE
     health_changed_at: datetime | None = None
     unready_since: datetime | None = None
+    verification: Mapping[str, CapabilityVerification] = field(default_factory=dict)
     labels: dict[str, str] = field(init=False, compare=False, repr=False)
     node_id: str = field(init=False, compare=False, repr=False)
     name: str = field(init=False, compare=False, repr=False)
-    kind: NodeType = field(init=False, compare=False, repr=False)
+    kind: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Read on every query and selector match; computed once per write (str(UUID) alone
         # costs more than the rest of building an entry).
-        object.__setattr__(self, "labels", effective_labels(self.passport))
+        object.__setattr__(self, "labels", registry_labels(self.passport, self.verification))
         object.__setattr__(self, "node_id", self.passport.node_id)
         object.__setattr__(self, "name", self.passport.metadata.name)
         object.__setattr__(self, "kind", self.passport.metadata.node_type)
 
     def to_dict(self) -> dict[str, Any]:
         """The stored JSON document (what the etcd backend writes under the node's key)."""
-        return {
+        doc: dict[str, Any] = {
             "passport": self.passport.to_dict(),
             "registeredAt": self.registered_at.isoformat(),
             "health": self.health.value,
             "healthChangedAt": _iso(self.health_changed_at),
             "unreadySince": _iso(self.unready_since),
         }
+        if self.verification:
+            doc["verification"] = [r.to_dict() for r in self.verification.values()]
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> NodeRecord:
@@ -65,7 +72,14 @@ class NodeRecord:
             health=HealthState(doc["health"]),
             health_changed_at=_from_iso(doc.get("healthChangedAt")),
             unready_since=_from_iso(doc.get("unreadySince")),
+            verification={
+                result.capability: result for result in map(_result, doc.get("verification", []))
+            },
         )
+
+
+def _result(doc: Any) -> CapabilityVerification:
+    return CapabilityVerification.model_validate(doc)
 
 
 def _iso(moment: datetime | None) -> str | None:

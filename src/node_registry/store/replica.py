@@ -291,6 +291,15 @@ class EtcdReplica:
     def shared_state(self, key: str) -> dict[str, Any] | None:
         return self._states.get(key)
 
+    def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
+        self._call(self._etcd.put_object(kind, name, doc))
+
+    def delete_object(self, kind: str, name: str) -> bool:
+        return self._call(self._etcd.delete_object(kind, name))
+
+    def objects(self, kind: str) -> dict[str, dict[str, Any]]:
+        return self._call(self._etcd.objects(kind))
+
     def check_watchable(self, since: int) -> None:
         with self._lock:
             if self._feed.covers(since, self._revision):

@@ -7,16 +7,7 @@ see. The registry side (storing results as status only a verifier may write, ``f
 only_verified=True)``, ``node-registry verify``) is wired on top of these.
 """
 
-from node_registry.verification.planner import Due, DueReason, NodeView, next_check, plan
-from node_registry.verification.probes import (
-    Expectation,
-    FieldCheck,
-    Probe,
-    ProbeSet,
-    load_probes,
-    read_probes,
-)
-from node_registry.verification.results import (
+from node_registry.passport.verification import (
     LABEL_PREFIX,
     TRUSTED_LABEL,
     UNVERIFIED,
@@ -30,6 +21,15 @@ from node_registry.verification.results import (
     is_trusted,
     matchable_labels,
     verification_labels,
+)
+from node_registry.verification.planner import Due, DueReason, NodeView, next_check, plan
+from node_registry.verification.probes import (
+    Expectation,
+    FieldCheck,
+    Probe,
+    ProbeSet,
+    load_probes,
+    read_probes,
 )
 from node_registry.verification.runner import Verdict, Verifier, judge
 from node_registry.verification.sink import MemorySink, ResultSink

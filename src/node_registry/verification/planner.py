@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from node_registry.passport.models import NodePassport
-from node_registry.verification.results import (
+from node_registry.passport.verification import (
     CapabilityVerification,
     VerificationPolicy,
     VerificationState,

@@ -22,15 +22,15 @@ import httpx
 
 from node_registry.clock import Clock, SystemClock
 from node_registry.passport.models import Capability, Endpoint, NodePassport
-from node_registry.verification.planner import NodeView, plan
-from node_registry.verification.probes import FieldCheck, Probe, ProbeSet, field_value
-from node_registry.verification.results import (
+from node_registry.passport.verification import (
     CapabilityVerification,
     NodeVerification,
     VerificationPolicy,
     VerificationState,
     params_digest,
 )
+from node_registry.verification.planner import NodeView, plan
+from node_registry.verification.probes import FieldCheck, Probe, ProbeSet, field_value
 from node_registry.verification.sink import ResultSink
 from node_registry.verification.transport import (
     HttpTransport,

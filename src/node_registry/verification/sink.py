@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from node_registry.verification.results import CapabilityVerification, NodeVerification
+from node_registry.passport.verification import CapabilityVerification, NodeVerification
 
 
 class ResultSink(Protocol):

@@ -37,6 +37,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from node_registry.admission.policy import Operation
 from node_registry.errors import (
     BadRequestError,
     ConflictError,
@@ -50,16 +51,13 @@ from node_registry.kube import openapi
 from node_registry.kube.apply import server_side_apply
 from node_registry.kube.discovery import GROUP_VERSION
 from node_registry.kube.fields import parse_field_selector
-from node_registry.kube.objects import (
-    SERVER_STATUS,
-    entry_to_object,
-    passport_of,
-    stamp_conditions,
-)
+from node_registry.kube.objects import entry_to_object, stamp_conditions
 from node_registry.kube.patch import PatchType, added_unknown_fields, apply_patch, merge_patch
 from node_registry.passport import NodePassport, load_passport
 from node_registry.passport.models import API_GROUP
-from node_registry.registry import RegistryEntry
+from node_registry.passport.objects import SERVER_STATUS, passport_of
+from node_registry.registry import RegistryEntry, UserInfo
+from node_registry.registry.policies import admit, refuse_registry_owned
 from node_registry.server.auth import (
     Principal,
     Role,
@@ -67,6 +65,7 @@ from node_registry.server.auth import (
     authorize_node_registration,
     authorize_node_write,
     restrict_protected_labels,
+    user_info,
 )
 from node_registry.server.body import media_type, parse_document, read_document
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
@@ -334,6 +333,13 @@ async def _register(
     if dry_run:
         now = ctx.clock.now()
         current = registry.sync.get(holder) if holder is not None else None
+        # What the registration would check (#12): the registry's own fields, the node
+        # type, the admission policies.
+        refuse_registry_owned(passport)
+        registry.sync.node_types.validate(passport)
+        operation: Operation = "CREATE" if current is None else "UPDATE"
+        old = current.passport if current is not None else None
+        admit(registry.sync.admission, operation, passport, old, user_info(caller))
         entry = RegistryEntry(
             passport.node_id,
             passport.metadata.node_type,
@@ -346,7 +352,7 @@ async def _register(
         return entry, holder is None
     # Never a rename: a uid registered under another name is that node, not a new one
     # (409 naming it), whoever creates.
-    entry = await registry.register(passport, rename=False)
+    entry = await registry.register(passport, rename=False, user=user_info(caller))
     ctx.metrics.registrations.inc()
     return entry, holder is None
 
@@ -377,7 +383,7 @@ async def _replace(
         new = _compose(stored, passport_of(doc), subresource=subresource, now=ctx.clock.now())
         return _restricted(ctx, caller, load_passport(new), stored)
 
-    return await _rewrite(ctx, entry, change, write, subresource, expected)
+    return await _rewrite(ctx, entry, change, write, subresource, expected, user_info(caller))
 
 
 async def _rewrite(
@@ -387,6 +393,7 @@ async def _rewrite(
     write: _Write,
     subresource: str | None,
     expected: int | None = None,
+    user: UserInfo | None = None,
 ) -> Response:
     try:
         updated = await ctx.registry.rewrite(
@@ -395,6 +402,7 @@ async def _rewrite(
             expected_revision=expected,
             heartbeat=subresource == STATUS,
             dry_run=write.dry_run,
+            user=user,
         )
     except NotFoundError:
         raise _not_found(entry.name) from None
@@ -511,7 +519,7 @@ async def _patch(
             )
         return _restricted(ctx, caller, load_passport(new), stored)
 
-    return await _rewrite(ctx, entry, change, write, subresource)
+    return await _rewrite(ctx, entry, change, write, subresource, user=user_info(caller))
 
 
 async def _apply_create(
@@ -612,7 +620,10 @@ async def delete_nodepassport(
         try:
             # A node leaving by itself keeps its name and labels for when it comes back.
             await ctx.registry.deregister(
-                entry.node_id, keep_binding=caller.role is Role.NODE, expected_revision=expected
+                entry.node_id,
+                keep_binding=caller.role is Role.NODE,
+                expected_revision=expected,
+                user=user_info(caller),
             )
         except NotFoundError:
             raise _not_found(name) from None
@@ -643,7 +654,7 @@ async def delete_nodepassports(
     if not write.dry_run:
         for entry in deleted:
             try:
-                await ctx.registry.deregister(entry.node_id)
+                await ctx.registry.deregister(entry.node_id, user=user_info(caller))
             except NotFoundError:
                 continue  # gone meanwhile: what was asked for
     doc = {

@@ -13,7 +13,7 @@ from node_registry.errors import (
     NotFoundError,
     ValidationError,
 )
-from node_registry.passport import NodeType, load_passport
+from node_registry.passport import load_passport
 from node_registry.registry import AsyncRegistry, RegistryEntry
 from node_registry.server.auth import (
     Principal,
@@ -23,6 +23,7 @@ from node_registry.server.auth import (
     authorize_node_write,
     authorize_read,
     restrict_protected_labels,
+    user_info,
 )
 from node_registry.server.body import read_document
 from node_registry.server.context import (
@@ -110,7 +111,7 @@ async def _register(
         passport = restrict_protected_labels(
             passport, stored, binding, ctx.settings.server.protected_label_prefix
         )
-    entry = await registry.register(passport, rename=not node)
+    entry = await registry.register(passport, rename=not node, user=user_info(caller))
     ctx.metrics.registrations.inc()
     return NodesResponse(entry_to_wire(entry), status_code=200 if existing else 201)
 
@@ -154,7 +155,9 @@ async def delete_node(name: NodeName, caller: NodeWriter, ctx: Ctx) -> JSONRespo
         return JSONResponse(_deleted(name, f"name {name} released"))
     authorize_node_id(caller, node_id)
     # A node leaving by itself keeps its name and labels for when it comes back.
-    await registry.deregister(node_id, keep_binding=caller.role is Role.NODE)
+    await registry.deregister(
+        node_id, keep_binding=caller.role is Role.NODE, user=user_info(caller)
+    )
     return JSONResponse(_deleted(name, f"node {name} deregistered"))
 
 
@@ -168,9 +171,10 @@ async def list_nodes(
     request: Request,
     caller: Caller,
     ctx: Ctx,
-    kind: NodeType | None = None,
+    kind: Annotated[str | None, Query(max_length=63)] = None,
     label_selector: LabelSelectorQuery = None,
     healthy: bool = False,
+    verified: bool = False,
     limit: LimitQuery = None,
     continue_: ContinueQuery = None,
     watch: bool = False,
@@ -198,7 +202,9 @@ async def list_nodes(
     if continue_:
         page = ctx.pages.next(continue_, limit)
     else:
-        found = ctx.registry.sync.select(kind=kind, selector=selector, only_healthy=healthy)
+        found = ctx.registry.sync.select(
+            kind=kind, selector=selector, only_healthy=healthy, only_verified=verified
+        )
         page = ctx.pages.first(found.items, found.resource_version, limit)
     return NodesResponse(
         list_to_wire(page.items, page.resource_version, page.continue_token, page.remaining)
@@ -208,14 +214,17 @@ async def list_nodes(
 @router.post(
     "/search",
     response_model=RegistryEntryList,
-    summary="find_nodes(kind, selector, only_healthy) with a structured selector",
+    summary="find_nodes(kind, selector, only_healthy, only_verified) with a structured selector",
 )
 async def search(body: SearchRequest, caller: Reader, ctx: Ctx) -> JSONResponse:
     selector = (
         body.selector.model_dump(by_alias=True, exclude_defaults=True) if body.selector else None
     )
     found = ctx.registry.sync.select(
-        kind=body.kind, selector=selector, only_healthy=body.only_healthy
+        kind=body.kind,
+        selector=selector,
+        only_healthy=body.only_healthy,
+        only_verified=body.only_verified,
     )
     return NodesResponse(list_to_wire(found.items, found.resource_version))
 
@@ -236,6 +245,7 @@ async def update_status(
         phase=body.phase,
         conditions=body.conditions,
         current_tasks=body.current_tasks,
+        user=user_info(caller),
     )
     return NodesResponse(entry_to_wire(entry))
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from node_registry.passport import NodeType
 from node_registry.selectors import Selector
 from node_registry.server.context import ServerContext
 from node_registry.server.streams import ndjson_frame, sse_frame, stream_events
@@ -21,7 +20,7 @@ async def watch_response(
     ctx: ServerContext,
     *,
     since: int | None,
-    kind: NodeType | None,
+    kind: str | None,
     selector: Selector,
     sse: bool,
     bookmarks: bool,

@@ -21,7 +21,7 @@ from starlette.types import Scope
 
 from node_registry import __version__
 from node_registry.config import Settings
-from node_registry.kube.objects import SERVER_METADATA, SERVER_STATUS
+from node_registry.passport.objects import SERVER_METADATA, SERVER_STATUS
 from node_registry.server.auth import Authenticator, authorize_read
 
 STATIC_DIR = Path(__file__).with_name("static")

@@ -1,5 +1,9 @@
 """Verification results, the policy that reads them, and what they mean for finding nodes.
 
+They live with the passport, below the registry: the registry stores them with the node
+(registry-owned status, written through the ``verification`` subresource) and matches
+selectors on them; the verifier (``node_registry.verification``) produces them.
+
 A ``CapabilityVerification`` is what the verifier records per (node, capability): the state
 (Verified, Failed, or Unknown when no probe or transport could test it), a reason and a
 message as a Kubernetes condition has them, when it was checked, the probe, and what it
@@ -37,6 +41,9 @@ class VerificationState(StrEnum):
     #: No probe applies, or none can reach the node's endpoint: nothing was learnt.
     UNKNOWN = "Unknown"
 
+
+#: The condition the registry shows from the verifier's results (never a node's to write).
+TRUSTED = "Trusted"
 
 #: A claim with no current result (never probed, or changed since): only for labels.
 UNVERIFIED = "Unverified"
@@ -97,7 +104,7 @@ class NodeVerification(BaseModel):
 
 
 class VerificationPolicy(BaseModel):
-    """How results are used; a ``verification:`` section of the registry's config later."""
+    """How the verifier schedules probes, and how results are used for matching."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -201,3 +208,44 @@ def matchable_labels(
     }
     labels.update(verification_labels(passport, results, policy))
     return labels
+
+
+def registry_labels(
+    passport: NodePassport, results: Mapping[str, CapabilityVerification]
+) -> dict[str, str]:
+    """The labels the registry indexes a node by: its effective labels, without the
+    ``capability.<name>`` of a Failed claim (a failed claim never counts), plus the
+    verification labels (a Failed claim untrusts the node).
+
+    Whether unverified claims count is a policy of each query (``verification.require``,
+    ``only_verified``): ``strict_labels`` drops them from these."""
+    labels = effective_labels(passport)
+    if not results:
+        # No result at all (most nodes): every claim is Unverified; no digest to compute.
+        for cap in passport.spec.capabilities:
+            labels[LABEL_PREFIX + cap.name] = UNVERIFIED
+        labels[TRUSTED_LABEL] = "true"
+        return labels
+    states = claim_states(passport, results)
+    for name, state in states.items():
+        if state == VerificationState.FAILED:
+            labels.pop(CAPABILITY_PREFIX + name, None)
+        labels[LABEL_PREFIX + name] = state
+    labels[TRUSTED_LABEL] = "false" if VerificationState.FAILED in states.values() else "true"
+    return labels
+
+
+def strict_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """``registry_labels`` as a query that counts only Verified claims sees them: every
+    ``capability.<name>`` whose claim is not Verified is gone (a hand-set one too)."""
+    return {
+        key: value
+        for key, value in labels.items()
+        if not key.startswith(CAPABILITY_PREFIX)
+        or labels.get(LABEL_PREFIX + key[len(CAPABILITY_PREFIX) :]) == VerificationState.VERIFIED
+    }
+
+
+def trusted(labels: Mapping[str, str]) -> bool:
+    """Whether ``registry_labels`` say no current claim has Failed."""
+    return labels.get(TRUSTED_LABEL) != "false"
