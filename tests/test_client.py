@@ -308,3 +308,54 @@ def test_the_public_names_are_the_ones_meant() -> None:
     ]
     for name in client_package.__all__:
         assert getattr(client_package, name).__module__.startswith("node_registry.client.")
+
+
+class Recording(httpx.BaseTransport):
+    """A real transport that notes each request's method, path and content type."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.seen: list[tuple[str, str, str | None]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.method, request.url.path, request.headers.get("content-type")))
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_every_call_speaks_the_kubernetes_api(url: str) -> None:
+    # #11: nodepassports and leases only; the registry's older /nodes routes are not used.
+    recording = Recording()
+    with RegistryClient(url, transport=recording) as client:
+        created = client.register(passport("coder-01"))
+        assert created.passport.status.phase.value == "Running"
+        client.heartbeat("coder-01")
+        reported = client.update_status(
+            "coder-01",
+            current_tasks=3,
+            conditions=[{"type": "GPUHealthy", "status": "True", "reason": "NvmlOK"}],
+        )
+        assert reported.passport.status.current_tasks == 3
+        # Merged by type, as the embedded registry's update_status: Ready stays beside it.
+        client.update_status("coder-01", conditions=[{"type": "Ready", "status": "True"}])
+        types = {c.type for c in client.get("coder-01").passport.status.conditions}
+        assert types == {"GPUHealthy", "Ready"}
+        client.find_nodes(kind="agent", selector="zone=eu-west-1", only_healthy=True)
+        client.list_nodes(page_size=1)
+        list(client.watch(created.resource_version, timeout_seconds=1))
+        client.deregister("coder-01")
+        with pytest.raises(NotFoundError):
+            client.get("coder-01")
+    api = "/apis/ai_team.io/v1"
+    assert {(method, path) for method, path, _ in recording.seen} == {
+        ("POST", f"{api}/nodepassports"),
+        ("PUT", f"{api}/leases/coder-01"),
+        ("PATCH", f"{api}/nodepassports/coder-01/status"),
+        ("GET", f"{api}/nodepassports/coder-01"),
+        ("GET", f"{api}/nodepassports"),
+        ("DELETE", f"{api}/nodepassports/coder-01"),
+    }
+    patches = {kind for method, _, kind in recording.seen if method == "PATCH"}
+    assert patches == {"application/strategic-merge-patch+json"}

@@ -46,10 +46,12 @@ def test_the_filter_answers_as_the_registry() -> None:
             ]
             theirs = [e.name for e in registry.find_nodes(kind=kind, selector=selector)]
             assert mine == theirs, (kind, selector)
+            selected = test.select(passports, lambda p: p.metadata.node_type, effective_labels)
+            assert [p.metadata.name for p in selected] == theirs
     assert NodeFilter().empty()
     assert not NodeFilter("agent").empty()
     with pytest.raises(ValidationError, match="unknown node kind"):
-        parse_kind("Robot_1")
+        parse_kind("Not_A_Kind")  # neither a built-in type nor a name one could be
 
 
 def test_labels_are_read_only_when_the_selector_needs_them() -> None:

@@ -22,7 +22,7 @@ from node_registry.client.objects import (
     list_object,
     object_of,
 )
-from node_registry.kube.table import NONE, age, capabilities, endpoint, tasks
+from node_registry.kube.table import NONE, age, cells, tasks
 from node_registry.passport import effective_labels
 
 #: Spaces between table columns (kubectl's tabwriter pads with 3).
@@ -59,24 +59,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def node_row(entry: RegistryEntry, now: datetime, *, wide: bool = False) -> list[str]:
-    """The row the server's Table gives the node (its columns, ``kube.table``'s cell text)."""
-    passport = entry.passport
-    row = [
-        entry.name,
-        str(entry.node_kind),
-        entry.health_state.value,
-        passport.status.phase.value,
-        tasks(passport),
-        age(entry.registered_at, now),
-    ]
-    if wide:
-        row += [
-            capabilities(passport),
-            passport.metadata.labels.get("zone", NONE),
-            endpoint(passport),
-            f"{age(entry.last_seen, now)} ago",
-        ]
-    return row
+    """The row the server's Table gives the node (``kube.table.cells``), wide or not."""
+    row = [str(cell) for cell in cells(entry, now)]
+    return row if wide else row[: len(COLUMNS)]
 
 
 def nodes_table(

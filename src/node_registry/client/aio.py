@@ -100,7 +100,7 @@ class AsyncRegistryClient:
         )
 
     async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return core.legacy_entry(await self._send(core.register(passport)))
+        return core.entry(await self._send(core.register(passport)))
 
     async def heartbeat(self, name: str) -> datetime:
         return core.renew_time(await self._send(core.heartbeat(name)))
@@ -116,7 +116,7 @@ class AsyncRegistryClient:
         call = core.update_status(
             name, phase=phase, conditions=conditions, current_tasks=current_tasks
         )
-        return core.legacy_entry(await self._send(call))
+        return core.entry(await self._send(call))
 
     async def deregister(self, name: str) -> None:
         await self._send(core.deregister(name))

@@ -4,9 +4,10 @@ The sync and async clients each spell out their own short I/O path around these 
 (the httpx/lightkube pattern), so both speak exactly the same protocol and neither needs a
 thread or a loop to borrow the other's code.
 
-The protocol is the Kubernetes API group ``ai_team.io/v1`` (docs/kubectl.md): reads are
-``nodepassports`` (get, list with label and field selectors, watch with ``resourceVersion``,
-BOOKMARKs and 410), the heartbeat is a ``PUT`` of the node's Lease. Whatever comes back is
+The protocol is the Kubernetes API group ``ai_team.io/v1`` (docs/kubectl.md) and nothing
+else: ``nodepassports`` (get; list with label and field selectors; watch with
+``resourceVersion``, BOOKMARKs and 410; create to register; a strategic merge patch of
+``/status``; delete), and the heartbeat, a ``PUT`` of the node's Lease. Whatever comes back is
 read here and nowhere else, and anything that is not what the API sends is an
 ``InvalidResponseError``: callers catch the package's errors, never a ``KeyError``.
 """
@@ -35,12 +36,11 @@ from node_registry.passport import API_VERSION, Capability, Condition, NodePassp
 from node_registry.passport.kinds import parse_kind
 from node_registry.passport.verification import CapabilityVerification
 from node_registry.selectors import Selector, as_selector
-from node_registry.store.records import HealthState
 
 API_PREFIX = f"/apis/{API_VERSION}"
 NODEPASSPORTS = f"{API_PREFIX}/nodepassports"
 LEASES = f"{API_PREFIX}/leases"
-MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
 #: Statuses worth trying on another endpoint: the server is there but cannot serve now.
@@ -81,8 +81,9 @@ def _named(collection: str, name: str) -> str:
 
 
 def register(passport: NodePassport | Mapping[str, Any]) -> Call:
+    """A create of the NodePassport; the same uid registering again replaces its passport."""
     doc = passport.to_dict() if isinstance(passport, NodePassport) else dict(passport)
-    return Call("POST", f"{API_PREFIX}/nodes", body=doc)
+    return Call("POST", NODEPASSPORTS, body=doc)
 
 
 def get(name: str) -> Call:
@@ -90,7 +91,7 @@ def get(name: str) -> Call:
 
 
 def deregister(name: str) -> Call:
-    return Call("DELETE", _named(f"{API_PREFIX}/nodes", name))
+    return Call("DELETE", _named(NODEPASSPORTS, name))
 
 
 def heartbeat(name: str) -> Call:
@@ -120,7 +121,14 @@ def update_status(
             else dict(c)
             for c in conditions
         ]
-    return Call("PATCH", f"{_named(f'{API_PREFIX}/nodes', name)}/status", body=body)
+    # Strategic merge, as client-go patches a Node's status: conditions merge by type (the
+    # embedded registry's update_status rule), where a JSON merge patch would replace them all.
+    return Call(
+        "PATCH",
+        f"{_named(NODEPASSPORTS, name)}/status",
+        body={"status": body},
+        content_type=STRATEGIC_MERGE_PATCH,
+    )
 
 
 def _selection(
@@ -239,25 +247,6 @@ def check(status: int, content: bytes) -> Any:
     if status in RETRY_STATUSES:
         raise StoreUnavailableError(f"the registry answered HTTP {status}")
     raise RegistryError(f"the registry answered HTTP {status}: {content[:200]!r}")
-
-
-def legacy_entry(doc: Any) -> RegistryEntry:
-    """An entry in the /nodes routes' shape (what the write routes still answer)."""
-    obj = objects.mapping(doc, "a node that is not an object")
-    try:
-        passport = NodePassport.model_validate(obj["passport"])
-        return RegistryEntry(
-            node_id=passport.node_id,
-            node_kind=passport.metadata.node_type,
-            passport=passport,
-            last_seen=datetime.fromisoformat(obj["lastSeen"]),
-            health_state=HealthState(obj["healthState"]),
-            registered_at=datetime.fromisoformat(obj["registeredAt"]),
-            resource_version=objects.version_of(obj["resourceVersion"], "a node"),
-            schedulable=obj.get("schedulable") is True,
-        )
-    except (KeyError, TypeError, ValueError) as exc:  # pydantic's error is a ValueError
-        raise objects.invalid("a node without the registry's fields", repr(exc)) from None
 
 
 def entry(doc: Any) -> RegistryEntry:

@@ -110,11 +110,10 @@ class _Stored:
     #: What selectors match, computed once per stored version rather than once per query.
     labels: dict[str, str]
 
-    def labels_of(self) -> dict[str, str]:
-        return self.labels
-
 
 _ENTRY_FIELDS = operator.attrgetter(*(f.name for f in fields(RegistryEntry)))
+_KIND = operator.attrgetter("entry.node_kind")
+_LABELS = operator.attrgetter("labels")
 
 
 def _copy(entry: RegistryEntry) -> RegistryEntry:
@@ -209,8 +208,7 @@ class NodeCache:
             found = builtins.list(self._items.values())
         # Stored entries are replaced, never changed, so matching runs outside the lock.
         if not test.empty():
-            match = test.matches
-            found = [s for s in found if match(s.entry.node_kind, s.labels_of)]
+            found = test.select(found, _KIND, _LABELS)
         if only_healthy:
             found = [s for s in found if s.entry.schedulable]
         found.sort(key=lambda s: s.entry.name)

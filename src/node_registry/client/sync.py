@@ -101,7 +101,7 @@ class RegistryClient:
         )
 
     def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return core.legacy_entry(self._send(core.register(passport)))
+        return core.entry(self._send(core.register(passport)))
 
     def heartbeat(self, name: str) -> datetime:
         """Renew the node's lease; ``NotFoundError`` means: register again."""
@@ -118,7 +118,7 @@ class RegistryClient:
         call = core.update_status(
             name, phase=phase, conditions=conditions, current_tasks=current_tasks
         )
-        return core.legacy_entry(self._send(call))
+        return core.entry(self._send(call))
 
     def deregister(self, name: str) -> None:
         self._send(core.deregister(name))

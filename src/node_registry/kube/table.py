@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from node_registry.kube.meta import META_GROUP_VERSION, list_meta
 from node_registry.kube.objects import entry_to_object
 from node_registry.passport import NodePassport
 from node_registry.registry.entry import RegistryEntry
+from node_registry.store import HealthState
 
 NONE = "<none>"
 
@@ -115,7 +116,30 @@ COLUMN_DEFINITIONS: list[dict[str, Any]] = [
 ]
 
 
-def cells(entry: RegistryEntry, now: datetime) -> list[Any]:
+class Shown(Protocol):
+    """What a row shows of a node: the registry's entries and the client's both have it, so
+    the ``node-registry`` CLI prints the very cells the server's Table holds."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def node_kind(self) -> str: ...
+
+    @property
+    def health_state(self) -> HealthState: ...
+
+    @property
+    def passport(self) -> NodePassport: ...
+
+    @property
+    def registered_at(self) -> datetime: ...
+
+    @property
+    def last_seen(self) -> datetime: ...
+
+
+def cells(entry: Shown, now: datetime) -> list[Any]:
     passport = entry.passport
     return [
         entry.name,
