@@ -80,7 +80,7 @@ class BodyLimitMiddleware:
                 refusal = too_large(self.limit)
                 if self.on_refuse is not None:
                     self.on_refuse(refusal.reason)
-                await _send_status(send, status_from_error(refusal))
+                await send_status(send, status_from_error(refusal))
                 return
         received = 0
 
@@ -96,7 +96,7 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
 
-async def _send_status(send: Send, body: dict[str, Any]) -> None:
+async def send_status(send: Send, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
