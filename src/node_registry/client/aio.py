@@ -17,7 +17,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
-from node_registry.client.objects import NodeList, RegistryEntry, WatchEvent
+from node_registry.client.objects import NodeList, RegistryEntry, Renewals, WatchEvent
 from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
 from node_registry.errors import (
     RegistryError,
@@ -104,6 +104,21 @@ class AsyncRegistryClient:
 
     async def heartbeat(self, name: str) -> datetime:
         return core.renew_time(await self._send(core.heartbeat(name)))
+
+    async def heartbeat_many(
+        self, names: Iterable[str], *, per_request: int = core.RENEWALS_PER_REQUEST
+    ) -> Renewals:
+        """Renew many leases (a host's agents) in one request per ``per_request`` of them.
+
+        Each lease is renewed or refused on its own (``Renewals.refused`` holds the error
+        its single ``heartbeat`` would have raised); a refusal of the whole request (a bad
+        token, the registry unreachable) raises, as ``heartbeat`` does.
+        """
+        done = Renewals()
+        for batch in core.batches(names, per_request):
+            answer = await self._send(core.heartbeat_many(batch))
+            done.add(core.renewals(answer, batch))
+        return done
 
     async def update_status(
         self,

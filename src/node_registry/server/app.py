@@ -33,6 +33,7 @@ from node_registry.server.metrics import Metrics, TimingMiddleware
 from node_registry.server.pages import Paginator
 from node_registry.server.routes import (
     discovery,
+    leaserenewals,
     leases,
     nodepassport_writes,
     nodepassports,
@@ -133,6 +134,7 @@ def create_app(
     install_error_handlers(app, metrics)
     app.include_router(nodes.router)
     app.include_router(leases.router)
+    app.include_router(leaserenewals.router)
     app.include_router(nodepassports.router)
     app.include_router(verification.router)
     app.include_router(nodetypes.router)

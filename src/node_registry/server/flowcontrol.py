@@ -9,9 +9,9 @@ served from memory never waits, though: on one event loop the queue is the loop'
 so while the loop runs more than ``shed_reads_lag_seconds`` late every level below
 ``node-high`` is shed outright, and renewals are what the loop spends its time on:
 
-- ``node-high``: what keeps nodes alive (lease renewals, status reports, registration,
-  deregistration; every write of ``nodes`` and ``nodepassports``): the most seats, so
-  these are the last to be refused;
+- ``node-high``: what keeps nodes alive (lease renewals, batched ones too, status reports,
+  registration, deregistration; every write of ``nodes`` and ``nodepassports``): the most
+  seats, so these are the last to be refused;
 - ``workload``: reads (get, list, search, watch). A watch holds its seat only until its
   stream starts (APF counts a watch's initialisation, not its lifetime); open streams
   are bounded separately (``max_watch_streams``);
@@ -40,9 +40,10 @@ RETRY_AFTER_SECONDS = 1
 _NODE_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PROBES = frozenset({"/healthz", "/readyz"})
 _API = API_PREFIX + "/"
-#: What node writes go to: leases, the registry's own nodes, and Kubernetes' nodepassports
-#: (where the registry's clients register, report status and deregister, #11).
-_NODE_WRITTEN = ("leases/", "nodes", "nodepassports")
+#: What node writes go to: leases (one by one, or batched in leaserenewals), the registry's
+#: own nodes, and Kubernetes' nodepassports (where the registry's clients register, report
+#: status and deregister, #11).
+_NODE_WRITTEN = ("leases/", "leaserenewals", "nodes", "nodepassports")
 
 
 class Level(StrEnum):
