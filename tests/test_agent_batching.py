@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -20,6 +21,7 @@ from live_server import make_app, serve
 from node_registry import FakeClock
 from node_registry.agent import NodeAgent, SharedClient
 from node_registry.client import AsyncRegistryClient
+from node_registry.client.aio import MAX_IN_FLIGHT
 from node_registry.errors import ConfigError, ForbiddenError, NotFoundError, UnauthorizedError
 
 ADMIN = "admin-token-0123456789abcdef"
@@ -180,3 +182,42 @@ def test_bad_batching_settings_fail_before_any_io() -> None:
         SharedClient(client, window=-1)
     with pytest.raises(ConfigError, match="per_request"):
         SharedClient(client, per_request=0)
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """A real transport that notes how many requests it carries at once."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.now = self.most = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            response = await self.inner.handle_async_request(request)
+            await response.aread()
+            return response
+        finally:
+            self.now -= 1
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_client_shared_by_many_agents_bounds_its_calls_in_flight(
+    url: tuple[str, Any],
+) -> None:
+    # Thousands of calls at once (a host's agents starting together) queue in the client
+    # rather than in httpcore's pool, which scans every waiting request per free connection.
+    base, _ = url
+    transport = Counting()
+
+    async def main() -> list[Any]:
+        async with AsyncRegistryClient(base, token=ADMIN, retries=0, transport=transport) as client:
+            return await asyncio.gather(
+                *(client.register(passport(f"crowd-{i:03d}")) for i in range(3 * MAX_IN_FLIGHT))
+            )
+
+    assert len(asyncio.run(main())) == 3 * MAX_IN_FLIGHT
+    assert transport.most == MAX_IN_FLIGHT
