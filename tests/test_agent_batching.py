@@ -221,3 +221,11 @@ def test_a_client_shared_by_many_agents_bounds_its_calls_in_flight(
 
     assert len(asyncio.run(main())) == 3 * MAX_IN_FLIGHT
     assert transport.most == MAX_IN_FLIGHT
+
+
+def test_httpcore_finds_what_it_looks_for_on_every_request() -> None:
+    # Without sniffio httpcore still works, but its failed import on every request searches
+    # sys.path each time: a quarter of the CPU of a client many agents share (#14).
+    import importlib.util
+
+    assert importlib.util.find_spec("sniffio") is not None
