@@ -967,8 +967,8 @@ def test_openapi_documents_every_route(refusing_api: Api) -> None:
     # The /nodes routes (9), and the group's Kubernetes ones: its discovery document,
     # nodepassports list/get/status and leases list (#11), the writes of nodepassports (7);
     # #12's verification (get, patch, put) and capabilities (get, put) subresources and
-    # nodetypes (list, get, post, patch, delete).
-    assert len(api_operations) == 31
+    # nodetypes (list, get, post, patch, delete); #14's batched renewals (leaserenewals).
+    assert len(api_operations) == 32
     for path, method, op in api_operations:
         success = op["responses"].get("200") or op["responses"].get("201")
         assert success is not None, (method, path)

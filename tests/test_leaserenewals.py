@@ -24,6 +24,7 @@ from node_registry.client import AsyncRegistryClient, RegistryClient, Renewals
 from node_registry.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from node_registry.registry import Registry
 from node_registry.server.flowcontrol import Level, classify
+from node_registry.server.routes.leaserenewals import LeaseRenewalAnswer
 
 API = "/apis/ai_team.io/v1"
 RENEWALS = f"{API}/leaserenewals"
@@ -107,6 +108,7 @@ def server(tmp_path: Path, clock: FakeClock) -> Iterator[Server]:
 def results(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     body = response.json()
+    LeaseRenewalAnswer.model_validate(body)  # the answer is what the API document says
     assert body["kind"] == "LeaseRenewal"
     assert body["status"]["leaseDurationSeconds"] == 30
     return {r["name"]: r for r in body["status"]["results"]}

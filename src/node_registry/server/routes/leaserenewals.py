@@ -17,6 +17,7 @@ given twice (422). The body limit and the ``node-high`` seats apply as to every 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -57,6 +58,27 @@ class LeaseRenewal(_Strict):
     spec: LeaseRenewalSpec
 
 
+class LeaseRenewalResult(_Strict):
+    """One lease's result: its renew time, or the Status its own PUT would have got."""
+
+    name: str
+    renew_time: datetime | None = Field(default=None, alias="renewTime")
+    error: dict[str, Any] | None = Field(default=None, description="A Kubernetes Status")
+
+
+class LeaseRenewalStatus(_Strict):
+    lease_duration_seconds: int = Field(alias="leaseDurationSeconds")
+    results: list[LeaseRenewalResult]
+
+
+class LeaseRenewalAnswer(_Strict):
+    """The answer: one result per lease asked for, in order (the request's spec not echoed)."""
+
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["LeaseRenewal"] = "LeaseRenewal"
+    status: LeaseRenewalStatus
+
+
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its ``$defs`` put in place: the API document has no ``#/$defs``."""
     defs = schema.pop("$defs", {})
@@ -89,6 +111,7 @@ RENEWAL_BODY: dict[str, Any] = {
 @router.post(
     "/leaserenewals",
     status_code=201,
+    response_model=LeaseRenewalAnswer,
     openapi_extra=RENEWAL_BODY,
     summary="Renew many leases in one request: one result per lease",
 )
