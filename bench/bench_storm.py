@@ -28,21 +28,18 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 
 from loadgen import Serve, metric, passport, pin_self
 from node_registry.agent import AgentClient, NodeAgent, SharedClient
+from node_registry.agent.batching import Relay
 from node_registry.client import AsyncRegistryClient
-from node_registry.client.objects import RegistryEntry
 from node_registry.errors import RegistryError
-from node_registry.passport import Capability, Condition, NodePassport, Phase
 from sections import write_section
 
 #: The default timings (an agent renews every 10 s, NotReady after 20 s of silence), with
@@ -61,18 +58,14 @@ NOT_READY = 'node_registry_health_transitions_total{from_state="ALIVE",to_state=
 SHED = "node_registry_requests_shed_total"
 
 
-class Timed:
+class Timed(Relay):
     """An ``AgentClient`` that times each agent's renewals, as the agent waits for them."""
 
     def __init__(self, inner: AgentClient) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.latencies: list[float] = []
         self.measuring = False
         self.failed = 0
-
-    @property
-    def endpoint(self) -> str:
-        return self.inner.endpoint
 
     async def heartbeat(self, name: str) -> datetime:
         start = time.perf_counter()
@@ -85,29 +78,6 @@ class Timed:
         finally:
             if self.measuring:
                 self.latencies.append(time.perf_counter() - start)
-
-    async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return await self.inner.register(passport)
-
-    async def update_status(
-        self,
-        name: str,
-        *,
-        phase: Phase | str | None = None,
-        conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
-        current_tasks: int | None = None,
-    ) -> RegistryEntry:
-        return await self.inner.update_status(
-            name, phase=phase, conditions=conditions, current_tasks=current_tasks
-        )
-
-    async def deregister(self, name: str) -> None:
-        await self.inner.deregister(name)
-
-    async def set_capabilities(
-        self, name: str, capabilities: Iterable[Capability | Mapping[str, Any]]
-    ) -> list[Capability]:
-        return await self.inner.set_capabilities(name, capabilities)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from node_registry.agent.runtime import AgentClient
 from node_registry.client import AsyncRegistryClient
 from node_registry.client.core import RENEWALS_PER_REQUEST
 from node_registry.client.objects import RegistryEntry
@@ -33,7 +34,45 @@ from node_registry.passport import Capability, Condition, NodePassport, Phase
 WINDOW = 0.05
 
 
-class SharedClient:
+class Relay:
+    """An ``AgentClient`` that passes every call on to ``inner``: what a client for agents
+    changes (``SharedClient``'s renewals, a benchmark's timing) it overrides."""
+
+    def __init__(self, inner: AgentClient) -> None:
+        self.inner = inner
+
+    @property
+    def endpoint(self) -> str:
+        return self.inner.endpoint
+
+    async def heartbeat(self, name: str) -> datetime:
+        return await self.inner.heartbeat(name)
+
+    async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
+        return await self.inner.register(passport)
+
+    async def update_status(
+        self,
+        name: str,
+        *,
+        phase: Phase | str | None = None,
+        conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
+        current_tasks: int | None = None,
+    ) -> RegistryEntry:
+        return await self.inner.update_status(
+            name, phase=phase, conditions=conditions, current_tasks=current_tasks
+        )
+
+    async def deregister(self, name: str) -> None:
+        await self.inner.deregister(name)
+
+    async def set_capabilities(
+        self, name: str, capabilities: Iterable[Capability | Mapping[str, Any]]
+    ) -> list[Capability]:
+        return await self.inner.set_capabilities(name, capabilities)
+
+
+class SharedClient(Relay):
     """An ``AgentClient`` over one ``AsyncRegistryClient`` for many agents; see the module."""
 
     def __init__(
@@ -43,6 +82,7 @@ class SharedClient:
         window: float = WINDOW,
         per_request: int = RENEWALS_PER_REQUEST,
     ) -> None:
+        super().__init__(client)
         if not window >= 0:
             raise ConfigError(f"the batching window must not be negative, not {window!r}")
         if per_request < 1:
@@ -54,10 +94,6 @@ class SharedClient:
         self._flush: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # held: the loop keeps weak references
         self.requests = 0  # LeaseRenewal requests sent: what the storm bench reports
-
-    @property
-    def endpoint(self) -> str:
-        return self.client.endpoint
 
     async def heartbeat(self, name: str) -> datetime:
         future = self._pending.get(name)
@@ -102,26 +138,3 @@ class SharedClient:
                 future.set_result(renewed)
             else:
                 future.set_exception(done.refused[name])
-
-    async def register(self, passport: NodePassport | Mapping[str, Any]) -> RegistryEntry:
-        return await self.client.register(passport)
-
-    async def update_status(
-        self,
-        name: str,
-        *,
-        phase: Phase | str | None = None,
-        conditions: Iterable[Condition | Mapping[str, Any]] | None = None,
-        current_tasks: int | None = None,
-    ) -> RegistryEntry:
-        return await self.client.update_status(
-            name, phase=phase, conditions=conditions, current_tasks=current_tasks
-        )
-
-    async def deregister(self, name: str) -> None:
-        await self.client.deregister(name)
-
-    async def set_capabilities(
-        self, name: str, capabilities: Iterable[Capability | Mapping[str, Any]]
-    ) -> list[Capability]:
-        return await self.client.set_capabilities(name, capabilities)
