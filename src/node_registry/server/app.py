@@ -2,9 +2,11 @@
 
 Routes live in ``server.routes`` (one router per resource) and are thin: they authenticate,
 authorize, translate HTTP to a registry call and the result to the wire format
-(``node_registry.wire``). Every error leaves as a Kubernetes ``Status`` (``handlers``). No
-module-level state: the factory takes the registry, the settings and a metrics collector
-registry and puts them on ``app.state`` (``context``), so tests build as many as they like.
+(``node_registry.wire``). Lease renewals, nearly all of the traffic, are answered by a fast
+path in front of the framework that behaves as their route does (``fastpath``). Every error
+leaves as a Kubernetes ``Status`` (``handlers``). No module-level state: the factory takes
+the registry, the settings and a metrics collector registry and puts them on ``app.state``
+(``context``), so tests build as many as they like.
 """
 
 from __future__ import annotations
