@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,12 +31,17 @@ def refusal(
     metrics.refusals.labels(exc.reason).inc()
     # RFC 7235: a 401 names the scheme the client should use.
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    kind, group = resource or ("nodes", None)
     return JSONResponse(
-        status_from_error(exc, name=name, kind=kind, group=group),
-        status_code=exc.status_code,
-        headers=headers,
+        refusal_status(exc, name, resource), status_code=exc.status_code, headers=headers
     )
+
+
+def refusal_status(
+    exc: RegistryError, name: str | None = None, resource: Resource | None = None
+) -> dict[str, Any]:
+    """The ``Status`` body of a refusal (also each refused lease's in a batched renewal)."""
+    kind, group = resource or ("nodes", None)
+    return status_from_error(exc, name=name, kind=kind, group=group)
 
 
 def internal_error(exc: Exception) -> JSONResponse:

@@ -31,7 +31,8 @@ from node_registry.passport.versions import translate_pydantic_error
 from node_registry.server.auth import Role, authorize_node_id, authorize_node_write
 from node_registry.server.body import read_document
 from node_registry.server.context import context
-from node_registry.wire import API_PREFIX, status_from_error
+from node_registry.server.handlers import refusal_status
+from node_registry.wire import API_PREFIX
 
 KIND = "LeaseRenewal"
 router = APIRouter(prefix=API_PREFIX, tags=["leases"])
@@ -132,7 +133,7 @@ async def renew_leases(request: Request) -> JSONResponse:
             renewed = await registry.heartbeat(node_id)
         except RegistryError as exc:
             metrics.refusals.labels(exc.reason).inc()
-            results.append({"name": name, "error": status_from_error(exc, name=name)})
+            results.append({"name": name, "error": refusal_status(exc, name)})
             continue
         metrics.heartbeats.inc()
         results.append({"name": name, "renewTime": renewed.isoformat()})
