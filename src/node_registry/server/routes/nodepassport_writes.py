@@ -71,6 +71,7 @@ from node_registry.server.body import media_type, parse_document, read_document
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import kube_response
 from node_registry.server.render import NodesResponse
+from node_registry.server.routes.nodepassports import select
 from node_registry.server.routes.params import LabelSelectorQuery, query_selector
 from node_registry.store import HealthState
 
@@ -649,8 +650,7 @@ async def delete_nodepassports(
         raise ForbiddenError(f"{caller} may not delete a collection of nodes")
     selector = query_selector(label_selector)
     fields = parse_field_selector(field_selector)
-    found = ctx.registry.sync.select(selector=selector)
-    deleted = [e for e in found.items if fields.matches(e)]
+    deleted = select(ctx, selector, fields).items
     if not write.dry_run:
         for entry in deleted:
             try:
