@@ -1,8 +1,9 @@
 """NodePassports in Kubernetes shape: get, list and watch (``kubectl get np``, client-go).
 
-``/apis/ai_team.io/v1/nodepassports`` serves the same nodes as ``/nodes`` as NodePassport
-objects (``node_registry.kube.objects``), as a ``Table`` when Accept asks for one (``kubectl
-get``), filtered by label and field selectors, paginated with ``limit``/``continue``, and
+``/apis/ai_team.io/v1/nodepassports`` serves the registry's nodes as NodePassport objects
+(``node_registry.kube.objects``), as a ``Table`` when Accept asks for one (``kubectl get``),
+filtered by label and field selectors (``find_nodes``' kind, selector, only_healthy and
+only_verified: ``kube.fields``), paginated with ``limit``/``continue``, and
 watched as NDJSON in ``application/json`` with Kubernetes' semantics: no resourceVersion (or
 ``0``) sends the current nodes as ADDED first; a health transition is a MODIFIED; BOOKMARKs
 only when asked (``allowWatchBookmarks``). A node token reads only its own node (kubectl reads
