@@ -33,6 +33,8 @@ from node_registry import FakeClock, Registry
 from node_registry.client import RegistryClient
 from node_registry.kube.objects import NodePassportList, NodePassportObject
 from node_registry.kube.table import human_duration
+from node_registry.passport.verification import params_digest
+from node_registry.verification import CapabilityVerification, VerificationState
 
 TIMEOUT = 30
 #: The FakeClock starts an hour ago, so the CLI (on the real clock) sees nodes an hour old.
@@ -317,6 +319,55 @@ def test_describe_node_shows_every_section(fleet: Live) -> None:
         ["HEALTH_CHANGED", "ALIVE", "->", "NOT_READY"],
     ]
     assert "coder-02" not in text
+
+
+def test_describe_shows_verification(live: Live) -> None:
+    """#12: each claim's state, the verifier's results, and whether the node is Trusted."""
+    with live.client() as client:
+        client.register(passport("coder-01", capabilities=("code_generation", "python")))
+        client.register(passport("coder-02", capabilities=("code_generation",)))
+    for name, state in (("coder-01", VerificationState.FAILED), ("coder-02", "Verified")):
+        entry = live.registry.get_by_name(name)
+        cap = entry.passport.spec.capabilities[0]
+        result = CapabilityVerification(
+            node_uid=entry.node_id,
+            node_name=name,
+            capability=cap.name,
+            state=VerificationState(state),
+            reason="CheckFailed" if state is VerificationState.FAILED else "Passed",
+            message="wrong answer" if state is VerificationState.FAILED else "1 probe passed",
+            checked_at=live.clock.now(),
+            probe="hello-world-python",
+            capability_version=cap.version,
+            params_digest=params_digest(cap.params),
+        )
+        live.registry.record_verification(entry.node_id, [result])
+    failed, verified = live.cli_all(
+        ("describe", "node", "coder-01"), ("describe", "node", "coder-02")
+    )
+    assert failed.returncode == verified.returncode == 0, failed.stderr + verified.stderr
+    assert "Trusted:          false (failed: code_generation)" in failed.stdout, failed.stdout
+    assert "Trusted:          true" in verified.stdout, verified.stdout
+    sections = failed.stdout.split("\n")
+    assert sections.index("Verification:") > sections.index("Capabilities:")
+    capabilities = rows(failed.stdout[failed.stdout.index("Capabilities:") :])
+    assert capabilities[1] == ["NAME", "VERSION", "PARAMS", "VERIFICATION"]
+    assert [(r[0], r[-1]) for r in capabilities[2:4]] == [
+        ("code_generation", "Failed"),
+        ("python", "Unverified"),
+    ]
+    results = rows(failed.stdout[failed.stdout.index("Verification:") :])
+    assert results[1] == ["CAPABILITY", "STATE", "REASON", "CHECKED", "PROBE", "MESSAGE"]
+    assert results[2][:3] == ["code_generation", "Failed", "CheckFailed"]
+    assert results[2][4:] == ["hello-world-python", "wrong", "answer"]
+    verified_rows = rows(verified.stdout[verified.stdout.index("Capabilities:") :])
+    assert verified_rows[2][-1] == "Verified"
+    # A node never probed: every claim Unverified, no results, trusted.
+    with live.client() as client:
+        client.register(passport("fresh-01", capabilities=("sql",)))
+    fresh = live.cli("describe", "node", "fresh-01").stdout
+    assert "Trusted:          true" in fresh
+    assert "Verification:\n  <none>" in fresh
 
 
 def test_describe_unknown_node(live: Live) -> None:

@@ -30,6 +30,8 @@ from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.kube.objects import entry_to_object
 from node_registry.passport.objects import SERVER_METADATA, SERVER_STATUS, passport_of
+from node_registry.passport.verification import params_digest
+from node_registry.verification import CapabilityVerification, VerificationState
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -438,6 +440,68 @@ def test_the_node_page_shows_passport_conditions_and_events(dash: Dash, page: Pa
     page.click("text=← all nodes")
     expect(row(page, "other-01")).to_be_visible()
     expect(row(page, "coder-01")).to_have_count(0)
+
+
+def _result(dash: Dash, name: str, capability: str, state: str) -> CapabilityVerification:
+    entry = dash.registry.get_by_name(name)
+    cap = next(c for c in entry.passport.spec.capabilities if c.name == capability)
+    return CapabilityVerification(
+        node_uid=entry.node_id,
+        node_name=name,
+        capability=capability,
+        state=VerificationState(state),
+        reason="Passed" if state == "Verified" else "CheckFailed",
+        message="1 probe passed" if state == "Verified" else "output did not match",
+        checked_at=dash.clock.now(),
+        probe=f"{capability}-probe",
+        capability_version=cap.version,
+        params_digest=params_digest(cap.params),
+    )
+
+
+def test_the_node_page_shows_verification_and_trust(dash: Dash, page: Page) -> None:
+    """#12: each claim's state as the verifier judged it, and whether the node is Trusted,
+    live as results are recorded."""
+    dash.register("coder-01", capabilities=("code_generation", "python"))
+    page.goto(f"{dash.url}/ui/#/node/coder-01")
+    claims = page.locator("#capabilities tbody")
+    trusted = page.locator("#trusted")
+    expect(claims.locator("tr")).to_have_count(2)
+    for name in ("code_generation", "python"):
+        expect(claims.locator(f'[data-capability="{name}"]')).to_have_attribute(
+            "data-state", "Unverified"
+        )
+    expect(trusted).to_have_text("yes (nothing probed yet)")
+
+    node_id = dash.registry.id_of("coder-01")
+    dash.registry.record_verification(node_id, [_result(dash, "coder-01", "python", "Verified")])
+    python = claims.locator('[data-capability="python"]')
+    expect(python).to_have_attribute("data-state", "Verified", timeout=2000)
+    expect(python).to_contain_text("Passed")
+    expect(python).to_contain_text("1 probe passed")
+    expect(trusted).to_have_text("yes")
+
+    failed = _result(dash, "coder-01", "code_generation", "Failed")
+    dash.registry.record_verification(node_id, [failed])
+    code = claims.locator('[data-capability="code_generation"]')
+    expect(code).to_have_attribute("data-state", "Failed", timeout=2000)
+    expect(code).to_contain_text("CheckFailed")
+    expect(code).to_contain_text("output did not match")
+    expect(trusted).to_have_text("no — failed: code_generation")
+    assert background(trusted) == "rgba(0, 0, 0, 0)"  # a coloured word, not a badge
+    assert trusted.evaluate("e => getComputedStyle(e).color") == "rgb(207, 34, 46)"
+    # The registry's Trusted condition shows with the others.
+    condition = page.locator('#conditions tbody [data-condition="Trusted"]')
+    expect(condition).to_contain_text("False")
+    expect(condition).to_contain_text("CapabilityVerificationFailed")
+
+    # A changed claim is unverified again until it is probed: the old result speaks no more.
+    dash.registry.set_capabilities(
+        node_id, [{"name": "code_generation", "version": "2.0"}, {"name": "python"}]
+    )
+    expect(code).to_have_attribute("data-state", "Unverified", timeout=2000)
+    expect(code).not_to_contain_text("CheckFailed")
+    expect(trusted).to_have_text("yes")
 
 
 def test_a_watch_that_falls_behind_lists_again(page: Page) -> None:

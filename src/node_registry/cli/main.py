@@ -451,7 +451,8 @@ def describe(
     context: ContextOption = None,
     certificate_authority: CAOption = None,
 ) -> None:
-    """Show one node in detail: health, labels, spec, conditions, passport, recent events."""
+    """Show one node in detail: health, trust and verification, labels, spec, conditions,
+    passport, recent events."""
     missing = False
     with _command():
         _resource(resource)
