@@ -82,25 +82,28 @@ def test_every_write_path_is_admitted(registry: Registry) -> None:
     assert registry.get(tool.node_id).passport.spec.capabilities[0].name == "web_search"
 
 
+#: Only an admin deletes a node labelled pinned: a policy on DELETE, reading oldObject.
+PINNED_POLICY = {
+    "apiVersion": "ai_team.io/v1",
+    "kind": "ValidatingAdmissionPolicy",
+    "metadata": {"name": "keep-pinned-nodes"},
+    "spec": {
+        "matchConstraints": {"operations": ["DELETE"]},
+        "validations": [
+            {
+                "expression": '!("pinned" in oldObject.metadata.labels) || '
+                'request.userInfo.role == "admin"',
+                "message": "pinned nodes are deleted by admins only",
+                "reason": "Forbidden",
+            }
+        ],
+    },
+}
+
+
 def test_a_delete_policy_sees_the_stored_object(tmp_path: Path, clock: FakeClock) -> None:
-    policy = {
-        "apiVersion": "ai_team.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": "keep-pinned-nodes"},
-        "spec": {
-            "matchConstraints": {"operations": ["DELETE"]},
-            "validations": [
-                {
-                    "expression": '!("pinned" in oldObject.metadata.labels) || '
-                    'request.userInfo.role == "admin"',
-                    "message": "pinned nodes are deleted by admins only",
-                    "reason": "Forbidden",
-                }
-            ],
-        },
-    }
     path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    path.write_text(yaml.safe_dump(PINNED_POLICY), encoding="utf-8")
     settings = load_settings(admission={"policies_path": path})
     with Registry(clock=clock, settings=settings) as registry:
         pinned = registry.register(passport("pinned-01", labels={"pinned": "yes"}))
@@ -112,24 +115,8 @@ def test_a_delete_policy_sees_the_stored_object(tmp_path: Path, clock: FakeClock
 
 def test_a_dry_run_delete_is_admitted_as_the_delete_would_be(tmp_path: Path) -> None:
     """#12: ``dryRun=All`` answers what the delete would: the DELETE policies run on it."""
-    policy = {
-        "apiVersion": "ai_team.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": "keep-pinned-nodes"},
-        "spec": {
-            "matchConstraints": {"operations": ["DELETE"]},
-            "validations": [
-                {
-                    "expression": '!("pinned" in oldObject.metadata.labels) || '
-                    'request.userInfo.role == "admin"',
-                    "message": "pinned nodes are deleted by admins only",
-                    "reason": "Forbidden",
-                }
-            ],
-        },
-    }
     path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    path.write_text(yaml.safe_dump(PINNED_POLICY), encoding="utf-8")
     tokens = tmp_path / "tokens.yaml"
     pinned_token = "node-pinned-01-token-0123456789"
     entries = [

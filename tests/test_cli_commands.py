@@ -27,14 +27,12 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from conftest import passport
+from conftest import passport, probe_result
 from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.client import RegistryClient
 from node_registry.kube.objects import NodePassportList, NodePassportObject
 from node_registry.kube.table import human_duration
-from node_registry.passport.verification import params_digest
-from node_registry.verification import CapabilityVerification, VerificationState
 
 TIMEOUT = 30
 #: The FakeClock starts an hour ago, so the CLI (on the real clock) sees nodes an hour old.
@@ -326,22 +324,9 @@ def test_describe_shows_verification(live: Live) -> None:
     with live.client() as client:
         client.register(passport("coder-01", capabilities=("code_generation", "python")))
         client.register(passport("coder-02", capabilities=("code_generation",)))
-    for name, state in (("coder-01", VerificationState.FAILED), ("coder-02", "Verified")):
-        entry = live.registry.get_by_name(name)
-        cap = entry.passport.spec.capabilities[0]
-        result = CapabilityVerification(
-            node_uid=entry.node_id,
-            node_name=name,
-            capability=cap.name,
-            state=VerificationState(state),
-            reason="CheckFailed" if state is VerificationState.FAILED else "Passed",
-            message="wrong answer" if state is VerificationState.FAILED else "1 probe passed",
-            checked_at=live.clock.now(),
-            probe="hello-world-python",
-            capability_version=cap.version,
-            params_digest=params_digest(cap.params),
-        )
-        live.registry.record_verification(entry.node_id, [result])
+    for name, state in (("coder-01", "Failed"), ("coder-02", "Verified")):
+        result = probe_result(live.registry, name, "code_generation", state, message="wrong")
+        live.registry.record_verification(result.node_uid, [result])
     failed, verified = live.cli_all(
         ("describe", "node", "coder-01"), ("describe", "node", "coder-02")
     )
@@ -359,7 +344,7 @@ def test_describe_shows_verification(live: Live) -> None:
     results = rows(failed.stdout[failed.stdout.index("Verification:") :])
     assert results[1] == ["CAPABILITY", "STATE", "REASON", "CHECKED", "PROBE", "MESSAGE"]
     assert results[2][:3] == ["code_generation", "Failed", "CheckFailed"]
-    assert results[2][4:] == ["hello-world-python", "wrong", "answer"]
+    assert results[2][4:] == ["code_generation-probe", "wrong"]
     verified_rows = rows(verified.stdout[verified.stdout.index("Capabilities:") :])
     assert verified_rows[2][-1] == "Verified"
     # A node never probed: every claim Unverified, no results, trusted.

@@ -25,13 +25,11 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from conftest import passport
+from conftest import passport, probe_result
 from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.kube.objects import entry_to_object
 from node_registry.passport.objects import SERVER_METADATA, SERVER_STATUS, passport_of
-from node_registry.passport.verification import params_digest
-from node_registry.verification import CapabilityVerification, VerificationState
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -442,23 +440,6 @@ def test_the_node_page_shows_passport_conditions_and_events(dash: Dash, page: Pa
     expect(row(page, "coder-01")).to_have_count(0)
 
 
-def _result(dash: Dash, name: str, capability: str, state: str) -> CapabilityVerification:
-    entry = dash.registry.get_by_name(name)
-    cap = next(c for c in entry.passport.spec.capabilities if c.name == capability)
-    return CapabilityVerification(
-        node_uid=entry.node_id,
-        node_name=name,
-        capability=capability,
-        state=VerificationState(state),
-        reason="Passed" if state == "Verified" else "CheckFailed",
-        message="1 probe passed" if state == "Verified" else "output did not match",
-        checked_at=dash.clock.now(),
-        probe=f"{capability}-probe",
-        capability_version=cap.version,
-        params_digest=params_digest(cap.params),
-    )
-
-
 def test_the_node_page_shows_verification_and_trust(dash: Dash, page: Page) -> None:
     """#12: each claim's state as the verifier judged it, and whether the node is Trusted,
     live as results are recorded."""
@@ -474,14 +455,15 @@ def test_the_node_page_shows_verification_and_trust(dash: Dash, page: Page) -> N
     expect(trusted).to_have_text("yes (nothing probed yet)")
 
     node_id = dash.registry.id_of("coder-01")
-    dash.registry.record_verification(node_id, [_result(dash, "coder-01", "python", "Verified")])
+    verified = probe_result(dash.registry, "coder-01", "python", "Verified")
+    dash.registry.record_verification(node_id, [verified])
     python = claims.locator('[data-capability="python"]')
     expect(python).to_have_attribute("data-state", "Verified", timeout=2000)
     expect(python).to_contain_text("Passed")
     expect(python).to_contain_text("1 probe passed")
     expect(trusted).to_have_text("yes")
 
-    failed = _result(dash, "coder-01", "code_generation", "Failed")
+    failed = probe_result(dash.registry, "coder-01", "code_generation", "Failed")
     dash.registry.record_verification(node_id, [failed])
     code = claims.locator('[data-capability="code_generation"]')
     expect(code).to_have_attribute("data-state", "Failed", timeout=2000)

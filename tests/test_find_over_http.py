@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import passport
+from conftest import passport, probe_result
 from live_server import make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.client import Informer, RegistryClient
@@ -21,8 +21,7 @@ from node_registry.client.aio import AsyncRegistryClient
 from node_registry.client.objects import RegistryEntry
 from node_registry.errors import BadRequestError
 from node_registry.kube.fields import parse_field_selector
-from node_registry.passport.verification import params_digest
-from node_registry.verification import CapabilityVerification, VerificationState
+from node_registry.verification import VerificationState
 
 API = "/apis/ai_team.io/v1"
 NP = f"{API}/nodepassports"
@@ -31,24 +30,8 @@ VERIFIED = "status.verification.required=true"
 
 
 def _result(registry: Registry, name: str, state: VerificationState) -> None:
-    entry = registry.get_by_name(name)
-    cap = next(c for c in entry.passport.spec.capabilities if c.name == "code_generation")
-    registry.record_verification(
-        entry.node_id,
-        [
-            CapabilityVerification(
-                node_uid=entry.node_id,
-                node_name=name,
-                capability=cap.name,
-                state=state,
-                reason="Passed" if state is VerificationState.VERIFIED else "CheckFailed",
-                message="probe",
-                checked_at=entry.last_seen,
-                capability_version=cap.version,
-                params_digest=params_digest(cap.params),
-            )
-        ],
-    )
+    result = probe_result(registry, name, "code_generation", state.value)
+    registry.record_verification(result.node_uid, [result])
 
 
 @pytest.fixture
