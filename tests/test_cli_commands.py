@@ -347,6 +347,15 @@ def test_describe_shows_verification(live: Live) -> None:
     assert results[2][4:] == ["code_generation-probe", "wrong"]
     verified_rows = rows(verified.stdout[verified.stdout.index("Capabilities:") :])
     assert verified_rows[2][-1] == "Verified"
+    # get --verified is find_nodes(only_verified=True): Verified claims, trusted nodes only.
+    plain, strict, trusted = live.cli_all(
+        ("get", "nodes", "-o", "name", "-l", "capability.python"),
+        ("get", "nodes", "-o", "name", "-l", "capability.python", "--verified"),
+        ("get", "nodes", "-o", "name", "--verified"),
+    )
+    assert plain.stdout.split() == ["node/coder-01"], plain.stderr
+    assert (strict.stdout, strict.stderr.strip()) == ("", "No resources found.")
+    assert trusted.stdout.split() == ["node/coder-02"], trusted.stderr
     # A node never probed: every claim Unverified, no results, trusted.
     with live.client() as client:
         client.register(passport("fresh-01", capabilities=("sql",)))
