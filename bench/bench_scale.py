@@ -1,0 +1,375 @@
+"""Linear stalls at 10k-100k nodes: lists, /metrics, GC, matchLabels, heartbeats beside them.
+
+For each size, a server process (pinned to CPU 0) registers that many seeded-random passports
+in process (``bench_registry.make_passports``), starts the real app under uvicorn and, on its
+own loop before any load, measures: the CPU of a full NodePassport list and of every page of
+a paginated one (``limit=500``), of a ``/metrics`` scrape, a full garbage collection's pause,
+and ``find_nodes`` with a ~1 % matchLabels selector. Then this process (pinned to CPU 1, raw
+asyncio sockets) renews leases open loop for ``--seconds`` twice: alone, then beside a full
+list every 2 s and a scrape every second; the server records every collection of the oldest
+generation it runs meanwhile (``gc.callbacks``).
+
+``--before SRC`` runs each size a second time, interleaved, with another tree's
+``node_registry`` (e.g. ``git archive main src | tar -x -C /tmp/before``): a before/after of
+the same command in one run.
+
+    python bench/bench_scale.py --sizes 10000,50000,100000 --seconds 8 \\
+        --before /tmp/before/src --write docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loadgen import API, ROOT, Connection, Tally, free_port, lease, open_loop, pin_self, pinned
+from loadgen import request as raw_request
+from sections import write_section
+
+BENCH = Path(__file__).resolve().parent
+#: Long enough that no node registered at the start turns NotReady during the run.
+HEARTBEAT = {
+    "interval_seconds": 300,
+    "not_ready_after_seconds": 600,
+    "ttl_seconds": 900,
+    "grace_period_seconds": 60,
+}
+RENEWALS_PER_SECOND = 500
+PAGE = 500
+CONTINUE = re.compile(rb'"continue":"([^"]+)"')
+
+# -- the server process -------------------------------------------------------------------
+
+
+async def _asgi(app: Any, path: str) -> tuple[int, int, bytes]:
+    """GET ``path`` straight through the ASGI app: (status, body bytes, the body's start)."""
+    status, size, head = 0, 0, b""
+    target, _, query = path.partition("?")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, size, head
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if not head:
+                head = body[:1024]
+            size += len(body)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": target,
+        "raw_path": target.encode(),
+        "query_string": query.encode(),
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "root_path": "",
+    }
+    await app(scope, receive, send)
+    return status, size, head
+
+
+async def _cpu(call: Callable[[], Awaitable[Any]], repeat: int) -> float:
+    """Median CPU seconds of ``call`` (process time: the loop is stalled that long)."""
+    spent = []
+    for _ in range(repeat):
+        start = time.process_time()
+        await call()
+        spent.append(time.process_time() - start)
+    return statistics.median(spent)
+
+
+async def _paginated(app: Any) -> None:
+    path = f"{API}/nodepassports?limit={PAGE}"
+    token: str | None = None
+    while True:
+        status, _, head = await _asgi(app, path if token is None else f"{path}&continue={token}")
+        assert status == 200, status
+        # The list's metadata comes first: the token is read there, not by parsing the page.
+        found = CONTINUE.search(head)
+        if found is None:
+            return
+        token = found.group(1).decode()
+
+
+def _collections(pauses: list[float]) -> None:
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
+
+
+async def serve(size: int, port: int, seed: int) -> None:
+    import uvicorn
+
+    from bench_registry import make_passports, one_percent_labels
+    from node_registry.config import load_settings
+    from node_registry.registry import AsyncRegistry
+    from node_registry.server import create_app
+
+    settings = load_settings(None, heartbeat=HEARTBEAT, server={"port": port})
+    registry = AsyncRegistry(settings=settings)
+    docs = make_passports(size, seed)
+    started = time.perf_counter()
+    for doc in docs:
+        registry.sync.register(doc)
+    loaded = time.perf_counter() - started
+    app = create_app(registry, settings)
+    config = uvicorn.Config(app, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    selector = {"matchLabels": one_percent_labels(docs)}
+    full = f"{API}/nodepassports"
+    heavy = 2 if size > 20_000 else 3
+    found = registry.sync.find_nodes(selector=selector)
+    match_times = []
+    for _ in range(200):
+        start = time.perf_counter()
+        registry.sync.find_nodes(selector=selector)
+        match_times.append(time.perf_counter() - start)
+    figures = {
+        "size": size,
+        "register_seconds": loaded,
+        "list_cpu": await _cpu(lambda: _asgi(app, full), heavy),
+        "list_bytes": (await _asgi(app, full))[1],
+        "paginated_cpu": await _cpu(lambda: _paginated(app), heavy),
+        "metrics_cpu": await _cpu(lambda: _asgi(app, "/metrics"), 5),
+        "gc_pause": await _cpu(_collect, 3),
+        "tracked_objects": len(gc.get_objects()),
+        "match_ms": statistics.median(match_times) * 1000,
+        "match_results": len(found),
+        "rss_mib": _rss_mib(),
+    }
+    pauses: list[float] = []
+    _collections(pauses)
+    print("READY " + json.dumps(figures), flush=True)
+    await task
+    print("GC " + json.dumps({"pauses": pauses, "rss_mib": _rss_mib()}), flush=True)
+
+
+async def _collect() -> None:
+    gc.collect()
+
+
+def _rss_mib() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss / 2**20)
+
+
+# -- this process: the load ---------------------------------------------------------------
+
+
+async def _read_loop(port: int, path: str, every: float, stop: asyncio.Event, tally: Tally) -> None:
+    conn = Connection(port)
+    raw = raw_request("GET", path)
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        due = loop.time() + every
+        start = loop.time()
+        try:
+            async with asyncio.timeout(60):
+                status, _ = await conn.call(raw)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            tally.errors += 1
+            conn.close()
+        else:
+            tally.latencies.append(loop.time() - start)
+            tally.statuses[status] = tally.statuses.get(status, 0) + 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, due - loop.time()))
+    conn.close()
+
+
+async def _renew(port: int, names: list[str], seconds: float) -> Tally:
+    count = int(seconds * RENEWALS_PER_SECOND)
+    beats = [(i / RENEWALS_PER_SECOND, lease(names[i * 7919 % len(names)])) for i in range(count)]
+    tally = Tally()
+    await open_loop(port, beats, tally, connections=32, timeout=30)
+    return tally
+
+
+async def load(port: int, names: list[str], seconds: float) -> dict[str, Any]:
+    quiet = await _renew(port, names, seconds)
+    stop = asyncio.Event()
+    lists, scrapes = Tally(), Tally()
+    readers = [
+        asyncio.create_task(_read_loop(port, f"{API}/nodepassports", 2.0, stop, lists)),
+        asyncio.create_task(_read_loop(port, "/metrics", 1.0, stop, scrapes)),
+    ]
+    busy = await _renew(port, names, seconds)
+    stop.set()
+    await asyncio.gather(*readers)
+    return {"quiet": _summary(quiet), "busy": _summary(busy), "lists": _summary(lists),
+            "scrapes": _summary(scrapes)}  # fmt: skip
+
+
+def _summary(tally: Tally) -> dict[str, Any]:
+    return {
+        "count": len(tally.latencies),
+        "p50": tally.p50(),
+        "p99": tally.pct(0.99),
+        "max": tally.pct(1.0),
+        "timeouts": tally.timeouts,
+        "errors": tally.errors,
+        "non_2xx": len(tally.latencies) - tally.ok(),
+    }
+
+
+def run_one(size: int, src: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from bench_registry import make_passports
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NODE_REGISTRY_")}
+    env["PYTHONPATH"] = f"{src}{os.pathsep}{BENCH}"
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(size)]
+    command += ["--port", str(port), "--seed", str(args.seed)]
+    process = subprocess.Popen(
+        pinned(0, command), stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True
+    )
+    assert process.stdout is not None
+    try:
+        line = process.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"server for {size} nodes did not start: {line!r}")
+        figures: dict[str, Any] = json.loads(line.removeprefix("READY "))
+        names = [doc["metadata"]["name"] for doc in make_passports(size, args.seed)]
+        figures["load"] = asyncio.run(load(port, names, args.seconds))
+        process.terminate()
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for line in out.splitlines():
+        if line.startswith("GC "):
+            figures["gc"] = json.loads(line.removeprefix("GC "))
+    return figures
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def render(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> str:
+    command = f"python bench/bench_scale.py --sizes {args.sizes} --seconds {args.seconds:g}"
+    if args.before:
+        command += " --before BEFORE/src"
+    lines = [
+        "## Linear stalls at scale (`bench/bench_scale.py`)",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average at start {args.load_average}.",
+        "",
+        "The server process (pinned to CPU 0) registers N seeded-random passports in process, "
+        "serves the real app under uvicorn, and measures on its own loop before any load: "
+        f"CPU of a full NodePassport list, of all pages of one with `limit={PAGE}`, of a "
+        "`/metrics` scrape, a full `gc.collect()` pause, `find_nodes` with a ~1 % matchLabels "
+        f"selector (median of 200). Then {RENEWALS_PER_SECOND} lease renewals/s, open loop "
+        f"over 32 connections, for {args.seconds:g} s alone and {args.seconds:g} s beside a "
+        "full list every 2 s and a scrape every second (load generator pinned to CPU 1). "
+        "*before* is the tree given with `--before`, *after* this branch, interleaved per size.",
+        "",
+        "| N | code | list CPU | all pages CPU | /metrics CPU | full GC pause | tracked objects "
+        "| matchLabels | results | µs per result | RSS |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results:
+        per = r["match_ms"] * 1000 / max(r["match_results"], 1)
+        lines.append(
+            f"| {r['size']:,} | {name} | {r['list_cpu'] * 1000:,.0f} ms "
+            f"| {r['paginated_cpu'] * 1000:,.0f} ms | {r['metrics_cpu'] * 1000:,.1f} ms "
+            f"| {r['gc_pause'] * 1000:,.0f} ms | {r['tracked_objects']:,} "
+            f"| {r['match_ms']:.3f} ms | {r['match_results']:,} | {per:.2f} | "
+            f"{r['rss_mib']:,.0f} MiB |"
+        )
+    lines += [
+        "",
+        "Heartbeats (lease renewals) alone, then beside lists and scrapes; the server's "
+        "collections of the oldest generation during both phases:",
+        "",
+        "| N | code | alone p50 | p99 | beside lists p50 | p99 | max | timeouts "
+        "| lists done | list p50 | scrapes | scrape p50 | gen-2 GCs | longest GC |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results:
+        q, b = r["load"]["quiet"], r["load"]["busy"]
+        lists, scrapes = r["load"]["lists"], r["load"]["scrapes"]
+        pauses = r.get("gc", {}).get("pauses", [])
+        longest = f"{max(pauses) * 1000:,.0f} ms" if pauses else "—"
+        lines.append(
+            f"| {r['size']:,} | {name} | {q['p50']:.1f} ms | {q['p99']:.1f} ms "
+            f"| {b['p50']:.1f} ms | {b['p99']:,.1f} ms | {b['max']:,.1f} ms | {b['timeouts']} "
+            f"| {lists['count']} | {lists['p50']:,.0f} ms | {scrapes['count']} "
+            f"| {scrapes['p50']:,.1f} ms | {len(pauses)} | {longest} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,50000,100000")
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--before", type=Path, help="another tree's src/ to compare with")
+    parser.add_argument("--write", type=Path, help="update this markdown file's section")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve, args.port, args.seed))
+        return 0
+    pin_self(1)
+    args.load_average = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    results: list[tuple[str, dict[str, Any]]] = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        if args.before:
+            results.append(("before", run_one(size, args.before, args)))
+        results.append(("after", run_one(size, ROOT / "src", args)))
+        print(json.dumps(results[-1]), file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    section = render(results, args)
+    print(section)
+    if args.write:
+        write_section(args.write, "bench_scale", section)
+    return 0
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    code = main()
+    print(f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    sys.exit(code)
