@@ -820,13 +820,14 @@ class Registry:
                 RegistryEntry(
                     record.node_id,
                     record.kind,
-                    record.passport if record.health is alive else _shown(record),
+                    record.passport if record.health is alive else _shown_of(versioned),
                     seen,
                     health,
                     record.registered_at,
                     versioned.revision,
                     record.verification,
                     require,
+                    versioned.memo,
                 )
             )
         return entries
@@ -1039,6 +1040,15 @@ def _with_health(record: NodeRecord, health: HealthState, now: datetime) -> Node
     return NodeRecord(
         record.passport, record.registered_at, health, now, unready_since, record.verification
     )
+
+
+def _shown_of(versioned: Versioned) -> NodePassport:
+    """``_shown`` of the version's record, made once per version: the same passport object
+    on every read, so what encoders keep for it (``RegistryEntry.memo``) stays valid."""
+    shown: NodePassport | None = versioned.memo.get(_shown)
+    if shown is None:
+        shown = versioned.memo[_shown] = _shown(versioned.record)
+    return shown
 
 
 def _shown(record: NodeRecord) -> NodePassport:

@@ -21,7 +21,7 @@ from node_registry.errors import NotFoundError
 from node_registry.kube.discovery import GROUP_VERSION
 from node_registry.kube.fields import FieldSelector, parse_field_selector
 from node_registry.kube.meta import META_GROUP_VERSION
-from node_registry.kube.objects import entry_to_object, list_to_object
+from node_registry.kube.objects import entry_to_object, list_head, list_to_object
 from node_registry.kube.table import IncludeObject, nodes_table, row_object
 from node_registry.passport.models import API_GROUP, KIND
 from node_registry.registry import EventType, RegistryEntry, WatchEvent
@@ -35,7 +35,7 @@ from node_registry.server.auth import (
 )
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
-from node_registry.server.render import NodesResponse
+from node_registry.server.render import NodesResponse, object_list_response
 from node_registry.server.routes.params import (
     ContinueQuery,
     LabelSelectorQuery,
@@ -182,16 +182,17 @@ async def list_nodepassports(
             remaining=page.remaining,
         )
         return _respond(table, shape)
+    if shape not in (Shape.METADATA, Shape.METADATA_LIST):
+        head = list_head(page.resource_version, page.continue_token, page.remaining)
+        return object_list_response(head, page.items, content_type(Shape.OBJECT))
     doc = list_to_object(page.items, page.resource_version, page.continue_token, page.remaining)
-    if shape in (Shape.METADATA, Shape.METADATA_LIST):
-        doc = {
-            "apiVersion": META_GROUP_VERSION,
-            "kind": "PartialObjectMetadataList",
-            "metadata": doc["metadata"],
-            "items": [_metadata_of(item) for item in doc["items"]],
-        }
-        return _respond(doc, Shape.METADATA_LIST)
-    return _respond(doc, Shape.OBJECT)
+    doc = {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "PartialObjectMetadataList",
+        "metadata": doc["metadata"],
+        "items": [_metadata_of(item) for item in doc["items"]],
+    }
+    return _respond(doc, Shape.METADATA_LIST)
 
 
 # -- watch -----------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Issue #14's linear stalls: cached wire bytes, incremental gauges, GC, the index's cost.
+
+Each fix is shown by what it must not change (the bytes a client gets, the counts, the
+nodes selected) and by a count of the work done, never by timing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from conftest import passport
+from live_server import make_app, serve
+from node_registry import FakeClock, Registry
+from node_registry.kube import objects
+from node_registry.kube.objects import dumps, entry_to_object, list_to_object, object_bytes
+
+API = "/apis/ai_team.io/v1"
+
+
+@pytest.fixture
+def app(clock: FakeClock) -> FastAPI:
+    return make_app(clock)
+
+
+@pytest.fixture
+def http(app: FastAPI) -> Iterator[httpx.Client]:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
+
+
+def registry_of(app: FastAPI) -> Registry:
+    registry: Registry = app.state.registry.sync
+    return registry
+
+
+def fleet(registry: Registry) -> None:
+    """Nodes whose objects differ in every way the cached encoding must keep."""
+    registry.register(passport("plain-a", labels={"zone": "a"}))
+    odd = passport("unicode-b", labels={"zone": "b"})
+    odd["metadata"]["annotations"] = {"note": "Zürich – 東京 ✓", "quote": 'say "hi"\\n'}
+    registry.register(odd)
+    unready = passport("unready-c")
+    unready["status"] = {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Overloaded"}],
+    }
+    registry.register(unready)
+    pending = passport("pending-d")
+    pending["status"] = {"phase": "Pending"}
+    registry.register(pending)
+
+
+def test_a_list_is_the_same_json_as_before_whatever_the_node(
+    app: FastAPI, http: httpx.Client, clock: FakeClock
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    for step in range(3):
+        found = registry.list_nodes()
+        response = http.get(f"{API}/nodepassports")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        expected = list_to_object(found.items, found.resource_version)
+        assert response.json() == expected
+        # Byte for byte what Starlette's JSONResponse made of the document.
+        assert response.content == dumps(expected)
+        # Health is judged at each read: the cached bytes follow it (NOT_READY, then
+        # OFFLINE recorded by the controller, which makes a new stored version).
+        clock.advance(21)
+        if step == 1:
+            registry.reconcile()
+
+
+def test_pages_are_the_same_json_as_the_list(app: FastAPI, http: httpx.Client) -> None:
+    fleet(registry_of(app))
+    whole = http.get(f"{API}/nodepassports").json()["items"]
+    first = http.get(f"{API}/nodepassports", params={"limit": 3}).json()
+    assert first["metadata"]["remainingItemCount"] == 1
+    rest = http.get(
+        f"{API}/nodepassports", params={"limit": 3, "continue": first["metadata"]["continue"]}
+    ).json()
+    assert first["items"] + rest["items"] == whole
+    assert "continue" not in rest["metadata"]
+
+
+def test_each_stored_version_is_encoded_once(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    encoded: list[str] = []
+    fragments = objects._fragments
+
+    def counted(entry: Any) -> Any:
+        encoded.append(entry.name)
+        return fragments(entry)
+
+    monkeypatch.setattr(objects, "_fragments", counted)
+    first = http.get(f"{API}/nodepassports").content
+    assert sorted(encoded) == ["pending-d", "plain-a", "unicode-b", "unready-c"]
+    assert http.get(f"{API}/nodepassports").content == first
+    assert len(encoded) == 4  # the second list joined the kept bytes
+    registry.update_status(registry.id_of("plain-a"), current_tasks=2)
+    changed = http.get(f"{API}/nodepassports").json()["items"]
+    assert encoded[4:] == ["plain-a"]  # only the new version is encoded
+    assert changed[1]["status"]["currentTasks"] == 2
+
+
+def test_an_entry_without_a_stored_version_or_with_the_stand_ins_encodes_whole(
+    registry: Registry,
+) -> None:
+    odd = passport("odd-e")
+    odd["metadata"]["annotations"] = {"x": "\x00health\x00"}
+    registry.register(odd)
+    entry = registry.get_by_name("odd-e")
+    assert object_bytes(entry) == dumps(entry_to_object(entry))
+    assert object_bytes(entry) == dumps(entry_to_object(entry))  # not cached: same again
+    entry.memo = None  # an entry built by hand (a client's) has no stored version
+    assert json.loads(object_bytes(entry)) == entry_to_object(entry)
