@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import passport
 from live_server import make_app, serve
@@ -123,3 +124,49 @@ def test_an_entry_without_a_stored_version_or_with_the_stand_ins_encodes_whole(
     assert object_bytes(entry) == dumps(entry_to_object(entry))  # not cached: same again
     entry.memo = None  # an entry built by hand (a client's) has no stored version
     assert json.loads(object_bytes(entry)) == entry_to_object(entry)
+
+
+def scrape(http: httpx.Client) -> dict[tuple[str, str], float]:
+    counts = {}
+    for family in text_string_to_metric_families(http.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "node_registry_nodes":
+                counts[s.labels["kind"], s.labels["health_state"]] = s.value
+    return counts
+
+
+def test_node_gauges_are_kept_as_nodes_change_not_counted_per_scrape(
+    app: FastAPI, http: httpx.Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    for i in range(5):
+        registry.register(passport(f"agent-{i}"))
+    registry.register(passport("store-0", kind="storage"))
+    judged: list[int] = []
+    entries = Registry._entries
+
+    def counted(self: Registry, found: list[Any], now: Any) -> Any:
+        judged.append(len(found))
+        return entries(self, found, now)
+
+    monkeypatch.setattr(Registry, "_entries", counted)
+    counts = scrape(http)
+    assert judged == []  # no node was listed or judged for the scrape
+    assert counts["agent", "ALIVE"] == 5
+    assert counts["storage", "ALIVE"] == 1
+    assert counts["tool", "ALIVE"] == 0  # built-in kinds show at 0 too
+
+    registry.heartbeat(registry.id_of("agent-0"))
+    clock.advance(21)
+    registry.heartbeat(registry.id_of("agent-0"))
+    registry.reconcile()  # records agent-1..4 and store-0 NotReady
+    registry.deregister(registry.id_of("agent-4"))
+    judged.clear()
+    counts = scrape(http)
+    assert judged == []
+    listed = registry.list_nodes().items
+    for kind, state in counts:
+        expected = sum(1 for e in listed if e.node_kind == kind and e.health_state == state)
+        assert counts[kind, state] == expected, (kind, state)
+    assert counts["agent", "NOT_READY"] == 3
+    assert counts["agent", "ALIVE"] == 1

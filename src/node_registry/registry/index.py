@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from fractions import Fraction
 from typing import TypeVar
 
 from node_registry.quantity import quantity_or_none
 from node_registry.selectors import Operator, Requirement, Selector
 from node_registry.store.base import ChangeType, StoreEvent, Versioned
+from node_registry.store.records import HealthState
 
 K = TypeVar("K")
 _NUMERIC = frozenset({Operator.GREATER_THAN, Operator.LESS_THAN})
@@ -38,6 +39,7 @@ class NodeIndex:
         self._by_kind: defaultdict[str, set[str]] = defaultdict(set)
         self._by_name: dict[str, str] = {}
         self._numeric: dict[str, list[tuple[Fraction, str]]] = {}
+        self._counts: Counter[tuple[str, HealthState]] = Counter()
         self.revision = 0
 
     def __len__(self) -> int:
@@ -49,6 +51,11 @@ class NodeIndex:
     def id_of(self, name: str) -> str | None:
         """The node id registered under ``name`` (names are unique)."""
         return self._by_name.get(name)
+
+    def counts(self) -> dict[tuple[str, HealthState], int]:
+        """Nodes by (kind, recorded health), kept as the cache changes: no scan of N nodes."""
+        with self._lock:
+            return {key: count for key, count in self._counts.items() if count}
 
     def load(self, nodes: dict[str, Versioned], revision: int) -> None:
         with self._lock:
@@ -143,6 +150,7 @@ class NodeIndex:
             if number is not None:
                 bisect.insort(self._numeric.setdefault(item[0], []), (number, node_id))
         self._by_kind[record.passport.metadata.node_type].add(node_id)
+        self._counts[record.kind, record.health] += 1
 
     def _remove(self, versioned: Versioned) -> None:
         record = versioned.record
@@ -160,6 +168,7 @@ class NodeIndex:
                 if not ordered:
                     del self._numeric[item[0]]
         _discard(self._by_kind, record.passport.metadata.node_type, node_id)
+        self._counts[record.kind, record.health] -= 1
 
 
 def _discard(index: defaultdict[K, set[str]], key: K, node_id: str) -> None:

@@ -625,6 +625,15 @@ class Registry:
         now = self._clock.now()
         return NodeList(self._entries(versioned, now), revision)
 
+    def node_counts(self) -> dict[tuple[str, HealthState], int]:
+        """Nodes by (kind, health recorded by the lifecycle controller), without a scan.
+
+        A read judges health from the clock (``list_nodes``); this counts what the
+        controller last recorded, at most one controller period behind that judgement.
+        """
+        self._store.check_view()
+        return self._index.counts()
+
     def watch(self, since: int | None = None) -> Watch:
         """Changes after resource version ``since`` (None: from now on).
 
