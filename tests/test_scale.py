@@ -6,6 +6,7 @@ nodes selected) and by a count of the work done, never by timing.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from live_server import make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.kube import objects
 from node_registry.kube.objects import dumps, entry_to_object, list_to_object, object_bytes
+from node_registry.server.gctune import REFREEZE_MIN_WRITES, GcTuning
 
 API = "/apis/ai_team.io/v1"
 
@@ -44,7 +46,7 @@ def fleet(registry: Registry) -> None:
     """Nodes whose objects differ in every way the cached encoding must keep."""
     registry.register(passport("plain-a", labels={"zone": "a"}))
     odd = passport("unicode-b", labels={"zone": "b"})
-    odd["metadata"]["annotations"] = {"note": "Zürich – 東京 ✓", "quote": 'say "hi"\\n'}
+    odd["metadata"]["annotations"] = {"note": "Zürich, 東京 ✓", "quote": 'say "hi"\\n'}
     registry.register(odd)
     unready = passport("unready-c")
     unready["status"] = {
@@ -170,3 +172,36 @@ def test_node_gauges_are_kept_as_nodes_change_not_counted_per_scrape(
         assert counts[kind, state] == expected, (kind, state)
     assert counts["agent", "NOT_READY"] == 3
     assert counts["agent", "ALIVE"] == 1
+
+
+def tracked(obj: object) -> bool:
+    """Whether a full collection walks ``obj`` (frozen objects are in no generation)."""
+    return any(o is obj for o in gc.get_objects())
+
+
+def test_a_serving_registry_keeps_its_stored_nodes_out_of_full_collections(
+    app: FastAPI, clock: FakeClock
+) -> None:
+    registry = registry_of(app)
+    registry.register(passport("before-start"))
+    record = registry._index.get(registry.id_of("before-start"))
+    assert record is not None
+    assert tracked(record.record.passport)
+    with serve(app):
+        assert gc.get_freeze_count() > 0
+        assert not tracked(record.record.passport)  # frozen at start-up
+        tuning = GcTuning(
+            nodes=lambda: len(registry._index), writes=lambda: registry.resource_version
+        )
+        tuning.freeze()
+        assert not tuning.check()  # no write since
+        for i in range(REFREEZE_MIN_WRITES):
+            registry.register(passport(f"node-{i:04d}"))
+        late = registry._index.get(registry.id_of("node-0999"))
+        assert late is not None
+        assert tracked(late.record.passport)
+        assert tuning.check()
+        assert not tracked(late.record.passport)
+        assert not tuning.check()
+    assert gc.get_freeze_count() == 0  # the server stopped: collectable again
+    assert tracked(late.record.passport)
