@@ -6,8 +6,10 @@ nodes selected) and by a count of the work done, never by timing.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +18,13 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import passport
+from conftest import BACKENDS, passport
 from live_server import make_app, serve
 from node_registry import FakeClock, Registry
+from node_registry.errors import NotFoundError
 from node_registry.kube import objects
 from node_registry.kube.objects import dumps, entry_to_object, list_to_object, object_bytes
+from node_registry.selectors import as_selector
 from node_registry.server.gctune import REFREEZE_MIN_WRITES, GcTuning
 
 API = "/apis/ai_team.io/v1"
@@ -205,3 +209,70 @@ def test_a_serving_registry_keeps_its_stored_nodes_out_of_full_collections(
         assert not tuning.check()
     assert gc.get_freeze_count() == 0  # the server stopped: collectable again
     assert tracked(late.record.passport)
+
+
+class CountingIndex(dict[Any, Any]):
+    """A label index that records which labels a query looked up."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.asked: list[Any] = []
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.asked.append(key)
+        return super().get(key, default)
+
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = set()
+        return value
+
+
+def labelled(registry: Registry, name: str, zone: int, team: int) -> None:
+    registry.register(passport(name, labels={"zone": f"z{zone}", "team": f"t{team}"}))
+
+
+def brute_force(registry: Registry, labels: dict[str, str]) -> list[str]:
+    return [
+        e.name
+        for e in registry.list_nodes().items
+        if all(e.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matchlabels_stays_exact_through_churn(registry: Registry) -> None:
+    rng = random.Random(14)
+    names = [f"node-{i:03d}" for i in range(60)]
+    for name in names:
+        labelled(registry, name, rng.randrange(3), rng.randrange(4))
+    queries = [{"zone": f"z{z}", "team": f"t{t}"} for z in range(3) for t in range(4)]
+    queries.append({"zone": "z1", "team": "t2", "capability.python": "true"})
+    for step in range(120):
+        labels = queries[step % len(queries)]
+        got = [e.name for e in registry.find_nodes(selector={"matchLabels": labels})]
+        assert got == brute_force(registry, labels), (step, labels)
+        name = rng.choice(names)
+        change = rng.random()
+        if change < 0.2:
+            with contextlib.suppress(NotFoundError):
+                registry.deregister(registry.id_of(name))
+        else:  # a new node, or one moving to other labels
+            labelled(registry, name, rng.randrange(3), rng.randrange(4))
+
+
+def test_a_repeated_matchlabels_query_costs_its_result_not_n(registry: Registry) -> None:
+    for i in range(2400):
+        labelled(registry, f"node-{i:04d}", i % 8, i % 12)  # 24 combinations of 100
+    index = registry._index
+    selector = {"matchLabels": {"zone": "z3", "team": "t7"}}
+    first = registry.find_nodes(selector=selector)
+    assert len(first) == 100
+    counting = CountingIndex(index._by_label)
+    index._by_label = counting  # type: ignore[assignment]
+    assert [e.name for e in registry.find_nodes(selector=selector)] == [e.name for e in first]
+    assert counting.asked == []  # neither the zone's 300 nodes nor the team's 200 were read
+    candidates = index._candidates(None, as_selector(selector))
+    assert candidates is not None
+    assert len(candidates) == 100  # what the full match then visits: the result
+    labelled(registry, "node-0003", 3, 7)  # moves from (z3, t3) into the kept intersection
+    assert len(registry.find_nodes(selector=selector)) == 101
