@@ -276,3 +276,25 @@ def test_a_repeated_matchlabels_query_costs_its_result_not_n(registry: Registry)
     assert len(candidates) == 100  # what the full match then visits: the result
     labelled(registry, "node-0003", 3, 7)  # moves from (z3, t3) into the kept intersection
     assert len(registry.find_nodes(selector=selector)) == 101
+
+
+def test_a_watch_from_now_sends_the_current_nodes_from_their_cached_json(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    listed = http.get(f"{API}/nodepassports").json()["items"]  # encodes each version once
+    encoded: list[str] = []
+    fragments = objects._fragments
+
+    def counted(entry: Any) -> Any:
+        encoded.append(entry.name)
+        return fragments(entry)
+
+    monkeypatch.setattr(objects, "_fragments", counted)
+    params = {"watch": "true", "timeoutSeconds": "1"}
+    with http.stream("GET", f"{API}/nodepassports", params=params) as response:
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert [line["type"] for line in lines] == ["ADDED"] * 4
+    assert [line["object"] for line in lines] == listed
+    assert encoded == []  # the list's bytes, not a new encode per watcher

@@ -21,7 +21,7 @@ from node_registry.registry import RegistryEntry
 log = logging.getLogger("node_registry.server")
 
 #: What Starlette's JSON encoding raises for a value JSON (or UTF-8) cannot carry.
-_UNSENDABLE = (UnicodeEncodeError, ValueError, TypeError)
+UNSENDABLE = (UnicodeEncodeError, ValueError, TypeError)
 
 
 def _node_name(doc: Any) -> str:
@@ -37,7 +37,7 @@ class NodesResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         try:
             return super().render(content)
-        except _UNSENDABLE as error:
+        except UNSENDABLE as error:
             items = content.get("items") if isinstance(content, dict) else None
             if not isinstance(items, list):
                 raise RegistryError(
@@ -48,7 +48,7 @@ class NodesResponse(JSONResponse):
         for item in items:
             try:
                 super().render(item)
-            except _UNSENDABLE as error:
+            except UNSENDABLE as error:
                 log.error(
                     "node %s left out of a list: it cannot be sent as JSON (%s); register it again",
                     _node_name(item),
@@ -72,7 +72,7 @@ def object_list_response(
     for entry in items:
         try:
             encoded.append(object_bytes(entry))
-        except _UNSENDABLE as error:
+        except UNSENDABLE as error:
             log.error(
                 "node %s left out of a list: it cannot be sent as JSON (%s); register it again",
                 entry.name,

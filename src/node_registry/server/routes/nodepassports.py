@@ -11,6 +11,7 @@ an object before it patches it). The writes are ``nodepassport_writes``'.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,7 +22,7 @@ from node_registry.errors import NotFoundError
 from node_registry.kube.discovery import GROUP_VERSION
 from node_registry.kube.fields import FieldSelector, parse_field_selector
 from node_registry.kube.meta import META_GROUP_VERSION
-from node_registry.kube.objects import entry_to_object, list_head, list_to_object
+from node_registry.kube.objects import entry_to_object, list_head, list_to_object, object_bytes
 from node_registry.kube.table import IncludeObject, nodes_table, row_object
 from node_registry.passport.models import API_GROUP, KIND
 from node_registry.registry import EventType, RegistryEntry, WatchEvent
@@ -35,7 +36,7 @@ from node_registry.server.auth import (
 )
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
-from node_registry.server.render import NodesResponse, object_list_response
+from node_registry.server.render import UNSENDABLE, NodesResponse, object_list_response
 from node_registry.server.routes.params import (
     ContinueQuery,
     LabelSelectorQuery,
@@ -257,6 +258,19 @@ def _table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
     return Encoding(event, bookmark)
 
 
+def _added_frames(items: list[RegistryEntry], encoding: Encoding) -> Iterator[bytes]:
+    """The current nodes as ADDED lines; objects from their stored versions' cached JSON."""
+    for entry in items:
+        if encoding is OBJECT_ENCODING:
+            try:
+                yield b'{"type":"ADDED","object":' + object_bytes(entry) + b"}\n"
+                continue
+            except UNSENDABLE:
+                pass  # encoded whole below: the frame's own encoding says what is wrong
+        event = WatchEvent(EventType.ADDED, entry, entry.resource_version)
+        yield ndjson_frame(encoding.event(event), 0)
+
+
 async def _watch(
     ctx: ServerContext,
     *,
@@ -270,17 +284,14 @@ async def _watch(
     registry = ctx.registry
     encoding = OBJECT_ENCODING if table is None else table_encoding(table, ctx.clock)
     wanted = None if fields.empty() else fields.matches
-    initial: list[bytes] = []
+    initial: Iterable[bytes] = ()
     if not since:
         # Kubernetes' "get state and start at most recent": the nodes now, as ADDED, then
         # every change after the version they were read at.
         found = registry.sync.select(selector=selector)
         since = found.resource_version
-        initial = [
-            ndjson_frame(encoding.event(WatchEvent(EventType.ADDED, e, e.resource_version)), 0)
-            for e in found.items
-            if wanted is None or wanted(e)
-        ]
+        items = found.items if wanted is None else [e for e in found.items if wanted(e)]
+        initial = _added_frames(items, encoding)
     opened = await registry.open_watch(since)
     frames = stream_events(
         opened,
