@@ -20,14 +20,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BACKENDS, passport
 from live_server import make_app, serve
-from node_registry import FakeClock, Registry
+from node_registry import AsyncRegistry, FakeClock, Registry, load_settings
 from node_registry.errors import NotFoundError
 from node_registry.kube import objects
 from node_registry.kube.objects import dumps, entry_to_object, list_to_object, object_bytes
+from node_registry.passport import load_passport
 from node_registry.selectors import as_selector
+from node_registry.server import create_app, render
 from node_registry.server.gctune import REFREEZE_MIN_WRITES, GcTuning
+from node_registry.store import MemoryStore, NodeRecord
 
 API = "/apis/ai_team.io/v1"
+T0 = FakeClock().now()
 
 
 @pytest.fixture
@@ -298,3 +302,27 @@ def test_a_watch_from_now_sends_the_current_nodes_from_their_cached_json(
     assert [line["type"] for line in lines] == ["ADDED"] * 4
     assert [line["object"] for line in lines] == listed
     assert encoded == []  # the list's bytes, not a new encode per watcher
+
+
+@pytest.mark.parametrize("chunk", [1000, 2], ids=["whole", "streamed"])
+def test_a_long_list_streams_the_same_json_and_leaves_out_what_cannot_be_sent(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(render, "STREAM_CHUNK", chunk)
+    # What an older registry could have stored: a value no UTF-8 response carries.
+    store = MemoryStore()
+    app = create_app(AsyncRegistry(store, clock=clock), load_settings())
+    for name in ("good-1", "good-2", "good-3"):
+        store.create(NodeRecord(load_passport(passport(name)), T0), renewed_at=T0)
+    bad = load_passport(passport("bad-0"))
+    metadata = bad.metadata.model_copy(update={"annotations": {"note": "\ud800"}})
+    store.create(NodeRecord(bad.model_copy(update={"metadata": metadata}), T0), renewed_at=T0)
+    registry = registry_of(app)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        response = http.get(f"{API}/nodepassports")
+        assert response.status_code == 200
+        streamed = response.headers.get("transfer-encoding") == "chunked"
+        assert streamed is (chunk == 2)
+        found = registry.list_nodes()
+        expected = list_to_object(found.items[1:], found.resource_version)  # bad-0 left out
+        assert response.content == dumps(expected)

@@ -223,6 +223,7 @@ _HEALTH, _SEEN, _SCHEDULABLE = "\x00health\x00", "\x00seen\x00", "\x00schedulabl
 _SPLIT = re.compile(b"|".join(re.escape(dumps(s)) for s in (_HEALTH, _SEEN, _SCHEDULABLE)))
 _HEALTH_BYTES = {state: dumps(state.value) for state in HealthState}
 _OBJECT_BYTES = "NodePassport JSON"
+_SEEN_BYTES = "lastSeen JSON"
 
 
 def object_bytes(entry: RegistryEntry) -> bytes:
@@ -242,12 +243,24 @@ def object_bytes(entry: RegistryEntry) -> bytes:
     health = entry.health_state
     if parts is None:
         return dumps(entry_to_object(entry))
-    seen = b'"' + rfc3339_micro(entry.last_seen).encode() + b'"'
+    seen = _seen(entry.last_seen, memo)
     alive = health is HealthState.ALIVE
     schedulable = b"true" if alive and schedulable_if_alive else b"false"
     return b"".join(
         (parts[0], _HEALTH_BYTES[health], parts[1], seen, parts[2], schedulable, parts[3])
     )
+
+
+def _seen(moment: datetime, memo: dict[Any, Any] | None) -> bytes:
+    # A node renews every 10 s: lists in between find its last renewal already formatted.
+    cached = None if memo is None else memo.get(_SEEN_BYTES)
+    if cached is not None and cached[0] == moment:
+        seen: bytes = cached[1]
+        return seen
+    seen = b'"' + rfc3339_micro(moment).encode() + b'"'
+    if memo is not None:
+        memo[_SEEN_BYTES] = (moment, seen)
+    return seen
 
 
 def _fragments(
