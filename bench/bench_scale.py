@@ -60,8 +60,16 @@ async def _asgi(app: Any, path: str) -> tuple[int, int, bytes]:
     status, size, head = 0, 0, b""
     target, _, query = path.partition("?")
 
+    asked = [False]
+    done = asyncio.Event()
+
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        # The request once; then, as a server does, nothing until the client leaves.
+        if not asked[0]:
+            asked[0] = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal status, size, head
@@ -88,6 +96,7 @@ async def _asgi(app: Any, path: str) -> tuple[int, int, bytes]:
         "root_path": "",
     }
     await app(scope, receive, send)
+    done.set()
     return status, size, head
 
 

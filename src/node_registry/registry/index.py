@@ -103,7 +103,7 @@ class NodeIndex:
                 found = [self._nodes[i] for i in candidates]
         # Records are immutable, so the full match runs outside the lock and never holds
         # up the writers feeding the cache.
-        if selector.empty():
+        if selector.empty() or (candidates is not None and _exact(selector)):
             return found, revision
         match = selector.matches
         return [v for v in found if match(v.record.labels)], revision
@@ -213,6 +213,17 @@ class NodeIndex:
             for item in record.labels.items():
                 for terms in self._kept_by_term.get(item, ()):
                     self._kept[terms].discard(node_id)
+
+
+def _exact(selector: Selector) -> bool:
+    """Whether the candidates are the answer: the selector is only ``key=value`` terms (two
+    or more: the kept intersection), which the candidates' labels all carry."""
+    terms = selector.index_terms()
+    return (
+        len(terms) > 1
+        and len(terms) == len(selector.requirements)
+        and all(values is not None and len(values) == 1 for _, values in terms)
+    )
 
 
 def _discard(index: defaultdict[K, set[V]], key: K, member: V) -> None:
