@@ -1,6 +1,6 @@
 """Linear stalls at 10k-100k nodes: lists, /metrics, GC, matchLabels, heartbeats beside them.
 
-For each size, a server process (pinned to CPU 0) registers that many seeded-random passports
+For each size, a server process (pinned to CPU 0) stores that many seeded-random passports
 in process (``bench_registry.make_passports``), starts the real app under uvicorn and, on its
 own loop before any load, measures: the CPU of a full NodePassport list and of every page of
 a paginated one (``limit=500``), of a ``/metrics`` scrape, a full garbage collection's pause,
@@ -137,28 +137,72 @@ def _collections(pauses: list[float]) -> None:
     gc.callbacks.append(callback)
 
 
+TEMPLATES = 2000
+
+
+def names(size: int, seed: int) -> list[str]:
+    """The nodes' names: a template's kind and the node's number."""
+    from bench_registry import make_passports
+
+    kinds = [doc["metadata"]["nodeType"] for doc in make_passports(TEMPLATES, seed)]
+    return [f"{kinds[i % TEMPLATES]}-{i:06d}" for i in range(size)]
+
+
+def fleet(size: int, seed: int) -> list[Any]:
+    """``size`` passports: ``TEMPLATES`` validated ones (``make_passports``), each copied
+    with its own name, uid and labels (zone, team, env drawn as ``make_passports`` does)
+    without validating it again: 100,000 validations would take minutes of the budget."""
+    import random
+    import uuid
+
+    from bench_registry import ENVS, TEAMS, ZONES, _weighted, make_passports
+    from node_registry.passport import load_passport
+
+    templates = [load_passport(doc) for doc in make_passports(TEMPLATES, seed)]
+    rng = random.Random(seed + 1)
+    passports = []
+    for i, name in enumerate(names(size, seed)):
+        template = templates[i % TEMPLATES]
+        labels = {"zone": rng.choice(ZONES), "team": rng.choice(TEAMS), "env": _weighted(rng, ENVS)}
+        uid = uuid.UUID(int=rng.getrandbits(128), version=4)
+        metadata = template.metadata.model_copy(update={"name": name, "uid": uid, "labels": labels})
+        # Shallow: a copy shares its template's spec objects, so a full GC walks fewer
+        # objects than with as many passports registered one by one (the report says so).
+        passports.append(template.model_copy(update={"metadata": metadata}))
+    return passports
+
+
 async def serve(size: int, port: int, seed: int) -> None:
+    from collections import Counter
+    from datetime import UTC, datetime
+
     import uvicorn
 
-    from bench_registry import make_passports, one_percent_labels
     from node_registry.config import load_settings
     from node_registry.registry import AsyncRegistry
     from node_registry.server import create_app
+    from node_registry.store import MemoryStore, NodeRecord
 
-    settings = load_settings(None, heartbeat=HEARTBEAT, server={"port": port})
-    registry = AsyncRegistry(settings=settings)
-    docs = make_passports(size, seed)
+    # Lag-based shedding off: the stalls are what is measured, not how reads are refused.
+    server = {"port": port, "shed_reads_lag_seconds": 3600.0}
+    settings = load_settings(None, heartbeat=HEARTBEAT, server=server)
+    store = MemoryStore()
+    registry = AsyncRegistry(store, settings=settings)
     started = time.perf_counter()
-    for doc in docs:
-        registry.sync.register(doc)
+    passports = fleet(size, seed)
+    now = datetime.now(UTC)
+    for passport in passports:
+        store.create(NodeRecord(passport, now), renewed_at=now)
     loaded = time.perf_counter() - started
+    pairs = Counter((p.metadata.labels["zone"], p.metadata.labels["team"]) for p in passports)
+    zone, team = min(sorted(pairs), key=lambda pair: abs(pairs[pair] - size / 100))
     app = create_app(registry, settings)
     config = uvicorn.Config(app, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
-    selector = {"matchLabels": one_percent_labels(docs)}
+    selector = {"matchLabels": {"zone": zone, "team": team}}
     full = f"{API}/nodepassports"
     heavy = 2 if size > 20_000 else 3
     found = registry.sync.find_nodes(selector=selector)
@@ -169,7 +213,7 @@ async def serve(size: int, port: int, seed: int) -> None:
         match_times.append(time.perf_counter() - start)
     figures = {
         "size": size,
-        "register_seconds": loaded,
+        "load_seconds": loaded,
         "list_cpu_first": await _cpu(lambda: _asgi(app, full), 1),
         "list_cpu": await _cpu(lambda: _asgi(app, full), heavy),
         "list_bytes": (await _asgi(app, full))[1],
@@ -258,8 +302,6 @@ def _summary(tally: Tally) -> dict[str, Any]:
 
 
 def run_one(size: int, src: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from bench_registry import make_passports
-
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NODE_REGISTRY_")}
     env["PYTHONPATH"] = f"{src}{os.pathsep}{BENCH}"
@@ -274,8 +316,7 @@ def run_one(size: int, src: Path, args: argparse.Namespace) -> dict[str, Any]:
         if not line.startswith("READY "):
             raise RuntimeError(f"server for {size} nodes did not start: {line!r}")
         figures: dict[str, Any] = json.loads(line.removeprefix("READY "))
-        names = [doc["metadata"]["name"] for doc in make_passports(size, args.seed)]
-        figures["load"] = asyncio.run(load(port, names, args.seconds))
+        figures["load"] = asyncio.run(load(port, names(size, args.seed), args.seconds))
         process.terminate()
         out, _ = process.communicate(timeout=60)
     finally:
@@ -302,13 +343,18 @@ def render(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, load average at start {args.load_average}.",
         "",
-        "The server process (pinned to CPU 0) registers N seeded-random passports in process, "
+        "The server process (pinned to CPU 0) stores N seeded-random passports in process "
+        f"({TEMPLATES:,} validated ones from `bench_registry.make_passports`, copied with their "
+        "own names, uids and labels; a copy shares its template's spec objects, so a full "
+        "GC walks about half the objects of as many passports registered one by one, and the "
+        "*before* GC pauses are understated), "
         "serves the real app under uvicorn, and measures on its own loop before any load: "
         f"CPU of a full NodePassport list, of all pages of one with `limit={PAGE}`, of a "
         "`/metrics` scrape, a full `gc.collect()` pause, `find_nodes` with a ~1 % matchLabels "
         f"selector (median of 200). Then {RENEWALS_PER_SECOND} lease renewals/s, open loop "
         f"over 32 connections, for {args.seconds:g} s alone and {args.seconds:g} s beside a "
         "full list every 2 s and a scrape every second (load generator pinned to CPU 1). "
+        "Lag-based shedding of reads is off, so every list is served and its stall shows. "
         "*before* is the tree given with `--before`, *after* this branch, interleaved per size.",
         "",
         "| N | code | first list CPU | list CPU again | all pages CPU | /metrics CPU "
