@@ -234,10 +234,12 @@ def object_bytes(entry: RegistryEntry) -> bytes:
     ``dumps`` raises for a value JSON cannot carry, on every read of that version.
     """
     memo = entry.memo
-    cached = None if memo is None else memo.get(_OBJECT_BYTES)
+    if memo is None:  # not a stored version's (a client's entry): nowhere to keep it
+        return dumps(entry_to_object(entry))
+    cached = memo.get(_OBJECT_BYTES)
     if cached is None or cached[0] is not entry.passport:
         cached = _fragments(entry)
-        if memo is not None and cached[1] is not None:
+        if cached[1] is not None:
             memo[_OBJECT_BYTES] = cached
     _, parts, schedulable_if_alive = cached
     health = entry.health_state
@@ -251,15 +253,14 @@ def object_bytes(entry: RegistryEntry) -> bytes:
     )
 
 
-def _seen(moment: datetime, memo: dict[Any, Any] | None) -> bytes:
+def _seen(moment: datetime, memo: dict[Any, Any]) -> bytes:
     # A node renews every 10 s: lists in between find its last renewal already formatted.
-    cached = None if memo is None else memo.get(_SEEN_BYTES)
+    cached = memo.get(_SEEN_BYTES)
     if cached is not None and cached[0] == moment:
         seen: bytes = cached[1]
         return seen
     seen = b'"' + rfc3339_micro(moment).encode() + b'"'
-    if memo is not None:
-        memo[_SEEN_BYTES] = (moment, seen)
+    memo[_SEEN_BYTES] = (moment, seen)
     return seen
 
 
