@@ -100,11 +100,8 @@ def test_pages_are_the_same_json_as_the_list(app: FastAPI, http: httpx.Client) -
     assert "continue" not in rest["metadata"]
 
 
-def test_each_stored_version_is_encoded_once(
-    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    registry = registry_of(app)
-    fleet(registry)
+def encodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the nodes whose stored version gets encoded from now on."""
     encoded: list[str] = []
     fragments = objects._fragments
 
@@ -113,6 +110,15 @@ def test_each_stored_version_is_encoded_once(
         return fragments(entry)
 
     monkeypatch.setattr(objects, "_fragments", counted)
+    return encoded
+
+
+def test_each_stored_version_is_encoded_once(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    encoded = encodes(monkeypatch)
     first = http.get(f"{API}/nodepassports").content
     assert sorted(encoded) == ["pending-d", "plain-a", "unicode-b", "unready-c"]
     assert http.get(f"{API}/nodepassports").content == first
@@ -288,14 +294,7 @@ def test_a_watch_from_now_sends_the_current_nodes_from_their_cached_json(
     registry = registry_of(app)
     fleet(registry)
     listed = http.get(f"{API}/nodepassports").json()["items"]  # encodes each version once
-    encoded: list[str] = []
-    fragments = objects._fragments
-
-    def counted(entry: Any) -> Any:
-        encoded.append(entry.name)
-        return fragments(entry)
-
-    monkeypatch.setattr(objects, "_fragments", counted)
+    encoded = encodes(monkeypatch)
     params = {"watch": "true", "timeoutSeconds": "1"}
     with http.stream("GET", f"{API}/nodepassports", params=params) as response:
         lines = [json.loads(line) for line in response.iter_lines() if line]
