@@ -625,6 +625,15 @@ class Registry:
         now = self._clock.now()
         return NodeList(self._entries(versioned, now), revision)
 
+    def node_counts(self) -> dict[tuple[str, HealthState], int]:
+        """Nodes by (kind, health recorded by the lifecycle controller), without a scan.
+
+        A read judges health from the clock (``list_nodes``); this counts what the
+        controller last recorded, at most one controller period behind that judgement.
+        """
+        self._store.check_view()
+        return self._index.counts()
+
     def watch(self, since: int | None = None) -> Watch:
         """Changes after resource version ``since`` (None: from now on).
 
@@ -820,13 +829,14 @@ class Registry:
                 RegistryEntry(
                     record.node_id,
                     record.kind,
-                    record.passport if record.health is alive else _shown(record),
+                    record.passport if record.health is alive else _shown_of(versioned),
                     seen,
                     health,
                     record.registered_at,
                     versioned.revision,
                     record.verification,
                     require,
+                    versioned.memo,
                 )
             )
         return entries
@@ -1039,6 +1049,15 @@ def _with_health(record: NodeRecord, health: HealthState, now: datetime) -> Node
     return NodeRecord(
         record.passport, record.registered_at, health, now, unready_since, record.verification
     )
+
+
+def _shown_of(versioned: Versioned) -> NodePassport:
+    """``_shown`` of the version's record, made once per version: the same passport object
+    on every read, so what encoders keep for it (``RegistryEntry.memo``) stays valid."""
+    shown: NodePassport | None = versioned.memo.get(_shown)
+    if shown is None:
+        shown = versioned.memo[_shown] = _shown(versioned.record)
+    return shown
 
 
 def _shown(record: NodeRecord) -> NodePassport:

@@ -27,6 +27,7 @@ from node_registry.server.auth import Authenticator
 from node_registry.server.body import BodyLimitMiddleware
 from node_registry.server.context import ServerContext
 from node_registry.server.flowcontrol import FlowControlMiddleware, Level
+from node_registry.server.gctune import GcTuning
 from node_registry.server.handlers import install_error_handlers
 from node_registry.server.metrics import Metrics, TimingMiddleware
 from node_registry.server.pages import Paginator
@@ -86,10 +87,15 @@ def create_app(
     metrics = metrics or Metrics(registry.sync)
     auth = authenticator or Authenticator.from_file(server.tokens_file)
 
+    tuning = GcTuning(
+        nodes=lambda: sum(registry.sync.node_counts().values()),
+        writes=lambda: registry.sync.resource_version,
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         counter = asyncio.create_task(_count_transitions(registry, metrics))
-        async with registry:
+        async with registry, tuning.running():
             yield
         counter.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from node_registry.errors import RevisionCompactedError
@@ -121,11 +122,13 @@ async def stream_events(
     on_close: Callable[[], None],
     encoding: Encoding,
     wanted: EntryFilter | None = None,
-    initial: list[bytes] | None = None,
+    initial: Iterable[bytes] = (),
 ) -> AsyncIterator[bytes]:
     """Frames of an open watch until the client leaves, ``timeout`` passes or the watch ends.
 
-    ``initial`` frames (a watch's synthetic ADDED events for the current state) go first.
+    ``initial`` frames (a watch's synthetic ADDED events for the current state) go first,
+    made as they are sent, ``BATCH`` at a time: 100,000 of them are neither built before
+    the first is sent nor held at once.
     """
     on_open()
     nodes = NodeFilter(None if kind is None else str(kind), selector)
@@ -133,8 +136,9 @@ async def stream_events(
     last = since
     last_frame = time.monotonic()
     try:
-        for start in range(0, len(initial or ()), BATCH):
-            yield b"".join((initial or [])[start : start + BATCH])
+        frames = iter(initial)
+        while batch := b"".join(islice(frames, BATCH)):
+            yield batch
         while not watch.ended:
             now = time.monotonic()
             # Only a stream that sends bookmarks wakes for them: without, a wait bounded by

@@ -114,10 +114,16 @@ def _labels(value: object) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Versioned:
-    """A record with the revision of its last modification (``mod_revision`` in etcd)."""
+    """A record with the revision of its last modification (``mod_revision`` in etcd).
+
+    Both are immutable, so what readers derive from one version (its encoded wire bytes)
+    holds for as long as it is current: ``memo`` keeps it, shared by every read of it, and
+    goes with the version when a change replaces it.
+    """
 
     record: NodeRecord
     revision: int
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class SkippedRecords:

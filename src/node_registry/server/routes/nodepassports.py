@@ -12,6 +12,7 @@ an object before it patches it). The writes are ``nodepassport_writes``'.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,7 +23,7 @@ from node_registry.errors import NotFoundError
 from node_registry.kube.discovery import GROUP_VERSION
 from node_registry.kube.fields import FieldSelector, parse_field_selector
 from node_registry.kube.meta import META_GROUP_VERSION
-from node_registry.kube.objects import entry_to_object, list_to_object
+from node_registry.kube.objects import entry_to_object, list_head, list_to_object, object_bytes
 from node_registry.kube.table import IncludeObject, nodes_table, row_object
 from node_registry.passport.models import API_GROUP, KIND
 from node_registry.passport.verification import strict_labels, trusted
@@ -37,7 +38,7 @@ from node_registry.server.auth import (
 )
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
-from node_registry.server.render import NodesResponse
+from node_registry.server.render import UNSENDABLE, NodesResponse, object_list_response
 from node_registry.server.routes.params import (
     ContinueQuery,
     LabelSelectorQuery,
@@ -183,16 +184,17 @@ async def list_nodepassports(
             remaining=page.remaining,
         )
         return _respond(table, shape)
+    if shape not in (Shape.METADATA, Shape.METADATA_LIST):
+        head = list_head(page.resource_version, page.continue_token, page.remaining)
+        return object_list_response(head, page.items, content_type(Shape.OBJECT))
     doc = list_to_object(page.items, page.resource_version, page.continue_token, page.remaining)
-    if shape in (Shape.METADATA, Shape.METADATA_LIST):
-        doc = {
-            "apiVersion": META_GROUP_VERSION,
-            "kind": "PartialObjectMetadataList",
-            "metadata": doc["metadata"],
-            "items": [_metadata_of(item) for item in doc["items"]],
-        }
-        return _respond(doc, Shape.METADATA_LIST)
-    return _respond(doc, Shape.OBJECT)
+    doc = {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "PartialObjectMetadataList",
+        "metadata": doc["metadata"],
+        "items": [_metadata_of(item) for item in doc["items"]],
+    }
+    return _respond(doc, Shape.METADATA_LIST)
 
 
 def select(ctx: ServerContext, selector: Selector, fields: FieldSelector) -> NodeList:
@@ -278,6 +280,19 @@ def _table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
     return Encoding(event, bookmark)
 
 
+def _added_frames(items: list[RegistryEntry], encoding: Encoding) -> Iterator[bytes]:
+    """The current nodes as ADDED lines; objects from their stored versions' cached JSON."""
+    for entry in items:
+        if encoding is OBJECT_ENCODING:
+            try:
+                yield b'{"type":"ADDED","object":' + object_bytes(entry) + b"}\n"
+                continue
+            except UNSENDABLE:
+                pass  # encoded whole below: the frame's own encoding says what is wrong
+        event = WatchEvent(EventType.ADDED, entry, entry.resource_version)
+        yield ndjson_frame(encoding.event(event), 0)
+
+
 async def _watch(
     ctx: ServerContext,
     *,
@@ -291,16 +306,13 @@ async def _watch(
     registry = ctx.registry
     encoding = OBJECT_ENCODING if table is None else table_encoding(table, ctx.clock)
     wanted: EntryFilter | None = None if fields.empty() else fields.matches
-    initial: list[bytes] = []
+    initial: Iterable[bytes] = ()
     if not since:
         # Kubernetes' "get state and start at most recent": the nodes now, as ADDED, then
         # every change after the version they were read at.
         found = select(ctx, selector, fields)
         since = found.resource_version
-        initial = [
-            ndjson_frame(encoding.event(WatchEvent(EventType.ADDED, e, e.resource_version)), 0)
-            for e in found.items
-        ]
+        initial = _added_frames(found.items, encoding)
     if fields.only_verified:
         # The strict reading of the labels is the filter's: the shared lenient one is off.
         wanted, selector = _verified(selector, fields), Selector()
