@@ -46,10 +46,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from node_registry.errors import RevisionCompactedError
 from node_registry.store.records import NodeRecord
+
+if TYPE_CHECKING:
+    from node_registry.store.aio import AsyncStorage
 
 log = logging.getLogger("node_registry")
 
@@ -193,6 +196,10 @@ class Storage(Protocol):
     blocking: bool
     #: Stored records skipped as unreadable (see the module docstring).
     skipped: SkippedRecords
+
+    @property
+    def aio(self) -> AsyncStorage:
+        """The same storage, its calls that may wait awaited (``AsyncRegistry`` drives it)."""
 
     @property
     def revision(self) -> int: ...

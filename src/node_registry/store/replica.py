@@ -58,6 +58,7 @@ from node_registry.errors import (
     RevisionCompactedError,
     StoreUnavailableError,
 )
+from node_registry.store.aio import AsyncStorage
 from node_registry.store.base import (
     Binding,
     Cancel,
@@ -97,6 +98,7 @@ class EtcdReplica:
         lease_spacing: float | None = None,
         clock: Clock | None = None,
         name: str | None = None,
+        on_loop: bool = False,
     ) -> None:
         # Host and PID: an operator reading the seat's key knows which process to look at.
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -110,9 +112,9 @@ class EtcdReplica:
         self._digest_window = timedelta(seconds=2 * period + etcd.timeout)
         self._timeout = etcd.timeout
         self._lock = threading.Lock()
-        # Writers waiting for the cache to apply their revision: (revision, seq, event),
+        # Writers waiting for the cache to apply their revision: (revision, seq, future),
         # a heap, so each applied event wakes only the writers it completes.
-        self._waiting: list[tuple[int, int, threading.Event]] = []
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_seq = 0
         self._records: dict[str, Versioned] = {}
         self._revision = 0
@@ -138,17 +140,44 @@ class EtcdReplica:
         #: what its fenced writes compare.
         self._seat: int | None = None
         self._lease: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._relays: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._aio = _Awaited(self)
+        self._thread: threading.Thread | None = None
+        if on_loop:  # ``open``: it starts the replica on the running loop
+            self._loop = asyncio.get_running_loop()
+            return
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="node-registry-etcd", daemon=True
         )
         self._thread.start()
-        self._tasks: list[asyncio.Task[None]] = []
         try:
             self._call(self._start())
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    async def open(cls, etcd: EtcdStore, **options: Any) -> EtcdReplica:
+        """The replica on the running event loop (the server's): its feed, ticks and
+        keepalives are tasks of that loop, and ``aio`` awaits etcd there, with no thread or
+        loop between the caller and etcd. Sync calls still work from other threads (they
+        hop onto the loop); from the loop itself only ``aio`` does. Close with ``aclose``.
+        """
+        replica = cls(etcd, on_loop=True, **options)
+        try:
+            await replica._start()
+        except BaseException:
+            await replica.aclose()
+            raise
+        return replica
+
+    @property
+    def aio(self) -> AsyncStorage:
+        """This replica's storage awaited: on its loop directly, else one hop onto it."""
+        return self._aio
 
     def __repr__(self) -> str:
         return f"EtcdReplica({self.name!r}, {self._etcd!r})"
@@ -176,10 +205,13 @@ class EtcdReplica:
             )
 
     def get(self, node_id: str) -> Versioned | None:
+        return self._call(self._get(node_id))
+
+    async def _get(self, node_id: str) -> Versioned | None:
         # The read of a read-modify-write: from etcd, so the compare-and-swap that follows
         # is against the latest revision, not a cache that may lag by a watch delay.
         self.check_view()  # fail fast: a known outage does not wait for a timeout
-        return self._call(self._etcd.get(node_id))
+        return await self._etcd.get(node_id)
 
     def list(self) -> tuple[dict[str, Versioned], int]:
         with self._lock:
@@ -191,11 +223,14 @@ class EtcdReplica:
     # -- writes: to etcd, then wait for the cache to apply them --------------------------
 
     def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
+        return self._call(self._create(record, renewed_at=renewed_at))
+
+    async def _create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
         self.check_view()
-        revision = self._call(self._etcd.create(record, renewed_at=renewed_at))
+        revision = await self._etcd.create(record, renewed_at=renewed_at)
         self._lease_kept[record.node_id] = time.monotonic()  # granted with the record
         self._renewal(record.node_id, renewed_at)
-        return self._caught_up(revision)
+        return await self._caught_up(revision)
 
     def update(
         self,
@@ -205,17 +240,29 @@ class EtcdReplica:
         renewed_at: datetime | None = None,
         fenced: bool = False,
     ) -> int:
+        return self._call(
+            self._update(
+                record, expected_revision=expected_revision, renewed_at=renewed_at, fenced=fenced
+            )
+        )
+
+    async def _update(
+        self,
+        record: NodeRecord,
+        *,
+        expected_revision: int,
+        renewed_at: datetime | None = None,
+        fenced: bool = False,
+    ) -> int:
         self.check_view()
         seat = self._fence(fenced)
-        revision = self._call(
-            self._etcd.update(
-                record, expected_revision=expected_revision, renewed_at=renewed_at, seat=seat
-            )
+        revision = await self._etcd.update(
+            record, expected_revision=expected_revision, renewed_at=renewed_at, seat=seat
         )
         if renewed_at is not None:  # EtcdStore.update kept the lease alive too
             self._lease_kept[record.node_id] = time.monotonic()
             self._renewal(record.node_id, renewed_at)
-        return self._caught_up(revision)
+        return await self._caught_up(revision)
 
     def delete(
         self,
@@ -225,12 +272,24 @@ class EtcdReplica:
         keep: Binding | None = None,
         fenced: bool = False,
     ) -> int:
+        return self._call(
+            self._delete(node_id, expected_revision=expected_revision, keep=keep, fenced=fenced)
+        )
+
+    async def _delete(
+        self,
+        node_id: str,
+        *,
+        expected_revision: int | None = None,
+        keep: Binding | None = None,
+        fenced: bool = False,
+    ) -> int:
         self.check_view()
         seat = self._fence(fenced)
-        revision = self._call(
-            self._etcd.delete(node_id, expected_revision=expected_revision, keep=keep, seat=seat)
+        revision = await self._etcd.delete(
+            node_id, expected_revision=expected_revision, keep=keep, seat=seat
         )
-        return self._caught_up(revision)
+        return await self._caught_up(revision)
 
     def _fence(self, fenced: bool) -> int | None:
         """The seat a fenced write compares; ``NotLeadingError`` when this replica holds none."""
@@ -245,13 +304,19 @@ class EtcdReplica:
         return seat
 
     def binding(self, name: str) -> Binding | None:
+        return self._call(self._binding(name))
+
+    async def _binding(self, name: str) -> Binding | None:
         # From etcd, not a cache: a registration through any replica must see it.
         self.check_view()
-        return self._call(self._etcd.binding(name))
+        return await self._etcd.binding(name)
 
     def forget(self, name: str) -> bool:
+        return self._call(self._forget(name))
+
+    async def _forget(self, name: str) -> bool:
         self.check_view()
-        return self._call(self._etcd.forget(name))
+        return await self._etcd.forget(name)
 
     def renew(self, node_id: str, at: datetime) -> None:
         """Record the renewal; etcd hears of it within a period (see the module docstring)."""
@@ -259,6 +324,15 @@ class EtcdReplica:
         # A node just registered through another replica may not be in this cache yet.
         if node_id not in self._records and self.get(node_id) is None:
             raise NotFoundError(f"node {node_id!r} is not registered")
+        self._renewed_here(node_id, at)
+
+    async def _renew(self, node_id: str, at: datetime) -> None:
+        self.check_view()
+        if node_id not in self._records and await self._etcd.get(node_id) is None:
+            raise NotFoundError(f"node {node_id!r} is not registered")
+        self._renewed_here(node_id, at)
+
+    def _renewed_here(self, node_id: str, at: datetime) -> None:
         self._renewal(node_id, at)
         with self._lock:
             self._lease_due[node_id] = at
@@ -281,11 +355,14 @@ class EtcdReplica:
         return cancel_relay
 
     def publish_state(self, key: str, doc: dict[str, Any]) -> None:
+        self._call(self._publish_state(key, doc))
+
+    async def _publish_state(self, key: str, doc: dict[str, Any]) -> None:
         self.check_view()
         lease = self._lease
         if lease is None:
             raise StoreUnavailableError(f"replica {self.name} holds no etcd lease yet")
-        self._call(self._etcd.put_state(key, doc, lease, seat=self._fence(True)))
+        await self._etcd.put_state(key, doc, lease, seat=self._fence(True))
         self._states[key] = doc
 
     def shared_state(self, key: str) -> dict[str, Any] | None:
@@ -306,12 +383,28 @@ class EtcdReplica:
                 return
         self._call(self._etcd.check_watchable(since))
 
+    async def _check_watchable(self, since: int) -> None:
+        with self._lock:
+            if self._feed.covers(since, self._revision):
+                return
+        await self._etcd.check_watchable(since)
+
     def ping(self) -> None:
+        self._call(self._ping())
+
+    async def _ping(self) -> None:
         self.check_view()
-        self._call(self._etcd.ping())
+        await self._etcd.ping()
 
     def close(self) -> None:
         if self._loop.is_closed():
+            return
+        if self._thread is None:  # on a loop of its caller's: stopped there if it still runs
+            if self._loop.is_running() and not self._on_loop():
+                with suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result(
+                        self._timeout
+                    )
             return
         if self._thread.is_alive():
             with suppress(Exception):
@@ -323,18 +416,58 @@ class EtcdReplica:
         with self._lock:
             self._feed.close()
 
+    async def aclose(self) -> None:
+        """``close``, awaited on the replica's loop (a replica ``open`` ed on it)."""
+        if self._thread is not None:
+            await asyncio.to_thread(self.close)
+            return
+        if self._closed:
+            return
+        self._closed = True
+        await self._stop(every_task=False)
+        with self._lock:
+            self._feed.close()
+
     # -- the loop thread -----------------------------------------------------------------
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the replica's loop and wait for it, bounded by the timeout."""
+        if self._thread is None and self._on_loop():
+            coroutine.close()
+            # Waiting here would stop the loop that is to answer: a bug of the caller's.
+            raise StoreUnavailableError(
+                f"replica {self.name} runs on this event loop: a sync store call from it "
+                "would block the loop; await the replica's ``aio`` instead"
+            )
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(self._timeout * 2 + 1)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise StoreUnavailableError(
-                f"etcd ({self._etcd.endpoint}) did not answer within {self._timeout} s"
-            ) from None
+            raise self._timed_out() from None
+
+    async def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` on the replica's loop: here if it is this one, else one hop."""
+        bound = self._timeout * 2 + 1
+        try:
+            if self._on_loop():
+                async with asyncio.timeout(bound):
+                    return await coroutine
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            return await asyncio.wait_for(asyncio.wrap_future(future), bound)
+        except TimeoutError:
+            raise self._timed_out() from None
+
+    def _timed_out(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"etcd ({self._etcd.endpoint}) did not answer within {self._timeout} s"
+        )
 
     async def _start(self) -> None:
         await self._load()
@@ -436,7 +569,7 @@ class EtcdReplica:
             except Exception:  # a bug must not end compaction for good
                 log.exception("replica %s: compaction failed", self.name)
 
-    async def _stop(self) -> None:
+    async def _stop(self, *, every_task: bool = True) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -445,9 +578,14 @@ class EtcdReplica:
         if self._lease is not None:
             # Hand the controller seat over now rather than after seat_ttl.
             await self._etcd.release(self._lease)
+        for relay in list(self._relays):  # watchers still open
+            relay.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
         await self._etcd.close()
+        if not every_task:
+            return  # the loop is its caller's: the other tasks on it are not the replica's
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:  # relays of watchers still open, grpc's own
+        for task in others:  # grpc's own
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
 
@@ -629,6 +767,10 @@ class EtcdReplica:
 
     async def _relay(self, since: int, sink: Sink, on_error: ErrorSink | None) -> None:
         """A watcher's own etcd watch, re-opened from its last event after a broken stream."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._relays.add(task)
+            task.add_done_callback(self._relays.discard)
         delay = _RETRY_FIRST
         last = since
         while True:
@@ -663,22 +805,25 @@ class EtcdReplica:
             merge_latest(self._renewed, {node_id: at})
             self._unpublished[node_id] = at
 
-    def _caught_up(self, revision: int) -> int:
+    async def _caught_up(self, revision: int) -> int:
+        """``revision``, once this replica's cache has applied it (read-your-writes)."""
         with self._lock:
             if self._revision >= revision:
                 return revision
-            done = threading.Event()
+            done: asyncio.Future[None] = self._loop.create_future()
             self._waiter_seq += 1
             heapq.heappush(self._waiting, (revision, self._waiter_seq, done))
         # Bounded: a cache that lags longer only costs this replica its read-your-writes.
-        done.wait(self._timeout)
+        await asyncio.wait([done], timeout=self._timeout)
         return revision
 
     def _wake_writers(self) -> None:
-        """Under the lock: release the writers whose revision the cache has reached."""
+        """Under the lock, on the loop: release the writers the cache has caught up with."""
         waiting = self._waiting
         while waiting and waiting[0][0] <= self._revision:
-            heapq.heappop(waiting)[2].set()
+            done = heapq.heappop(waiting)[2]
+            if not done.done():
+                done.set_result(None)
 
     def _set_part(self, part: str, error: BaseException | None) -> None:
         """Record that ``part`` of the view failed (``error``) or works again (None)."""
@@ -707,6 +852,88 @@ class EtcdReplica:
                 log.warning("replica %s now runs the lifecycle controller", self.name)
             else:
                 log.warning("replica %s no longer runs the lifecycle controller", self.name)
+
+
+class _Awaited:
+    """``EtcdReplica.aio``: the replica's calls that wait on etcd, as coroutines."""
+
+    def __init__(self, replica: EtcdReplica) -> None:
+        self._replica = replica
+
+    def __repr__(self) -> str:
+        return f"{self._replica!r}.aio"
+
+    async def get(self, node_id: str) -> Versioned | None:
+        replica = self._replica
+        return await replica._run(replica._get(node_id))
+
+    async def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
+        replica = self._replica
+        return await replica._run(replica._create(record, renewed_at=renewed_at))
+
+    async def update(
+        self,
+        record: NodeRecord,
+        *,
+        expected_revision: int,
+        renewed_at: datetime | None = None,
+        fenced: bool = False,
+    ) -> int:
+        replica = self._replica
+        return await replica._run(
+            replica._update(
+                record, expected_revision=expected_revision, renewed_at=renewed_at, fenced=fenced
+            )
+        )
+
+    async def delete(
+        self,
+        node_id: str,
+        *,
+        expected_revision: int | None = None,
+        keep: Binding | None = None,
+        fenced: bool = False,
+    ) -> int:
+        replica = self._replica
+        return await replica._run(
+            replica._delete(node_id, expected_revision=expected_revision, keep=keep, fenced=fenced)
+        )
+
+    async def renew(self, node_id: str, at: datetime) -> None:
+        replica = self._replica
+        await replica._run(replica._renew(node_id, at))
+
+    async def binding(self, name: str) -> Binding | None:
+        replica = self._replica
+        return await replica._run(replica._binding(name))
+
+    async def forget(self, name: str) -> bool:
+        replica = self._replica
+        return await replica._run(replica._forget(name))
+
+    async def objects(self, kind: str) -> dict[str, dict[str, Any]]:
+        replica = self._replica
+        return await replica._run(replica._etcd.objects(kind))
+
+    async def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
+        replica = self._replica
+        await replica._run(replica._etcd.put_object(kind, name, doc))
+
+    async def delete_object(self, kind: str, name: str) -> bool:
+        replica = self._replica
+        return await replica._run(replica._etcd.delete_object(kind, name))
+
+    async def publish_state(self, key: str, doc: dict[str, Any]) -> None:
+        replica = self._replica
+        await replica._run(replica._publish_state(key, doc))
+
+    async def check_watchable(self, since: int) -> None:
+        replica = self._replica
+        await replica._run(replica._check_watchable(since))
+
+    async def ping(self) -> None:
+        replica = self._replica
+        await replica._run(replica._ping())
 
 
 __all__ = ["EtcdReplica"]
