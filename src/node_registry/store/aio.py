@@ -81,6 +81,9 @@ class AsyncStorage(Protocol):
 
     async def ping(self) -> None: ...
 
+    async def close(self) -> None:
+        """Close the store (on etcd: give up the controller seat, close the client)."""
+
 
 class Immediate:
     """``AsyncStorage`` over a store whose calls never wait (memory): each answers at once."""
@@ -147,6 +150,9 @@ class Immediate:
 
     async def ping(self) -> None:
         self._store.ping()
+
+    async def close(self) -> None:
+        self._store.close()
 
 
 class AsyncStore(Protocol):

@@ -935,5 +935,8 @@ class _Awaited:
         replica = self._replica
         await replica._run(replica._ping())
 
+    async def close(self) -> None:
+        await self._replica.aclose()
+
 
 __all__ = ["EtcdReplica"]
