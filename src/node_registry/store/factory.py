@@ -13,7 +13,7 @@ from node_registry.store.base import Store
 from node_registry.store.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from node_registry.store.etcd import EtcdStore
+    from node_registry.store.etcd.nodes import EtcdStore
 
 SCHEMES = ("memory", "etcd")
 ETCD_PORT = 2379
@@ -31,7 +31,7 @@ def open_store(settings: Settings, *, clock: Clock | None = None) -> Store:
     if _scheme(settings) == "memory":
         return _memory(settings)
     etcd, options = _etcd_parts(settings, clock)
-    from node_registry.store.replica import EtcdReplica
+    from node_registry.store.etcd.replica import EtcdReplica
 
     return EtcdReplica(etcd, **options)
 
@@ -43,7 +43,7 @@ async def open_store_on_loop(settings: Settings, *, clock: Clock | None = None) 
     if _scheme(settings) == "memory":
         return _memory(settings)
     etcd, options = _etcd_parts(settings, clock)
-    from node_registry.store.replica import EtcdReplica
+    from node_registry.store.etcd.replica import EtcdReplica
 
     return await EtcdReplica.open(etcd, **options)
 
