@@ -1,12 +1,12 @@
-"""One registry replica's view of a shared etcd: the synchronous ``Store`` over ``EtcdStore``.
+"""One registry replica's view of a shared etcd: the ``Store`` over ``EtcdStore``.
 
 Any number of ``node-registry serve`` processes can share one etcd. Each runs this store,
-which owns, in one background thread with its own event loop:
+on an event loop: its caller's (``EtcdReplica.open``, as ``serve`` runs it: ``aio`` then
+awaits etcd on that loop, and sync calls come from other threads) or one of its own in a
+background thread (the constructor, for sync embedders). It owns:
 
-- a cache of every node record, fed by the etcd watch (list, then watch from the list's
-  revision; watch again from the last revision after a broken stream; list again and diff
-  after compaction), with the last ``history_size`` events for watchers. Reads never wait
-  on etcd; a write returns once this cache has applied it, so a replica reads its own
+- a cache of every node record, fed by the etcd watch (``store.etcd.cache``). Reads never
+  wait on etcd; a write returns once this cache has applied it, so a replica reads its own
   writes. Watchers resuming from a version outside the cache's history (a restarted
   replica, a version another replica issued) get their own etcd watch from that version.
 - heartbeats. A heartbeat is recorded here, in memory, and acknowledged; nothing waits on
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import heapq
+import functools
 import logging
 import os
 import socket
@@ -62,15 +62,13 @@ from node_registry.store.aio import AsyncStorage
 from node_registry.store.base import (
     Binding,
     Cancel,
-    ChangeType,
     ErrorSink,
     Sink,
-    StoreEvent,
     Versioned,
 )
+from node_registry.store.etcd.cache import RETRY_FIRST, RETRY_MAX, NodeCache
 from node_registry.store.etcd.keys import merge_latest
 from node_registry.store.etcd.nodes import EtcdStore
-from node_registry.store.feed import Feed
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger("node_registry")
@@ -78,8 +76,6 @@ log = logging.getLogger("node_registry")
 T = TypeVar("T")
 S = TypeVar("S")  # a snapshot of shared state
 C = TypeVar("C")  # one change of it
-_RETRY_FIRST = 0.1
-_RETRY_MAX = 2.0
 _KEEPALIVES_IN_FLIGHT = 64
 
 
@@ -113,13 +109,7 @@ class EtcdReplica:
         self._digest_window = timedelta(seconds=2 * period + etcd.timeout)
         self._timeout = etcd.timeout
         self._lock = threading.Lock()
-        # Writers waiting for the cache to apply their revision: (revision, seq, future),
-        # a heap, so each applied event wakes only the writers it completes.
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._waiter_seq = 0
-        self._records: dict[str, Versioned] = {}
-        self._revision = 0
-        self._feed = Feed(history_size, self._lock)
+        self._cache = NodeCache(etcd, history_size, self._lock)
         self._renewed: dict[str, datetime] = {}
         self._unpublished: dict[str, datetime] = {}
         self._states: dict[str, dict[str, Any]] = {}
@@ -187,7 +177,7 @@ class EtcdReplica:
 
     @property
     def revision(self) -> int:
-        return self._revision
+        return self._cache.revision
 
     @property
     def leading(self) -> bool:
@@ -215,8 +205,7 @@ class EtcdReplica:
         return await self._etcd.get(node_id)
 
     def list(self) -> tuple[dict[str, Versioned], int]:
-        with self._lock:
-            return dict(self._records), self._revision
+        return self._cache.snapshot()
 
     def renewed_at(self, node_id: str) -> datetime | None:
         return self._renewed.get(node_id)
@@ -231,7 +220,7 @@ class EtcdReplica:
         revision = await self._etcd.create(record, renewed_at=renewed_at)
         self._lease_kept[record.node_id] = time.monotonic()  # granted with the record
         self._renewal(record.node_id, renewed_at)
-        return await self._caught_up(revision)
+        return await self._cache.caught_up(revision, self._timeout)
 
     def update(
         self,
@@ -263,7 +252,7 @@ class EtcdReplica:
         if renewed_at is not None:  # EtcdStore.update kept the lease alive too
             self._lease_kept[record.node_id] = time.monotonic()
             self._renewal(record.node_id, renewed_at)
-        return await self._caught_up(revision)
+        return await self._cache.caught_up(revision, self._timeout)
 
     def delete(
         self,
@@ -290,7 +279,7 @@ class EtcdReplica:
         revision = await self._etcd.delete(
             node_id, expected_revision=expected_revision, keep=keep, seat=seat
         )
-        return await self._caught_up(revision)
+        return await self._cache.caught_up(revision, self._timeout)
 
     def _fence(self, fenced: bool) -> int | None:
         """The seat a fenced write compares; ``NotLeadingError`` when this replica holds none."""
@@ -323,13 +312,13 @@ class EtcdReplica:
         """Record the renewal; etcd hears of it within a period (see the module docstring)."""
         self.check_view()
         # A node just registered through another replica may not be in this cache yet.
-        if node_id not in self._records and self.get(node_id) is None:
+        if node_id not in self._cache.records and self.get(node_id) is None:
             raise NotFoundError(f"node {node_id!r} is not registered")
         self._renewed_here(node_id, at)
 
     async def _renew(self, node_id: str, at: datetime) -> None:
         self.check_view()
-        if node_id not in self._records and await self._etcd.get(node_id) is None:
+        if node_id not in self._cache.records and await self._etcd.get(node_id) is None:
             raise NotFoundError(f"node {node_id!r} is not registered")
         self._renewed_here(node_id, at)
 
@@ -341,9 +330,10 @@ class EtcdReplica:
     # -- watch ---------------------------------------------------------------------------
 
     def watch(self, since: int, sink: Sink, on_error: ErrorSink | None = None) -> Cancel:
+        cache = self._cache
         with self._lock:
-            if self._feed.covers(since, self._revision):
-                return self._feed.subscribe(since, sink)
+            if cache.feed.covers(since, cache.revision):
+                return cache.feed.subscribe(since, sink)
         # Outside the cache's window: a watch of its own, straight from etcd. Without an
         # error sink the caller learns of a too-old version only here, so check first.
         if on_error is None:
@@ -379,16 +369,12 @@ class EtcdReplica:
         return self._call(self._etcd.objects(kind))
 
     def check_watchable(self, since: int) -> None:
-        with self._lock:
-            if self._feed.covers(since, self._revision):
-                return
-        self._call(self._etcd.check_watchable(since))
+        if not self._cache.covers(since):
+            self._call(self._etcd.check_watchable(since))
 
     async def _check_watchable(self, since: int) -> None:
-        with self._lock:
-            if self._feed.covers(since, self._revision):
-                return
-        await self._etcd.check_watchable(since)
+        if not self._cache.covers(since):
+            await self._etcd.check_watchable(since)
 
     def ping(self) -> None:
         self._call(self._ping())
@@ -414,8 +400,7 @@ class EtcdReplica:
             self._thread.join(self._timeout)
         if not self._thread.is_alive():
             self._loop.close()
-        with self._lock:
-            self._feed.close()
+        self._cache.close()
 
     async def aclose(self) -> None:
         """``close``, awaited on the replica's loop (a replica ``open`` ed on it)."""
@@ -426,8 +411,7 @@ class EtcdReplica:
             return
         self._closed = True
         await self._stop(every_task=False)
-        with self._lock:
-            self._feed.close()
+        self._cache.close()
 
     # -- the loop thread -----------------------------------------------------------------
 
@@ -471,14 +455,19 @@ class EtcdReplica:
         )
 
     async def _start(self) -> None:
-        await self._load()
+        await self._cache.load()
         merged, revision = await self._etcd.renewals()
         self._take_renewals(merged)
         await self._tick()
         self._set_part("starting", None)
         spawn = self._loop.create_task
         self._tasks = [
-            spawn(self._follow(), name="etcd-feed"),
+            spawn(
+                self._cache.follow(
+                    functools.partial(self._set_part, "feed"), self._forget_node, self.name
+                ),
+                name="etcd-feed",
+            ),
             spawn(
                 self._follow_shared(
                     "renewals",
@@ -590,79 +579,6 @@ class EtcdReplica:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
 
-    async def _load(self) -> None:
-        records, revision = await self._etcd.list()
-        with self._lock:
-            self._records = records
-            self._revision = revision
-            self._feed.history.clear()
-            self._wake_writers()
-
-    async def _follow(self) -> None:
-        """The cache's feed: watch from the last revision applied, for as long as we run."""
-        delay = _RETRY_FIRST
-        relist = False
-        while True:
-            try:
-                if relist:
-                    await self._relist()
-                    relist = False
-                await self._etcd.ping()
-                async with aclosing(self._etcd.watch(self._revision)) as events:
-                    self._set_part("feed", None)
-                    async for event in events:
-                        self._apply(event)
-                        delay = _RETRY_FIRST
-            except RevisionCompactedError as error:
-                log.warning("etcd history was compacted past this replica's view: listing again")
-                self._set_part("feed", error)
-                relist = True
-            except Exception as error:  # a bug must not stop the feed for good
-                if not isinstance(error, StoreUnavailableError):
-                    log.exception("replica %s: the etcd feed failed", self.name)
-                self._set_part("feed", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
-
-    async def _relist(self) -> None:
-        """List again and hand every difference to the watchers, as one revision."""
-        records, revision = await self._etcd.list()
-        with self._lock:
-            old = self._records
-            events = [
-                StoreEvent(ChangeType.DELETED, gone.record, gone.record, revision)
-                for node_id, gone in old.items()
-                if node_id not in records
-            ]
-            for node_id, now in records.items():
-                before = old.get(node_id)
-                if before is None:
-                    events.append(StoreEvent(ChangeType.ADDED, now.record, None, revision))
-                elif before.revision != now.revision:
-                    events.append(
-                        StoreEvent(ChangeType.MODIFIED, now.record, before.record, revision)
-                    )
-            self._records = records
-            self._revision = max(self._revision, revision)
-            self._feed.history.clear()
-            for event in events:
-                self._feed.publish(event)
-            self._wake_writers()
-
-    def _apply(self, event: StoreEvent) -> None:
-        with self._lock:
-            if event.type is ChangeType.DELETED:
-                node_id = event.record.node_id
-                self._records.pop(node_id, None)
-                self._renewed.pop(node_id, None)
-                self._lease_due.pop(node_id, None)
-                self._lease_kept.pop(node_id, None)
-            else:
-                self._records[event.record.node_id] = Versioned(event.record, event.revision)
-            self._revision = max(self._revision, event.revision)
-            self._feed.publish(event)
-            self._wake_writers()
-
     async def _follow_shared(
         self,
         part: str,
@@ -677,7 +593,7 @@ class EtcdReplica:
         Digests and published state are state (the latest per key), not history, so a fresh
         read loses nothing that matters and needs no history that compaction may have dropped.
         """
-        delay = _RETRY_FIRST
+        delay = RETRY_FIRST
         while True:
             try:
                 if revision is None:
@@ -687,7 +603,7 @@ class EtcdReplica:
                     self._set_part(part, None)
                     async for item in items:
                         take_one(item)
-                        delay = _RETRY_FIRST
+                        delay = RETRY_FIRST
                 revision = None  # the store moved to another etcd member: read it there
             except Exception as error:  # a bug must not stop the feed for good
                 if not isinstance(error, StoreUnavailableError | RevisionCompactedError):
@@ -695,7 +611,7 @@ class EtcdReplica:
                 self._set_part(part, error)
                 revision = None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
+                delay = min(delay * 2, RETRY_MAX)
 
     def _take_renewals(self, renewed: dict[str, datetime]) -> None:
         """Digests read as they are in etcd: none counts as later than now here."""
@@ -767,64 +683,25 @@ class EtcdReplica:
         self._set_part("ticks", None)
 
     async def _relay(self, since: int, sink: Sink, on_error: ErrorSink | None) -> None:
-        """A watcher's own etcd watch, re-opened from its last event after a broken stream."""
+        """A watcher's own etcd watch (``NodeCache.relay``), closed with the replica."""
         task = asyncio.current_task()
         if task is not None:
             self._relays.add(task)
             task.add_done_callback(self._relays.discard)
-        delay = _RETRY_FIRST
-        last = since
-        while True:
-            try:
-                if last == since:  # compacted or never issued: say so, do not wait for events
-                    await self._etcd.check_watchable(since)
-                async with aclosing(self._etcd.watch(last)) as events:
-                    async for event in events:
-                        with self._lock:
-                            sink(event)
-                        last = event.revision
-                        delay = _RETRY_FIRST
-            except RevisionCompactedError as error:
-                if on_error is not None:
-                    on_error(error)
-                return
-            except StoreUnavailableError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
-            except Exception:
-                # Not etcd's doing (a record this version cannot read, a bug): end this
-                # watcher as too old, so its client lists again, rather than hang it.
-                log.exception("replica %s: a watcher's relay failed", self.name)
-                if on_error is not None:
-                    on_error(RevisionCompactedError("the watch broke; list again"))
-                return
+        await self._cache.relay(since, sink, on_error, self.name)
 
     # -- bookkeeping ---------------------------------------------------------------------
+
+    def _forget_node(self, node_id: str) -> None:
+        """Under the lock: a deleted node's renewals and lease bookkeeping go with it."""
+        self._renewed.pop(node_id, None)
+        self._lease_due.pop(node_id, None)
+        self._lease_kept.pop(node_id, None)
 
     def _renewal(self, node_id: str, at: datetime) -> None:
         with self._lock:
             merge_latest(self._renewed, {node_id: at})
             self._unpublished[node_id] = at
-
-    async def _caught_up(self, revision: int) -> int:
-        """``revision``, once this replica's cache has applied it (read-your-writes)."""
-        with self._lock:
-            if self._revision >= revision:
-                return revision
-            done: asyncio.Future[None] = self._loop.create_future()
-            self._waiter_seq += 1
-            heapq.heappush(self._waiting, (revision, self._waiter_seq, done))
-        # Bounded: a cache that lags longer only costs this replica its read-your-writes.
-        await asyncio.wait([done], timeout=self._timeout)
-        return revision
-
-    def _wake_writers(self) -> None:
-        """Under the lock, on the loop: release the writers the cache has caught up with."""
-        waiting = self._waiting
-        while waiting and waiting[0][0] <= self._revision:
-            done = heapq.heappop(waiting)[2]
-            if not done.done():
-                done.set_result(None)
 
     def _set_part(self, part: str, error: BaseException | None) -> None:
         """Record that ``part`` of the view failed (``error``) or works again (None)."""
