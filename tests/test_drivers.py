@@ -4,6 +4,7 @@ the store on its caller's loop: on etcd, a replica opened there, with no thread 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 
@@ -12,9 +13,10 @@ import pytest
 from conftest import ETCD_PERIOD, PassportFactory
 from etcd_server import EtcdServer
 from node_registry import AsyncRegistry, FakeClock, Registry, load_settings
-from node_registry.errors import RevisionConflictError, StoreUnavailableError
+from node_registry.errors import RevisionConflictError, StoreUnavailableError, ValidationError
 from node_registry.registry.steps import Call, run
-from node_registry.store import HealthState, MemoryStore, open_store_on_loop
+from node_registry.store import HealthState, MemoryStore, open_store, open_store_on_loop
+from test_nodetypes_wiring import GPU_WORKER, gpu_passport
 
 #: Threads the async path used to hop through: the I/O pool, the replica's own loop.
 HOPS = ("node-registry-io", "node-registry-etcd")
@@ -77,6 +79,48 @@ def test_the_async_registry_awaits_etcd_on_its_own_loop(
             # Waiting on the loop for the loop would hang it: refused, and said why.
             with pytest.raises(StoreUnavailableError, match="would block the loop"):
                 store.get(node_id)
+            await registry.close()
+        finally:
+            await store.aio.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_on_the_loop_learns_node_types_registered_elsewhere(
+    shared_etcd: EtcdServer, clock: FakeClock
+) -> None:
+    settings = load_settings(
+        store={
+            "url": f"etcd://{shared_etcd.endpoint}/test/{uuid.uuid4().hex}",
+            "etcd_period_seconds": ETCD_PERIOD,
+            "etcd_timeout_seconds": 1,
+        }
+    )
+
+    async def scenario() -> None:
+        store = await open_store_on_loop(settings, clock=clock)
+        try:
+            registry = await asyncio.to_thread(AsyncRegistry, store, settings=settings, clock=clock)
+            elsewhere = await asyncio.to_thread(open_store, settings, clock=clock)
+            other = await asyncio.to_thread(Registry, elsewhere, settings=settings, clock=clock)
+            await asyncio.to_thread(other.register_node_type, GPU_WORKER)
+            # A write naming it asks etcd, awaited on this loop.
+            assert (await registry.register(gpu_passport())).node_kind == "gpu-worker"
+            await asyncio.to_thread(
+                other.register_node_type, {**GPU_WORKER, "metadata": {"name": "tpu-worker"}}
+            )
+            # A read on the loop cannot wait for etcd: what it read last, and a read
+            # meanwhile; never a request held up (or a 503) for it.
+            with pytest.raises(ValidationError, match="unknown node kind"):
+                registry.sync.find_nodes(kind="tpu-worker")
+            async with asyncio.timeout(5):
+                while True:
+                    await asyncio.sleep(ETCD_PERIOD)
+                    with contextlib.suppress(ValidationError):
+                        assert registry.sync.find_nodes(kind="tpu-worker") == []
+                        break
+            await asyncio.to_thread(other.close)
+            await asyncio.to_thread(elsewhere.close)
             await registry.close()
         finally:
             await store.aio.close()

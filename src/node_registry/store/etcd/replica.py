@@ -113,6 +113,8 @@ class EtcdReplica:
         self._renewed: dict[str, datetime] = {}
         self._unpublished: dict[str, datetime] = {}
         self._states: dict[str, dict[str, Any]] = {}
+        # The objects (node types) as last read, by kind: see ``objects``.
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {}
         # Heartbeats not yet passed on to the node's etcd lease; when each lease last was.
         self._lease_due: dict[str, datetime] = {}
         self._lease_kept: dict[str, float] = {}
@@ -132,7 +134,8 @@ class EtcdReplica:
         self._seat: int | None = None
         self._lease: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._relays: set[asyncio.Task[Any]] = set()
+        # Relays of watchers outside the cache, reads in the background: closed with it.
+        self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._aio = _Awaited(self)
         self._thread: threading.Thread | None = None
@@ -366,7 +369,23 @@ class EtcdReplica:
         return self._call(self._etcd.delete_object(kind, name))
 
     def objects(self, kind: str) -> dict[str, dict[str, Any]]:
-        return self._call(self._etcd.objects(kind))
+        if self._thread is None and self._on_loop():
+            # A sync read on the loop etcd answers on cannot wait for etcd (a listing of
+            # an unknown node kind, say): what was read last, and a read again meanwhile.
+            task = self._loop.create_task(self._read_objects_quietly(kind))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return dict(self._objects.get(kind, {}))
+        return self._call(self._read_objects(kind))
+
+    async def _read_objects(self, kind: str) -> dict[str, dict[str, Any]]:
+        found = await self._etcd.objects(kind)
+        self._objects[kind] = found
+        return found
+
+    async def _read_objects_quietly(self, kind: str) -> None:
+        with suppress(RegistryError):  # the next read tries again
+            await self._read_objects(kind)
 
     def check_watchable(self, since: int) -> None:
         if not self._cache.covers(since):
@@ -568,9 +587,9 @@ class EtcdReplica:
         if self._lease is not None:
             # Hand the controller seat over now rather than after seat_ttl.
             await self._etcd.release(self._lease)
-        for relay in list(self._relays):  # watchers still open
-            relay.cancel()
-        await asyncio.gather(*self._relays, return_exceptions=True)
+        for task in list(self._background):  # relays of open watchers, background reads
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._etcd.close()
         if not every_task:
             return  # the loop is its caller's: the other tasks on it are not the replica's
@@ -686,8 +705,8 @@ class EtcdReplica:
         """A watcher's own etcd watch (``NodeCache.relay``), closed with the replica."""
         task = asyncio.current_task()
         if task is not None:
-            self._relays.add(task)
-            task.add_done_callback(self._relays.discard)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         await self._cache.relay(since, sink, on_error, self.name)
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -791,7 +810,7 @@ class _Awaited:
 
     async def objects(self, kind: str) -> dict[str, dict[str, Any]]:
         replica = self._replica
-        return await replica._run(replica._etcd.objects(kind))
+        return await replica._run(replica._read_objects(kind))
 
     async def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
         replica = self._replica
