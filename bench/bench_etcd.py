@@ -74,7 +74,7 @@ async def measure(backend: str, url: str, nodes: int, seconds: float) -> Figures
     settings = settings_for(url)
     # As ``serve`` opens it: on etcd the replica runs on this loop (no thread between).
     store: Store = await open_store_on_loop(settings)
-    registry = await asyncio.to_thread(AsyncRegistry, store, settings=settings)
+    registry = AsyncRegistry(store, settings=settings)
     figures = Figures(backend, nodes)
     docs = make_passports(nodes, seed=nodes)
     try:

@@ -159,8 +159,7 @@ def _serve(settings: Settings, auth: Authenticator, level: str) -> None:
         # write awaits etcd here: no thread pool, no second loop (issue #13).
         store = await open_store_on_loop(settings)
         try:
-            # Off the loop: the registry reads the node types from the store as it starts.
-            registry = await asyncio.to_thread(AsyncRegistry, store, settings=settings)
+            registry = AsyncRegistry(store, settings=settings)
             config.app = create_app(registry, settings, authenticator=auth)
             await RegistryServer(config, on_shutdown=registry.end_watches).serve()
         finally:
