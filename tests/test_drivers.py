@@ -13,6 +13,7 @@ import pytest
 from conftest import ETCD_PERIOD, PassportFactory
 from etcd_server import EtcdServer
 from node_registry import AsyncRegistry, FakeClock, Registry, load_settings
+from node_registry.config import Settings
 from node_registry.errors import RevisionConflictError, StoreUnavailableError, ValidationError
 from node_registry.registry.steps import Call, run
 from node_registry.store import HealthState, MemoryStore, open_store, open_store_on_loop
@@ -20,6 +21,14 @@ from test_nodetypes_wiring import GPU_WORKER, gpu_passport
 
 #: Threads the async path used to hop through: the I/O pool, the replica's own loop.
 HOPS = ("node-registry-io", "node-registry-etcd")
+
+
+def on_etcd(server: EtcdServer) -> Settings:
+    """Settings of a registry on ``server``, under a fresh prefix, ticking fast."""
+    url = f"etcd://{server.endpoint}/test/{uuid.uuid4().hex}"
+    return load_settings(
+        store={"url": url, "etcd_period_seconds": ETCD_PERIOD, "etcd_timeout_seconds": 1}
+    )
 
 
 def test_a_write_is_steps_that_do_no_io_themselves(make_passport: PassportFactory) -> None:
@@ -46,13 +55,7 @@ def test_a_write_is_steps_that_do_no_io_themselves(make_passport: PassportFactor
 def test_the_async_registry_awaits_etcd_on_its_own_loop(
     shared_etcd: EtcdServer, clock: FakeClock, make_passport: PassportFactory
 ) -> None:
-    settings = load_settings(
-        store={
-            "url": f"etcd://{shared_etcd.endpoint}/test/{uuid.uuid4().hex}",
-            "etcd_period_seconds": ETCD_PERIOD,
-            "etcd_timeout_seconds": 1,
-        }
-    )
+    settings = on_etcd(shared_etcd)
 
     async def scenario() -> None:
         store = await open_store_on_loop(settings, clock=clock)
@@ -89,13 +92,7 @@ def test_the_async_registry_awaits_etcd_on_its_own_loop(
 def test_a_replica_on_the_loop_learns_node_types_registered_elsewhere(
     shared_etcd: EtcdServer, clock: FakeClock
 ) -> None:
-    settings = load_settings(
-        store={
-            "url": f"etcd://{shared_etcd.endpoint}/test/{uuid.uuid4().hex}",
-            "etcd_period_seconds": ETCD_PERIOD,
-            "etcd_timeout_seconds": 1,
-        }
-    )
+    settings = on_etcd(shared_etcd)
 
     async def scenario() -> None:
         store = await open_store_on_loop(settings, clock=clock)

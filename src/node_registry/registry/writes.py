@@ -28,6 +28,7 @@ from node_registry.errors import (
     ValidationError,
 )
 from node_registry.passport import Capability, Condition, NodePassport, Phase, load_passport
+from node_registry.passport.types import NodeTypeDefinition
 from node_registry.passport.verification import CapabilityVerification
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.registry import decide, steps
@@ -212,9 +213,7 @@ class Writes:
     ) -> Steps[Versioned]:
         for attempt in range(CAS_ATTEMPTS):
             now = self.clock.now()
-            current = yield from self.current(node_id, attempt, absent_is_a_guess=False)
-            if current is None:
-                raise NotFoundError(f"node {node_id!r} is not registered")
+            current = yield from self.registered(node_id, attempt)
             if expected_revision is not None and current.revision != expected_revision:
                 if attempt == 0:
                     continue  # the index may lag the store: ask the store itself
@@ -262,9 +261,7 @@ class Writes:
             yield from steps.delete(node_id, expected_revision=expected_revision)
             return
         for attempt in range(CAS_ATTEMPTS):
-            current = yield from self.current(node_id, attempt, absent_is_a_guess=False)
-            if current is None:
-                raise NotFoundError(f"node {node_id!r} is not registered")
+            current = yield from self.registered(node_id, attempt)
             if expected_revision is not None and current.revision != expected_revision:
                 if attempt == 0:
                     continue
@@ -279,7 +276,7 @@ class Writes:
             return
         raise _busy(node_id)
 
-    def delete_node_type(self, name: str) -> Steps[Any]:
+    def delete_node_type(self, name: str) -> Steps[NodeTypeDefinition]:
         in_use = len(self.index.select(name, Selector(()))[0])
         return (yield from self.node_types.deleting(name, in_use=in_use))
 
@@ -325,9 +322,7 @@ class Writes:
         """Compare-and-swap ``change`` onto the stored record, retrying on conflict."""
         for attempt in range(CAS_ATTEMPTS):
             now = self.clock.now()
-            current = yield from self.current(node_id, attempt, absent_is_a_guess=False)
-            if current is None:
-                raise NotFoundError(f"node {node_id!r} is not registered")
+            current = yield from self.registered(node_id, attempt)
             decided = change(current.record, now)
             record = (yield from decided) if isinstance(decided, Generator) else decided
             if record is None:
@@ -357,6 +352,13 @@ class Writes:
             if known is not None or absent_is_a_guess:
                 return known
         return (yield from steps.get(node_id))
+
+    def registered(self, node_id: str, attempt: int) -> Steps[Versioned]:
+        """``current`` for a write of a node that must be there: ``NotFoundError`` if not."""
+        current = yield from self.current(node_id, attempt, absent_is_a_guess=False)
+        if current is None:
+            raise NotFoundError(f"node {node_id!r} is not registered")
+        return current
 
     def binding_of(self, record: NodeRecord, now: datetime) -> Binding:
         prefix = self.settings.server.protected_label_prefix

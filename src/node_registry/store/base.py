@@ -192,7 +192,7 @@ class Storage(Protocol):
     write (see ``Coordination``); a store only this process uses never refuses one.
     """
 
-    #: Whether calls wait on the network (an async caller runs them in a thread pool).
+    #: Whether calls wait on the network (etcd): ``AsyncRegistry`` awaits them on ``aio``.
     blocking: bool
     #: Stored records skipped as unreadable (see the module docstring).
     skipped: SkippedRecords
