@@ -114,8 +114,7 @@ def create_app(
         metrics=metrics,
         authenticator=auth,
         pages=Paginator(server.list_snapshot_ttl_seconds),
-        # The registry keeps its clock private; phase 2 of #11 asks the core for a property.
-        clock=registry.sync._clock,
+        clock=registry.sync.clock,
     )
     # The dashboard's own route reads these two.
     app.state.registry = registry
