@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import platform
 import sys
 import tempfile
@@ -27,6 +29,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from loadgen import (
     API,
@@ -81,9 +86,15 @@ class Watchers:
 
     async def open(self) -> None:
         ready = asyncio.Event()
+        # From the current version, as an informer watches after its list: no resourceVersion
+        # would send every node as ADDED to every watcher first.
+        conn = Connection(self.port)
+        _, body = await conn.call(request("GET", f"{API}/nodepassports?limit=1"))
+        conn.close()
+        since = json.loads(body)["metadata"]["resourceVersion"]
 
         async def one(index: int) -> None:
-            path = f"{API}/nodes?watch=true&allowWatchBookmarks=false"
+            path = f"{API}/nodepassports?watch=true&resourceVersion={since}"
             while True:  # as a Kubernetes client does: a 429 is retried after Retry-After
                 reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 writer.write(request("GET", path))
@@ -128,7 +139,7 @@ async def register_all(port: int, names: list[str]) -> None:
         conn = Connection(port)
         while queue:
             i, name = queue.pop()
-            await timed(conn, request("POST", f"{API}/nodes", passport(name, i)), tally, 30)
+            await timed(conn, request("POST", f"{API}/nodepassports", passport(name, i)), tally, 30)
         conn.close()
 
     await asyncio.gather(*(worker() for _ in range(16)))
@@ -154,7 +165,7 @@ async def load(port: int, names: list[str], args: argparse.Namespace, label: str
             args.seconds * k / args.registrations,
             request(
                 "POST",
-                f"{API}/nodes",
+                f"{API}/nodepassports",
                 {
                     **passport(names[k % len(names)], k),
                     "metadata": {
@@ -332,6 +343,214 @@ def render(result: dict[str, object], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+# -- delivery: how late and how many events reach N watchers (--delivery) -----------------
+
+DELIVERY_SETTINGS: dict[str, Any] = {"controller": {"period_seconds": 5}}
+SEQ = b'"seq":"'
+
+
+def _patch(name: str, seq: int) -> bytes:
+    body = json.dumps({"metadata": {"labels": {"seq": str(seq)}}}).encode()
+    head = (
+        f"PATCH {API}/nodepassports/{name} HTTP/1.1\r\nHost: bench\r\n"
+        f"Content-Type: application/merge-patch+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class Receiver(asyncio.Protocol):
+    """One watch stream: counts events and notes, per read, the range of writes it carried.
+
+    Writes are numbered in the label ``seq``; a read's first and last number are found with
+    two searches (no JSON parsing, so the reader stays cheaper than the server).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.tail = b""
+        self.events = 0
+        self.errors = 0
+        self.reads: list[tuple[float, int, int]] = []
+        self.started = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        now = self.loop.time()
+        if not self.started.is_set():
+            self.started.set()
+        data = self.tail + data
+        end = data.rfind(b"\n") + 1
+        self.tail = data[end:]
+        data = data[:end]
+        count = data.count(b'{"type":"MODIFIED"')
+        if count:
+            self.events += count
+            first = data.find(SEQ) + len(SEQ)
+            last = data.rfind(SEQ) + len(SEQ)
+            self.reads.append(
+                (now, int(data[first : data.index(b'"', first)]),
+                 int(data[last : data.index(b'"', last)]))
+            )  # fmt: skip
+        self.errors += data.count(b'{"type":"ERROR"')
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+
+
+async def _open_receivers(port: int, count: int, since: int) -> list[Receiver]:
+    loop = asyncio.get_running_loop()
+    path = f"{API}/nodepassports?watch=true&resourceVersion={since}&allowWatchBookmarks=true"
+    receivers = []
+    for i in range(count):
+        _, receiver = await loop.create_connection(
+            lambda: Receiver(loop), "127.0.0.1", port
+        )  # fmt: skip
+        assert receiver.transport is not None
+        receiver.transport.write(request("GET", path))
+        receivers.append(receiver)
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)
+    # Streams answer their head at once and a BOOKMARK within the interval: all are open.
+    await asyncio.wait_for(asyncio.gather(*(r.started.wait() for r in receivers)), 60)
+    return receivers
+
+
+def _cpu_seconds(server: Serve) -> float:
+    assert server.process is not None
+    times = psutil.Process(server.process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def delivery(server: Serve, args: argparse.Namespace, watchers: int) -> dict[str, Any]:
+    port = server.port
+    names = [f"bench-node-{i:05d}" for i in range(args.delivery_nodes)]
+    await register_all(port, names)
+    conn = Connection(port)
+    _, body = await conn.call(request("GET", f"{API}/nodepassports?limit=1"))
+    conn.close()
+    since = int(json.loads(body)["metadata"]["resourceVersion"])
+    receivers = await _open_receivers(port, watchers, since)
+    rate = args.writes_per_second
+    count = int(args.seconds * rate)
+    writes = [(k / rate, _patch(names[k % len(names)], k)) for k in range(count)]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = [start + due for due, _ in writes]
+    tally = Tally()
+    cpu = _cpu_seconds(server)
+    await open_loop(port, writes, tally, connections=8, timeout=30)
+    # Let what is queued arrive (or the slow watchers be dropped), bounded.
+    deadline = loop.time() + args.drain
+    while loop.time() < deadline and sum(r.events for r in receivers) < count * watchers:
+        await asyncio.sleep(0.2)
+    cpu = _cpu_seconds(server) - cpu
+    latencies: list[float] = []
+    for receiver in receivers:
+        for now, first, last in receiver.reads:
+            latencies.extend(now - sent[k] for k in range(first, min(last, count - 1) + 1))
+        if receiver.transport is not None:
+            receiver.transport.close()
+    latencies.sort()
+    delivered = sum(r.events for r in receivers)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return {
+        "watchers": watchers,
+        "writes": count,
+        "writes_ok": tally.ok(),
+        "write_p99": tally.pct(0.99),
+        "delivered": delivered / (count * watchers),
+        "p50": pct(0.5) if latencies else float("nan"),
+        "p99": pct(0.99) if latencies else float("nan"),
+        "max": pct(1.0) if latencies else float("nan"),
+        "dropped": sum(1 for r in receivers if r.errors),
+        "server_cpu": cpu,
+    }
+
+
+async def _measured(server: Serve, args: argparse.Namespace, watchers: int) -> dict[str, Any]:
+    peak = [server.rss_mib()]
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_rss(server, peak, stop))
+    try:
+        result = await delivery(server, args, watchers)
+    finally:
+        stop.set()
+        await sampler
+    result["rss_peak"] = peak[0]
+    return result
+
+
+def run_delivery(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    results: list[tuple[str, dict[str, Any]]] = []
+    variants = [("before", str(args.before)), ("after", None)] if args.before else [
+        ("after", None)
+    ]  # fmt: skip
+    for watchers in (int(w) for w in args.delivery.split(",")):
+        for name, src in variants:
+            saved = os.environ.get("PYTHONPATH")
+            if src is not None:
+                os.environ["PYTHONPATH"] = src
+            with tempfile.TemporaryDirectory() as tmp:
+                server = Serve(DELIVERY_SETTINGS, Path(tmp)).start()
+                try:
+                    result = asyncio.run(_measured(server, args, watchers))
+                finally:
+                    server.stop()
+                    if saved is None:
+                        os.environ.pop("PYTHONPATH", None)
+                    else:
+                        os.environ["PYTHONPATH"] = saved
+            results.append((name, result))
+            print(name, json.dumps(result), file=sys.stderr)
+    return results
+
+
+def render_delivery(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> str:
+    command = (
+        f"python bench/bench_watch.py --delivery {args.delivery} --writes-per-second "
+        f"{args.writes_per_second:g} --seconds {args.seconds:g}"
+    )
+    if args.before:
+        command += " --before BEFORE/src"
+    lines = [
+        "## Watch delivery: how late and how many events reach 100 and 500 watchers",
+        "",
+        f"`{command}` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python "
+        f"{platform.python_version()}, 2 CPUs.",
+        "",
+        f"`node-registry serve` (memory://) pinned to CPU 0; {args.delivery_nodes} nodes; "
+        f"every watcher watches `nodepassports` from the same version; "
+        f"{args.writes_per_second:g} label PATCHes/s (open loop, 8 connections) for "
+        f"{args.seconds:g} s, each a MODIFIED event for every watcher. The reader (CPU 1, "
+        "asyncio protocols, no JSON parsing) times each event from when its write was due "
+        f"to when its bytes arrived; then up to {args.drain:g} s for what is queued. "
+        "*before* is the tree given with `--before`, *after* this branch, in one run.",
+        "",
+        "| watchers | code | events due | delivered | delivery p50 | p99 | max "
+        "| watchers dropped (410) | write p99 | server CPU per event delivered "
+        "| server RSS peak |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results:
+        per_event = r["server_cpu"] * 1e6 / max(1, r["delivered"] * r["writes"] * r["watchers"])
+        lines.append(
+            f"| {r['watchers']} | {name} | {r['writes'] * r['watchers']:,} "
+            f"| {r['delivered'] * 100:.1f} % | {r['p50']:,.0f} ms | {r['p99']:,.0f} ms "
+            f"| {r['max']:,.0f} ms | {r['dropped']} | {r['write_p99']:,.0f} ms "
+            f"| {per_event:.1f} µs "
+            f"| {r['rss_peak']:,.0f} MiB |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--watchers", type=int, default=1000)
@@ -339,8 +558,21 @@ def main() -> int:
     parser.add_argument("--registrations", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--write", type=Path, help="update this markdown file's section")
+    parser.add_argument(
+        "--delivery", help="watcher counts (e.g. 100,500): measure event delivery instead"
+    )
+    parser.add_argument("--writes-per-second", type=float, default=130)
+    parser.add_argument("--delivery-nodes", type=int, default=200)
+    parser.add_argument("--drain", type=float, default=10)
+    parser.add_argument("--before", type=Path, help="another tree's src/ to compare with")
     args = parser.parse_args()
     pin_self(1)
+    if args.delivery:
+        section = render_delivery(run_delivery(args), args)
+        print(section)
+        if args.write:
+            write_section(args.write, "bench_watch_delivery", section)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         server = Serve(SETTINGS, Path(tmp)).start()
         try:

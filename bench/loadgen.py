@@ -156,12 +156,15 @@ class Connection:
             elif name == b"connection":
                 keep = b"close" in value.lower()
         if chunked:
-            body = b""
+            # Joined once at the end: adding each chunk to the body copied a streamed list
+            # of 100 MB over and over, and stalled this loop (and its timings) for seconds.
+            chunks = []
             while True:
                 size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
-                body += await self.reader.readexactly(size + 2)
+                chunks.append((await self.reader.readexactly(size + 2))[:size])
                 if size == 0:
                     break
+            body = b"".join(chunks)
         else:
             body = await self.reader.readexactly(length)
         if keep:

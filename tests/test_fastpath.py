@@ -128,7 +128,7 @@ def servers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
             server = Server(app, int(base.rsplit(":", 1)[1]))
             for name in ("node-a", "node-p"):
                 created = httpx.post(
-                    f"{base}{API}/nodes",
+                    f"{base}{API}/nodepassports",
                     json=passport(name),
                     headers={"Authorization": f"Bearer {ADMIN}"},
                     timeout=5,

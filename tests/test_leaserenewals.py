@@ -95,7 +95,7 @@ def server(tmp_path: Path, clock: FakeClock) -> Iterator[Server]:
     with serve(app) as base:
         for name in NAMES:
             created = httpx.post(
-                f"{base}{API}/nodes", json=passport(name), headers=bearer(ADMIN), timeout=5
+                f"{base}{API}/nodepassports", json=passport(name), headers=bearer(ADMIN), timeout=5
             )
             assert created.status_code == 201, created.text
         served = Server(base, app.state.registry.sync, clock)

@@ -19,6 +19,9 @@ carries them (a node that sent a field of the same name has it replaced, not mer
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -166,6 +169,33 @@ class Lease(KubeModel):
     spec: LeaseSpec = Field(default_factory=LeaseSpec, description="Who holds it, when renewed")
 
 
+class _Renewal(pydantic.BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class LeaseRenewalMeta(_Renewal):
+    name: str
+    resource_version: str | None = Field(default=None, alias="resourceVersion")
+
+
+class LeaseRenewalSpec(_Renewal):
+    holder_identity: str | None = Field(default=None, alias="holderIdentity", max_length=253)
+    lease_duration_seconds: int | None = Field(
+        default=None, alias="leaseDurationSeconds", ge=1, le=86_400
+    )
+    renew_time: datetime | None = Field(default=None, alias="renewTime")
+
+
+class LeaseRenewal(_Renewal):
+    """A Lease as a node PUTs it to renew (the heartbeat): strict, bounded, every field
+    optional; the registry takes the renew time from its own clock."""
+
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["Lease"] = "Lease"
+    metadata: LeaseRenewalMeta | None = None
+    spec: LeaseRenewalSpec = Field(default_factory=LeaseRenewalSpec)
+
+
 class LeaseList(KubeModel):
     api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
     kind: Literal["LeaseList"] = "LeaseList"
@@ -178,6 +208,18 @@ class LeaseList(KubeModel):
 
 def entry_to_object(entry: RegistryEntry, *, generation: int | None = None) -> dict[str, Any]:
     """The NodePassport object for ``entry``, JSON-ready (built directly: lists build many)."""
+    return _object(
+        entry,
+        entry.health_state.value,
+        rfc3339_micro(entry.last_seen),
+        is_schedulable(entry),
+        generation,
+    )
+
+
+def _object(
+    entry: RegistryEntry, health: str, seen: str, schedulable: Any, generation: int | None
+) -> dict[str, Any]:
     doc = entry.passport.to_dict()
     meta = doc["metadata"]
     meta["creationTimestamp"] = rfc3339(entry.registered_at)
@@ -185,13 +227,80 @@ def entry_to_object(entry: RegistryEntry, *, generation: int | None = None) -> d
     if generation is not None:
         meta["generation"] = generation
     status = doc.setdefault("status", {})
-    status["healthState"] = entry.health_state.value
-    status["lastSeen"] = rfc3339_micro(entry.last_seen)
+    status["healthState"] = health
+    status["lastSeen"] = seen
     status["registeredAt"] = rfc3339_micro(entry.registered_at)
-    status["schedulable"] = is_schedulable(entry)
+    status["schedulable"] = schedulable
     if entry.verification:
         _add_verification(status, entry)
     return doc
+
+
+def dumps(doc: Any) -> bytes:
+    """JSON as the server sends it (Starlette's ``JSONResponse``): compact, UTF-8."""
+    return json.dumps(
+        doc, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
+
+
+# Stand-ins for the three fields that change between reads of one stored version (health is
+# judged from the clock at each read). Should a passport hold the same text, the split
+# does not find each exactly once, in order, and that version is encoded whole every time.
+_HEALTH, _SEEN, _SCHEDULABLE = "\x00health\x00", "\x00seen\x00", "\x00schedulable\x00"
+_SPLIT = re.compile(b"|".join(re.escape(dumps(s)) for s in (_HEALTH, _SEEN, _SCHEDULABLE)))
+_HEALTH_BYTES = {state: dumps(state.value) for state in HealthState}
+_OBJECT_BYTES = "NodePassport JSON"
+_SEEN_BYTES = "lastSeen JSON"
+
+
+def object_bytes(entry: RegistryEntry) -> bytes:
+    """``dumps(entry_to_object(entry))``, encoded once per stored version and shared.
+
+    A list joins what each node's version already holds (``RegistryEntry.memo``), filling
+    in only what a read judges anew: health, last seen and schedulable. Raises what
+    ``dumps`` raises for a value JSON cannot carry, on every read of that version.
+    """
+    memo = entry.memo
+    if memo is None:  # not a stored version's (a client's entry): nowhere to keep it
+        return dumps(entry_to_object(entry))
+    cached = memo.get(_OBJECT_BYTES)
+    if cached is None or cached[0] is not entry.passport:
+        cached = _fragments(entry)
+        if cached[1] is not None:
+            memo[_OBJECT_BYTES] = cached
+    _, parts, schedulable_if_alive = cached
+    health = entry.health_state
+    if parts is None:
+        return dumps(entry_to_object(entry))
+    seen = _seen(entry.last_seen, memo)
+    alive = health is HealthState.ALIVE
+    schedulable = b"true" if alive and schedulable_if_alive else b"false"
+    return b"".join(
+        (parts[0], _HEALTH_BYTES[health], parts[1], seen, parts[2], schedulable, parts[3])
+    )
+
+
+def _seen(moment: datetime, memo: dict[Any, Any]) -> bytes:
+    # A node renews every 10 s: lists in between find its last renewal already formatted.
+    cached = memo.get(_SEEN_BYTES)
+    if cached is not None and cached[0] == moment:
+        seen: bytes = cached[1]
+        return seen
+    seen = b'"' + rfc3339_micro(moment).encode() + b'"'
+    memo[_SEEN_BYTES] = (moment, seen)
+    return seen
+
+
+def _fragments(
+    entry: RegistryEntry,
+) -> tuple[NodePassport, tuple[bytes, bytes, bytes, bytes] | None, bool]:
+    text = dumps(_object(entry, _HEALTH, _SEEN, _SCHEDULABLE, None))
+    pieces = _SPLIT.split(text)
+    found = _SPLIT.findall(text)
+    schedulable_if_alive = is_schedulable(replace(entry, health_state=HealthState.ALIVE))
+    if len(pieces) != 4 or [dumps(s) for s in (_HEALTH, _SEEN, _SCHEDULABLE)] != found:
+        return entry.passport, None, schedulable_if_alive
+    return entry.passport, (pieces[0], pieces[1], pieces[2], pieces[3]), schedulable_if_alive
 
 
 def _add_verification(status: dict[str, Any], entry: RegistryEntry) -> None:
@@ -244,8 +353,10 @@ def stamp_conditions(
     """``after``'s conditions with the times the node left out, as ``update_status`` sets them.
 
     A condition new or changed since ``before`` without ``lastTransitionTime`` gets the old one
-    if its status is the same, else ``now``; without ``lastHeartbeatTime``, ``now``. Conditions
-    the write did not touch keep exactly what they had.
+    if its status is the same, else ``now``; without ``lastHeartbeatTime``, ``now``. A time
+    equal to the old one counts as left out: a strategic merge patch carries the old times
+    into the condition it merges, and a changed status would keep a stale transition time.
+    Conditions the write did not touch keep exactly what they had.
     """
     old = {c.get("type"): c for c in before if isinstance(c, dict)}
     stamped = []
@@ -255,6 +366,10 @@ def stamp_conditions(
             stamped.append(given)
             continue
         cond = dict(given)
+        if previous is not None:
+            for key in ("lastTransitionTime", "lastHeartbeatTime"):
+                if key in cond and cond[key] == previous.get(key):
+                    del cond[key]
         if "lastTransitionTime" not in cond:
             same = previous is not None and previous.get("status") == cond.get("status")
             kept = previous.get("lastTransitionTime") if same and previous else None
@@ -298,10 +413,19 @@ def list_to_object(
     remaining: int | None = None,
 ) -> dict[str, Any]:
     return {
+        **list_head(resource_version, continue_token, remaining),
+        "items": [entry_to_object(e) for e in items],
+    }
+
+
+def list_head(
+    resource_version: int, continue_token: str | None = None, remaining: int | None = None
+) -> dict[str, Any]:
+    """A NodePassportList without its items (``apiVersion``, ``kind``, ``metadata``)."""
+    return {
         "apiVersion": API_VERSION,
         "kind": LIST_KIND,
         "metadata": list_meta(resource_version, continue_token, remaining),
-        "items": [entry_to_object(e) for e in items],
     }
 
 
@@ -331,13 +455,17 @@ __all__ = [
     "SERVER_STATUS",
     "Lease",
     "LeaseList",
+    "LeaseRenewal",
     "NodePassportList",
     "NodePassportMetadata",
     "NodePassportObject",
     "NodePassportStatus",
+    "dumps",
     "entry_to_object",
     "lease_object",
+    "list_head",
     "list_to_object",
+    "object_bytes",
     "object_to_entry",
     "passport_of",
     "stamp_conditions",

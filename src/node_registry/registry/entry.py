@@ -39,6 +39,9 @@ class RegistryEntry:
     verification: Mapping[str, CapabilityVerification] = field(default_factory=dict)
     #: ``verification.require``: only Verified claims match ``capability.<name>``.
     require_verified: bool = False
+    #: The stored version's memo (``Versioned.memo``) when the entry shows one unchanged:
+    #: encoders keep its wire bytes there, valid while ``passport`` is the one they encoded.
+    memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:

@@ -1,30 +1,37 @@
 """The registry's read cache: every node by id, with inverted indexes on labels and kind.
 
 client-go's Indexer, in short: ``find_nodes`` with ``matchLabels`` intersects the sets of the
-few nodes carrying each label instead of matching all N nodes, which keeps it under a
-millisecond at 10,000 nodes. Label values that are quantities are also kept sorted per key,
-so ``Gt``/``Lt`` (``memory > 16Gi``) narrow the candidates by bisection instead of a scan.
-The cache is fed by the store's change events in revision order, so it is exactly the
-store's state at ``revision``.
+few nodes carrying each label instead of matching all N nodes. An intersection of two or
+more ``key=value`` terms costs its smallest operand (a zone's nodes, N/8) however few match
+them all; so each one computed is kept, live, for the next query with the same terms (an
+orchestrator asks the same few selectors over and over): the writes feeding the cache update
+it, and a repeated matchLabels query costs the size of its result, not of N. Label values
+that are quantities are also kept sorted per key, so ``Gt``/``Lt`` (``memory > 16Gi``)
+narrow the candidates by bisection instead of a scan. The cache is fed by the store's change
+events in revision order, so it is exactly the store's state at ``revision``.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
-from collections import defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from fractions import Fraction
 from typing import TypeVar
 
 from node_registry.quantity import quantity_or_none
 from node_registry.selectors import Operator, Requirement, Selector
 from node_registry.store.base import ChangeType, StoreEvent, Versioned
+from node_registry.store.records import HealthState
 
 K = TypeVar("K")
+V = TypeVar("V")
 _NUMERIC = frozenset({Operator.GREATER_THAN, Operator.LESS_THAN})
 #: Sorts after every node id (UUID text), so bisect_right on (bound, _LAST_ID) skips all
 #: entries equal to the bound: Gt is strict.
 _LAST_ID = "\U0010ffff"
+#: Intersections of matchLabels terms kept live; the least recently asked goes first.
+MAX_KEPT = 256
 
 
 class NodeIndex:
@@ -38,6 +45,13 @@ class NodeIndex:
         self._by_kind: defaultdict[str, set[str]] = defaultdict(set)
         self._by_name: dict[str, str] = {}
         self._numeric: dict[str, list[tuple[Fraction, str]]] = {}
+        self._counts: Counter[tuple[str, HealthState]] = Counter()
+        #: Live intersections of equality terms, least recently used first, and the kept
+        #: term sets by each of their terms (what a write of a label must update).
+        self._kept: OrderedDict[frozenset[tuple[str, str]], set[str]] = OrderedDict()
+        self._kept_by_term: defaultdict[tuple[str, str], set[frozenset[tuple[str, str]]]] = (
+            defaultdict(set)
+        )
         self.revision = 0
 
     def __len__(self) -> int:
@@ -49,6 +63,11 @@ class NodeIndex:
     def id_of(self, name: str) -> str | None:
         """The node id registered under ``name`` (names are unique)."""
         return self._by_name.get(name)
+
+    def counts(self) -> dict[tuple[str, HealthState], int]:
+        """Nodes by (kind, recorded health), kept as the cache changes: no scan of N nodes."""
+        with self._lock:
+            return {key: count for key, count in self._counts.items() if count}
 
     def load(self, nodes: dict[str, Versioned], revision: int) -> None:
         with self._lock:
@@ -84,7 +103,7 @@ class NodeIndex:
                 found = [self._nodes[i] for i in candidates]
         # Records are immutable, so the full match runs outside the lock and never holds
         # up the writers feeding the cache.
-        if selector.empty():
+        if selector.empty() or (candidates is not None and _exact(selector)):
             return found, revision
         match = selector.matches
         return [v for v in found if match(v.record.labels)], revision
@@ -97,11 +116,16 @@ class NodeIndex:
         for requirement in selector.requirements:
             if requirement.operator in _NUMERIC:
                 sets.append(self._numeric_range(requirement.key, requirement))
-        for key, values in selector.index_terms():
+        terms = selector.index_terms()
+        equal = [(key, next(iter(values))) for key, values in terms if values and len(values) == 1]
+        if len(equal) > 1:
+            sets.append(self._intersection(frozenset(equal)))
+        for key, values in terms:
             if values is None:
                 sets.append(self._by_key.get(key, set()))
             elif len(values) == 1:
-                sets.append(self._by_label.get((key, next(iter(values))), set()))
+                if len(equal) == 1:
+                    sets.append(self._by_label.get((key, next(iter(values))), set()))
             else:
                 union: set[str] = set()
                 for value in values:
@@ -118,6 +142,23 @@ class NodeIndex:
             if not result:
                 break
         return result
+
+    def _intersection(self, terms: frozenset[tuple[str, str]]) -> set[str]:
+        """Ids of the nodes carrying every label of ``terms``: kept live once computed."""
+        kept = self._kept.get(terms)
+        if kept is not None:
+            self._kept.move_to_end(terms)
+            return kept
+        operands = sorted((self._by_label.get(term, set()) for term in terms), key=len)
+        kept = operands[0].intersection(*operands[1:])
+        self._kept[terms] = kept
+        for term in terms:
+            self._kept_by_term[term].add(terms)
+        if len(self._kept) > MAX_KEPT:
+            dropped, _ = self._kept.popitem(last=False)
+            for term in dropped:
+                _discard(self._kept_by_term, term, dropped)
+        return kept
 
     def _numeric_range(self, key: str, requirement: Requirement) -> set[str]:
         """Ids of the nodes whose ``key`` is a quantity beyond the Gt/Lt bound."""
@@ -143,6 +184,13 @@ class NodeIndex:
             if number is not None:
                 bisect.insort(self._numeric.setdefault(item[0], []), (number, node_id))
         self._by_kind[record.passport.metadata.node_type].add(node_id)
+        self._counts[record.kind, record.health] += 1
+        if self._kept:
+            labels = record.labels
+            for item in labels.items():
+                for terms in self._kept_by_term.get(item, ()):
+                    if all(labels.get(k) == v for k, v in terms):
+                        self._kept[terms].add(node_id)
 
     def _remove(self, versioned: Versioned) -> None:
         record = versioned.record
@@ -160,12 +208,28 @@ class NodeIndex:
                 if not ordered:
                     del self._numeric[item[0]]
         _discard(self._by_kind, record.passport.metadata.node_type, node_id)
+        self._counts[record.kind, record.health] -= 1
+        if self._kept:
+            for item in record.labels.items():
+                for terms in self._kept_by_term.get(item, ()):
+                    self._kept[terms].discard(node_id)
 
 
-def _discard(index: defaultdict[K, set[str]], key: K, node_id: str) -> None:
+def _exact(selector: Selector) -> bool:
+    """Whether the candidates are the answer: the selector is only ``key=value`` terms (two
+    or more: the kept intersection), which the candidates' labels all carry."""
+    terms = selector.index_terms()
+    return (
+        len(terms) > 1
+        and len(terms) == len(selector.requirements)
+        and all(values is not None and len(values) == 1 for _, values in terms)
+    )
+
+
+def _discard(index: defaultdict[K, set[V]], key: K, member: V) -> None:
     # Drop emptied sets so label churn does not grow the index forever.
     members = index.get(key)
     if members is not None:
-        members.discard(node_id)
+        members.discard(member)
         if not members:
             del index[key]

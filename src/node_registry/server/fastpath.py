@@ -26,12 +26,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from node_registry.errors import RegistryError
+from node_registry.kube.discovery import API_PREFIX
+from node_registry.kube.meta import status_from_error
 from node_registry.server.body import BodyTooLarge, send_status, too_large
 from node_registry.server.context import ServerContext
 from node_registry.server.flowcontrol import FlowControl, Level
 from node_registry.server.handlers import client_gone, internal_error, refusal
 from node_registry.server.routes.leases import renew
-from node_registry.wire import API_PREFIX, status_from_error
 
 #: The framework route's template: the fast path's requests are timed under it.
 RENEWAL_ROUTE = f"{API_PREFIX}/leases/{{name}}"

@@ -12,11 +12,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from node_registry.errors import BadRequestError, FieldError, RegistryError, ValidationError
+from node_registry.kube.meta import Status, status_from_error
+from node_registry.passport.models import API_GROUP
 from node_registry.server.body import BodyTooLarge, too_large
 from node_registry.server.metrics import Metrics
-from node_registry.wire import Status, status_from_error
 
-#: (resource, group) a route names in its errors' Status details; the /nodes routes name none.
+#: (resource, group) a route names in its errors' Status details; nodepassports by default.
 Resource = tuple[str, str | None]
 
 
@@ -40,7 +41,7 @@ def refusal_status(
     exc: RegistryError, name: str | None = None, resource: Resource | None = None
 ) -> dict[str, Any]:
     """The ``Status`` body of a refusal (also each refused lease's in a batched renewal)."""
-    kind, group = resource or ("nodes", None)
+    kind, group = resource or ("nodepassports", API_GROUP)
     return status_from_error(exc, name=name, kind=kind, group=group)
 
 

@@ -1,14 +1,14 @@
 """Prometheus metrics of the service, in a collector registry of its own (no globals).
 
-Node counts and the protection flag are read from the registry at scrape time, so they are
-never stale; counters are bumped where the thing happens. Names follow Prometheus
+Node counts are kept by the registry's index as nodes change and read at scrape time (a
+scrape costs the same at 100,000 nodes as at 10: no list); they count the health the
+lifecycle controller recorded. Counters are bumped where the thing happens. Names follow Prometheus
 conventions: ``node_registry_`` prefix, base units (seconds), ``_total`` on counters.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -28,32 +28,32 @@ class _RegistryCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         try:
-            listed = self._registry.list_nodes().items
+            counts = self._registry.node_counts()
         except StoreUnavailableError:
-            listed = None  # no node counts rather than stale ones; the scrape still works
+            counts = None  # no node counts rather than stale ones; the scrape still works
         yield GaugeMetricFamily(
             "node_registry_store_available",
             "1 while the store answers and this process's view of it is current.",
-            value=0 if listed is None else 1,
+            value=0 if counts is None else 1,
         )
         yield GaugeMetricFamily(
             "node_registry_controller_leader",
             "1 while this process runs the lifecycle controller (one replica of many on etcd).",
             value=1 if self._registry.leading else 0,
         )
-        if listed is not None:
+        if counts is not None:
             nodes = GaugeMetricFamily(
                 "node_registry_nodes",
-                "Registered nodes by kind and current health state.",
+                "Registered nodes by kind and the health state the lifecycle controller "
+                "recorded (at most one controller period behind a read's verdict).",
                 labels=["kind", "health_state"],
             )
-            tally = Tally((e.node_kind, e.health_state) for e in listed)
             # The built-in types always, at 0 too; custom ones as nodes of theirs appear.
             kinds = [k.value for k in NodeType]
-            kinds += sorted({k for k, _ in tally} - set(kinds))
+            kinds += sorted({str(k) for k, _ in counts} - set(kinds))
             for kind in kinds:
                 for state in HealthState:
-                    nodes.add_metric([kind, state.value], tally.get((kind, state), 0))
+                    nodes.add_metric([kind, state.value], counts.get((kind, state), 0))
             yield nodes
         yield GaugeMetricFamily(
             "node_registry_mass_failure_protection_active",
@@ -113,7 +113,7 @@ class Metrics:
             registry=reg,
         )
         self.watch_streams = Gauge(
-            "node_registry_watch_streams", "Open watch streams (NDJSON and SSE).", registry=reg
+            "node_registry_watch_streams", "Open watch streams.", registry=reg
         )
         self.shed = Counter(
             "node_registry_requests_shed_total",

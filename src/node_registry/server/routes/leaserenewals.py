@@ -26,13 +26,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from node_registry.errors import FieldError, RegistryError, ValidationError
+from node_registry.kube.discovery import API_PREFIX
 from node_registry.passport import API_VERSION
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.server.auth import Role, authorize_node_id, authorize_node_write
 from node_registry.server.body import read_document
 from node_registry.server.context import context
 from node_registry.server.handlers import refusal_status
-from node_registry.wire import API_PREFIX
 
 KIND = "LeaseRenewal"
 router = APIRouter(prefix=API_PREFIX, tags=["leases"])

@@ -1,8 +1,9 @@
 """NodePassports in Kubernetes shape: get, list and watch (``kubectl get np``, client-go).
 
-``/apis/ai_team.io/v1/nodepassports`` serves the same nodes as ``/nodes`` as NodePassport
-objects (``node_registry.kube.objects``), as a ``Table`` when Accept asks for one (``kubectl
-get``), filtered by label and field selectors, paginated with ``limit``/``continue``, and
+``/apis/ai_team.io/v1/nodepassports`` serves the registry's nodes as NodePassport objects
+(``node_registry.kube.objects``), as a ``Table`` when Accept asks for one (``kubectl get``),
+filtered by label and field selectors (``find_nodes``' kind, selector, only_healthy and
+only_verified: ``kube.fields``), paginated with ``limit``/``continue``, and
 watched as NDJSON in ``application/json`` with Kubernetes' semantics: no resourceVersion (or
 ``0``) sends the current nodes as ADDED first; a health transition is a MODIFIED; BOOKMARKs
 only when asked (``allowWatchBookmarks``). A node token reads only its own node (kubectl reads
@@ -11,6 +12,7 @@ an object before it patches it). The writes are ``nodepassport_writes``'.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,10 +23,11 @@ from node_registry.errors import NotFoundError
 from node_registry.kube.discovery import GROUP_VERSION
 from node_registry.kube.fields import FieldSelector, parse_field_selector
 from node_registry.kube.meta import META_GROUP_VERSION
-from node_registry.kube.objects import entry_to_object, list_to_object
+from node_registry.kube.objects import entry_to_object, list_head, list_to_object, object_bytes
 from node_registry.kube.table import IncludeObject, nodes_table, row_object
 from node_registry.passport.models import API_GROUP, KIND
-from node_registry.registry import EventType, RegistryEntry, WatchEvent
+from node_registry.passport.verification import strict_labels, trusted
+from node_registry.registry import EventType, NodeList, RegistryEntry, WatchEvent
 from node_registry.selectors import Selector
 from node_registry.server.auth import (
     Principal,
@@ -35,7 +38,7 @@ from node_registry.server.auth import (
 )
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
-from node_registry.server.render import NodesResponse
+from node_registry.server.render import UNSENDABLE, NodesResponse, object_list_response
 from node_registry.server.routes.params import (
     ContinueQuery,
     LabelSelectorQuery,
@@ -44,7 +47,7 @@ from node_registry.server.routes.params import (
     TimeoutQuery,
     query_selector,
 )
-from node_registry.server.streams import Encoding, ndjson_frame, stream_events
+from node_registry.server.streams import Encoding, EntryFilter, ndjson_frame, stream_events
 
 RESOURCE = "nodepassports"
 
@@ -169,9 +172,8 @@ async def list_nodepassports(
         # The token's snapshot was filtered by the first page's selectors.
         page = ctx.pages.next(continue_, limit)
     else:
-        found = ctx.registry.sync.select(selector=selector)
-        items = found.items if fields.empty() else [e for e in found.items if fields.matches(e)]
-        page = ctx.pages.first(items, found.resource_version, limit)
+        found = select(ctx, selector, fields)
+        page = ctx.pages.first(found.items, found.resource_version, limit)
     if shape is Shape.TABLE:
         table = nodes_table(
             page.items,
@@ -182,16 +184,38 @@ async def list_nodepassports(
             remaining=page.remaining,
         )
         return _respond(table, shape)
+    if shape not in (Shape.METADATA, Shape.METADATA_LIST):
+        head = list_head(page.resource_version, page.continue_token, page.remaining)
+        return object_list_response(head, page.items, content_type(Shape.OBJECT))
     doc = list_to_object(page.items, page.resource_version, page.continue_token, page.remaining)
-    if shape in (Shape.METADATA, Shape.METADATA_LIST):
-        doc = {
-            "apiVersion": META_GROUP_VERSION,
-            "kind": "PartialObjectMetadataList",
-            "metadata": doc["metadata"],
-            "items": [_metadata_of(item) for item in doc["items"]],
-        }
-        return _respond(doc, Shape.METADATA_LIST)
-    return _respond(doc, Shape.OBJECT)
+    doc = {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "PartialObjectMetadataList",
+        "metadata": doc["metadata"],
+        "items": [_metadata_of(item) for item in doc["items"]],
+    }
+    return _respond(doc, Shape.METADATA_LIST)
+
+
+def select(ctx: ServerContext, selector: Selector, fields: FieldSelector) -> NodeList:
+    """The nodes (label, field) selectors pick, with the version they were read at."""
+    found = ctx.registry.sync.select(selector=selector, only_verified=fields.only_verified)
+    if fields.empty():
+        return found
+    return NodeList([e for e in found.items if fields.matches(e)], found.resource_version)
+
+
+def _verified(selector: Selector, fields: FieldSelector) -> EntryFilter:
+    """A watch's ``select(only_verified=True)``: trusted nodes, the selector matching the
+    labels with only Verified claims (as ``Registry.select`` reads them)."""
+
+    def wanted(entry: RegistryEntry) -> bool:
+        labels = entry.labels
+        if not trusted(labels) or not fields.matches(entry):
+            return False
+        return selector.empty() or selector.matches(strict_labels(labels))
+
+    return wanted
 
 
 # -- watch -----------------------------------------------------------------------------------
@@ -256,6 +280,19 @@ def _table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
     return Encoding(event, bookmark)
 
 
+def _added_frames(items: list[RegistryEntry], encoding: Encoding) -> Iterator[bytes]:
+    """The current nodes as ADDED lines; objects from their stored versions' cached JSON."""
+    for entry in items:
+        if encoding is OBJECT_ENCODING:
+            try:
+                yield b'{"type":"ADDED","object":' + object_bytes(entry) + b"}\n"
+                continue
+            except UNSENDABLE:
+                pass  # encoded whole below: the frame's own encoding says what is wrong
+        event = WatchEvent(EventType.ADDED, entry, entry.resource_version)
+        yield ndjson_frame(encoding.event(event), 0)
+
+
 async def _watch(
     ctx: ServerContext,
     *,
@@ -268,18 +305,17 @@ async def _watch(
 ) -> StreamingResponse:
     registry = ctx.registry
     encoding = OBJECT_ENCODING if table is None else table_encoding(table, ctx.clock)
-    wanted = None if fields.empty() else fields.matches
-    initial: list[bytes] = []
+    wanted: EntryFilter | None = None if fields.empty() else fields.matches
+    initial: Iterable[bytes] = ()
     if not since:
         # Kubernetes' "get state and start at most recent": the nodes now, as ADDED, then
         # every change after the version they were read at.
-        found = registry.sync.select(selector=selector)
+        found = select(ctx, selector, fields)
         since = found.resource_version
-        initial = [
-            ndjson_frame(encoding.event(WatchEvent(EventType.ADDED, e, e.resource_version)), 0)
-            for e in found.items
-            if wanted is None or wanted(e)
-        ]
+        initial = _added_frames(found.items, encoding)
+    if fields.only_verified:
+        # The strict reading of the labels is the filter's: the shared lenient one is off.
+        wanted, selector = _verified(selector, fields), Selector()
     opened = await registry.open_watch(since)
     frames = stream_events(
         opened,
