@@ -5,7 +5,8 @@ benchmark; registered in process (``Registry.register``: the same validation and
 it takes seconds. The app is then served as `node-registry serve` serves it (the guarded
 httptools protocol, its limits, uvloop, no access log). SIGUSR1 switches lease renewals
 between the fast path and the framework's route, so both are measured on one registry in
-one process. The fleet is frozen out of the garbage collector once registered.
+one process. The app freezes the fleet out of full collections as it starts, as it does
+under `serve` (server/gctune.py).
 
     python bench/fleet_server.py --nodes 10000 --port 8080
 """
@@ -13,7 +14,6 @@ one process. The fleet is frozen out of the garbage collector once registered.
 from __future__ import annotations
 
 import argparse
-import gc
 import signal
 import sys
 import time
@@ -48,12 +48,6 @@ def main() -> int:
     start = time.perf_counter()
     for i in range(args.nodes):
         registry.sync.register(passport(f"bench-node-{i:06d}", i))
-    # The fleet is moved out of the collector's reach, as a long-running registry's
-    # entries are to it (#14's GC item): otherwise a full collection over 100,000 entries,
-    # seconds long, lands in some runs and not others. Its cost is measured where it
-    # belongs, as heartbeat p99 under GC load, not as CPU per renewal.
-    gc.collect()
-    gc.freeze()
     print(f"registered {args.nodes} in {time.perf_counter() - start:.1f} s", flush=True)
     app = create_app(registry, settings, authenticator=Authenticator(None))
     assert isinstance(app, RegistryApp)
