@@ -313,3 +313,22 @@ def test_the_fast_path_takes_exactly_what_the_framework_routes_to_the_renewal(
     assert fast.fast_path.serves(scope) is renews
     # Under a root path the framework routes (it matches the path without the root).
     assert not fast.fast_path.serves({**scope, "root_path": "/registry"})
+
+
+def test_a_bug_is_answered_as_the_framework_answers_it(
+    servers: tuple[Server, Server],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A renewal that fails for a reason no refusal names (a bug in the registry) gets the
+    # same 500 Status from both paths, and its traceback goes to the server's log.
+    async def broken(node_id: str) -> Any:
+        raise RuntimeError("a bug")
+
+    for server in servers:
+        monkeypatch.setattr(server.app.state.registry, "heartbeat", broken)
+    answered, expected = (server.exchange(put("node-a")) for server in servers)
+    assert answered == expected
+    assert answered[0].split()[1] == b"500"
+    assert b"internal error: RuntimeError" in answered[2]
+    assert servers[0].metrics() == servers[1].metrics()
