@@ -42,7 +42,7 @@ from bench_registry import (  # noqa: E402
 from etcd_server import running_etcd  # noqa: E402
 from node_registry import AsyncRegistry  # noqa: E402
 from node_registry.config import Settings, load_settings  # noqa: E402
-from node_registry.store import Store, open_store  # noqa: E402
+from node_registry.store import Store, open_store_on_loop  # noqa: E402
 from node_registry.store.etcd import EtcdStore  # noqa: E402
 from node_registry.store.replica import EtcdReplica  # noqa: E402
 from sections import write_section  # noqa: E402
@@ -72,7 +72,8 @@ def settings_for(url: str) -> Settings:
 
 async def measure(backend: str, url: str, nodes: int, seconds: float) -> Figures:
     settings = settings_for(url)
-    store: Store = open_store(settings)
+    # As ``serve`` opens it: on etcd the replica runs on this loop (no thread between).
+    store: Store = await open_store_on_loop(settings)
     registry = AsyncRegistry(store, settings=settings)
     figures = Figures(backend, nodes)
     docs = make_passports(nodes, seed=nodes)
@@ -135,7 +136,7 @@ async def measure(backend: str, url: str, nodes: int, seconds: float) -> Figures
             figures.find_ms[label] = statistics.median(samples) / 1e6
     finally:
         await registry.close()
-        store.close()
+        await store.aio.close()
     return figures
 
 

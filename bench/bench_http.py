@@ -122,7 +122,7 @@ def register(base: str, nodes: int) -> None:
                 },
                 "status": {"phase": "Running"},
             }
-            client.post("/apis/ai_team.io/v1/nodes", json=doc).raise_for_status()
+            client.post("/apis/ai_team.io/v1/nodepassports", json=doc).raise_for_status()
 
 
 def heartbeats_counted(base: str) -> float:

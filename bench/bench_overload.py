@@ -56,7 +56,7 @@ SERVERS: dict[str, dict[str, Any]] = {
 }
 #: A read that costs the server a pass over every node (the first page of a full list is
 #: a snapshot of all of it) but the client one small answer: the generator stays light.
-READ = request("GET", f"{API}/nodes?limit=1")
+READ = request("GET", f"{API}/nodepassports?limit=1")
 
 
 @dataclass

@@ -86,9 +86,15 @@ class Watchers:
 
     async def open(self) -> None:
         ready = asyncio.Event()
+        # From the current version, as an informer watches after its list: no resourceVersion
+        # would send every node as ADDED to every watcher first.
+        conn = Connection(self.port)
+        _, body = await conn.call(request("GET", f"{API}/nodepassports?limit=1"))
+        conn.close()
+        since = json.loads(body)["metadata"]["resourceVersion"]
 
         async def one(index: int) -> None:
-            path = f"{API}/nodes?watch=true&allowWatchBookmarks=false"
+            path = f"{API}/nodepassports?watch=true&resourceVersion={since}"
             while True:  # as a Kubernetes client does: a 429 is retried after Retry-After
                 reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 writer.write(request("GET", path))
@@ -133,7 +139,7 @@ async def register_all(port: int, names: list[str]) -> None:
         conn = Connection(port)
         while queue:
             i, name = queue.pop()
-            await timed(conn, request("POST", f"{API}/nodes", passport(name, i)), tally, 30)
+            await timed(conn, request("POST", f"{API}/nodepassports", passport(name, i)), tally, 30)
         conn.close()
 
     await asyncio.gather(*(worker() for _ in range(16)))
@@ -159,7 +165,7 @@ async def load(port: int, names: list[str], args: argparse.Namespace, label: str
             args.seconds * k / args.registrations,
             request(
                 "POST",
-                f"{API}/nodes",
+                f"{API}/nodepassports",
                 {
                     **passport(names[k % len(names)], k),
                     "metadata": {

@@ -16,6 +16,11 @@ import pytest
 
 from etcd_server import FAST_RAFT, EtcdCluster, EtcdServer, etcd_binary, running_etcd
 from node_registry import FakeClock, Registry, load_settings
+from node_registry.passport.verification import (
+    CapabilityVerification,
+    VerificationState,
+    params_digest,
+)
 from node_registry.store import open_store
 
 #: The stores a module can run its registry tests over (see ``backend``).
@@ -50,6 +55,34 @@ status:
        lastHeartbeatTime: "2026-01-01T00:00:00Z", lastTransitionTime: "2026-01-01T00:00:00Z"}
   currentTasks: 0
 """
+
+
+def probe_result(
+    registry: Registry,
+    name: str,
+    capability: str,
+    state: str,
+    *,
+    reason: str | None = None,
+    message: str | None = None,
+) -> CapabilityVerification:
+    """A verifier's result for the claim ``capability`` of the node ``name`` as it stands
+    now (its version and params), checked at the registry's time."""
+    entry = registry.get_by_name(name)
+    cap = next(c for c in entry.passport.spec.capabilities if c.name == capability)
+    passed = state == "Verified"
+    return CapabilityVerification(
+        node_uid=entry.node_id,
+        node_name=name,
+        capability=capability,
+        state=VerificationState(state),
+        reason=reason or ("Passed" if passed else "CheckFailed"),
+        message=message or ("1 probe passed" if passed else "output did not match"),
+        checked_at=entry.last_seen,
+        probe=f"{capability}-probe",
+        capability_version=cap.version,
+        params_digest=params_digest(cap.params),
+    )
 
 
 def passport(

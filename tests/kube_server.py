@@ -2,8 +2,8 @@
 
 The registry runs on a FakeClock with the controller's timer out of reach, so ages in
 kubectl's tables are exact and a health transition happens only when a test advances the
-clock and reconciles. Each test starts from ``NODES``, registered through the ``/nodes``
-routes; the tests of the writes (#11 phase 2) then write through ``nodepassports``.
+clock and reconciles. Each test starts from ``NODES``, registered by creating their
+NodePassports; the tests of the writes then write through ``nodepassports`` too.
 ``NODE`` is coder-01's own token (bound to its name and uid), ``READER`` may only read.
 """
 
@@ -26,9 +26,9 @@ from conftest import passport
 from etcd_server import etcd_binary, running_etcd
 from live_server import serve
 from node_registry import AsyncRegistry, FakeClock, Registry, load_settings
+from node_registry.kube.discovery import API_PREFIX
 from node_registry.server import create_app
 from node_registry.store.factory import open_store
-from node_registry.wire import API_PREFIX
 
 ADMIN = "admin-token-0123456789abcdef"
 READER = "reader-token-0123456789abcdef"
@@ -77,11 +77,15 @@ class KubeServer:
             self.registry.release(name)  # a node that deleted itself left its name bound
         for name, kind, zone in NODES:
             doc = passport(name, kind=kind, labels={"zone": zone})
-            response = self.http.post(f"{API_PREFIX}/nodes", json=doc)
+            response = self.http.post(f"{API_PREFIX}/nodepassports", json=doc)
             assert response.status_code in (200, 201), response.text
 
     def status(self, name: str, **body: Any) -> None:
-        response = self.http.patch(f"{API_PREFIX}/nodes/{name}/status", json=body)
+        response = self.http.patch(
+            f"{API_PREFIX}/nodepassports/{name}/status",
+            json={"status": body},
+            headers={"Content-Type": "application/strategic-merge-patch+json"},
+        )
         assert response.status_code == 200, response.text
 
     def silence(self, seconds: float) -> None:

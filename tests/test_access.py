@@ -22,8 +22,8 @@ from conftest import passport
 from live_server import make_app, serve
 from node_registry import FakeClock
 from node_registry.errors import ConfigError, UnauthorizedError
+from node_registry.kube.discovery import API_PREFIX
 from node_registry.server import Authenticator
-from node_registry.wire import API_PREFIX
 
 ADMIN = "admin-token-0123456789abcdef"
 READER = "reader-token-0123456789abcdef"
@@ -45,6 +45,9 @@ TOKENS = {
 TARGET = "coder-01"
 ABSENT = "coder-02"
 PROTECTED = "registry.ai-team.io/trusted"
+NP = f"{API_PREFIX}/nodepassports"
+SMP = {"Content-Type": "application/strategic-merge-patch+json"}
+MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -74,20 +77,20 @@ def client(base_url: str) -> Iterator[httpx.Client]:
 def reset(http: httpx.Client) -> None:
     """``coder-01`` registered from scratch, nothing else, and no name bound."""
     for item in snapshot(http)["items"]:
-        name = item["passport"]["metadata"]["name"]
-        response = http.delete(f"{API_PREFIX}/nodes/{name}", headers=bearer(ADMIN))
+        name = item["metadata"]["name"]
+        response = http.delete(f"{NP}/{name}", headers=bearer(ADMIN))
         assert response.status_code == 200, response.text
     for name in ("coder-01", "coder-02", "coder-03", "victim"):
         # Names left bound by nodes that deregistered themselves: freed by an admin.
-        response = http.delete(f"{API_PREFIX}/nodes/{name}", headers=bearer(ADMIN))
+        response = http.delete(f"{NP}/{name}", headers=bearer(ADMIN))
         assert response.status_code in (200, 404), response.text
-    response = http.post(f"{API_PREFIX}/nodes", json=passport(TARGET), headers=bearer(ADMIN))
+    response = http.post(NP, json=passport(TARGET), headers=bearer(ADMIN))
     assert response.status_code == 201, response.text
 
 
 def snapshot(http: httpx.Client) -> dict[str, Any]:
     """Everything stored, as the admin sees it (including the list's resourceVersion)."""
-    response = http.get(f"{API_PREFIX}/nodes", headers=bearer(ADMIN))
+    response = http.get(NP, headers=bearer(ADMIN))
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -102,6 +105,7 @@ class Endpoint:
     path: str  # {name} is the node acted on
     body: Any = None
     params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
 
     def url(self, name: str) -> str:
         return self.path.format(name=name)
@@ -110,32 +114,38 @@ class Endpoint:
         body = self.body(name) if callable(self.body) else self.body
         # Streamed: an allowed watch sends its status and headers first, then the test stops
         # reading and leaves (timeoutSeconds bounds the stream should the close go unnoticed).
+        sent = {**(self.headers or {}), **headers}
         with http.stream(
-            self.method, self.url(name), json=body, params=self.params, headers=headers
+            self.method, self.url(name), json=body, params=self.params, headers=sent
         ) as response:
-            if response.headers.get("content-type", "").startswith("application/x-ndjson"):
+            if (self.params or {}).get("watch") and response.status_code == 200:
                 return response
             response.read()
             return response
 
 
 ENDPOINTS = {
-    "register": Endpoint("POST", f"{API_PREFIX}/nodes", passport),
-    "replace": Endpoint("PUT", f"{API_PREFIX}/nodes/{{name}}", passport),
-    "get": Endpoint("GET", f"{API_PREFIX}/nodes/{{name}}"),
-    "list": Endpoint("GET", f"{API_PREFIX}/nodes"),
-    "watch": Endpoint(
-        "GET", f"{API_PREFIX}/nodes", params={"watch": "true", "timeoutSeconds": "5"}
+    "register": Endpoint("POST", NP, passport),
+    "replace": Endpoint("PUT", f"{NP}/{{name}}", passport),
+    "patch": Endpoint("PATCH", f"{NP}/{{name}}", {"spec": {"maxConcurrentTasks": 5}}, None, MERGE),
+    "get": Endpoint("GET", f"{NP}/{{name}}"),
+    "list": Endpoint("GET", NP),
+    "watch": Endpoint("GET", NP, params={"watch": "true", "timeoutSeconds": "5"}),
+    "selected": Endpoint(
+        "GET", NP, params={"fieldSelector": "metadata.nodeType=agent,status.schedulable=true"}
     ),
-    "search": Endpoint("POST", f"{API_PREFIX}/search", {"kind": "agent"}),
     "lease-get": Endpoint("GET", f"{API_PREFIX}/leases/{{name}}"),
     "lease-renew": Endpoint(
         "PUT", f"{API_PREFIX}/leases/{{name}}", lambda name: {"spec": {"holderIdentity": name}}
     ),
     "status-patch": Endpoint(
-        "PATCH", f"{API_PREFIX}/nodes/{{name}}/status", {"phase": "Running", "currentTasks": 2}
+        "PATCH",
+        f"{NP}/{{name}}/status",
+        {"status": {"phase": "Running", "currentTasks": 2}},
+        None,
+        SMP,
     ),
-    "delete": Endpoint("DELETE", f"{API_PREFIX}/nodes/{{name}}"),
+    "delete": Endpoint("DELETE", f"{NP}/{{name}}"),
     "metrics": Endpoint("GET", "/metrics"),
     "healthz": Endpoint("GET", "/healthz"),
     "readyz": Endpoint("GET", "/readyz"),
@@ -150,10 +160,12 @@ ALLOWED: dict[str, tuple[int, int, int, int]] = {
     #                admin reader node-own node-other
     "register": (200, 403, 200, 403),
     "replace": (200, 403, 200, 403),
-    "get": (200, 200, 403, 403),
+    "patch": (200, 403, 200, 403),
+    # A node reads its own node (kubectl reads an object before it patches it).
+    "get": (200, 200, 200, 403),
     "list": (200, 200, 403, 403),
     "watch": (200, 200, 403, 403),
-    "search": (200, 200, 403, 403),
+    "selected": (200, 200, 403, 403),
     "lease-get": (200, 200, 200, 403),
     "lease-renew": (200, 403, 200, 403),
     "status-patch": (200, 403, 200, 403),
@@ -229,14 +241,14 @@ def test_access_matrix(client: httpx.Client, endpoint: str, credential: str, exp
         assert_refusal_explained(response, endpoint, credential)
         assert snapshot(client) == before, "a refused request changed stored data"
     elif endpoint == "watch":
-        assert response.headers["content-type"].startswith("application/x-ndjson")
+        assert response.headers["content-type"].startswith("application/json")
 
 
 #: Status on ABSENT (coder-02: a token, no node): authorized callers learn it is missing,
 #: a node bound elsewhere is refused before the registry is asked (403, not 404).
 MISSING: dict[str, tuple[int, int, int, int]] = {
     #                admin reader node-own node-other
-    "get": (404, 404, 403, 403),
+    "get": (404, 404, 404, 403),
     "lease-get": (404, 404, 404, 403),
     "lease-renew": (404, 403, 404, 403),
     "status-patch": (404, 403, 404, 403),
@@ -271,16 +283,16 @@ def test_access_to_a_missing_node(
 
 
 def test_a_node_registers_itself_from_nothing(client: httpx.Client) -> None:
-    response = client.post(f"{API_PREFIX}/nodes", json=passport(ABSENT), headers=bearer(NODE_02))
+    response = client.post(NP, json=passport(ABSENT), headers=bearer(NODE_02))
     assert response.status_code == 201, response.text
-    names = [i["passport"]["metadata"]["name"] for i in snapshot(client)["items"]]
+    names = [i["metadata"]["name"] for i in snapshot(client)["items"]]
     assert sorted(names) == [TARGET, ABSENT]
 
 
 def test_a_node_cannot_register_a_passport_named_for_another(client: httpx.Client) -> None:
     before = snapshot(client)
     # coder-02's token, coder-01's passport: on POST the name comes only from the body.
-    response = client.post(f"{API_PREFIX}/nodes", json=passport(TARGET), headers=bearer(NODE_02))
+    response = client.post(NP, json=passport(TARGET), headers=bearer(NODE_02))
     assert response.status_code == 403, response.text
     assert f"may not change node {TARGET!r}" in assert_status_body(response, 403, "Forbidden")
     assert snapshot(client) == before
@@ -295,12 +307,12 @@ def test_tokens_are_matched_exactly(client: httpx.Client) -> None:
         f"Token {ADMIN}",  # another scheme
         ADMIN,  # no scheme
     ):
-        response = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers={"Authorization": header})
+        response = client.delete(f"{NP}/{TARGET}", headers={"Authorization": header})
         assert response.status_code == 401, header
         assert_status_body(response, 401, "Unauthorized")
     assert snapshot(client) == before
     # The scheme is case-insensitive (RFC 7235), the token is not.
-    response = client.get(f"{API_PREFIX}/nodes", headers={"Authorization": f"bearer {READER}"})
+    response = client.get(NP, headers={"Authorization": f"bearer {READER}"})
     assert response.status_code == 200
 
 
@@ -315,16 +327,16 @@ def _labelled(value: str | None, **extra: str) -> dict[str, Any]:
 
 
 def _stored_labels(http: httpx.Client) -> dict[str, str]:
-    response = http.get(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN))
+    response = http.get(f"{NP}/{TARGET}", headers=bearer(ADMIN))
     assert response.status_code == 200, response.text
-    labels: dict[str, str] = response.json()["passport"]["metadata"]["labels"]
+    labels: dict[str, str] = response.json()["metadata"]["labels"]
     return labels
 
 
 def _register(http: httpx.Client, doc: dict[str, Any], token: str, via: str) -> httpx.Response:
     if via == "POST":
-        return http.post(f"{API_PREFIX}/nodes", json=doc, headers=bearer(token))
-    return http.put(f"{API_PREFIX}/nodes/{TARGET}", json=doc, headers=bearer(token))
+        return http.post(NP, json=doc, headers=bearer(token))
+    return http.put(f"{NP}/{TARGET}", json=doc, headers=bearer(token))
 
 
 def _assert_protected_refusal(response: httpx.Response) -> None:
@@ -341,9 +353,7 @@ def test_a_node_may_not_set_a_protected_label(client: httpx.Client, via: str) ->
     assert snapshot(client) == before
     # Nor on first registration (coder-02 has no node yet).
     labels = {"zone": "eu-west-1", PROTECTED: "true"}
-    response = client.post(
-        f"{API_PREFIX}/nodes", json=passport(ABSENT, labels=labels), headers=bearer(NODE_02)
-    )
+    response = client.post(NP, json=passport(ABSENT, labels=labels), headers=bearer(NODE_02))
     _assert_protected_refusal(response)
     assert snapshot(client) == before
 
@@ -358,7 +368,7 @@ def test_a_node_keeps_the_protected_labels_an_operator_set(client: httpx.Client,
     # The node re-registers without the label, changing another one: the mark stays.
     response = _register(client, _labelled(None, team="blue"), NODE_01, via)
     assert response.status_code == 200, response.text
-    assert response.json()["passport"]["metadata"]["labels"][PROTECTED] == "true"
+    assert response.json()["metadata"]["labels"][PROTECTED] == "true"
     assert _stored_labels(client) == {"zone": "eu-west-1", "team": "blue", PROTECTED: "true"}
 
     # Repeating the operator's value is no change, so it is allowed.
@@ -394,7 +404,7 @@ def test_a_node_may_not_reach_a_protected_label_through_its_resources(
     before = snapshot(client)
     _assert_protected_refusal(_register(client, doc, NODE_01, "POST"))
     assert snapshot(client) == before
-    selector = f"{API_PREFIX}/nodes?labelSelector={PROTECTED}"
+    selector = f"{NP}?labelSelector={PROTECTED}"
     assert client.get(selector, headers=bearer(ADMIN)).json()["items"] == []
 
     # What an operator declared, the node may repeat.
@@ -416,9 +426,9 @@ def _as(name: str, uid: str, **labels: str) -> dict[str, Any]:
 
 
 def _uid(http: httpx.Client, name: str) -> str:
-    response = http.get(f"{API_PREFIX}/nodes/{name}", headers=bearer(ADMIN))
+    response = http.get(f"{NP}/{name}", headers=bearer(ADMIN))
     assert response.status_code == 200, response.text
-    uid: str = response.json()["nodeId"]
+    uid: str = response.json()["metadata"]["uid"]
     return uid
 
 
@@ -429,21 +439,28 @@ def test_a_node_token_cannot_take_over_another_nodes_record(
 ) -> None:
     # The operator's node "victim", with an endpoint and a protected label.
     victim = _as("victim", VICTIM_UID, **{PROTECTED: "true"})
-    assert client.post(f"{API_PREFIX}/nodes", json=victim, headers=bearer(ADMIN)).status_code == 201
+    assert client.post(NP, json=victim, headers=bearer(ADMIN)).status_code == 201
     # coder-01's token leaves, then comes back under its own name with the victim's uid.
-    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01)).status_code == 200
+    assert client.delete(f"{NP}/{TARGET}", headers=bearer(NODE_01)).status_code == 200
     before = snapshot(client)
     hijack = _as(TARGET, spelling(VICTIM_UID))
     hijack["spec"]["endpoint"]["address"] = "amqp://attacker:5672"
     response = _register(client, hijack, NODE_01, via)
-    message = assert_status_body(response, 403, "Forbidden")
-    assert f"uid {VICTIM_UID} is registered as node 'victim'" in message
+    if via == "PUT":  # a PUT creates nothing: the name left is not there to replace
+        assert_status_body(response, 404, "NotFound")
+    else:
+        message = assert_status_body(response, 403, "Forbidden")
+        assert f"uid {VICTIM_UID} is registered as node 'victim'" in message
     assert snapshot(client) == before
     # Nor without leaving first (the name is its own, the uid is not).
     reset(client)
-    assert client.post(f"{API_PREFIX}/nodes", json=victim, headers=bearer(ADMIN)).status_code == 201
+    assert client.post(NP, json=victim, headers=bearer(ADMIN)).status_code == 201
     before = snapshot(client)
-    assert _register(client, hijack, NODE_01, via).status_code == 403
+    refused = _register(client, hijack, NODE_01, via)
+    if via == "PUT":  # whoever sends it, a uid never changes under a name (apiserver's rule)
+        assert "metadata.uid: field is immutable" in assert_status_body(refused, 422, "Invalid")
+    else:
+        assert refused.status_code == 403, refused.text
     assert snapshot(client) == before
 
 
@@ -452,9 +469,9 @@ def _marked_then_left(client: httpx.Client) -> str:
     (the node runtime deregisters on SIGTERM); its uid."""
     uid = _uid(client, TARGET)
     marked = _as(TARGET, uid, **{PROTECTED: "quarantined"})
-    response = client.put(f"{API_PREFIX}/nodes/{TARGET}", json=marked, headers=bearer(ADMIN))
+    response = client.put(f"{NP}/{TARGET}", json=marked, headers=bearer(ADMIN))
     assert response.status_code == 200, response.text
-    left = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01))
+    left = client.delete(f"{NP}/{TARGET}", headers=bearer(NODE_01))
     assert left.status_code == 200, left.text
     return uid
 
@@ -465,54 +482,49 @@ def test_a_node_that_left_comes_back_with_its_uid_and_labels(client: httpx.Clien
 
     # Its token cannot shed the operator's label by coming back as another uid...
     fresh = _as(TARGET, "77777777-6666-4555-8444-333333333333")
-    response = client.post(f"{API_PREFIX}/nodes", json=fresh, headers=bearer(NODE_01))
+    response = client.post(NP, json=fresh, headers=bearer(NODE_01))
     message = assert_status_body(response, 403, "Forbidden")
     assert f"name {TARGET!r} is bound to uid {uid}, which deregistered itself from it" in message
+    assert f"an admin can free the name: DELETE nodepassports/{TARGET}" in message
     assert snapshot(client) == before
     # ...while the node itself, any spelling of its uid, gets its name and label back.
-    again = client.post(
-        f"{API_PREFIX}/nodes", json=_as(TARGET, uid.upper()), headers=bearer(NODE_01)
-    )
+    again = client.post(NP, json=_as(TARGET, uid.upper()), headers=bearer(NODE_01))
     assert again.status_code == 201, again.text
-    assert again.json()["nodeId"] == uid
+    assert again.json()["metadata"]["uid"] == uid
     assert _stored_labels(client) == {"zone": "eu-west-1", PROTECTED: "quarantined"}
 
 
 def test_an_admin_delete_forgets_the_binding(client: httpx.Client) -> None:
     uid = _marked_then_left(client)
     # The operator frees the name the node left bound...
-    freed = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN))
+    freed = client.delete(f"{NP}/{TARGET}", headers=bearer(ADMIN))
     assert freed.status_code == 200, freed.text
     assert freed.json()["message"] == f"name {TARGET} released"
-    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN)).status_code == 404
+    assert client.delete(f"{NP}/{TARGET}", headers=bearer(ADMIN)).status_code == 404
     # ...so any uid may take it, with no label of the old node.
     fresh = _as(TARGET, "77777777-6666-4555-8444-333333333333")
-    response = client.post(f"{API_PREFIX}/nodes", json=fresh, headers=bearer(NODE_01))
+    response = client.post(NP, json=fresh, headers=bearer(NODE_01))
     assert response.status_code == 201, response.text
     assert _stored_labels(client) == {"zone": "eu-west-1"}
     # Deleting a registered node as an admin leaves no binding either.
-    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(ADMIN)).status_code == 200
-    response = client.post(f"{API_PREFIX}/nodes", json=_as(TARGET, uid), headers=bearer(NODE_01))
+    assert client.delete(f"{NP}/{TARGET}", headers=bearer(ADMIN)).status_code == 200
+    response = client.post(NP, json=_as(TARGET, uid), headers=bearer(NODE_01))
     assert response.status_code == 201, response.text
     # A node token cannot free a name: only an admin's delete does.
-    assert client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01)).status_code == 200
-    refused = client.delete(f"{API_PREFIX}/nodes/{TARGET}", headers=bearer(NODE_01))
+    assert client.delete(f"{NP}/{TARGET}", headers=bearer(NODE_01)).status_code == 200
+    refused = client.delete(f"{NP}/{TARGET}", headers=bearer(NODE_01))
     assert refused.status_code == 404, refused.text
 
 
 def test_a_token_pinned_to_a_uid_acts_on_that_uid_only(client: httpx.Client) -> None:
     other = "44444444-3333-4222-8111-000000000000"
     before = snapshot(client)
-    response = client.post(
-        f"{API_PREFIX}/nodes", json=_as("coder-03", other), headers=bearer(PINNED)
-    )
+    response = client.post(NP, json=_as("coder-03", other), headers=bearer(PINNED))
     assert f"is bound to uid {PINNED_UID}, not {other}" in assert_status_body(
         response, 403, "Forbidden"
     )
     assert snapshot(client) == before
-    response = client.post(
-        f"{API_PREFIX}/nodes", json=_as("coder-03", PINNED_UID), headers=bearer(PINNED)
-    )
+    response = client.post(NP, json=_as("coder-03", PINNED_UID), headers=bearer(PINNED))
     assert response.status_code == 201, response.text
     lease = {"spec": {"holderIdentity": "coder-03"}}
     assert (
@@ -521,19 +533,20 @@ def test_a_token_pinned_to_a_uid_acts_on_that_uid_only(client: httpx.Client) -> 
     )
 
     # An operator puts another uid under the name: the pinned token may not touch it.
-    assert client.delete(f"{API_PREFIX}/nodes/coder-03", headers=bearer(ADMIN)).status_code == 200
-    response = client.post(
-        f"{API_PREFIX}/nodes", json=_as("coder-03", other), headers=bearer(ADMIN)
-    )
+    assert client.delete(f"{NP}/coder-03", headers=bearer(ADMIN)).status_code == 200
+    response = client.post(NP, json=_as("coder-03", other), headers=bearer(ADMIN))
     assert response.status_code == 201, response.text
     before = snapshot(client)
     for method, path, body in (
         ("PUT", "/leases/coder-03", lease),
         ("GET", "/leases/coder-03", None),
-        ("PATCH", "/nodes/coder-03/status", {"currentTasks": 1}),
-        ("DELETE", "/nodes/coder-03", None),
+        ("GET", "/nodepassports/coder-03", None),
+        ("PATCH", "/nodepassports/coder-03/status", {"status": {"currentTasks": 1}}),
+        ("PATCH", "/nodepassports/coder-03", {"metadata": {"labels": {"a": "b"}}}),
+        ("DELETE", "/nodepassports/coder-03", None),
     ):
-        response = client.request(method, f"{API_PREFIX}{path}", json=body, headers=bearer(PINNED))
+        headers = {**bearer(PINNED), **(SMP if method == "PATCH" else {})}
+        response = client.request(method, f"{API_PREFIX}{path}", json=body, headers=headers)
         assert response.status_code == 403, (method, path, response.text)
         assert f"is bound to uid {PINNED_UID}, not {other}" in assert_status_body(
             response, 403, "Forbidden"
@@ -692,25 +705,26 @@ def test_a_token_removed_from_the_file_stops_working_without_a_restart(tmp_path:
     path.write_text(yaml.safe_dump(TOKENS), encoding="utf-8")
     app = make_app(clock=FakeClock(), server={"tokens_file": path})
     with serve(app) as url, httpx.Client(base_url=url, timeout=5) as http:
-        assert http.get(f"{API_PREFIX}/nodes", headers=bearer(READER)).status_code == 200
+        assert http.get(NP, headers=bearer(READER)).status_code == 200
         without = {"tokens": [t for t in TOKENS["tokens"] if t["token"] != READER]}
         path.write_text(yaml.safe_dump(without), encoding="utf-8")
         deadline = time.monotonic() + 5
-        while (code := http.get(f"{API_PREFIX}/nodes", headers=bearer(READER)).status_code) == 200:
+        while (code := http.get(NP, headers=bearer(READER)).status_code) == 200:
             assert time.monotonic() < deadline, "the removed token still works"
             time.sleep(0.05)
         assert code == 401
-        assert http.get(f"{API_PREFIX}/nodes", headers=bearer(ADMIN)).status_code == 200
+        assert http.get(NP, headers=bearer(ADMIN)).status_code == 200
 
 
 @pytest.mark.parametrize(
     ("method", "path", "token", "body"),
     [
-        ("POST", "/nodes", READER, {"metadata": "not a mapping"}),
-        ("PUT", f"/nodes/{TARGET}", NODE_02, {"metadata": "not a mapping"}),
-        ("PATCH", f"/nodes/{TARGET}/status", NODE_02, {"phase": "Bogus", "bogus": 1}),
-        ("PATCH", f"/nodes/{TARGET}/status", READER, {"currentTasks": -1}),
-        ("POST", "/search", NODE_01, {"selector": {"matchExpressions": "nope"}}),
+        ("POST", "/nodepassports", READER, {"metadata": "not a mapping"}),
+        ("PUT", f"/nodepassports/{TARGET}", NODE_02, {"metadata": "not a mapping"}),
+        ("PATCH", f"/nodepassports/{TARGET}/status", NODE_02, {"status": {"phase": "Bogus"}}),
+        ("PATCH", f"/nodepassports/{TARGET}/status", READER, {"status": {"currentTasks": -1}}),
+        ("GET", "/nodepassports?labelSelector=zone%20in%20(", NODE_01, None),
+        ("GET", "/nodepassports?fieldSelector=status.schedulable=maybe", NODE_01, None),
     ],
 )
 def test_authorization_comes_before_validation(
@@ -719,13 +733,14 @@ def test_authorization_comes_before_validation(
     # Kubernetes authorizes before it validates: a refused caller learns nothing from
     # whether its request was well-formed.
     before = snapshot(client)
-    response = client.request(method, f"{API_PREFIX}{path}", json=body, headers=bearer(token))
+    headers = {**bearer(token), **(SMP if method == "PATCH" else {})}
+    response = client.request(method, f"{API_PREFIX}{path}", json=body, headers=headers)
     assert response.status_code == 403, response.text
     assert response.json()["reason"] == "Forbidden"
     assert snapshot(client) == before
 
 
 def test_a_401_names_the_bearer_scheme(client: httpx.Client) -> None:
-    response = client.get(f"{API_PREFIX}/nodes")
+    response = client.get(NP)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"

@@ -82,25 +82,28 @@ def test_every_write_path_is_admitted(registry: Registry) -> None:
     assert registry.get(tool.node_id).passport.spec.capabilities[0].name == "web_search"
 
 
+#: Only an admin deletes a node labelled pinned: a policy on DELETE, reading oldObject.
+PINNED_POLICY = {
+    "apiVersion": "ai_team.io/v1",
+    "kind": "ValidatingAdmissionPolicy",
+    "metadata": {"name": "keep-pinned-nodes"},
+    "spec": {
+        "matchConstraints": {"operations": ["DELETE"]},
+        "validations": [
+            {
+                "expression": '!("pinned" in oldObject.metadata.labels) || '
+                'request.userInfo.role == "admin"',
+                "message": "pinned nodes are deleted by admins only",
+                "reason": "Forbidden",
+            }
+        ],
+    },
+}
+
+
 def test_a_delete_policy_sees_the_stored_object(tmp_path: Path, clock: FakeClock) -> None:
-    policy = {
-        "apiVersion": "ai_team.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": "keep-pinned-nodes"},
-        "spec": {
-            "matchConstraints": {"operations": ["DELETE"]},
-            "validations": [
-                {
-                    "expression": '!("pinned" in oldObject.metadata.labels) || '
-                    'request.userInfo.role == "admin"',
-                    "message": "pinned nodes are deleted by admins only",
-                    "reason": "Forbidden",
-                }
-            ],
-        },
-    }
     path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    path.write_text(yaml.safe_dump(PINNED_POLICY), encoding="utf-8")
     settings = load_settings(admission={"policies_path": path})
     with Registry(clock=clock, settings=settings) as registry:
         pinned = registry.register(passport("pinned-01", labels={"pinned": "yes"}))
@@ -108,6 +111,36 @@ def test_a_delete_policy_sees_the_stored_object(tmp_path: Path, clock: FakeClock
             registry.deregister(pinned.node_id, user=UserInfo("pinned-01", "node"))
         registry.deregister(pinned.node_id, user=UserInfo("ops", "admin"))
         assert registry.find_nodes() == []
+
+
+def test_a_dry_run_delete_is_admitted_as_the_delete_would_be(tmp_path: Path) -> None:
+    """#12: ``dryRun=All`` answers what the delete would: the DELETE policies run on it."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(PINNED_POLICY), encoding="utf-8")
+    tokens = tmp_path / "tokens.yaml"
+    pinned_token = "node-pinned-01-token-0123456789"
+    entries = [
+        {"token": ADMIN, "role": "admin", "name": "ops"},
+        {"token": pinned_token, "role": "node", "node": "pinned-01"},
+    ]
+    tokens.write_text(yaml.safe_dump({"tokens": entries}), encoding="utf-8")
+    tokens.chmod(0o600)
+    app = make_app(
+        clock=FakeClock(), server={"tokens_file": tokens}, admission={"policies_path": path}
+    )
+    url = f"{API}/nodepassports/pinned-01"
+    with serve(app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        doc = passport("pinned-01", labels={"pinned": "yes"})
+        assert http.post(f"{API}/nodepassports", json=doc, headers=_as(ADMIN)).status_code == 201
+        as_node = _as(pinned_token)
+        for dry in ({"params": {"dryRun": "All"}}, {"json": {"dryRun": ["All"]}}):
+            refused = http.request("DELETE", url, headers=as_node, **dry)  # type: ignore[arg-type]
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["message"].endswith("pinned nodes are deleted by admins only")
+        allowed = http.delete(url, params={"dryRun": "All"}, headers=_as(ADMIN))
+        assert allowed.status_code == 200, allowed.text
+        assert http.get(url, headers=_as(ADMIN)).status_code == 200  # dry: still there
+        assert http.delete(url, headers=as_node).status_code == 403  # and for real, the same
 
 
 def test_without_policies_every_write_is_admitted(clock: FakeClock) -> None:
@@ -145,14 +178,14 @@ def _as(token: str) -> dict[str, str]:
 def test_refusals_over_http_are_status_documents(base_url: str) -> None:
     with httpx.Client(base_url=base_url, timeout=10) as http:
         doc = passport("tool-01", kind="tool", capabilities=("code_generation",))
-        refused = http.post(f"{API}/nodes", json=doc, headers=_as(TOOL_01))
+        refused = http.post(f"{API}/nodepassports", json=doc, headers=_as(TOOL_01))
         assert refused.status_code == 403, refused.text
         status = refused.json()
         assert (status["kind"], status["reason"], status["code"]) == ("Status", "Forbidden", 403)
         assert status["message"] == ONLY_AGENTS
 
         gpu = passport("ai-agent-01", capabilities=("gpu_inference",))
-        invalid = http.put(f"{API}/nodes/ai-agent-01", json=gpu, headers=_as(AGENT_01))
+        invalid = http.post(f"{API}/nodepassports", json=gpu, headers=_as(AGENT_01))
         assert invalid.status_code == 422, invalid.text
         assert invalid.json()["details"]["causes"] == [
             {
@@ -166,7 +199,7 @@ def test_refusals_over_http_are_status_documents(base_url: str) -> None:
 
         # The capabilities subresource is a write path too.
         tool = passport("tool-01", kind="tool", capabilities=("web_search",))
-        assert http.post(f"{API}/nodes", json=tool, headers=_as(TOOL_01)).status_code == 201
+        assert http.post(f"{API}/nodepassports", json=tool, headers=_as(TOOL_01)).status_code == 201
         body = {"kind": "NodeCapabilities", "spec": {"capabilities": [{"name": "code_generation"}]}}
         changed = http.put(
             f"{API}/nodepassports/tool-01/capabilities", json=body, headers=_as(TOOL_01)
@@ -176,12 +209,14 @@ def test_refusals_over_http_are_status_documents(base_url: str) -> None:
 
         # The role is the token's: the node may not move its team label, the admin may.
         agent = passport("ai-agent-01", labels={"team/owner": "ai"})
-        assert http.post(f"{API}/nodes", json=agent, headers=_as(AGENT_01)).status_code == 201
+        assert (
+            http.post(f"{API}/nodepassports", json=agent, headers=_as(AGENT_01)).status_code == 201
+        )
         moved = passport("ai-agent-01", labels={"team/owner": "ai-agent"})
-        by_node = http.put(f"{API}/nodes/ai-agent-01", json=moved, headers=_as(AGENT_01))
+        by_node = http.put(f"{API}/nodepassports/ai-agent-01", json=moved, headers=_as(AGENT_01))
         assert by_node.status_code == 403, by_node.text
         assert "only an admin may change a node's team/ labels" in by_node.json()["message"]
-        by_admin = http.put(f"{API}/nodes/ai-agent-01", json=moved, headers=_as(ADMIN))
+        by_admin = http.put(f"{API}/nodepassports/ai-agent-01", json=moved, headers=_as(ADMIN))
         assert by_admin.status_code == 200, by_admin.text
 
 

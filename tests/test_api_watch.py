@@ -1,4 +1,4 @@
-"""Watch over HTTP end to end: NDJSON and Server-Sent Events from a real uvicorn server.
+"""Watch of nodepassports over HTTP end to end, as Kubernetes streams it, from a real server.
 
 Servers run on a FakeClock with the lifecycle controller's timer out of reach (transitions
 come from ``reconcile()`` called by the test) and, unless a test says otherwise, a BOOKMARK
@@ -29,10 +29,11 @@ from live_server import make_app, serve
 from node_registry import FakeClock, Registry
 
 API = "/apis/ai_team.io/v1"
+NP = f"{API}/nodepassports"
 TLS = ssl.create_default_context()
 #: A line must arrive within 2 s; nothing here waits longer for the server.
 READ = httpx.Timeout(5, read=2)
-SSE = {"accept": "text/event-stream"}
+SMP = {"content-type": "application/strategic-merge-patch+json"}
 Doc = dict[str, Any]
 
 
@@ -48,6 +49,8 @@ class Api:
         return registry
 
     def ok(self, method: str, path: str, **kwargs: Any) -> Doc:
+        if method == "PATCH":
+            kwargs.setdefault("headers", SMP)
         response = self.http.request(method, f"{API}{path}", **kwargs)
         assert response.status_code in (200, 201), response.text
         body: Doc = response.json()
@@ -57,7 +60,7 @@ class Api:
     def ok_stream(self) -> Iterator[Iterator[Doc]]:
         """A watch from now whose lines are read as they come (no timeout of its own)."""
         query = {"watch": "true", "allowWatchBookmarks": "false"}
-        with self.http.stream("GET", f"{API}/nodes", params=query) as response:
+        with self.http.stream("GET", NP, params=query) as response:
             assert response.status_code == 200
             yield (json.loads(line) for line in response.iter_lines() if line)
 
@@ -103,39 +106,14 @@ def api(start: Start) -> Api:
 def ndjson(
     api: Api, headers: dict[str, str] | None = None, **params: Any
 ) -> Iterator[Iterator[Doc]]:
-    """The watch's lines, parsed; the connection closes when the block ends."""
-    query = {"watch": "true", "timeoutSeconds": 10, **params}
-    with api.http.stream("GET", f"{API}/nodes", params=query, headers=headers) as response:
+    """The watch's lines, parsed (BOOKMARKs asked for unless ``allowWatchBookmarks`` says);
+    the connection closes when the block ends."""
+    query = {"watch": "true", "timeoutSeconds": 10, "allowWatchBookmarks": "true", **params}
+    with api.http.stream("GET", NP, params=query, headers=headers) as response:
         assert response.status_code == 200, response.read()
-        assert response.headers["content-type"] == "application/x-ndjson"
-        yield (json.loads(line) for line in response.iter_lines() if line)
-
-
-@contextlib.contextmanager
-def sse(api: Api, headers: dict[str, str] | None = None, **params: Any) -> Iterator[Iterator[Doc]]:
-    """The watch as Server-Sent Events: each frame as {"id", "event", "data"}."""
-    query = {"watch": "true", "timeoutSeconds": 10, **params}
-    with api.http.stream(
-        "GET", f"{API}/nodes", params=query, headers={**SSE, **(headers or {})}
-    ) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["content-type"] == "application/json"
         assert response.headers["cache-control"] == "no-cache"
-        yield _frames(response.iter_lines())
-
-
-def _frames(lines: Iterator[str]) -> Iterator[Doc]:
-    frame: dict[str, str] = {}
-    for line in lines:
-        if line:
-            field, sep, value = line.partition(": ")
-            assert sep, f"not an SSE field line: {line!r}"
-            assert field not in frame, f"{field} twice in one frame"
-            frame[field] = value
-        elif frame:
-            assert sorted(frame) == ["data", "event", "id"], frame
-            yield {"id": frame["id"], "event": frame["event"], "data": json.loads(frame["data"])}
-            frame = {}
+        yield (json.loads(line) for line in response.iter_lines() if line)
 
 
 def until_bookmark(events: Iterator[Doc]) -> tuple[list[Doc], Doc]:
@@ -150,39 +128,45 @@ def until_bookmark(events: Iterator[Doc]) -> tuple[list[Doc], Doc]:
 
 
 def summary(events: list[Doc]) -> list[tuple[str, str]]:
-    return [(e["type"], e["object"]["passport"]["metadata"]["name"]) for e in events]
+    return [(e["type"], e["object"]["metadata"]["name"]) for e in events]
 
 
 def versions(events: list[Doc]) -> list[int]:
-    return [int(e["object"]["resourceVersion"]) for e in events]
+    return [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
 
 
+#: After ORIGIN's registration; a health transition is a MODIFIED (Kubernetes has no other).
 HISTORY = [
     ("ADDED", "node-a"),
     ("MODIFIED", "node-a"),
     ("ADDED", "node-b"),
-    ("HEALTH_CHANGED", "node-a"),
+    ("MODIFIED", "node-a"),
     ("DELETED", "node-a"),
 ]
 
 
-def make_history(api: Api) -> None:
-    """One event of each type, as HISTORY lists them."""
-    api.ok("POST", "/nodes", json=passport("node-a"))
-    api.ok("PATCH", "/nodes/node-a/status", json={"currentTasks": 1})
-    api.ok("POST", "/nodes", json=passport("node-b"))
+def make_history(api: Api) -> str:
+    """One event of each type, as HISTORY lists them, after a first node's registration:
+    the version to watch from to see them all (0 would send the nodes now as ADDED)."""
+    origin = api.ok("POST", "/nodepassports", json=passport("origin"))
+    api.ok("POST", "/nodepassports", json=passport("node-a"))
+    api.ok("PATCH", "/nodepassports/node-a/status", json={"status": {"currentTasks": 1}})
+    api.ok("POST", "/nodepassports", json=passport("node-b"))
     api.clock.advance(21)
-    api.ok("PUT", "/leases/node-b", json={"spec": {"holderIdentity": "node-b"}})
-    api.registry.reconcile()  # node-a went silent: NOT_READY; node-b renewed
-    api.ok("DELETE", "/nodes/node-a")
+    for name in ("origin", "node-b"):
+        api.ok("PUT", f"/leases/{name}", json={"spec": {"holderIdentity": name}})
+    api.registry.reconcile()  # node-a went silent: NOT_READY; the others renewed
+    api.ok("DELETE", "/nodepassports/node-a")
+    version: str = origin["metadata"]["resourceVersion"]
+    return version
 
 
 # -- NDJSON ----------------------------------------------------------------------------------
 
 
-def test_watch_from_zero_replays_every_event_in_order(api: Api) -> None:
-    make_history(api)
-    with ndjson(api, resourceVersion="0") as events:
+def test_watch_from_a_version_replays_every_event_after_it_in_order(api: Api) -> None:
+    since = make_history(api)
+    with ndjson(api, resourceVersion=since) as events:
         replayed, bookmark = until_bookmark(events)
 
     assert summary(replayed) == HISTORY
@@ -190,19 +174,24 @@ def test_watch_from_zero_replays_every_event_in_order(api: Api) -> None:
     assert rvs == sorted(set(rvs)), rvs  # strictly increasing
     assert rvs[-1] == api.registry.resource_version
     assert int(bookmark["object"]["metadata"]["resourceVersion"]) == rvs[-1]
+    assert bookmark["object"]["kind"] == "NodePassport"
 
     health = replayed[3]
-    assert health["previousHealth"] == "ALIVE"
-    assert health["object"]["healthState"] == "NOT_READY"
-    assert health["object"]["passport"]["status"]["phase"] == "NotReady"
-    assert replayed[1]["object"]["passport"]["status"]["currentTasks"] == 1
-    assert "previousHealth" not in replayed[0]
-    assert replayed[4]["object"]["nodeId"] == replayed[0]["object"]["nodeId"]
+    assert health["object"]["status"]["healthState"] == "NOT_READY"
+    assert health["object"]["status"]["phase"] == "NotReady"
+    assert replayed[1]["object"]["status"]["currentTasks"] == 1
+    assert {"previousHealth"} & set(replayed[3]) == set()  # Kubernetes' two keys only
+    assert replayed[4]["object"]["metadata"]["uid"] == replayed[0]["object"]["metadata"]["uid"]
+
+    # 0 (or none): the nodes now as ADDED, then what changes.
+    with ndjson(api, resourceVersion="0") as events:
+        now, bookmark = until_bookmark(events)
+    assert summary(now) == [("ADDED", "node-b"), ("ADDED", "origin")]
 
 
 def test_watch_resumes_after_a_version(api: Api) -> None:
-    make_history(api)
-    with ndjson(api, resourceVersion="0") as events:
+    since = make_history(api)
+    with ndjson(api, resourceVersion=since) as events:
         everything, _ = until_bookmark(events)
     middle = versions(everything)[1]
 
@@ -217,11 +206,11 @@ def test_watch_resumes_after_a_version(api: Api) -> None:
 def test_watch_from_a_compacted_version_is_a_410_before_streaming(start: Start) -> None:
     api = start(watch={"history_size": 3})
     for i in range(5):
-        api.ok("POST", "/nodes", json=passport(f"node-{i}"))
+        api.ok("POST", "/nodepassports", json=passport(f"node-{i}"))
 
-    for headers, params in (({}, {"resourceVersion": "0"}), (SSE, {"resourceVersion": "1"})):
+    for params in ({"resourceVersion": "1"}, {"resourceVersion": "1", "labelSelector": "zone"}):
         query = {"watch": "true", "timeoutSeconds": 5, **params}
-        with api.http.stream("GET", f"{API}/nodes", params=query, headers=headers) as response:
+        with api.http.stream("GET", NP, params=query) as response:
             assert response.status_code == 410
             assert response.headers["content-type"] == "application/json"
             body = json.loads(response.read())
@@ -238,49 +227,48 @@ def test_watch_from_a_compacted_version_is_a_410_before_streaming(start: Start) 
 
 
 def test_bookmarks_keep_an_idle_watch_current(api: Api) -> None:
-    api.ok("POST", "/nodes", json=passport("node-a"))
-    api.ok("POST", "/nodes", json=passport("node-b"))
+    api.ok("POST", "/nodepassports", json=passport("node-a"))
+    api.ok("POST", "/nodepassports", json=passport("node-b"))
     current = str(api.registry.resource_version)
 
-    with ndjson(api) as events:
+    with ndjson(api, resourceVersion=current) as events:
         started = time.monotonic()
         first, second = next(events), next(events)
         assert [first["type"], second["type"]] == ["BOOKMARK", "BOOKMARK"]
         assert time.monotonic() - started >= 0.3  # one per 0.2 s, not a busy loop
         for bookmark in (first, second):
             assert bookmark["object"]["metadata"] == {"resourceVersion": current}
-            assert bookmark["object"]["kind"] == "RegistryEntry"
+            assert bookmark["object"]["kind"] == "NodePassport"
 
-        added = api.ok("POST", "/nodes", json=passport("node-c"))
+        added = api.ok("POST", "/nodepassports", json=passport("node-c"))
         changes, bookmark = until_bookmark(events)
         assert summary(changes) == [("ADDED", "node-c")]
-        assert bookmark["object"]["metadata"]["resourceVersion"] == added["resourceVersion"]
+        version = added["metadata"]["resourceVersion"]
+        assert bookmark["object"]["metadata"]["resourceVersion"] == version
 
 
 def test_bookmarks_can_be_turned_off_and_the_timeout_ends_the_stream(api: Api) -> None:
-    api.ok("POST", "/nodes", json=passport("node-a"))
+    api.ok("POST", "/nodepassports", json=passport("node-a"))
     started = time.monotonic()
-    with ndjson(api, allowWatchBookmarks="false", timeoutSeconds=1) as events:
-        lines = list(events)
+    version = str(api.registry.resource_version)
+    with ndjson(api, allowWatchBookmarks="false", timeoutSeconds=1, resourceVersion=version) as w:
+        lines = list(w)
     assert lines == []
     assert 0.9 < time.monotonic() - started < 2
 
 
-@pytest.mark.parametrize("path", ["/nodes", "/nodepassports"])
-def test_an_idle_watch_without_bookmarks_leaves_the_server_responsive(api: Api, path: str) -> None:
+def test_an_idle_watch_without_bookmarks_leaves_the_server_responsive(api: Api) -> None:
     """Idle past the bookmark interval (0.2 s here), a watch that sends no bookmarks waits
     for events; it used to spin on a zero timeout, holding the event loop until its own
     timeout, so the registry answered nothing meanwhile (heartbeats included)."""
-    api.ok("POST", "/nodes", json=passport("node-a"))
-    version = api.http.get(f"{API}/nodes").json()["metadata"]["resourceVersion"]
+    api.ok("POST", "/nodepassports", json=passport("node-a"))
+    version = api.http.get(NP).json()["metadata"]["resourceVersion"]
     query = {"watch": "true", "resourceVersion": version, "timeoutSeconds": 2}
-    if path == "/nodes":
-        query["allowWatchBookmarks"] = "false"
     opened = threading.Event()
 
     def idle_watch() -> None:
         idle = httpx.Timeout(5, read=4)  # the stream is silent until its own timeout
-        with api.http.stream("GET", f"{API}{path}", params=query, timeout=idle) as response:
+        with api.http.stream("GET", NP, params=query, timeout=idle) as response:
             opened.set()
             for _ in response.iter_lines():
                 pass
@@ -290,18 +278,19 @@ def test_an_idle_watch_without_bookmarks_leaves_the_server_responsive(api: Api, 
     assert opened.wait(2)
     time.sleep(0.6)  # three bookmark intervals with nothing to send
     started = time.monotonic()
-    answer = api.http.get(f"{API}/nodes/node-a", timeout=2)
+    answer = api.http.get(f"{NP}/node-a", timeout=2)
     assert answer.status_code == 200
     assert time.monotonic() - started < 0.5
     watcher.join(6)
 
 
 def test_watch_filters_by_label_selector_and_kind(api: Api) -> None:
-    api.ok("POST", "/nodes", json=passport("coder"))
-    api.ok("POST", "/nodes", json=passport("writer", capabilities=("text_generation",)))
-    api.ok("POST", "/nodes", json=passport("db", kind="storage", capabilities=("sql",)))
-    api.ok("PATCH", "/nodes/writer/status", json={"currentTasks": 2})
-    api.ok("PATCH", "/nodes/coder/status", json={"currentTasks": 1})
+    api.ok("POST", "/nodepassports", json=passport("coder"))
+    api.ok("POST", "/nodepassports", json=passport("writer", capabilities=("text_generation",)))
+    api.ok("POST", "/nodepassports", json=passport("db", kind="storage", capabilities=("sql",)))
+    origin = str(api.registry.resource_version)
+    api.ok("PATCH", "/nodepassports/writer/status", json={"status": {"currentTasks": 2}})
+    api.ok("PATCH", "/nodepassports/coder/status", json={"status": {"currentTasks": 1}})
     current = str(api.registry.resource_version)
 
     cases: list[tuple[dict[str, str], list[tuple[str, str]]]] = [
@@ -310,17 +299,29 @@ def test_watch_filters_by_label_selector_and_kind(api: Api) -> None:
             {"labelSelector": "capability.python!=true"},
             [("ADDED", "writer"), ("ADDED", "db"), ("MODIFIED", "writer")],
         ),
-        ({"kind": "storage"}, [("ADDED", "db")]),
+        ({"fieldSelector": "metadata.nodeType=storage"}, [("ADDED", "db")]),
         (
-            {"kind": "agent", "labelSelector": "capability.text_generation"},
+            {
+                "fieldSelector": "metadata.nodeType=agent",
+                "labelSelector": "capability.text_generation",
+            },
             [("ADDED", "writer"), ("MODIFIED", "writer")],
         ),
-        ({"kind": "storage", "labelSelector": "capability.python"}, []),
+        (
+            {"fieldSelector": "metadata.nodeType=storage", "labelSelector": "capability.python"},
+            [],
+        ),
     ]
     for params, expected in cases:
+        # From 0: the nodes matching now, as ADDED (sorted by name), then what changed.
         with ndjson(api, resourceVersion="0", **params) as events:
             matched, bookmark = until_bookmark(events)
-        assert summary(matched) == expected, params
+        added = sorted(e for e in expected if e[0] == "ADDED")
+        assert summary(matched) == added, params
+        assert bookmark["object"]["metadata"]["resourceVersion"] == current, params
+        with ndjson(api, resourceVersion=origin, **params) as events:
+            changed, bookmark = until_bookmark(events)
+        assert summary(changed) == [e for e in expected if e[0] != "ADDED"], params
         # Skipped events still move the resume point: the bookmark is the current version.
         assert bookmark["object"]["metadata"]["resourceVersion"] == current, params
 
@@ -328,12 +329,14 @@ def test_watch_filters_by_label_selector_and_kind(api: Api) -> None:
 def test_a_filtered_watch_sees_nodes_enter_and_leave_its_selector(api: Api) -> None:
     # Kubernetes' watch cache: leaving the selector is DELETED, entering it is ADDED, so a
     # cache built from a filtered watch never keeps a node that no longer matches.
-    api.ok("POST", "/nodes", json=passport("coder", capabilities=("python",)))
-    api.ok("POST", "/nodes", json=passport("coder", capabilities=("go",)))
-    api.ok("PATCH", "/nodes/coder/status", json={"currentTasks": 1})  # matches neither time
-    api.ok("POST", "/nodes", json=passport("coder", capabilities=("python", "go")))
-    api.ok("PATCH", "/nodes/coder/status", json={"currentTasks": 2})
-    with ndjson(api, resourceVersion="0", labelSelector="capability.python") as events:
+    api.ok("POST", "/nodepassports", json=passport("origin", capabilities=()))
+    api.ok("POST", "/nodepassports", json=passport("coder", capabilities=("python",)))
+    api.ok("POST", "/nodepassports", json=passport("coder", capabilities=("go",)))
+    status = {"status": {"currentTasks": 1}}
+    api.ok("PATCH", "/nodepassports/coder/status", json=status)  # matches neither time
+    api.ok("POST", "/nodepassports", json=passport("coder", capabilities=("python", "go")))
+    api.ok("PATCH", "/nodepassports/coder/status", json={"status": {"currentTasks": 2}})
+    with ndjson(api, resourceVersion="1", labelSelector="capability.python") as events:
         matched, _ = until_bookmark(events)
     assert summary(matched) == [
         ("ADDED", "coder"),
@@ -341,23 +344,24 @@ def test_a_filtered_watch_sees_nodes_enter_and_leave_its_selector(api: Api) -> N
         ("ADDED", "coder"),
         ("MODIFIED", "coder"),
     ]
-    assert versions(matched) == [1, 2, 4, 5]
+    assert versions(matched) == [2, 3, 5, 6]
 
 
 def test_an_open_watch_gets_changes_live(api: Api) -> None:
-    api.ok("POST", "/nodes", json=passport("early"))
-    with ndjson(api, allowWatchBookmarks="false") as events:
+    api.ok("POST", "/nodepassports", json=passport("early"))
+    version = str(api.registry.resource_version)
+    with ndjson(api, allowWatchBookmarks="false", resourceVersion=version) as events:
         # Writes from this thread while the server streams from its own.
-        api.ok("POST", "/nodes", json=passport("late"))
+        api.ok("POST", "/nodepassports", json=passport("late"))
         started = time.monotonic()
         added = next(events)
         assert time.monotonic() - started < 2
         assert summary([added]) == [("ADDED", "late")]
 
-        api.ok("PATCH", "/nodes/late/status", json={"phase": "Pending"})
+        api.ok("PATCH", "/nodepassports/late/status", json={"status": {"phase": "Pending"}})
         modified = next(events)
         assert summary([modified]) == [("MODIFIED", "late")]
-        assert modified["object"]["passport"]["status"]["phase"] == "Pending"
+        assert modified["object"]["status"]["phase"] == "Pending"
 
         # A write straight into the registry from a thread that is not the server's.
         api.clock.advance(21)
@@ -365,74 +369,43 @@ def test_an_open_watch_gets_changes_live(api: Api) -> None:
         writer.start()
         writer.join(timeout=2)
         changed = sorted(summary([next(events), next(events)]))
-        assert changed == [("HEALTH_CHANGED", "early"), ("HEALTH_CHANGED", "late")]
-        assert int(modified["object"]["resourceVersion"]) > int(added["object"]["resourceVersion"])
+        assert changed == [("MODIFIED", "early"), ("MODIFIED", "late")]
+        assert versions([modified]) > versions([added])
 
 
-# -- Server-Sent Events ----------------------------------------------------------------------
+# -- what a watch is not ------------------------------------------------------------------------
 
 
-def test_sse_frames_carry_the_resource_version_as_id(api: Api) -> None:
-    make_history(api)
-    with sse(api, resourceVersion="0") as frames:
-        replayed, bookmark = _sse_until_bookmark(frames)
-
-    assert [
-        (f["event"], f["data"]["object"]["passport"]["metadata"]["name"]) for f in replayed
-    ] == HISTORY
-    for frame in replayed:
-        assert frame["event"] == frame["data"]["type"]
-        assert frame["id"] == frame["data"]["object"]["resourceVersion"]
-    assert [int(f["id"]) for f in replayed] == sorted({int(f["id"]) for f in replayed})
-    assert bookmark["id"] == str(api.registry.resource_version)
-    assert bookmark["data"]["object"]["metadata"]["resourceVersion"] == bookmark["id"]
-
-
-def test_sse_reconnect_with_last_event_id_resumes_after_it(api: Api) -> None:
-    make_history(api)
-    with sse(api, resourceVersion="0") as frames:
-        everything, _ = _sse_until_bookmark(frames)
-    seen = everything[1]["id"]
-
-    # An EventSource reconnects to the same URL and adds Last-Event-ID: it must win.
-    with sse(api, headers={"Last-Event-ID": seen}, resourceVersion="0") as frames:
-        later, _ = _sse_until_bookmark(frames)
-    assert later == everything[2:]
-    assert all(int(f["id"]) > int(seen) for f in later)
-
-    # Last-Event-ID means nothing to an NDJSON watch: resourceVersion rules there.
-    with ndjson(api, headers={"Last-Event-ID": seen}, resourceVersion="0") as events:
-        replayed, _ = until_bookmark(events)
-    assert summary(replayed) == HISTORY
-
-
-def _sse_until_bookmark(frames: Iterator[Doc]) -> tuple[list[Doc], Doc]:
-    seen: list[Doc] = []
-    for frame in frames:
-        if frame["event"] == "BOOKMARK":
-            return seen, frame
-        seen.append(frame)
-        assert len(seen) < 100, "no BOOKMARK"
-    raise AssertionError(f"the stream ended before a BOOKMARK, after {seen}")
+def test_a_watch_is_not_server_sent_events(api: Api) -> None:
+    """One wire format (#11): asked for text/event-stream, the watch is Kubernetes' stream."""
+    api.ok("POST", "/nodepassports", json=passport("node-a"))
+    query = {"watch": "true", "timeoutSeconds": 1}
+    headers = {"accept": "text/event-stream"}
+    with api.http.stream("GET", NP, params=query, headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert summary(lines) == [("ADDED", "node-a")]
 
 
 # -- the open streams gauge ------------------------------------------------------------------
 
 
 def test_the_streams_gauge_follows_open_watches(api: Api) -> None:
-    api.ok("POST", "/nodes", json=passport("node-a"))
+    api.ok("POST", "/nodepassports", json=passport("node-a"))
     assert api.streams_open() == 0
     with ndjson(api) as events:
+        assert next(events)["type"] == "ADDED"  # node-a, as it is now
         assert next(events)["type"] == "BOOKMARK"
         api.wait_streams(1)
-        with sse(api) as frames:
-            assert next(frames)["event"] == "BOOKMARK"
+        with ndjson(api, labelSelector="zone") as other:
+            assert next(other)["type"] == "ADDED"
             api.wait_streams(2)
         api.wait_streams(1)  # the client hung up: the server noticed
     api.wait_streams(0)
 
     # A stream that ends by its own timeout is closed too.
-    with ndjson(api, timeoutSeconds=1) as events:
+    with ndjson(api, timeoutSeconds=1, resourceVersion="1") as events:
         assert next(events)["type"] == "BOOKMARK"
         api.wait_streams(1)
         rest = [e["type"] for e in events]  # ends when the server ends the stream
@@ -462,7 +435,7 @@ def test_a_watcher_too_slow_to_read_is_dropped_with_410_not_buffered_for(start: 
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that lags
     slow.settimeout(5)
     slow.connect((host, port))
-    slow.sendall(f"GET {API}/nodes?watch=true HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    slow.sendall(f"GET {NP}?watch=true HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     fast_seen: list[str] = []
     with api.ok_stream() as fast:
 

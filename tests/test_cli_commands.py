@@ -27,7 +27,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from conftest import passport
+from conftest import passport, probe_result
 from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.client import RegistryClient
@@ -317,6 +317,51 @@ def test_describe_node_shows_every_section(fleet: Live) -> None:
         ["HEALTH_CHANGED", "ALIVE", "->", "NOT_READY"],
     ]
     assert "coder-02" not in text
+
+
+def test_describe_shows_verification(live: Live) -> None:
+    """#12: each claim's state, the verifier's results, and whether the node is Trusted."""
+    with live.client() as client:
+        client.register(passport("coder-01", capabilities=("code_generation", "python")))
+        client.register(passport("coder-02", capabilities=("code_generation",)))
+    for name, state in (("coder-01", "Failed"), ("coder-02", "Verified")):
+        result = probe_result(live.registry, name, "code_generation", state, message="wrong")
+        live.registry.record_verification(result.node_uid, [result])
+    failed, verified = live.cli_all(
+        ("describe", "node", "coder-01"), ("describe", "node", "coder-02")
+    )
+    assert failed.returncode == verified.returncode == 0, failed.stderr + verified.stderr
+    assert "Trusted:          false (failed: code_generation)" in failed.stdout, failed.stdout
+    assert "Trusted:          true" in verified.stdout, verified.stdout
+    sections = failed.stdout.split("\n")
+    assert sections.index("Verification:") > sections.index("Capabilities:")
+    capabilities = rows(failed.stdout[failed.stdout.index("Capabilities:") :])
+    assert capabilities[1] == ["NAME", "VERSION", "PARAMS", "VERIFICATION"]
+    assert [(r[0], r[-1]) for r in capabilities[2:4]] == [
+        ("code_generation", "Failed"),
+        ("python", "Unverified"),
+    ]
+    results = rows(failed.stdout[failed.stdout.index("Verification:") :])
+    assert results[1] == ["CAPABILITY", "STATE", "REASON", "CHECKED", "PROBE", "MESSAGE"]
+    assert results[2][:3] == ["code_generation", "Failed", "CheckFailed"]
+    assert results[2][4:] == ["code_generation-probe", "wrong"]
+    verified_rows = rows(verified.stdout[verified.stdout.index("Capabilities:") :])
+    assert verified_rows[2][-1] == "Verified"
+    # get --verified is find_nodes(only_verified=True): Verified claims, trusted nodes only.
+    plain, strict, trusted = live.cli_all(
+        ("get", "nodes", "-o", "name", "-l", "capability.python"),
+        ("get", "nodes", "-o", "name", "-l", "capability.python", "--verified"),
+        ("get", "nodes", "-o", "name", "--verified"),
+    )
+    assert plain.stdout.split() == ["node/coder-01"], plain.stderr
+    assert (strict.stdout, strict.stderr.strip()) == ("", "No resources found.")
+    assert trusted.stdout.split() == ["node/coder-02"], trusted.stderr
+    # A node never probed: every claim Unverified, no results, trusted.
+    with live.client() as client:
+        client.register(passport("fresh-01", capabilities=("sql",)))
+    fresh = live.cli("describe", "node", "fresh-01").stdout
+    assert "Trusted:          true" in fresh
+    assert "Verification:\n  <none>" in fresh
 
 
 def test_describe_unknown_node(live: Live) -> None:

@@ -200,7 +200,7 @@ def test_the_client_and_the_agent_load_no_registry() -> None:
     # a program that only talks to a registry service actually loads.
     code = (
         "import sys, node_registry.client, node_registry.agent\n"
-        "heavy = ('node_registry.registry', 'node_registry.kube', 'node_registry.wire',"
+        "heavy = ('node_registry.registry', 'node_registry.kube',"
         " 'node_registry.server', 'fastapi')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
     )

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from conftest import passport
+from conftest import passport, probe_result
 from live_server import free_port, make_app, serve
 from node_registry import FakeClock, Registry
 from node_registry.kube.objects import entry_to_object
@@ -438,6 +438,52 @@ def test_the_node_page_shows_passport_conditions_and_events(dash: Dash, page: Pa
     page.click("text=← all nodes")
     expect(row(page, "other-01")).to_be_visible()
     expect(row(page, "coder-01")).to_have_count(0)
+
+
+def test_the_node_page_shows_verification_and_trust(dash: Dash, page: Page) -> None:
+    """#12: each claim's state as the verifier judged it, and whether the node is Trusted,
+    live as results are recorded."""
+    dash.register("coder-01", capabilities=("code_generation", "python"))
+    page.goto(f"{dash.url}/ui/#/node/coder-01")
+    claims = page.locator("#capabilities tbody")
+    trusted = page.locator("#trusted")
+    expect(claims.locator("tr")).to_have_count(2)
+    for name in ("code_generation", "python"):
+        expect(claims.locator(f'[data-capability="{name}"]')).to_have_attribute(
+            "data-state", "Unverified"
+        )
+    expect(trusted).to_have_text("yes (nothing probed yet)")
+
+    node_id = dash.registry.id_of("coder-01")
+    verified = probe_result(dash.registry, "coder-01", "python", "Verified")
+    dash.registry.record_verification(node_id, [verified])
+    python = claims.locator('[data-capability="python"]')
+    expect(python).to_have_attribute("data-state", "Verified", timeout=2000)
+    expect(python).to_contain_text("Passed")
+    expect(python).to_contain_text("1 probe passed")
+    expect(trusted).to_have_text("yes")
+
+    failed = probe_result(dash.registry, "coder-01", "code_generation", "Failed")
+    dash.registry.record_verification(node_id, [failed])
+    code = claims.locator('[data-capability="code_generation"]')
+    expect(code).to_have_attribute("data-state", "Failed", timeout=2000)
+    expect(code).to_contain_text("CheckFailed")
+    expect(code).to_contain_text("output did not match")
+    expect(trusted).to_have_text("no — failed: code_generation")
+    assert background(trusted) == "rgba(0, 0, 0, 0)"  # a coloured word, not a badge
+    assert trusted.evaluate("e => getComputedStyle(e).color") == "rgb(207, 34, 46)"
+    # The registry's Trusted condition shows with the others.
+    condition = page.locator('#conditions tbody [data-condition="Trusted"]')
+    expect(condition).to_contain_text("False")
+    expect(condition).to_contain_text("CapabilityVerificationFailed")
+
+    # A changed claim is unverified again until it is probed: the old result speaks no more.
+    dash.registry.set_capabilities(
+        node_id, [{"name": "code_generation", "version": "2.0"}, {"name": "python"}]
+    )
+    expect(code).to_have_attribute("data-state", "Unverified", timeout=2000)
+    expect(code).not_to_contain_text("CheckFailed")
+    expect(trusted).to_have_text("yes")
 
 
 def test_a_watch_that_falls_behind_lists_again(page: Page) -> None:

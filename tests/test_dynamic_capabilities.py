@@ -95,7 +95,10 @@ def test_the_capabilities_subresource(base_url: str) -> None:
     url = f"{API}/nodepassports/coder-01/capabilities"
     with httpx.Client(base_url=base_url, timeout=10) as http:
         doc = passport("coder-01", capabilities=("code_generation",))
-        assert http.post(f"{API}/nodes", json=doc, headers=_as(CODER_01)).status_code in (200, 201)
+        assert http.post(f"{API}/nodepassports", json=doc, headers=_as(CODER_01)).status_code in (
+            200,
+            201,
+        )
         got = http.get(url, headers=_as(ADMIN)).json()
         assert got["kind"] == "NodeCapabilities"
         assert got["spec"]["capabilities"] == [

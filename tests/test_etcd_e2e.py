@@ -45,12 +45,13 @@ from conftest import passport
 from etcd_server import EtcdCluster, EtcdServer
 from live_server import free_port
 from node_registry.client import RegistryClient
-from node_registry.client.core import check
+from node_registry.client.core import check, watch_line
+from node_registry.client.objects import EventType, HealthTracker, RegistryEntry, WatchEvent
 from node_registry.errors import NotFoundError, RegistryError, StoreUnavailableError
+from node_registry.kube.discovery import API_PREFIX
 from node_registry.passport import Phase
-from node_registry.registry.entry import EventType, RegistryEntry, WatchEvent
+from node_registry.passport.objects import passport_of
 from node_registry.store import HealthState
-from node_registry.wire import API_PREFIX, event_from_wire
 from processes import Proc, Processes
 
 T = TypeVar("T")
@@ -65,12 +66,8 @@ POLL = 0.05
 BOOKMARK = 0.3
 #: A watch stream that hears nothing, not even a bookmark, this long is broken.
 WATCH_IDLE = 5.0
-NODES = f"{API_PREFIX}/nodes"
-
-
-def watch_line(line: str) -> WatchEvent | int | None:
-    """A line of the /nodes watch (the registry's own events, HEALTH_CHANGED included)."""
-    return event_from_wire(json.loads(line)) if line.strip() else None
+SMP = {"Content-Type": "application/strategic-merge-patch+json"}
+NODES = f"{API_PREFIX}/nodepassports"
 
 
 @dataclass(frozen=True)
@@ -253,6 +250,11 @@ class Watcher:
         self.url = url
         self.last = since
         self.events: list[WatchEvent] = []
+        # The API sends a health transition as a MODIFIED; the tracker names it, knowing
+        # each node's health from a list (all ALIVE where it is used, at ``since``).
+        self._health = HealthTracker()
+        with RegistryClient(url, retries=0, timeout=5) as client:
+            self._health.know(client.list_nodes().items)
         self.reopened: list[str] = []
         self.opened = 0
         self.error: BaseException | None = None
@@ -287,7 +289,7 @@ class Watcher:
             for line in response.iter_lines():
                 item = watch_line(line)
                 if isinstance(item, WatchEvent):
-                    self.events.append(item)
+                    self.events.append(self._health(item))
                     self.last = item.resource_version
                 elif item is not None:
                     self.last = item
@@ -390,7 +392,7 @@ class Poller:
                     doc = response.json()
                     if response.status_code == 200:
                         health = {
-                            item["passport"]["metadata"]["name"]: item["healthState"]
+                            item["metadata"]["name"]: item["status"]["healthState"]
                             for item in doc["items"]
                         }
                         sample = Sample(started, 200, took, health)
@@ -824,13 +826,18 @@ def test_etcd_down_means_fast_503s_and_its_return_means_full_recovery(
                 ("GET", f"{NODES}/{static}", None),
                 ("GET", f"{NODES}?labelSelector=team%3Dred", None),
                 ("POST", NODES, ghost),
-                ("PATCH", f"{NODES}/{static}/status", {"currentTasks": tasks_before + 7}),
+                (
+                    "PATCH",
+                    f"{NODES}/{static}/status",
+                    {"status": {"currentTasks": tasks_before + 7}},
+                ),
                 ("PUT", f"{API_PREFIX}/leases/{static}", {}),
                 ("DELETE", f"{NODES}/{static}", None),
             ]
             for method, path, body in calls:
                 started = time.monotonic()
-                response = api.request(method, path, json=body)
+                headers = SMP if method == "PATCH" else None
+                response = api.request(method, path, json=body, headers=headers)
                 took = time.monotonic() - started
                 assert response.status_code == 503, (method, path, response.text)
                 assert took < 3, (method, path, took)
@@ -991,14 +998,15 @@ def test_an_over_limit_record_takes_no_replica_down(etcd: EtcdServer, procs: Pro
         status = f"{NODES}/e2e-victim/status"
         for batch, expected in (("A", 200), ("B", 422)):
             conditions = [{"type": f"{batch}{i}", "status": "True"} for i in range(32)]
-            response = http.patch(status, json={"conditions": conditions})
+            body = {"status": {"conditions": conditions}}
+            response = http.patch(status, json=body, headers=SMP)
             assert response.status_code == expected, response.text
         stored = http.get(f"{NODES}/e2e-victim").json()
-    assert len(stored["passport"]["status"]["conditions"]) == 32
+    assert len(stored["status"]["conditions"]) == 32
 
     record = {
-        "passport": stored["passport"],
-        "registeredAt": stored["registeredAt"],
+        "passport": passport_of(stored),
+        "registeredAt": stored["status"]["registeredAt"],
         "health": "ALIVE",
         "healthChangedAt": None,
         "unreadySince": None,
@@ -1006,7 +1014,7 @@ def test_an_over_limit_record_takes_no_replica_down(etcd: EtcdServer, procs: Pro
     record["passport"]["status"]["conditions"] += [
         {"type": f"B{i}", "status": "True"} for i in range(32)
     ]
-    key = f"{prefix}/nodes/{stored['nodeId']}"
+    key = f"{prefix}/nodes/{stored['metadata']['uid']}"
     etcd.gateway("/v3/kv/put", {"key": b64(key), "value": b64(json.dumps(record))})
 
     second = procs.serve("serve-b", url, FAST)  # starts with the record already there
@@ -1019,6 +1027,6 @@ def test_an_over_limit_record_takes_no_replica_down(etcd: EtcdServer, procs: Pro
             procs,
         )
         listed = httpx.get(f"{server.url}{NODES}", timeout=5).json()["items"]
-        assert [i["passport"]["metadata"]["name"] for i in listed] == ["e2e-bystander"]
+        assert [i["metadata"]["name"] for i in listed] == ["e2e-bystander"]
         assert ready(server)
     assert f"skipped the stored record {key}" in second.output()

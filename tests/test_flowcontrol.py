@@ -43,9 +43,10 @@ def held(base: str, heads: list[bytes]) -> Iterator[None]:
             sock.close()
 
 
-def search_head() -> bytes:
+def read_head() -> bytes:
+    """A workload request that reads a body (a node type's creation, an operator's)."""
     return (
-        f"POST {API}/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST {API}/nodetypes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         "Content-Length: 100\r\n\r\n"
     ).encode()
 
@@ -82,9 +83,9 @@ def test_reads_beyond_their_seats_are_shed_while_renewals_go_through(
 ) -> None:
     base, app = limited
     with httpx.Client(base_url=base, timeout=5) as http:
-        assert http.post(f"{API}/nodes", json=passport("n-1")).status_code == 201
-        with held(base, [search_head(), search_head()]):
-            body = shed(http.get(f"{API}/nodes"))
+        assert http.post(f"{API}/nodepassports", json=passport("n-1")).status_code == 201
+        with held(base, [read_head(), read_head()]):
+            body = shed(http.get(f"{API}/nodepassports"))
             assert "2 workload requests are in progress" in body["message"]
             # The client raises its own error class for it.
             client = RegistryClient(base, retries=0)
@@ -94,7 +95,7 @@ def test_reads_beyond_their_seats_are_shed_while_renewals_go_through(
             assert http.put(f"{API}/leases/n-1", json={}).status_code == 200
             assert http.get("/healthz").status_code == 200  # probes are exempt
         deadline = time.monotonic() + 5  # the held requests end as their clients leave
-        while http.get(f"{API}/nodes").status_code != 200:
+        while http.get(f"{API}/nodepassports").status_code != 200:
             assert time.monotonic() < deadline, "the seats were never given back"
             time.sleep(0.05)
         metrics = http.get("/metrics").text
@@ -109,7 +110,7 @@ def test_a_shed_renewal_counts_as_the_registry_being_saturated(
 ) -> None:
     base, app = limited
     with httpx.Client(base_url=base, timeout=5) as http:
-        assert http.post(f"{API}/nodes", json=passport("n-1")).status_code == 201
+        assert http.post(f"{API}/nodepassports", json=passport("n-1")).status_code == 201
         with held(base, [lease_head("n-1"), lease_head("n-1")]):
             body = shed(http.put(f"{API}/leases/n-1", json={}))
             assert "2 node-high requests are in progress" in body["message"]
@@ -117,19 +118,18 @@ def test_a_shed_renewal_counts_as_the_registry_being_saturated(
     assert app.state.registry.sync.saturated_at is not None
 
 
-@pytest.mark.parametrize("collection", ["nodes", "nodepassports"])
-def test_open_watch_streams_are_bounded(limited: tuple[str, Any], collection: str) -> None:
+def test_open_watch_streams_are_bounded(limited: tuple[str, Any]) -> None:
     base, _ = limited
     with httpx.Client(base_url=base, timeout=5) as http:
         params = {"watch": "true", "timeoutSeconds": "5"}
-        with http.stream("GET", f"{API}/{collection}", params=params) as first:
+        with http.stream("GET", f"{API}/nodepassports", params=params) as first:
             assert first.status_code == 200
-            body = shed(http.get(f"{API}/{collection}", params=params))
+            body = shed(http.get(f"{API}/nodepassports", params=params))
             assert "1 watch streams are open" in body["message"]
             # The open stream holds no read seat: lists still go through.
-            listed = http.get(f"{API}/nodes")
+            listed = http.get(f"{API}/nodepassports")
             assert listed.status_code == 200
-            assert json.loads(listed.text)["kind"] == "RegistryEntryList"
+            assert json.loads(listed.text)["kind"] == "NodePassportList"
 
 
 def test_a_late_event_loop_sheds_everything_but_node_writes_and_probes(clock: FakeClock) -> None:
@@ -144,13 +144,13 @@ def test_a_late_event_loop_sheds_everything_but_node_writes_and_probes(clock: Fa
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://registry") as http:
             registry.loop_lag = 0.5
-            body = shed(await http.get(f"{API}/nodes"))
+            body = shed(await http.get(f"{API}/nodepassports"))
             assert "event loop runs 0.50 s late (limit 0.25 s)" in body["message"]
             shed(await http.get("/metrics"))
             assert (await http.put(f"{API}/leases/n-1", json={})).status_code == 200
             assert (await http.get("/readyz")).status_code == 200
             registry.loop_lag = 0.01
-            assert (await http.get(f"{API}/nodes")).status_code == 200
+            assert (await http.get(f"{API}/nodepassports")).status_code == 200
 
     asyncio.run(scenario())
 

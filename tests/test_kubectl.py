@@ -170,10 +170,19 @@ def test_field_selectors(server: KubeServer, kubectl: Kubectl) -> None:
         "metadata.nodeType!=tool": ["coder-01", "coder-02"],
         "status.phase=NotReady": ["coder-02"],
         "status.healthState=ALIVE,status.phase!=NotReady": ["coder-01", "search-01"],
+        # find_nodes' only_healthy and only_verified (#12): no claim is verified, none failed.
+        "status.schedulable=true": ["coder-01", "search-01"],
+        "status.verification.required=true,metadata.nodeType=agent": ["coder-01", "coder-02"],
     }
     for selector, names in cases.items():
         rows = table(kubectl.run("get", "np", "--field-selector", selector).ok())
         assert [row[0] for row in rows[1:]] == names, selector
+    strict = ("--field-selector", "status.verification.required=true")
+    result = kubectl.run("get", "np", "-l", "capability.code_generation", *strict)
+    assert (result.ok(), result.stderr.strip()) == ("", "No resources found")
+    refused = kubectl.run("get", "np", "--field-selector", "status.schedulable=maybe")
+    assert refused.rc == 1
+    assert "status.schedulable is true or false, not 'maybe'" in refused.stderr
 
 
 def test_a_field_selector_not_supported_is_refused_not_ignored(kubectl: Kubectl) -> None:

@@ -27,7 +27,7 @@ from test_serve import COMMAND, Server, _env, serving, wait_healthy
 
 API = "/apis/ai_team.io/v1"
 
-WATCH = b"GET /apis/ai_team.io/v1/nodes?watch=true HTTP/1.1\r\nHost: x\r\n\r\n"
+WATCH = b"GET /apis/ai_team.io/v1/nodepassports?watch=true HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @contextlib.contextmanager
@@ -99,7 +99,7 @@ def status_of(response: bytes) -> tuple[int, dict[str, Any]]:
 
 
 def register(port: int, name: str) -> None:
-    url = f"http://127.0.0.1:{port}{API}/nodes"
+    url = f"http://127.0.0.1:{port}{API}/nodepassports"
     assert httpx.post(url, json=passport(name), timeout=5).status_code == 201
 
 
@@ -277,7 +277,7 @@ def test_a_watcher_that_stops_reading_is_cut_off_and_frees_its_connection(
                         return
                     doc = passport(f"n-{i}")
                     doc["metadata"]["annotations"] = {"note": "x" * 60_000}
-                    http.post(f"{API}/nodes", json=doc).raise_for_status()
+                    http.post(f"{API}/nodepassports", json=doc).raise_for_status()
 
         writer = threading.Thread(target=write)
         writer.start()

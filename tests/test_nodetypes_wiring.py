@@ -168,7 +168,7 @@ def _as(token: str) -> dict[str, str]:
 
 def test_nodetypes_over_http(base_url: str) -> None:
     with httpx.Client(base_url=base_url, timeout=10) as http:
-        before = http.post(f"{API}/nodes", json=gpu_passport(), headers=_as(GPU_01))
+        before = http.post(f"{API}/nodepassports", json=gpu_passport(), headers=_as(GPU_01))
         assert before.status_code == 422, before.text
         assert before.json()["details"]["causes"] == [
             {"reason": "FieldValueInvalid", "field": "metadata.nodeType", "message": UNKNOWN}
@@ -215,9 +215,12 @@ def test_nodetypes_over_http(base_url: str) -> None:
         assert missing.json()["message"] == 'nodetypes.ai_team.io "nope" not found'
 
         assert (
-            http.post(f"{API}/nodes", json=gpu_passport(), headers=_as(GPU_01)).status_code == 201
+            http.post(f"{API}/nodepassports", json=gpu_passport(), headers=_as(GPU_01)).status_code
+            == 201
         )
-        broken = http.put(f"{API}/nodes/gpu-01", json=broken_passport(), headers=_as(GPU_01))
+        broken = http.put(
+            f"{API}/nodepassports/gpu-01", json=broken_passport(), headers=_as(GPU_01)
+        )
         assert broken.status_code == 422, broken.text
         assert [(c["field"], c["message"]) for c in broken.json()["details"]["causes"]] == (
             BROKEN_CAUSES
@@ -238,7 +241,9 @@ def test_nodetypes_over_http(base_url: str) -> None:
         )
         assert patched.status_code == 200, patched.text
         assert "resources" not in patched.json()["spec"]["schema"]["openAPIV3Schema"]["properties"]
-        loosened = http.put(f"{API}/nodes/gpu-01", json=broken_passport(), headers=_as(GPU_01))
+        loosened = http.put(
+            f"{API}/nodepassports/gpu-01", json=broken_passport(), headers=_as(GPU_01)
+        )
         assert [c["field"] for c in loosened.json()["details"]["causes"]] == [
             "spec.maxConcurrentTasks",
             "spec.capabilities[0].params.languages[1]",
@@ -252,7 +257,7 @@ def test_nodetypes_over_http(base_url: str) -> None:
 
         in_use = http.delete(f"{API}/nodetypes/gpu-worker", headers=_as(ADMIN))
         assert in_use.status_code == 409, in_use.text
-        assert http.delete(f"{API}/nodes/gpu-01", headers=_as(ADMIN)).status_code == 200
+        assert http.delete(f"{API}/nodepassports/gpu-01", headers=_as(ADMIN)).status_code == 200
         deleted = http.delete(f"{API}/nodetypes/gpu-worker", headers=_as(ADMIN))
         assert deleted.status_code == 200, deleted.text
 

@@ -24,7 +24,7 @@ import yaml
 
 from conftest import passport
 from live_server import free_port
-from node_registry.wire import API_PREFIX
+from node_registry.kube.discovery import API_PREFIX
 
 COMMAND = [sys.executable, "-m", "node_registry", "serve"]
 START_TIMEOUT = 10.0
@@ -117,10 +117,10 @@ def test_serve_on_loopback_registers_and_stops_on_sigterm(tmp_path: Path) -> Non
         wait_healthy(server, url)
         with httpx.Client(base_url=url, timeout=5) as http:
             assert http.get("/readyz").text == "ok"
-            response = http.post(f"{API_PREFIX}/nodes", json=passport("coder-01"))
+            response = http.post(f"{API_PREFIX}/nodepassports", json=passport("coder-01"))
             assert response.status_code == 201, response.text
-            listed = http.get(f"{API_PREFIX}/nodes").json()
-            assert [i["passport"]["metadata"]["name"] for i in listed["items"]] == ["coder-01"]
+            listed = http.get(f"{API_PREFIX}/nodepassports").json()
+            assert [i["metadata"]["name"] for i in listed["items"]] == ["coder-01"]
 
         code = stop(server)
         # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal it captured
@@ -153,7 +153,7 @@ def test_serve_allow_insecure_binds_a_network_address(tmp_path: Path) -> None:
     with serving(tmp_path, *args) as server:
         url = f"http://127.0.0.1:{port}"  # bound on every interface, reached on loopback only
         wait_healthy(server, url)
-        assert httpx.get(f"{url}{API_PREFIX}/nodes", timeout=5).status_code == 200
+        assert httpx.get(f"{url}{API_PREFIX}/nodepassports", timeout=5).status_code == 200
         assert stop(server) == -signal.SIGTERM
     assert "http://0.0.0.0:" in server.output()
 
@@ -168,10 +168,12 @@ def test_serve_with_tokens_on_a_network_address(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(server, url)  # probes need no token
         with httpx.Client(base_url=url, timeout=5) as http:
-            refused = http.get(f"{API_PREFIX}/nodes")
+            refused = http.get(f"{API_PREFIX}/nodepassports")
             assert refused.status_code == 401
             assert refused.json()["reason"] == "Unauthorized"
-            allowed = http.get(f"{API_PREFIX}/nodes", headers={"Authorization": f"Bearer {token}"})
+            allowed = http.get(
+                f"{API_PREFIX}/nodepassports", headers={"Authorization": f"Bearer {token}"}
+            )
             assert allowed.status_code == 200
         assert stop(server) == -signal.SIGTERM
     assert "anonymous admin" not in server.output()
@@ -191,7 +193,7 @@ def test_serve_reads_the_tokens_file_again_on_sighup(tmp_path: Path) -> None:
 
             def status(token: str) -> int:
                 headers = {"Authorization": f"Bearer {token}"}
-                return http.get(f"{API_PREFIX}/nodes", headers=headers).status_code
+                return http.get(f"{API_PREFIX}/nodepassports", headers=headers).status_code
 
             assert status(leaving) == 200
             # The same size, in place, with the old mtime put back: nothing a stat() would
@@ -245,9 +247,9 @@ def test_serve_over_tls(tmp_path: Path, certificates: tuple[Path, Path, Path]) -
         url = f"https://127.0.0.1:{port}"
         wait_healthy(server, url, verify=trust)
         with httpx.Client(base_url=url, verify=trust, timeout=5) as http:
-            response = http.post(f"{API_PREFIX}/nodes", json=passport("coder-01"))
+            response = http.post(f"{API_PREFIX}/nodepassports", json=passport("coder-01"))
             assert response.status_code == 201, response.text
-            assert http.get(f"{API_PREFIX}/nodes/coder-01").status_code == 200
+            assert http.get(f"{API_PREFIX}/nodepassports/coder-01").status_code == 200
         # The name "localhost" is in the certificate too.
         assert httpx.get(f"https://localhost:{port}/healthz", verify=trust).status_code == 200
         # Plain HTTP to the TLS port gets no answer...

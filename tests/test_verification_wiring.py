@@ -251,7 +251,10 @@ def _np_names(http: httpx.Client, selector: str) -> list[str]:
 def test_only_a_verifier_or_an_admin_writes_verification(registry_url: str) -> None:
     with httpx.Client(base_url=registry_url, timeout=10) as http:
         doc = passport("ai-agent-wrong", capabilities=("code_generation",))
-        assert http.post(f"{API}/nodes", json=doc, headers=_as(WRONG)).status_code in (200, 201)
+        assert http.post(f"{API}/nodepassports", json=doc, headers=_as(WRONG)).status_code in (
+            200,
+            201,
+        )
         node = load_passport(doc)
         body = {
             "apiVersion": "ai_team.io/v1",
@@ -275,19 +278,31 @@ def test_only_a_verifier_or_an_admin_writes_verification(registry_url: str) -> N
             f"{API}/nodepassports/nope/verification", json=body, headers=_as(VERIFIER)
         )
         assert missing.status_code == 404
-        # The node's own token may not write status.verification through its status either.
+        # The node's own token may not write the Trusted condition through its status either:
+        # it is the registry's, shown from the results (a written one is dropped, as a GET's
+        # copy sent back would be).
         forged = http.patch(
-            f"{API}/nodes/ai-agent-wrong/status",
-            json={"conditions": [{"type": "Trusted", "status": "True"}]},
-            headers=_as(WRONG),
+            f"{API}/nodepassports/ai-agent-wrong/status",
+            json={
+                "status": {"conditions": [{"type": "Trusted", "status": "False", "reason": "X"}]}
+            },
+            headers={**_as(WRONG), "Content-Type": "application/strategic-merge-patch+json"},
         )
-        assert forged.status_code == 422, forged.text
+        assert forged.status_code == 200, forged.text
+        shown = _object(http, "ai-agent-wrong")["status"]["conditions"]
+        assert [(c["type"], c["reason"]) for c in shown] == [("Trusted", "NoCapabilityFailed")]
         # The verifier reads, and writes nothing else.
         assert http.get(f"{API}/nodepassports", headers=_as(VERIFIER)).status_code == 200
-        assert http.delete(f"{API}/nodes/ai-agent-wrong", headers=_as(VERIFIER)).status_code == 403
+        assert (
+            http.delete(f"{API}/nodepassports/ai-agent-wrong", headers=_as(VERIFIER)).status_code
+            == 403
+        )
         assert http.put(url, json={**body, "results": []}, headers=_as(ADMIN)).status_code == 200
         assert _object(http, "ai-agent-wrong")["status"].get("verification") is None
-        assert http.delete(f"{API}/nodes/ai-agent-wrong", headers=_as(ADMIN)).status_code == 200
+        assert (
+            http.delete(f"{API}/nodepassports/ai-agent-wrong", headers=_as(ADMIN)).status_code
+            == 200
+        )
 
 
 def test_the_whole_loop_on_loopback(registry_url: str) -> None:
@@ -354,23 +369,16 @@ def test_the_whole_loop_on_loopback(registry_url: str) -> None:
             "ai-agent-right"
         ]
 
-        # find_nodes(only_verified=True) over HTTP: the list's verified=true, the search's
-        # onlyVerified, and the client's find_nodes.
-        nodes = http.get(f"{API}/nodes", params={"verified": "true"}, headers=_as(READER)).json()
-        assert [i["passport"]["metadata"]["name"] for i in nodes["items"]] == ["ai-agent-right"]
-        search = http.post(
-            f"{API}/search",
-            json={
-                "selector": {"matchLabels": {"capability.code_generation": "true"}},
-                "onlyVerified": True,
-            },
-            headers=_as(READER),
-        ).json()
-        assert [i["passport"]["metadata"]["name"] for i in search["items"]] == ["ai-agent-right"]
+        # find_nodes(only_verified=True) over HTTP: the field selector, and the client's.
+        strict = {"fieldSelector": "status.verification.required=true"}
+        nodes = http.get(f"{API}/nodepassports", params=strict, headers=_as(READER)).json()
+        assert [i["metadata"]["name"] for i in nodes["items"]] == ["ai-agent-right"]
         with RegistryClient(registry_url, token=READER) as reader:
             assert names(reader.find_nodes(selector="capability.code_generation")) == [
                 "ai-agent-right"
             ]
+            found = reader.find_nodes(selector="capability.code_generation", only_verified=True)
+            assert names(found) == ["ai-agent-right"]
             right_entry = reader.get("ai-agent-right")
             assert right_entry.verification["code_generation"].state is VerificationState.VERIFIED
 
@@ -470,7 +478,7 @@ def test_node_registry_verify_once(registry_url: str, tmp_path: Path) -> None:
         agent_url = stack.enter_context(serve(probe_agent.create_app()))
         http = stack.enter_context(httpx.Client(base_url=registry_url, timeout=10))
         doc = probe_agent.passport("ai-agent-right", agent_url + "/tasks")
-        assert http.put(f"{API}/nodes/ai-agent-right", json=doc, headers=_as(RIGHT)).is_success
+        assert http.post(f"{API}/nodepassports", json=doc, headers=_as(RIGHT)).is_success
         try:
             refused = _cli(
                 "verify", "-f", str(PROBES), "--once", "-s", registry_url, "--token", READER
@@ -501,7 +509,7 @@ def test_node_registry_verify_once(registry_url: str, tmp_path: Path) -> None:
             assert "invalid ProbeSet" in broken.stderr
             assert "probes[0].task: Field required" in broken.stderr
         finally:
-            http.delete(f"{API}/nodes/ai-agent-right", headers=_as(ADMIN))
+            http.delete(f"{API}/nodepassports/ai-agent-right", headers=_as(ADMIN))
 
 
 class _Refusing:

@@ -20,6 +20,7 @@ from node_registry import (
 )
 from node_registry.registry import AsyncWatch, WatchEvent
 from node_registry.selectors import as_selector
+from node_registry.server.routes.nodepassports import OBJECT_ENCODING
 from node_registry.server.streams import ndjson_frame, stream_events
 from node_registry.store import MemoryStore, StoreEvent
 from node_registry.store.base import Cancel, ErrorSink, Sink
@@ -288,6 +289,7 @@ def test_watchers_of_one_shape_share_one_encode_of_each_event(clock: FakeClock) 
                 timeout=None,
                 on_open=lambda: None,
                 on_close=lambda: None,
+                encoding=OBJECT_ENCODING,
             )
             for _ in range(50)
         ]

@@ -354,11 +354,17 @@ def _get_named(client: RegistryClient, names: Sequence[str]) -> tuple[list[Regis
 
 
 def _select(
-    client: RegistryClient, selector: str | None, kind: str | None, healthy: bool
+    client: RegistryClient,
+    selector: str | None,
+    kind: str | None,
+    healthy: bool,
+    verified: bool = False,
 ) -> list[RegistryEntry]:
     # Parsed here too, so a bad selector fails before any request, naming the bad part.
     parsed = as_selector(selector)
-    return client.find_nodes(kind=_kind(kind), selector=parsed, only_healthy=healthy)
+    return client.find_nodes(
+        kind=_kind(kind), selector=parsed, only_healthy=healthy, only_verified=verified
+    )
 
 
 @app.command()
@@ -372,6 +378,13 @@ def get(
     healthy: Annotated[
         bool,
         typer.Option("--healthy", help="Only schedulable nodes (ALIVE, Running, not Ready=False)"),
+    ] = False,
+    verified: Annotated[
+        bool,
+        typer.Option(
+            "--verified",
+            help="Only Verified claims match capability.<name>, and only trusted nodes",
+        ),
     ] = False,
     output_format: Annotated[
         str | None, typer.Option("--output", "-o", help="wide | json | yaml | name")
@@ -390,13 +403,16 @@ def get(
     with _command():
         _resource(resource)
         fmt = _output(output_format)
-        if names and (selector or kind or healthy):
-            _fail("node names cannot be given together with --selector, --kind or --healthy")
+        if names and (selector or kind or healthy or verified):
+            _fail(
+                "node names cannot be given together with --selector, --kind, --healthy "
+                "or --verified"
+            )
         with _client(server, token, kubeconfig, context, certificate_authority) as client:
             if names:
                 entries, missing = _get_named(client, names)
             else:
-                entries = _select(client, selector, kind, healthy)
+                entries = _select(client, selector, kind, healthy, verified)
         # The client answers items only; the newest item's version stands in for the list's
         # (a watch from it misses no later change to these items).
         resource_version = max((e.resource_version for e in entries), default=0)
@@ -451,7 +467,8 @@ def describe(
     context: ContextOption = None,
     certificate_authority: CAOption = None,
 ) -> None:
-    """Show one node in detail: health, labels, spec, conditions, passport, recent events."""
+    """Show one node in detail: health, trust and verification, labels, spec, conditions,
+    passport, recent events."""
     missing = False
     with _command():
         _resource(resource)

@@ -24,6 +24,7 @@ from node_registry.client.objects import (
 )
 from node_registry.kube.table import NONE, age, cells, tasks
 from node_registry.passport import effective_labels
+from node_registry.passport.verification import VerificationState, claim_states
 
 #: Spaces between table columns (kubectl's tabwriter pads with 3).
 GAP = "   "
@@ -141,7 +142,8 @@ def event_health(event: WatchEvent) -> str:
 
 
 def describe_node(entry: RegistryEntry, events: Sequence[WatchEvent] | None, now: datetime) -> str:
-    """``kubectl describe node``: identity, health, labels, spec, conditions, passport, events.
+    """``kubectl describe node``: identity, health, trust, labels, spec with each claim's
+    verification state, the verifier's results, conditions, passport, events.
 
     ``events`` None means they could not be read (the section says so).
     """
@@ -149,6 +151,8 @@ def describe_node(entry: RegistryEntry, events: Sequence[WatchEvent] | None, now
     spec = passport.spec
     status = passport.status
     schedulable = entry.schedulable
+    states = claim_states(passport, entry.verification)
+    failed = [name for name, state in states.items() if state == VerificationState.FAILED]
     lines = _fields(
         [
             ("Name", entry.name),
@@ -158,6 +162,8 @@ def describe_node(entry: RegistryEntry, events: Sequence[WatchEvent] | None, now
             ("Health", entry.health_state.value),
             ("Phase", status.phase.value),
             ("Schedulable", str(schedulable).lower()),
+            # The registry's Trusted condition, from the verifier's results (#12).
+            ("Trusted", f"false (failed: {', '.join(failed)})" if failed else "true"),
             ("Tasks", tasks(passport)),
             (
                 "Registered",
@@ -178,10 +184,29 @@ def describe_node(entry: RegistryEntry, events: Sequence[WatchEvent] | None, now
                 c.name,
                 c.version or NONE,
                 json.dumps(c.params, separators=(",", ":"), default=str) if c.params else NONE,
+                states[c.name],
             ]
             for c in spec.capabilities
         ]
-        lines.append(_indent(table(["NAME", "VERSION", "PARAMS"], rows)))
+        lines.append(_indent(table(["NAME", "VERSION", "PARAMS", "VERIFICATION"], rows)))
+    else:
+        lines.append(f"  {NONE}")
+
+    lines.append("Verification:")
+    if entry.verification:
+        rows = [
+            [
+                r.capability,
+                r.state.value,
+                r.reason,
+                timestamp(r.checked_at),
+                r.probe or "",
+                r.message,
+            ]
+            for r in sorted(entry.verification.values(), key=lambda r: r.capability)
+        ]
+        headers = ["CAPABILITY", "STATE", "REASON", "CHECKED", "PROBE", "MESSAGE"]
+        lines.append(_indent(table(headers, rows)))
     else:
         lines.append(f"  {NONE}")
 

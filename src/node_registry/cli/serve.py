@@ -22,7 +22,7 @@ from node_registry.server.serving import (
     RegistryServer,
     uvicorn_config,
 )
-from node_registry.store import open_store
+from node_registry.store import open_store_on_loop
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
 #: File descriptors kept free beside the connections: the listening socket, logs, etcd.
@@ -81,17 +81,14 @@ def run_server(
             "no tokens file: every caller is an anonymous admin (loopback use only)"
         )
     _reload_on_sighup(auth)
-    store = open_store(settings)
     terminated = False
     previous = signal.signal(signal.SIGTERM, _unwind)
     try:
-        _serve(AsyncRegistry(store, settings=settings), settings, auth, log_level)
+        _serve(settings, auth, log_level)
     except _Terminated:
         terminated = True
     finally:
         signal.signal(signal.SIGTERM, previous)
-        # On etcd: hands the controller seat to another replica now, not after its lease.
-        store.close()
     if terminated:
         # Exit as killed by SIGTERM, as uvicorn means to: supervisors read the status.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -131,8 +128,8 @@ def _reload_on_sighup(auth: Authenticator) -> None:
         signal.signal(signal.SIGHUP, handler)
 
 
-def _serve(registry: AsyncRegistry, settings: Settings, auth: Authenticator, level: str) -> None:
-    app = create_app(registry, settings, authenticator=auth)
+def _serve(settings: Settings, auth: Authenticator, level: str) -> None:
+    """Serve until stopped, the store and the registry on the server's own event loop."""
     tls: dict[str, Any] = {}
     if settings.server.tls_certfile is not None:
         tls = {
@@ -147,7 +144,7 @@ def _serve(registry: AsyncRegistry, settings: Settings, auth: Authenticator, lev
         write_timeout=limits.write_timeout,
     )
     config = uvicorn_config(
-        app,
+        None,  # the app, made on the loop below: it needs the store opened there
         settings.server,
         ConnectionGuard(limits),
         log_level=level,
@@ -156,7 +153,21 @@ def _serve(registry: AsyncRegistry, settings: Settings, auth: Authenticator, lev
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **tls,
     )
-    RegistryServer(config, on_shutdown=registry.end_watches).run()
+
+    async def serve() -> None:
+        # On etcd the replica's feed, ticks and keepalives run on this loop, and every
+        # write awaits etcd here: no thread pool, no second loop (issue #13).
+        store = await open_store_on_loop(settings)
+        try:
+            registry = AsyncRegistry(store, settings=settings)
+            config.app = create_app(registry, settings, authenticator=auth)
+            await RegistryServer(config, on_shutdown=registry.end_watches).serve()
+        finally:
+            # On etcd: hands the controller seat to another replica now, not after its lease.
+            await store.aio.close()
+
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(serve())
 
 
 def fit_descriptors(connections: int) -> int:

@@ -129,9 +129,12 @@ class AsyncRegistryClient:
         kind: str | NodeType | None = None,
         selector: core.SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
+        """Seed 2.5's find_nodes on the server; ``only_verified``: only Verified claims
+        match ``capability.<name>``, and only trusted nodes (#12)."""
         return core.entries(
-            await self._send(core.find_nodes(kind, selector, only_healthy)),
+            await self._send(core.find_nodes(kind, selector, only_healthy, only_verified)),
             only_healthy=only_healthy,
         )
 
@@ -151,6 +154,7 @@ class AsyncRegistryClient:
         timeout_seconds: int | None = None,
         kind: str | NodeType | None = None,
         selector: core.SelectorInput = None,
+        only_verified: bool = False,
     ) -> AsyncIterator[WatchEvent]:
         """Events after ``since``; reconnects with failover and resumes from the last version."""
         cursor = core.WatchCursor(
@@ -158,6 +162,7 @@ class AsyncRegistryClient:
             timeout_seconds=timeout_seconds,
             kind=kind,
             selector=selector,
+            only_verified=only_verified,
             settings=self.settings,
             endpoints=len(self._clients),
         )

@@ -45,9 +45,9 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 SelectorInput = str | Mapping[str, Any] | Selector | None
 #: Statuses worth trying on another endpoint: the server is there but cannot serve now.
 RETRY_STATUSES = frozenset({502, 503, 504})
-#: What only_healthy asks the server for; ``status.schedulable`` then decides (it also
-#: reads the Ready condition, which no field selector can).
-_HEALTHY_FIELDS = "status.healthState=ALIVE,status.phase=Running"
+#: The field selector terms of find_nodes' only_healthy and only_verified.
+_HEALTHY_FIELD = "status.schedulable=true"
+_VERIFIED_FIELD = "status.verification.required=true"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,11 @@ def update_status(
 
 
 def _selection(
-    kind: str | NodeType | None, selector: SelectorInput, *, healthy: bool = False
+    kind: str | NodeType | None,
+    selector: SelectorInput,
+    *,
+    healthy: bool = False,
+    verified: bool = False,
 ) -> dict[str, str]:
     """The list/watch parameters of (kind, selector): parsed here, so bad ones fail before I/O."""
     wanted = parse_kind(kind)
@@ -142,7 +146,9 @@ def _selection(
         params["labelSelector"] = str(parsed)
     terms = [] if wanted is None else [f"metadata.nodeType={wanted}"]
     if healthy:
-        terms.append(_HEALTHY_FIELDS)
+        terms.append(_HEALTHY_FIELD)
+    if verified:
+        terms.append(_VERIFIED_FIELD)
     if terms:
         params["fieldSelector"] = ",".join(terms)
     return params
@@ -152,9 +158,11 @@ def find_nodes(
     kind: str | NodeType | None = None,
     selector: SelectorInput = None,
     only_healthy: bool = False,
+    only_verified: bool = False,
 ) -> Call:
     """The seed's find_nodes as a list of nodepassports (``entries`` keeps the schedulable)."""
-    return Call("GET", NODEPASSPORTS, params=_selection(kind, selector, healthy=only_healthy))
+    params = _selection(kind, selector, healthy=only_healthy, verified=only_verified)
+    return Call("GET", NODEPASSPORTS, params=params)
 
 
 def list_page(limit: int | None = None, continue_token: str | None = None) -> Call:
@@ -172,6 +180,7 @@ def watch(
     timeout_seconds: int | None = None,
     kind: str | NodeType | None = None,
     selector: SelectorInput = None,
+    only_verified: bool = False,
 ) -> Call:
     """A watch of the changes after ``since``, filtered on the server (nodes entering or
     leaving the selection arrive as ADDED or DELETED).
@@ -182,7 +191,7 @@ def watch(
         "watch": "true",
         "resourceVersion": str(since),
         "allowWatchBookmarks": "true",
-        **_selection(kind, selector),
+        **_selection(kind, selector, verified=only_verified),
     }
     if timeout_seconds is not None:
         params["timeoutSeconds"] = str(timeout_seconds)
@@ -279,6 +288,7 @@ class WatchCursor:
         timeout_seconds: int | None,
         kind: str | NodeType | None,
         selector: SelectorInput,
+        only_verified: bool = False,
         settings: ClientSettings,
         endpoints: int,
     ) -> None:
@@ -287,6 +297,7 @@ class WatchCursor:
         self._deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         self._kind = kind
         self._selector = selector
+        self._verified = only_verified
         self._settings = settings
         self._budget = settings.retries * endpoints
         self._failures = 0
@@ -301,7 +312,13 @@ class WatchCursor:
             if left <= 0:
                 return None
             remaining = max(1, round(left))
-        return watch(self.last, timeout_seconds=remaining, kind=self._kind, selector=self._selector)
+        return watch(
+            self.last,
+            timeout_seconds=remaining,
+            kind=self._kind,
+            selector=self._selector,
+            only_verified=self._verified,
+        )
 
     def connected(self) -> None:
         self._failures = 0

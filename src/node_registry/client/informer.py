@@ -73,8 +73,9 @@ from node_registry.errors import (
     RegistryError,
     RevisionCompactedError,
 )
-from node_registry.passport import NodeType, effective_labels
+from node_registry.passport import NodeType
 from node_registry.passport.kinds import parse_kind
+from node_registry.passport.verification import registry_labels, strict_labels, trusted
 from node_registry.selectors import NodeFilter, as_selector
 from node_registry.store.records import HealthState
 
@@ -122,7 +123,8 @@ def _copy(entry: RegistryEntry) -> RegistryEntry:
 
 
 def _store(entry: RegistryEntry) -> _Stored:
-    return _Stored(entry, effective_labels(entry.passport))
+    # The labels the server's selectors match (a Failed claim's capability is gone).
+    return _Stored(entry, registry_labels(entry.passport, entry.verification))
 
 
 class NodeCache:
@@ -200,6 +202,7 @@ class NodeCache:
         kind: str | NodeType | None = None,
         selector: SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> builtins.list[RegistryEntry]:
         """Seed 2.5's ``find_nodes``, answered from the cache (see ``Registry.find_nodes``)."""
         wanted = parse_kind(kind)
@@ -207,6 +210,8 @@ class NodeCache:
         with self._lock:
             found = builtins.list(self._items.values())
         # Stored entries are replaced, never changed, so matching runs outside the lock.
+        if only_verified:
+            found = [_Stored(s.entry, strict_labels(s.labels)) for s in found if trusted(s.labels)]
         if not test.empty():
             found = test.select(found, _KIND, _LABELS)
         if only_healthy:
@@ -505,9 +510,10 @@ class Informer(_InformerState):
         kind: str | NodeType | None = None,
         selector: SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
         """``RegistryClient.find_nodes``, answered from the cache (even while disconnected)."""
-        return self._cache.find_nodes(kind, selector, only_healthy)
+        return self._cache.find_nodes(kind, selector, only_healthy, only_verified)
 
     def __enter__(self) -> Self:
         self.start()
@@ -649,9 +655,10 @@ class AsyncInformer(_InformerState):
         kind: str | NodeType | None = None,
         selector: SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
         """``AsyncRegistryClient.find_nodes``, answered from the cache without I/O."""
-        return self._cache.find_nodes(kind, selector, only_healthy)
+        return self._cache.find_nodes(kind, selector, only_healthy, only_verified)
 
     async def __aenter__(self) -> Self:
         await self.start()

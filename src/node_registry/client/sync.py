@@ -131,9 +131,13 @@ class RegistryClient:
         kind: str | NodeType | None = None,
         selector: core.SelectorInput = None,
         only_healthy: bool = False,
+        only_verified: bool = False,
     ) -> list[RegistryEntry]:
+        """Seed 2.5's find_nodes on the server; ``only_verified``: only Verified claims
+        match ``capability.<name>``, and only trusted nodes (#12)."""
         return core.entries(
-            self._send(core.find_nodes(kind, selector, only_healthy)), only_healthy=only_healthy
+            self._send(core.find_nodes(kind, selector, only_healthy, only_verified)),
+            only_healthy=only_healthy,
         )
 
     def list_nodes(self, *, page_size: int = 500) -> NodeList:
@@ -153,6 +157,7 @@ class RegistryClient:
         timeout_seconds: int | None = None,
         kind: str | NodeType | None = None,
         selector: core.SelectorInput = None,
+        only_verified: bool = False,
     ) -> Iterator[WatchEvent]:
         """Events after ``since``; reconnects (with failover) and resumes from the last version.
 
@@ -163,6 +168,7 @@ class RegistryClient:
             timeout_seconds=timeout_seconds,
             kind=kind,
             selector=selector,
+            only_verified=only_verified,
             settings=self.settings,
             endpoints=len(self._clients),
         )

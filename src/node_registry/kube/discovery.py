@@ -29,6 +29,8 @@ from node_registry.passport.models import API_GROUP
 
 VERSION = "v1"
 GROUP_VERSION = f"{API_GROUP}/{VERSION}"
+#: Where the group's resources are served.
+API_PREFIX = f"/apis/{GROUP_VERSION}"
 #: The Kubernetes release whose API conventions the registry follows (discovery v2, Table...).
 KUBE_LEVEL = (1, 32)
 #: The media type of aggregated discovery: kubectl lists it first in Accept, then v2beta1, then

@@ -5,6 +5,14 @@ Kubernetes' syntax (``fields.ParseSelector``): terms joined by ``,``, each ``fie
 must hold. Only the fields in ``FIELDS`` can be selected; any other is refused with
 apiserver's own words (``field label not supported: X``), never ignored, so a caller never
 takes an unfiltered answer for a filtered one.
+
+``status.schedulable`` is the object's own field: what ``find_nodes(only_healthy=True)``
+selects. ``status.verification.required=true`` is ``find_nodes(only_verified=True)`` (#12):
+it selects no field but how the label selector is read (only Verified claims match
+``capability.<name>``) and keeps only trusted nodes. It is a field selector rather than a
+query parameter of our own because apiserver ignores query parameters it does not know
+(a client would silently get the unfiltered answer) and ``kubectl --field-selector`` can
+send it. Boolean fields take ``true`` or ``false`` and nothing else.
 """
 
 from __future__ import annotations
@@ -14,14 +22,20 @@ from dataclasses import dataclass
 
 from node_registry.errors import BadRequestError, FieldError
 from node_registry.registry.entry import RegistryEntry
+from node_registry.registry.registry import is_schedulable
 
+#: The term that asks for ``find_nodes(only_verified=True)``: selects the reading, not a field.
+VERIFIED_FIELD = "status.verification.required"
 #: Selectable fields and how each is read off an entry.
 FIELDS: dict[str, Callable[[RegistryEntry], str]] = {
     "metadata.name": lambda e: e.name,
     "metadata.nodeType": lambda e: str(e.node_kind),
     "status.healthState": lambda e: e.health_state.value,
     "status.phase": lambda e: e.passport.status.phase.value,
+    "status.schedulable": lambda e: "true" if is_schedulable(e) else "false",
+    VERIFIED_FIELD: lambda e: "true",
 }
+_BOOLEAN = frozenset({"status.schedulable", VERIFIED_FIELD})
 #: Longest operator first, as Kubernetes' splitTerm tries them at each position.
 _OPERATORS = ("!=", "==", "=")
 _ESCAPABLE = "\\,="
@@ -35,7 +49,14 @@ class FieldRequirement:
     value: str
 
     def matches(self, entry: RegistryEntry) -> bool:
+        if self.field == VERIFIED_FIELD:
+            return True  # the selection reads labels strictly instead (``only_verified``)
         return (FIELDS[self.field](entry) == self.value) is self.equal
+
+    @property
+    def truth(self) -> bool:
+        """What a boolean term asks for: ``f=true`` and ``f!=false`` ask True."""
+        return (self.value == "true") is self.equal
 
     def __str__(self) -> str:
         value = "".join("\\" + c if c in _ESCAPABLE else c for c in self.value)
@@ -47,7 +68,12 @@ class FieldSelector:
     requirements: tuple[FieldRequirement, ...] = ()
 
     def empty(self) -> bool:
-        return not self.requirements
+        """True when no entry is filtered out (``only_verified`` alone filters nothing here)."""
+        return all(r.field == VERIFIED_FIELD for r in self.requirements)
+
+    @property
+    def only_verified(self) -> bool:
+        return any(r.field == VERIFIED_FIELD and r.truth for r in self.requirements)
 
     def matches(self, entry: RegistryEntry) -> bool:
         return all(r.matches(entry) for r in self.requirements)
@@ -123,5 +149,11 @@ def parse_field_selector(text: str | None) -> FieldSelector:
         field = field.strip()
         if field not in FIELDS:
             raise BadRequestError(f"field label not supported: {field}")
-        requirements.append(FieldRequirement(field, op != "!=", _unescape(text, raw)))
+        requirement = FieldRequirement(field, op != "!=", _unescape(text, raw))
+        if field in _BOOLEAN and requirement.value not in ("true", "false"):
+            raise _invalid(text, f"{field} is true or false, not {requirement.value!r}")
+        requirements.append(requirement)
+    asked = {r.truth for r in requirements if r.field == VERIFIED_FIELD}
+    if len(asked) > 1:
+        raise _invalid(text, f"{VERIFIED_FIELD} is asked both true and false")
     return FieldSelector(tuple(requirements))

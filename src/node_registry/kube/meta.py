@@ -1,8 +1,9 @@
 """meta.k8s.io/v1 shapes every resource shares: object and list metadata, Table, watch events.
 
 Kubernetes' own types, as pydantic models with their wire names, so the server and the client
-read and write exactly what kubectl and client-go do. ``Status`` (the error body) stays the one
-of ``node_registry.wire``: one error table, shared by both wire formats.
+read and write exactly what kubectl and client-go do, and ``Status``, the body of every error
+response, built from the package's errors by one table (``errors.ERRORS_BY_REASON``), which
+the client reads back.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from node_registry.wire import Status
+from node_registry import errors
 
 META_GROUP_VERSION = "meta.k8s.io/v1"
 #: Watch event types: Kubernetes' five, and no others (a health transition is a MODIFIED).
@@ -100,6 +101,75 @@ class Table(KubeModel):
     rows: list[TableRow]
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class StatusCause(_Strict):
+    reason: str
+    message: str
+    field: str | None = None
+
+
+class StatusDetails(_Strict):
+    name: str | None = None
+    group: str | None = None
+    kind: str | None = None
+    causes: list[StatusCause] = Field(default_factory=list)
+
+
+class Status(_Strict):
+    """Kubernetes' ``Status``: the body of every error response."""
+
+    api_version: Literal["v1"] = Field(default="v1", alias="apiVersion")
+    kind: Literal["Status"] = "Status"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["Success", "Failure"] = "Failure"
+    message: str = ""
+    reason: str = ""
+    details: StatusDetails | None = None
+    code: int
+
+
+def status_from_error(
+    exc: errors.RegistryError,
+    *,
+    name: str | None = None,
+    kind: str = "nodepassports",
+    group: str | None = None,
+) -> dict[str, Any]:
+    """The Kubernetes Status body for ``exc``; field errors become ``details.causes``."""
+    causes: list[dict[str, Any]] = []
+    message = str(exc)
+    if isinstance(exc, errors.ValidationError):
+        message = exc.message
+        causes = [
+            {"reason": "FieldValueInvalid", "message": e.message, "field": e.loc}
+            for e in exc.errors
+        ]
+        if causes:
+            message = f"{exc.message}: " + "; ".join(
+                f"{c['field']}: {c['message']}" if c["field"] else c["message"] for c in causes
+            )
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": exc.reason,
+        "code": exc.status_code,
+    }
+    if causes or name:
+        details: dict[str, Any] = {"kind": kind, "causes": causes}
+        if name:
+            details["name"] = name
+        if group:
+            details["group"] = group
+        body["details"] = details
+    return body
+
+
 class WatchEvent(KubeModel):
     """One line of a watch stream (``metav1.WatchEvent``)."""
 
@@ -115,6 +185,8 @@ __all__ = [
     "ObjectMeta",
     "PartialObjectMetadata",
     "Status",
+    "StatusCause",
+    "StatusDetails",
     "Table",
     "TableColumnDefinition",
     "TableRow",
@@ -122,4 +194,5 @@ __all__ = [
     "list_meta",
     "rfc3339",
     "rfc3339_micro",
+    "status_from_error",
 ]

@@ -169,6 +169,33 @@ class Lease(KubeModel):
     spec: LeaseSpec = Field(default_factory=LeaseSpec, description="Who holds it, when renewed")
 
 
+class _Renewal(pydantic.BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class LeaseRenewalMeta(_Renewal):
+    name: str
+    resource_version: str | None = Field(default=None, alias="resourceVersion")
+
+
+class LeaseRenewalSpec(_Renewal):
+    holder_identity: str | None = Field(default=None, alias="holderIdentity", max_length=253)
+    lease_duration_seconds: int | None = Field(
+        default=None, alias="leaseDurationSeconds", ge=1, le=86_400
+    )
+    renew_time: datetime | None = Field(default=None, alias="renewTime")
+
+
+class LeaseRenewal(_Renewal):
+    """A Lease as a node PUTs it to renew (the heartbeat): strict, bounded, every field
+    optional; the registry takes the renew time from its own clock."""
+
+    api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
+    kind: Literal["Lease"] = "Lease"
+    metadata: LeaseRenewalMeta | None = None
+    spec: LeaseRenewalSpec = Field(default_factory=LeaseRenewalSpec)
+
+
 class LeaseList(KubeModel):
     api_version: Literal["ai_team.io/v1"] = Field(default="ai_team.io/v1", alias="apiVersion")
     kind: Literal["LeaseList"] = "LeaseList"
@@ -326,8 +353,10 @@ def stamp_conditions(
     """``after``'s conditions with the times the node left out, as ``update_status`` sets them.
 
     A condition new or changed since ``before`` without ``lastTransitionTime`` gets the old one
-    if its status is the same, else ``now``; without ``lastHeartbeatTime``, ``now``. Conditions
-    the write did not touch keep exactly what they had.
+    if its status is the same, else ``now``; without ``lastHeartbeatTime``, ``now``. A time
+    equal to the old one counts as left out: a strategic merge patch carries the old times
+    into the condition it merges, and a changed status would keep a stale transition time.
+    Conditions the write did not touch keep exactly what they had.
     """
     old = {c.get("type"): c for c in before if isinstance(c, dict)}
     stamped = []
@@ -337,6 +366,10 @@ def stamp_conditions(
             stamped.append(given)
             continue
         cond = dict(given)
+        if previous is not None:
+            for key in ("lastTransitionTime", "lastHeartbeatTime"):
+                if key in cond and cond[key] == previous.get(key):
+                    del cond[key]
         if "lastTransitionTime" not in cond:
             same = previous is not None and previous.get("status") == cond.get("status")
             kept = previous.get("lastTransitionTime") if same and previous else None
@@ -422,6 +455,7 @@ __all__ = [
     "SERVER_STATUS",
     "Lease",
     "LeaseList",
+    "LeaseRenewal",
     "NodePassportList",
     "NodePassportMetadata",
     "NodePassportObject",

@@ -1,4 +1,5 @@
-"""The registry: the facades, entries, health rules, the lifecycle controller and watch."""
+"""The registry: its sync and async drivers, the procedures and decisions they share,
+entries, health rules, the lifecycle controller and watch."""
 
 from node_registry.registry.aio import AsyncRegistry
 from node_registry.registry.entry import (

@@ -1,28 +1,26 @@
-"""The registry for asyncio programs: the same calls as ``Registry``, awaited.
+"""The registry for asyncio programs, the async driver: the same calls as ``Registry``, awaited.
 
-Every operation of the embedded registry is non-blocking CPU work on in-memory state (the
-store lock is held for microseconds), so each coroutine calls straight into ``Registry``:
-no thread pool — except registrations and status reports, which validate a whole passport
-(up to 256 KiB: milliseconds of pure Python) and so run in a worker thread, off the loop
-that serves heartbeats. On etcd, reads are still served from the replica's cache, but writes,
-heartbeats and controller passes wait on etcd, so those run in a small thread pool and the
-caller's loop keeps serving meanwhile. The lifecycle controller runs as a task of the
-caller's loop inside ``async with``. Every watch it opens on a loop shares one store
-subscription (``WatchHub``): a thousand watchers cost the store's writer what one does.
+Reads are ``Registry``'s own (in-memory index, no I/O). Writes are the same procedures
+(``registry.writes``) run by ``steps.run_async``: each store call they make is awaited on
+the caller's loop through the store's ``aio`` (memory answers at once; an etcd replica
+opened on this loop, as ``serve`` opens it, awaits etcd right here: no thread pool, no
+loop hop). Registrations and status reports validate a whole passport (up to 256 KiB:
+milliseconds of pure Python) before their first store call, so that stretch runs in a
+worker thread, off the loop that serves heartbeats. The lifecycle controller runs as a
+task of the caller's loop inside ``async with``. Every watch it opens on a loop shares one
+store subscription (``WatchHub``): a thousand watchers cost the store's writer what one does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
 from node_registry.admission import Admission
@@ -35,15 +33,13 @@ from node_registry.passport.verification import CapabilityVerification
 from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
 from node_registry.registry.policies import UserInfo
 from node_registry.registry.registry import Registry, SelectorInput
+from node_registry.registry.steps import Done, Steps, first_call, run_async
 from node_registry.registry.watch import AsyncWatch, WatchHub
 from node_registry.store import Binding, Store
 
 log = logging.getLogger("node_registry")
 
-P = ParamSpec("P")
 T = TypeVar("T")
-#: Writes in flight to etcd at once per process; each holds a thread while it waits.
-IO_THREADS = 32
 #: How often the event-loop lag is probed while the controller runs.
 LAG_PROBE_SECONDS = 0.25
 
@@ -67,9 +63,7 @@ class AsyncRegistry:
         self.loop_lag = 0.0
         self._saturated = False
         self._hub: WatchHub | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        if self._sync.blocking:
-            self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="node-registry-io")
+        self._aio = self._sync.store.aio
 
     @classmethod
     def from_config(
@@ -92,9 +86,8 @@ class AsyncRegistry:
         rename: bool = True,
         user: UserInfo | None = None,
     ) -> RegistryEntry:
-        return await self._validating(
-            functools.partial(self._sync.register, passport, rename=rename, user=user)
-        )
+        steps = self._sync.writes.register(passport, rename=rename, user=user)
+        return self._sync.entry(await self._drive(steps, validating=True))
 
     async def set_capabilities(
         self,
@@ -103,9 +96,8 @@ class AsyncRegistry:
         *,
         user: UserInfo | None = None,
     ) -> RegistryEntry:
-        return await self._validating(
-            functools.partial(self._sync.set_capabilities, node_id, list(capabilities), user=user)
-        )
+        steps = self._sync.writes.set_capabilities(node_id, list(capabilities), user=user)
+        return self._sync.entry(await self._drive(steps, validating=True))
 
     async def record_verification(
         self,
@@ -114,30 +106,36 @@ class AsyncRegistry:
         *,
         replace: bool = False,
     ) -> RegistryEntry:
-        return await self._validating(
-            functools.partial(
-                self._sync.record_verification, node_id, list(results), replace=replace
-            )
-        )
+        steps = self._sync.writes.record_verification(node_id, list(results), replace=replace)
+        return self._sync.entry(await self._drive(steps, validating=True))
 
     async def register_node_type(self, doc: Mapping[str, Any]) -> NodeTypeDefinition:
-        return await self._validating(functools.partial(self._sync.register_node_type, doc))
+        created: NodeTypeDefinition = await self._drive(
+            self._sync.node_types.creating(doc), validating=True
+        )
+        return created
 
     async def patch_node_type(self, name: str, patch: Mapping[str, Any]) -> NodeTypeDefinition:
-        return await self._validating(functools.partial(self._sync.patch_node_type, name, patch))
+        patched: NodeTypeDefinition = await self._drive(
+            self._sync.node_types.updating(name, patch), validating=True
+        )
+        return patched
 
     async def delete_node_type(self, name: str) -> NodeTypeDefinition:
-        return await self._io(self._sync.delete_node_type, name)
+        deleted: NodeTypeDefinition = await self._drive(self._sync.writes.delete_node_type(name))
+        return deleted
 
     async def node_types(self) -> NodeTypes:
         """Every node type served, read from the store again (a registered one included)."""
-        return await self._io(self._sync.node_types.refresh)
+        types: NodeTypes = await self._drive(self._sync.node_types.refreshing())
+        return types
 
     async def heartbeat(self, node_id: str) -> datetime:
-        if self._pool is None or self._sync.heartbeat_is_local(node_id):
-            # The hot path of every node: no thread hop when nothing waits on the network.
+        if self._sync.heartbeat_is_local(node_id):
+            # The hot path of every node: nothing waits on the network, no driver.
             return self._sync.heartbeat(node_id)
-        return await self._io(self._sync.heartbeat, node_id)
+        renewed: datetime = await self._drive(self._sync.writes.heartbeat(node_id))
+        return renewed
 
     async def update_status(
         self,
@@ -148,16 +146,14 @@ class AsyncRegistry:
         current_tasks: int | None = None,
         user: UserInfo | None = None,
     ) -> RegistryEntry:
-        return await self._validating(
-            functools.partial(
-                self._sync.update_status,
-                node_id,
-                phase=phase,
-                conditions=conditions,
-                current_tasks=current_tasks,
-                user=user,
-            )
+        steps = self._sync.writes.update_status(
+            node_id,
+            phase=phase,
+            conditions=None if conditions is None else list(conditions),
+            current_tasks=current_tasks,
+            user=user,
         )
+        return self._sync.entry(await self._drive(steps, validating=True))
 
     async def rewrite(
         self,
@@ -169,17 +165,15 @@ class AsyncRegistry:
         dry_run: bool = False,
         user: UserInfo | None = None,
     ) -> RegistryEntry:
-        return await self._validating(
-            functools.partial(
-                self._sync.rewrite,
-                node_id,
-                change,
-                expected_revision=expected_revision,
-                heartbeat=heartbeat,
-                dry_run=dry_run,
-                user=user,
-            )
+        steps = self._sync.writes.rewrite(
+            node_id,
+            change,
+            expected_revision=expected_revision,
+            heartbeat=heartbeat,
+            dry_run=dry_run,
+            user=user,
         )
+        return self._sync.entry(await self._drive(steps, validating=True))
 
     async def deregister(
         self,
@@ -189,19 +183,16 @@ class AsyncRegistry:
         expected_revision: int | None = None,
         user: UserInfo | None = None,
     ) -> None:
-        await self._io(
-            self._sync.deregister,
-            node_id,
-            keep_binding=keep_binding,
-            expected_revision=expected_revision,
-            user=user,
+        steps = self._sync.writes.deregister(
+            node_id, keep_binding=keep_binding, expected_revision=expected_revision, user=user
         )
+        await self._drive(steps)
 
     async def binding(self, name: str) -> Binding | None:
-        return await self._io(self._sync.binding, name)
+        return self._sync.current_binding(await self._aio.binding(name))
 
     async def release(self, name: str) -> bool:
-        return await self._io(self._sync.release, name)
+        return await self._aio.forget(name)
 
     async def get(self, node_id: str) -> RegistryEntry:
         return self._sync.get(node_id)
@@ -223,14 +214,17 @@ class AsyncRegistry:
     def watch(self, since: int | None = None) -> AsyncWatch:
         """``async for event in registry.watch(since)``; must be called inside the loop.
 
-        On etcd, a version outside the replica's cache is checked with a round trip here;
-        ``open_watch`` does that without holding up the loop.
+        On etcd, a version outside the replica's cache is not checked here (that is a round
+        trip): its own etcd watch ends with ``RevisionCompactedError`` at the first step if
+        etcd no longer has it. ``open_watch`` checks it before it returns.
         """
         hub = self._shared_hub()
         start = self._sync.resource_version if since is None else since
         if hub.covers(start):
             self._sync.check_watchable(start)  # in the cache: no round trip
             return hub.attach(start)
+        if self._sync.blocking:
+            return self._sync.async_watch(start, checked=True)
         return self._sync.async_watch(start)
 
     async def open_watch(self, since: int | None = None) -> AsyncWatch:
@@ -240,7 +234,8 @@ class AsyncRegistry:
         if hub.covers(start):
             self._sync.check_watchable(start)
             return hub.attach(start)
-        await self._io(self._sync.check_watchable, start)
+        self._sync.store.check_view()
+        await self._aio.check_watchable(start)
         return self._sync.async_watch(start, checked=True)
 
     def end_watches(self) -> None:
@@ -270,11 +265,18 @@ class AsyncRegistry:
         return self._sync.get_alive_nodes()
 
     async def reconcile(self) -> None:
-        await self._io(self._sync.reconcile)
+        await self._drive(self._sync.writes.reconcile())
+
+    async def controller_pass(self) -> bool:
+        """``Registry.controller_pass``, awaited: ``reconcile`` if this registry leads."""
+        if self._sync.observe_leading():
+            await self.reconcile()
+            return True
+        return False
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailableError`` unless the store answers (``/readyz``)."""
-        await self._io(self._sync.ping)
+        await self._aio.ping()
 
     async def start(self) -> None:
         """Run the lifecycle controller, and the loop-lag probe, as tasks of the running loop."""
@@ -305,9 +307,7 @@ class AsyncRegistry:
     async def close(self) -> None:
         """Detach from the store (on etcd: give up the controller seat, close the client)."""
         self.end_watches()
-        await self._io(self._sync.close)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        self._sync.close()
 
     async def _run_controller(self) -> None:
         period = self.settings.controller.period_seconds
@@ -318,7 +318,7 @@ class AsyncRegistry:
             # Measured here too, so a pass after a stall knows of it before judging nodes.
             self._note_lag(loop.time() - due)
             try:
-                await self._io(self._sync.controller_pass)
+                await self.controller_pass()
             except RegistryError:
                 log.exception("lifecycle controller pass failed; retrying next period")
 
@@ -347,14 +347,16 @@ class AsyncRegistry:
             else:
                 log.warning("the event loop is on time again (%.3f s late)", lag)
 
-    async def _io(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``call`` here, or in the I/O pool when the store waits on the network."""
-        if self._pool is None:
-            return call(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(call, *args, **kwargs))
+    async def _drive(self, steps: Steps[T], *, validating: bool = False) -> T:
+        """Run a procedure of the registry's, its store calls awaited on this loop.
 
-    async def _validating(self, call: Callable[[], T]) -> T:
-        """``call``, which validates a whole passport: in a worker thread whatever the store
-        (the I/O pool on etcd, the loop's default executor in memory)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        ``validating``: its first stretch, up to its first store call, runs in a worker
+        thread: it validates a whole passport (up to 256 KiB: milliseconds of pure Python),
+        off the loop that serves heartbeats.
+        """
+        if not validating:
+            return await run_async(steps, self._aio)
+        first = await asyncio.get_running_loop().run_in_executor(None, first_call, steps)
+        if isinstance(first, Done):
+            return first.value  # type: ignore[no-any-return]
+        return await run_async(steps, self._aio, first)

@@ -40,8 +40,10 @@ from node_registry.errors import (
     RegistryError,
     RevisionConflictError,
 )
+from node_registry.registry import steps
 from node_registry.registry.entry import RegistryCondition
 from node_registry.registry.health import HealthPolicy, Thresholds, protection_engaged
+from node_registry.registry.steps import Steps
 from node_registry.store import Coordination, HealthState, NodeRecord, Versioned
 
 log = logging.getLogger("node_registry")
@@ -108,6 +110,9 @@ RenewedAt = Callable[[str], datetime | None]
 RecordHealth = Callable[[str, bool], Versioned]
 #: Removes an expired node whose record is at a revision, keeping its name's binding.
 Remove = Callable[[NodeRecord, int, datetime], None]
+#: The same two, as steps (``registry.steps``).
+RecordingHealth = Callable[[str, bool], Steps[Versioned]]
+Removing = Callable[[NodeRecord, int, datetime], Steps[None]]
 
 
 class Lifecycle:
@@ -199,6 +204,22 @@ class Lifecycle:
         self, snapshot: Sequence[Versioned], record_health: RecordHealth, remove: Remove
     ) -> None:
         """One pass: protection check, transitions recorded, expired entries removed."""
+
+        def recording(node_id: str, fenced: bool) -> Steps[Versioned]:
+            return record_health(node_id, fenced)
+            yield  # a generator: its only step is the callback's
+
+        def removing(record: NodeRecord, revision: int, now: datetime) -> Steps[None]:
+            remove(record, revision, now)
+            yield from ()
+
+        steps.run(self.reconciling(snapshot, recording, removing), self._coordination)
+
+    def reconciling(
+        self, snapshot: Sequence[Versioned], record_health: RecordingHealth, remove: Removing
+    ) -> Steps[None]:
+        """``reconcile`` as steps: the writes are the procedures given, the publication
+        of protection a call of the coordination's."""
         now = self._clock.now()
         judged_with = self.protection_now().status
         verdict = self.judge(now, controller=True)
@@ -216,7 +237,7 @@ class Lifecycle:
             min_unhealthy=protection.min_unhealthy_nodes,
         )
         self._set_protection(protected, unhealthy, considered, now)
-        self._share_protection()
+        yield from self._share_protection()
         if self.protection_now().status != judged_with:  # capped as just decided
             verdict = self.judge(now, controller=True)
             verdicts = [verdict(versioned.record) for versioned in snapshot]
@@ -226,20 +247,20 @@ class Lifecycle:
                 try:
                     if shown is not record.health:
                         # Recorded before any removal, so watchers see Offline, then DELETED.
-                        revision = record_health(record.node_id, True).revision
+                        revision = (yield from record_health(record.node_id, True)).revision
                     if (
                         not protected
                         and health is HealthState.OFFLINE
                         and self._policy.expired(counted, now)
                     ):
-                        remove(record, revision, now)
+                        yield from remove(record, revision, now)
                 except (RevisionConflictError, NotFoundError):
                     # Changed or removed since the snapshot: the next pass sees the new state.
                     continue
         except NotLeadingError as refused:
             log.warning("lifecycle controller pass stopped: %s", refused)
 
-    def _share_protection(self) -> None:
+    def _share_protection(self) -> Steps[None]:
         """Publish the controller's protection decision for the other replicas, if changed."""
         if not self._coordination.leading:
             return  # a pass run by hand on another replica must not overrule the controller
@@ -247,7 +268,7 @@ class Lifecycle:
         if self._coordination.shared_state(MASS_FAILURE_PROTECTION) == doc:
             return
         try:
-            self._coordination.publish_state(MASS_FAILURE_PROTECTION, doc)
+            yield from steps.publish_state(MASS_FAILURE_PROTECTION, doc)
         except RegistryError as error:
             log.warning("could not publish mass-failure protection (%s); next pass", error)
 

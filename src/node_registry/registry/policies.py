@@ -40,6 +40,8 @@ from node_registry.passport.types import (
     read_node_types,
 )
 from node_registry.passport.verification import LABEL_PREFIX, TRUSTED, CapabilityVerification
+from node_registry.registry import steps
+from node_registry.registry.steps import Steps
 from node_registry.store import Store
 
 log = logging.getLogger("node_registry")
@@ -86,8 +88,13 @@ class NodeTypeCatalog:
 
     def refresh(self) -> NodeTypes:
         """Read the registered types from the store again; an unreadable one is skipped."""
+        return steps.run(self.refreshing(), self._store)
+
+    def refreshing(self) -> Steps[NodeTypes]:
+        """``refresh``, as steps (``registry.steps``)."""
         stored = []
-        for name, doc in sorted(self._store.objects(NODE_TYPES).items()):
+        found = yield from steps.objects(NODE_TYPES)
+        for name, doc in sorted(found.items()):
             try:
                 stored.append(load_node_type(doc))
             except ValidationError as error:
@@ -108,7 +115,13 @@ class NodeTypeCatalog:
 
     def validate(self, passport: NodePassport) -> None:
         """Raise ``ValidationError`` (422, every field path) unless ``passport`` fits its type."""
-        definition = self.definition(passport.metadata.node_type)
+        steps.run(self.validating(passport), self._store)
+
+    def validating(self, passport: NodePassport) -> Steps[None]:
+        """``validate``, as steps: a type not known here is looked up in the store first."""
+        definition = self._types.get(passport.metadata.node_type)
+        if definition is None:
+            definition = (yield from self.refreshing()).get(passport.metadata.node_type)
         if definition is None:
             self._types.validate(passport)  # raises: names the registered types
             return
@@ -118,7 +131,7 @@ class NodeTypeCatalog:
         if problems := definition.errors(passport.to_dict()):
             raise ValidationError("the passport does not match its node type", problems)
 
-    def create(self, doc: Mapping[str, Any]) -> NodeTypeDefinition:
+    def creating(self, doc: Mapping[str, Any]) -> Steps[NodeTypeDefinition]:
         """Register a new type (``ConflictError`` if the name is taken); kept in the store."""
         definition = load_node_type(dict(doc))
         name = definition.name
@@ -126,20 +139,21 @@ class NodeTypeCatalog:
             raise ConflictError(
                 f'nodetypes.ai_team.io "{name}" already exists (a built-in or configured type)'
             )
-        if name in self.refresh():
+        if name in (yield from self.refreshing()):
             raise ConflictError(f'nodetypes.ai_team.io "{name}" already exists')
-        self._store.put_object(NODE_TYPES, name, definition.model_dump(mode="json", by_alias=True))
+        dumped = definition.model_dump(mode="json", by_alias=True)
+        yield from steps.put_object(NODE_TYPES, name, dumped)
         with self._lock:
             self._types = self._types.with_types([definition], replace=True)
         return definition
 
-    def update(self, name: str, patch: Mapping[str, Any]) -> NodeTypeDefinition:
+    def updating(self, name: str, patch: Mapping[str, Any]) -> Steps[NodeTypeDefinition]:
         """Apply a JSON merge patch (RFC 7386) to a registered type. Nodes already of it are
         not checked again (as a CRD's objects are not when its schema changes): their next
         write is."""
         if name in self._base:
             raise ForbiddenError(f"node type {name!r} is built in or configured: it is not changed")
-        current = self.refresh().get(name)
+        current = (yield from self.refreshing()).get(name)
         if current is None:
             raise NotFoundError(f'nodetypes.ai_team.io "{name}" not found')
         doc = merge_patch(current.model_dump(mode="json", by_alias=True, exclude_none=True), patch)
@@ -148,16 +162,17 @@ class NodeTypeCatalog:
             raise ValidationError(
                 "invalid NodeType", [FieldError("metadata.name", f"may not change from {name!r}")]
             )
-        self._store.put_object(NODE_TYPES, name, definition.model_dump(mode="json", by_alias=True))
+        dumped = definition.model_dump(mode="json", by_alias=True)
+        yield from steps.put_object(NODE_TYPES, name, dumped)
         with self._lock:
             self._types = self._types.with_types([definition], replace=True)
         return definition
 
-    def delete(self, name: str, *, in_use: int) -> NodeTypeDefinition:
+    def deleting(self, name: str, *, in_use: int) -> Steps[NodeTypeDefinition]:
         """Forget a registered type; refused while ``in_use`` nodes are of it."""
         if name in self._base:
             raise ForbiddenError(f"node type {name!r} is built in or configured: it is not deleted")
-        definition = self.refresh().get(name)
+        definition = (yield from self.refreshing()).get(name)
         if definition is None:
             raise NotFoundError(f'nodetypes.ai_team.io "{name}" not found')
         if in_use:
@@ -165,7 +180,7 @@ class NodeTypeCatalog:
                 f"node type {name!r} is the type of {in_use} registered node"
                 f"{'s' if in_use > 1 else ''}: delete or re-register them first"
             )
-        self._store.delete_object(NODE_TYPES, name)
+        yield from steps.delete_object(NODE_TYPES, name)
         with self._lock:
             self._types = NodeTypes(d for d in self._types.values() if d.name != name)
         return definition

@@ -1,8 +1,8 @@
 """The HTTP service: ``create_app(registry, settings)`` builds the FastAPI application.
 
 Routes live in ``server.routes`` (one router per resource) and are thin: they authenticate,
-authorize, translate HTTP to a registry call and the result to the wire format
-(``node_registry.wire``). Every error leaves as a Kubernetes ``Status`` (``handlers``). No
+authorize, translate HTTP to a registry call and the result to the Kubernetes API group's
+objects (``node_registry.kube``). Every error leaves as a Kubernetes ``Status`` (``handlers``). No
 module-level state: the factory takes the registry, the settings and a metrics collector
 registry and puts them on ``app.state`` (``context``), so tests build as many as they like.
 """
@@ -36,14 +36,12 @@ from node_registry.server.routes import (
     leases,
     nodepassport_writes,
     nodepassports,
-    nodes,
     nodetypes,
     operations,
     verification,
 )
 from node_registry.server.routes import openapi as kube_openapi
 from node_registry.server.ui import mount_dashboard
-from node_registry.wire import WatchEventModel
 
 log = logging.getLogger("node_registry.server")
 
@@ -71,7 +69,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 #: Two models are called Status (the passport's section and Kubernetes' error body), so
 #: pydantic names both after their module; the API's documents use these names instead.
 SCHEMA_NAMES = {
-    "node_registry__wire__Status": "Status",
+    "node_registry__kube__meta__Status": "Status",
     "node_registry__passport__models__Status": "PassportStatus",
 }
 
@@ -116,8 +114,7 @@ def create_app(
         metrics=metrics,
         authenticator=auth,
         pages=Paginator(server.list_snapshot_ttl_seconds),
-        # The registry keeps its clock private; phase 2 of #11 asks the core for a property.
-        clock=registry.sync._clock,
+        clock=registry.sync.clock,
     )
     # The dashboard's own route reads these two.
     app.state.registry = registry
@@ -131,7 +128,6 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     install_error_handlers(app, metrics)
-    app.include_router(nodes.router)
     app.include_router(leases.router)
     app.include_router(nodepassports.router)
     app.include_router(verification.router)
@@ -162,14 +158,8 @@ def create_app(
 
 
 def _complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
-    """Add the watch line schema (only referenced from WATCH_CONTENT) and rename the two Status."""
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    watch = WatchEventModel.model_json_schema(
-        by_alias=True, ref_template="#/components/schemas/{model}", mode="serialization"
-    )
-    for name, schema in watch.pop("$defs", {}).items():
-        schemas.setdefault(name, schema)
-    schemas["WatchEventModel"] = watch
+    """Rename the two Status; add the group's schemas."""
+    doc.setdefault("components", {}).setdefault("schemas", {})
     text = json.dumps(doc)
     for old, new in SCHEMA_NAMES.items():
         text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')

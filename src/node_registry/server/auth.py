@@ -310,7 +310,7 @@ def authorize_node_registration(
         how = "is registered under it" if holder is not None else "deregistered itself from it"
         raise ForbiddenError(
             f"name {name!r} is bound to uid {bound}, which {how}: {principal} may register "
-            f"it only with that uid (an admin can free the name: DELETE nodes/{name})"
+            f"it only with that uid (an admin can free the name: DELETE nodepassports/{name})"
         )
 
 

@@ -36,8 +36,8 @@ from node_registry.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
+from node_registry.kube.meta import status_from_error
 from node_registry.passport import limits
-from node_registry.wire import status_from_error
 
 JSON_TYPES = frozenset({"application/json"})
 #: Nodes that YAML aliases may stand for in one document, in all (see ``_BoundedComposer``).

@@ -12,7 +12,7 @@ so while the loop runs more than ``shed_reads_lag_seconds`` late every level bel
 - ``node-high``: what keeps nodes alive (lease renewals, status reports, registration,
   deregistration; every write of ``nodes`` and ``nodepassports``): the most seats, so
   these are the last to be refused;
-- ``workload``: reads (get, list, search, watch). A watch holds its seat only until its
+- ``workload``: reads (get, list, watch). A watch holds its seat only until its
   stream starts (APF counts a watch's initialisation, not its lifetime); open streams
   are bounded separately (``max_watch_streams``);
 - ``catch-all``: /metrics, the dashboard's files, the API documents;
@@ -34,15 +34,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from node_registry.config import ServerSettings
 from node_registry.errors import TooManyRequestsError
-from node_registry.wire import API_PREFIX, status_from_error
+from node_registry.kube.discovery import API_PREFIX
+from node_registry.kube.meta import status_from_error
 
 RETRY_AFTER_SECONDS = 1
 _NODE_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PROBES = frozenset({"/healthz", "/readyz"})
 _API = API_PREFIX + "/"
-#: What node writes go to: leases, the registry's own nodes, and Kubernetes' nodepassports
-#: (where the registry's clients register, report status and deregister, #11).
-_NODE_WRITTEN = ("leases/", "nodes", "nodepassports")
+#: What node writes go to: leases and nodepassports (where the registry's clients register,
+#: report status and deregister, #11).
+_NODE_WRITTEN = ("leases/", "nodepassports")
 
 
 class Level(StrEnum):
@@ -64,8 +65,8 @@ def classify(method: str, path: str) -> Level:
     return Level.CATCH_ALL
 
 
-#: The collections a watch is opened on: the registry's own, and Kubernetes' (#11).
-_WATCHED = ("/nodes", "/nodepassports")
+#: The collection a watch is opened on.
+_WATCHED = ("/nodepassports",)
 
 
 def is_watch(method: str, path: str, query: bytes) -> bool:

@@ -11,11 +11,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from node_registry.errors import BadRequestError, FieldError, RegistryError, ValidationError
+from node_registry.kube.meta import Status, status_from_error
+from node_registry.passport.models import API_GROUP
 from node_registry.server.body import BodyTooLarge, too_large
 from node_registry.server.metrics import Metrics
-from node_registry.wire import Status, status_from_error
 
-#: (resource, group) a route names in its errors' Status details; the /nodes routes name none.
+#: (resource, group) a route names in its errors' Status details; nodepassports by default.
 Resource = tuple[str, str | None]
 
 
@@ -26,7 +27,7 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         metrics.refusals.labels(exc.reason).inc()
         # RFC 7235: a 401 names the scheme the client should use.
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        kind, group = resource or ("nodes", None)
+        kind, group = resource or ("nodepassports", API_GROUP)
         return JSONResponse(
             status_from_error(exc, name=name, kind=kind, group=group),
             status_code=exc.status_code,

@@ -113,7 +113,7 @@ class Metrics:
             registry=reg,
         )
         self.watch_streams = Gauge(
-            "node_registry_watch_streams", "Open watch streams (NDJSON and SSE).", registry=reg
+            "node_registry_watch_streams", "Open watch streams.", registry=reg
         )
         self.shed = Counter(
             "node_registry_requests_shed_total",

@@ -23,7 +23,7 @@ def kube_response(kind: str, description: str) -> dict[int | str, dict[str, Any]
     """A route's 200 in /openapi.json: ``kind`` under the name /openapi/v3 gives it.
 
     The group's schemas join /openapi.json under those names (``io.ai_team.v1.Lease``), as
-    their pydantic names would clash with the /nodes routes' models of the same names.
+    their pydantic names would clash with the passport's own models of the same names.
     """
     ref = {"$ref": f"#/components/schemas/{OPENAPI_PREFIX}{kind}"}
     return {200: {"description": description, "content": {JSON: {"schema": ref}}}}

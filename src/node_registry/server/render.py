@@ -4,7 +4,7 @@ The registry refuses what JSON cannot carry (a lone surrogate, a non-finite numb
 it is stored, so this is the second line: a record that got in anyway (an older version's,
 a bug's) must cost the one node that holds it — left out of lists with an error logged, a
 Kubernetes Status 500 naming it when asked for alone — rather than turn every list and
-search into a bare 500.
+watch into a bare 500.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ UNSENDABLE = (UnicodeEncodeError, ValueError, TypeError)
 
 def _node_name(doc: Any) -> str:
     try:
-        return str(doc["passport"]["metadata"]["name"])
+        return str(doc["metadata"]["name"])
     except (KeyError, TypeError):
         return "?"
 
 
 class NodesResponse(JSONResponse):
-    """A RegistryEntry, or a list of them under ``items``, as JSON; see the module docstring."""
+    """A NodePassport, or a list of them under ``items``, as JSON; see the module docstring."""
 
     def render(self, content: Any) -> bytes:
         try:

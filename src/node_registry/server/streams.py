@@ -1,6 +1,6 @@
-"""Watch over HTTP: newline-delimited JSON (Kubernetes' watch) and Server-Sent Events.
+"""Watch over HTTP: newline-delimited JSON, Kubernetes' watch.
 
-Both stream the registry's watch from a resource version, filtered like a list (kind, label
+It streams the registry's watch from a resource version, filtered like a list (kind, label
 selector) with Kubernetes' watch-cache semantics: a node that starts matching arrives as
 ADDED and one that stops matching leaves as DELETED, so a cache built from a filtered
 watch stays exact. A BOOKMARK goes out whenever nothing was sent for a bookmark interval,
@@ -25,10 +25,10 @@ from itertools import islice
 from typing import Any
 
 from node_registry.errors import RevisionCompactedError
+from node_registry.kube.meta import status_from_error
 from node_registry.registry import AsyncWatch, EventType, RegistryEntry, WatchEvent
 from node_registry.registry.watch import Slot
 from node_registry.selectors import NodeFilter, Selector
-from node_registry.wire import ERROR, bookmark_to_wire, event_to_wire, status_from_error
 
 Frame = Callable[[dict[str, Any], int], bytes]
 #: Extra filtering beside kind and labels (a field selector): True when the entry is wanted.
@@ -47,21 +47,12 @@ class Encoding:
     bookmark: Callable[[int], dict[str, Any]]
 
 
-#: The ``/nodes`` watch's documents (the registry's own wire format).
-REGISTRY_ENCODING = Encoding(event_to_wire, bookmark_to_wire)
 #: Frames sent in one write at most: a burst goes out in few writes, never as one huge one.
 BATCH = 128
 
 
 def ndjson_frame(doc: dict[str, Any], resource_version: int) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
-
-
-def sse_frame(doc: dict[str, Any], resource_version: int) -> bytes:
-    # The id is the resource version, so a reconnecting EventSource resumes by itself
-    # through the Last-Event-ID header.
-    data = json.dumps(doc, separators=(",", ":"))
-    return f"id: {resource_version}\nevent: {doc['type']}\ndata: {data}\n\n".encode()
 
 
 def _labels(slot: Slot, entry: RegistryEntry, key: str) -> dict[str, str]:
@@ -105,9 +96,7 @@ def shown_type(
     return None
 
 
-def encoded(
-    slot: Slot, shown: EventType, frame: Frame, encoding: Encoding = REGISTRY_ENCODING
-) -> bytes:
+def encoded(slot: Slot, shown: EventType, frame: Frame, encoding: Encoding) -> bytes:
     """The event as ``shown``, in ``frame``'s format: encoded once, shared by every watcher."""
     key = (shown, frame, encoding)
     data: bytes | None = slot.memo.get(key)
@@ -131,7 +120,7 @@ async def stream_events(
     timeout: float | None,
     on_open: Callable[[], None],
     on_close: Callable[[], None],
-    encoding: Encoding = REGISTRY_ENCODING,
+    encoding: Encoding,
     wanted: EntryFilter | None = None,
     initial: Iterable[bytes] = (),
 ) -> AsyncIterator[bytes]:
@@ -163,7 +152,7 @@ async def stream_events(
             try:
                 slots = await watch.next_slots(timeout=wait, limit=BATCH)
             except RevisionCompactedError as exc:
-                yield frame({"type": ERROR, "object": status_from_error(exc)}, last)
+                yield frame({"type": "ERROR", "object": status_from_error(exc)}, last)
                 return
             chunk: list[bytes] = []
             for slot in slots:

@@ -10,7 +10,7 @@ from node_registry.store.base import (
     StoreEvent,
     Versioned,
 )
-from node_registry.store.factory import open_store
+from node_registry.store.factory import open_store, open_store_on_loop
 from node_registry.store.memory import MemoryStore
 from node_registry.store.records import HealthState, NodeRecord
 
@@ -27,4 +27,5 @@ __all__ = [
     "StoreEvent",
     "Versioned",
     "open_store",
+    "open_store_on_loop",
 ]

@@ -46,10 +46,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from node_registry.errors import RevisionCompactedError
 from node_registry.store.records import NodeRecord
+
+if TYPE_CHECKING:
+    from node_registry.store.aio import AsyncStorage
 
 log = logging.getLogger("node_registry")
 
@@ -195,10 +198,14 @@ class Storage(Protocol):
     write (see ``Coordination``); a store only this process uses never refuses one.
     """
 
-    #: Whether calls wait on the network (an async caller runs them in a thread pool).
+    #: Whether calls wait on the network (etcd): ``AsyncRegistry`` awaits them on ``aio``.
     blocking: bool
     #: Stored records skipped as unreadable (see the module docstring).
     skipped: SkippedRecords
+
+    @property
+    def aio(self) -> AsyncStorage:
+        """The same storage, its calls that may wait awaited (``AsyncRegistry`` drives it)."""
 
     @property
     def revision(self) -> int: ...

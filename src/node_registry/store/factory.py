@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from node_registry.clock import Clock
@@ -10,6 +11,9 @@ from node_registry.config import Settings
 from node_registry.errors import ConfigError
 from node_registry.store.base import Store
 from node_registry.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from node_registry.store.etcd.nodes import EtcdStore
 
 SCHEMES = ("memory", "etcd")
 ETCD_PORT = 2379
@@ -21,20 +25,44 @@ def open_store(settings: Settings, *, clock: Clock | None = None) -> Store:
     """The store ``settings.store.url`` names; ``ConfigError`` for a URL it cannot serve.
 
     For etcd this connects and loads the nodes, so an unreachable etcd fails here with
-    ``StoreUnavailableError`` rather than at the first request.
+    ``StoreUnavailableError`` rather than at the first request. The etcd replica runs on
+    a loop thread of its own: for sync callers (``Registry``).
     """
+    if _scheme(settings) == "memory":
+        return _memory(settings)
+    etcd, options = _etcd_parts(settings, clock)
+    from node_registry.store.etcd.replica import EtcdReplica
+
+    return EtcdReplica(etcd, **options)
+
+
+async def open_store_on_loop(settings: Settings, *, clock: Clock | None = None) -> Store:
+    """``open_store`` for an asyncio program (``serve``): the etcd replica runs on the
+    running loop, so ``AsyncRegistry`` awaits etcd there with no thread or loop between.
+    Close it with ``await store.aio.close()`` on that loop."""
+    if _scheme(settings) == "memory":
+        return _memory(settings)
+    etcd, options = _etcd_parts(settings, clock)
+    from node_registry.store.etcd.replica import EtcdReplica
+
+    return await EtcdReplica.open(etcd, **options)
+
+
+def _scheme(settings: Settings) -> str:
     url = settings.store.url
     scheme = urlsplit(url).scheme
-    if scheme == "memory":
-        return MemoryStore(
-            history_size=settings.watch.history_size,
-            binding_ttl=settings.store.binding_retention_seconds,
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"store URL {url!r}: scheme {scheme!r} is not available; "
+            f"supported: {', '.join(s + '://' for s in SCHEMES)}"
         )
-    if scheme == "etcd":
-        return _open_etcd(settings, clock)
-    raise ConfigError(
-        f"store URL {url!r}: scheme {scheme!r} is not available; "
-        f"supported: {', '.join(s + '://' for s in SCHEMES)}"
+    return scheme
+
+
+def _memory(settings: Settings) -> MemoryStore:
+    return MemoryStore(
+        history_size=settings.watch.history_size,
+        binding_ttl=settings.store.binding_retention_seconds,
     )
 
 
@@ -61,10 +89,10 @@ def parse_etcd_url(url: str) -> tuple[list[str], str]:
     return endpoints, prefix
 
 
-def _open_etcd(settings: Settings, clock: Clock | None) -> Store:
+def _etcd_parts(settings: Settings, clock: Clock | None) -> tuple[EtcdStore, dict[str, Any]]:
+    """The etcd client the URL and settings describe, and the replica's options."""
     try:
         from node_registry.store.etcd import DEFAULT_PREFIX, EtcdStore, EtcdTLS
-        from node_registry.store.replica import EtcdReplica
     except ImportError as error:
         raise ConfigError(
             f"the etcd backend needs its extra: pip install 'ai-team-node-registry[etcd]' ({error})"
@@ -92,13 +120,12 @@ def _open_etcd(settings: Settings, clock: Clock | None) -> Store:
         password=password,
         clock=clock,
     )
-    return EtcdReplica(
-        etcd,
-        history_size=settings.watch.history_size,
+    return etcd, {
+        "history_size": settings.watch.history_size,
         # A dead controller's seat frees after this; half the TTL leaves the next
         # controller time to record transitions within one TTL.
-        seat_ttl=max(MIN_LEASE_SECONDS, math.ceil(heartbeat.ttl_seconds / 2)),
-        period=store.etcd_period_seconds,
-        compaction_interval=store.etcd_compaction_interval_seconds,
-        clock=clock,
-    )
+        "seat_ttl": max(MIN_LEASE_SECONDS, math.ceil(heartbeat.ttl_seconds / 2)),
+        "period": store.etcd_period_seconds,
+        "compaction_interval": store.etcd_compaction_interval_seconds,
+        "clock": clock,
+    }

@@ -23,6 +23,7 @@ from node_registry.errors import (
     RevisionCompactedError,
     RevisionConflictError,
 )
+from node_registry.store.aio import AsyncStorage, Immediate
 from node_registry.store.base import (
     DEFAULT_BINDING_TTL,
     Binding,
@@ -63,6 +64,12 @@ class MemoryStore:
         self._objects: dict[str, dict[str, dict[str, Any]]] = {}
         #: Always empty: records are kept as objects here, never decoded.
         self.skipped = SkippedRecords()
+        self._aio = Immediate(self)
+
+    @property
+    def aio(self) -> AsyncStorage:
+        """Nothing here waits: each awaited call answers at once, on the caller's loop."""
+        return self._aio
 
     def __repr__(self) -> str:
         return f"MemoryStore(history_size={self._feed.history.maxlen})"

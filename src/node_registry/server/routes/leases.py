@@ -15,7 +15,8 @@ from node_registry.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
-from node_registry.kube.objects import lease_object
+from node_registry.kube.discovery import API_PREFIX
+from node_registry.kube.objects import Lease, LeaseRenewal, lease_object
 from node_registry.kube.table import leases_table
 from node_registry.passport import API_VERSION
 from node_registry.passport.versions import translate_pydantic_error
@@ -23,7 +24,6 @@ from node_registry.server.auth import Role, authorize_node_id, authorize_node_wr
 from node_registry.server.body import JSON_TYPES, media_type
 from node_registry.server.context import Caller, Ctx, NodeName, context
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
-from node_registry.wire import API_PREFIX, Lease
 
 LEASE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -117,21 +117,21 @@ def _lease_json(name: str, renewed: datetime, ttl: float) -> bytes:
     ).encode()
 
 
-def _parse_lease(raw: bytes, kind: str) -> Lease:
+def _parse_lease(raw: bytes, kind: str) -> LeaseRenewal:
     if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
         raise UnsupportedMediaTypeError(
             "unsupported content type",
             [FieldError("Content-Type", f"{kind!r}; a Lease is sent as application/json")],
         )
     try:
-        return Lease.model_validate_json(raw or b"{}")
+        return LeaseRenewal.model_validate_json(raw or b"{}")
     except pydantic.ValidationError as exc:
         unreadable = any(e["type"] == "json_invalid" for e in exc.errors())
         error = BadRequestError if unreadable else ValidationError
         raise error("invalid Lease", translate_pydantic_error(exc)) from None
 
 
-def _check_lease(lease: Lease, name: str) -> None:
+def _check_lease(lease: LeaseRenewal, name: str) -> None:
     if lease.metadata is not None and lease.metadata.name != name:
         raise ValidationError(
             "lease name mismatch",

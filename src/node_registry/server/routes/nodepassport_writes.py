@@ -20,8 +20,10 @@ Kubernetes' rules, and where the registry's own come in:
 - ``fieldValidation``: a write that brings in fields the schema does not declare is refused
   (``Strict``, 400), warned about in a ``Warning`` header (``Warn``, the default) or let be
   (``Ignore``). Fields the node's own passport already had are not the writer's doing.
-- Auth as the ``/nodes`` routes: a node token writes only its own node (name and uid) and
-  no protected label; a reader writes nothing; an admin writes everything.
+- Auth: a node token writes only its own node (name and uid) and no protected label; a
+  reader writes nothing; an admin writes everything, and its delete of a name no node holds
+  frees the name a node left bound (a Success Status, as apiserver's for a delete of no
+  object). A dry-run delete runs the admission policies that match DELETE.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from node_registry.server.body import media_type, parse_document, read_document
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import kube_response
 from node_registry.server.render import NodesResponse
+from node_registry.server.routes.nodepassports import select
 from node_registry.server.routes.params import LabelSelectorQuery, query_selector
 from node_registry.store import HealthState
 
@@ -596,12 +599,18 @@ async def delete_nodepassport(
     name: NodeName, request: Request, caller: Caller, ctx: Ctx, write: WriteOptions
 ) -> Response:
     authorize_node_write(caller, name)
-    entry = _get(ctx, name)
-    _authorize_node(caller, name, entry)
     options = await _delete_options(request)
     if options.get("dryRun") not in (None, [], ["All"]):
         raise BadRequestError("invalid dryRun", [FieldError("dryRun", "the only value is All")])
     write.dry_run = write.dry_run or bool(options.get("dryRun"))
+    try:
+        entry = _get(ctx, name)
+    except NotFoundError:
+        # An admin deleting a name no node holds frees the name its node left bound.
+        if caller.role is Role.ADMIN and not write.dry_run and await ctx.registry.release(name):
+            return _respond(_released(name), write)
+        raise
+    _authorize_node(caller, name, entry)
     preconditions = options.get("preconditions") or {}
     if not isinstance(preconditions, dict):
         raise BadRequestError("invalid preconditions", [FieldError("preconditions", "an object")])
@@ -616,7 +625,11 @@ async def delete_nodepassport(
             f"Precondition failed: ResourceVersion in precondition: {expected}, "
             f"ResourceVersion in object meta: {entry.resource_version}"
         )
-    if not write.dry_run:
+    if write.dry_run:
+        # What the delete would check: the admission policies that match DELETE (#12).
+        stored = ctx.registry.sync.get(entry.node_id).passport
+        admit(ctx.registry.sync.admission, "DELETE", None, stored, user_info(caller))
+    else:
         try:
             # A node leaving by itself keeps its name and labels for when it comes back.
             await ctx.registry.deregister(
@@ -631,6 +644,18 @@ async def delete_nodepassport(
             raise _conflict(name) from None
     # The object as it was, as apiserver answers the delete of a custom resource.
     return _respond(entry_to_object(entry), write)
+
+
+def _released(name: str) -> dict[str, Any]:
+    """apiserver's answer to a delete that removed no object: a Success Status."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Success",
+        "message": f"name {name} released",
+        "details": {"name": name, "group": API_GROUP, "kind": RESOURCE},
+    }
 
 
 @router.delete(
@@ -649,8 +674,7 @@ async def delete_nodepassports(
         raise ForbiddenError(f"{caller} may not delete a collection of nodes")
     selector = query_selector(label_selector)
     fields = parse_field_selector(field_selector)
-    found = ctx.registry.sync.select(selector=selector)
-    deleted = [e for e in found.items if fields.matches(e)]
+    deleted = select(ctx, selector, fields).items
     if not write.dry_run:
         for entry in deleted:
             try:

@@ -1,8 +1,9 @@
 """NodePassports in Kubernetes shape: get, list and watch (``kubectl get np``, client-go).
 
-``/apis/ai_team.io/v1/nodepassports`` serves the same nodes as ``/nodes`` as NodePassport
-objects (``node_registry.kube.objects``), as a ``Table`` when Accept asks for one (``kubectl
-get``), filtered by label and field selectors, paginated with ``limit``/``continue``, and
+``/apis/ai_team.io/v1/nodepassports`` serves the registry's nodes as NodePassport objects
+(``node_registry.kube.objects``), as a ``Table`` when Accept asks for one (``kubectl get``),
+filtered by label and field selectors (``find_nodes``' kind, selector, only_healthy and
+only_verified: ``kube.fields``), paginated with ``limit``/``continue``, and
 watched as NDJSON in ``application/json`` with Kubernetes' semantics: no resourceVersion (or
 ``0``) sends the current nodes as ADDED first; a health transition is a MODIFIED; BOOKMARKs
 only when asked (``allowWatchBookmarks``). A node token reads only its own node (kubectl reads
@@ -25,7 +26,8 @@ from node_registry.kube.meta import META_GROUP_VERSION
 from node_registry.kube.objects import entry_to_object, list_head, list_to_object, object_bytes
 from node_registry.kube.table import IncludeObject, nodes_table, row_object
 from node_registry.passport.models import API_GROUP, KIND
-from node_registry.registry import EventType, RegistryEntry, WatchEvent
+from node_registry.passport.verification import strict_labels, trusted
+from node_registry.registry import EventType, NodeList, RegistryEntry, WatchEvent
 from node_registry.selectors import Selector
 from node_registry.server.auth import (
     Principal,
@@ -45,7 +47,7 @@ from node_registry.server.routes.params import (
     TimeoutQuery,
     query_selector,
 )
-from node_registry.server.streams import Encoding, ndjson_frame, stream_events
+from node_registry.server.streams import Encoding, EntryFilter, ndjson_frame, stream_events
 
 RESOURCE = "nodepassports"
 
@@ -170,9 +172,8 @@ async def list_nodepassports(
         # The token's snapshot was filtered by the first page's selectors.
         page = ctx.pages.next(continue_, limit)
     else:
-        found = ctx.registry.sync.select(selector=selector)
-        items = found.items if fields.empty() else [e for e in found.items if fields.matches(e)]
-        page = ctx.pages.first(items, found.resource_version, limit)
+        found = select(ctx, selector, fields)
+        page = ctx.pages.first(found.items, found.resource_version, limit)
     if shape is Shape.TABLE:
         table = nodes_table(
             page.items,
@@ -194,6 +195,27 @@ async def list_nodepassports(
         "items": [_metadata_of(item) for item in doc["items"]],
     }
     return _respond(doc, Shape.METADATA_LIST)
+
+
+def select(ctx: ServerContext, selector: Selector, fields: FieldSelector) -> NodeList:
+    """The nodes (label, field) selectors pick, with the version they were read at."""
+    found = ctx.registry.sync.select(selector=selector, only_verified=fields.only_verified)
+    if fields.empty():
+        return found
+    return NodeList([e for e in found.items if fields.matches(e)], found.resource_version)
+
+
+def _verified(selector: Selector, fields: FieldSelector) -> EntryFilter:
+    """A watch's ``select(only_verified=True)``: trusted nodes, the selector matching the
+    labels with only Verified claims (as ``Registry.select`` reads them)."""
+
+    def wanted(entry: RegistryEntry) -> bool:
+        labels = entry.labels
+        if not trusted(labels) or not fields.matches(entry):
+            return False
+        return selector.empty() or selector.matches(strict_labels(labels))
+
+    return wanted
 
 
 # -- watch -----------------------------------------------------------------------------------
@@ -283,15 +305,17 @@ async def _watch(
 ) -> StreamingResponse:
     registry = ctx.registry
     encoding = OBJECT_ENCODING if table is None else table_encoding(table, ctx.clock)
-    wanted = None if fields.empty() else fields.matches
+    wanted: EntryFilter | None = None if fields.empty() else fields.matches
     initial: Iterable[bytes] = ()
     if not since:
         # Kubernetes' "get state and start at most recent": the nodes now, as ADDED, then
         # every change after the version they were read at.
-        found = registry.sync.select(selector=selector)
+        found = select(ctx, selector, fields)
         since = found.resource_version
-        items = found.items if wanted is None else [e for e in found.items if wanted(e)]
-        initial = _added_frames(items, encoding)
+        initial = _added_frames(found.items, encoding)
+    if fields.only_verified:
+        # The strict reading of the labels is the filter's: the shared lenient one is off.
+        wanted, selector = _verified(selector, fields), Selector()
     opened = await registry.open_watch(since)
     frames = stream_events(
         opened,

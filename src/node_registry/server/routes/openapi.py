@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from node_registry.kube import openapi
+from node_registry.kube.meta import Status
 from node_registry.server.context import Caller
 from node_registry.server.negotiation import JSON, media_ranges
-from node_registry.wire import Status
 
 router = APIRouter(tags=["openapi"], include_in_schema=False)
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from node_registry.kube.meta import Status
 from node_registry.server.context import Ctx, Reader
-from node_registry.wire import Status
 
 router = APIRouter(tags=["operations"])
 

@@ -34,6 +34,13 @@ const healthOf = (node) => statusOf(node).healthState;
 const seenOf = (node) => Date.parse(statusOf(node).lastSeen);
 const versionOfNode = (node) => Number(node.metadata.resourceVersion);
 const readyOf = (node) => (statusOf(node).conditions || []).find((c) => c.type === 'Ready') || null;
+/** The verifier's view (#12): absent until a verifier recorded results for the node. */
+const verificationOf = (node) => statusOf(node).verification || null;
+/** Trusted unless a claim the node still makes has Failed (the registry's Trusted condition). */
+const trustedOf = (node) => {
+  const verification = verificationOf(node);
+  return verification ? verification.trusted !== false : true;
+};
 
 /** A field selector term (Kubernetes escapes `\`, `,` and `=` in values). */
 const fieldTerm = (field, value) => `${field}=${String(value).replace(/[\\,=]/g, (c) => `\\${c}`)}`;
@@ -567,6 +574,14 @@ class ListView {
 
 // -- the node page -------------------------------------------------------------------------
 
+/** The Trusted fact: yes, or no with the claims that failed. */
+function trustText(node) {
+  if (trustedOf(node)) return verificationOf(node) ? 'yes' : 'yes (nothing probed yet)';
+  const states = verificationOf(node).capabilities || {};
+  const failed = Object.keys(states).filter((name) => states[name] === 'Failed').sort();
+  return `no — failed: ${failed.join(', ')}`;
+}
+
 /** What a health transition says: the watch has no HEALTH_CHANGED, only MODIFIED objects. */
 function transitionDetail(row) {
   if (row.health === 'ALIVE') return 'heartbeats resumed';
@@ -595,6 +610,7 @@ class NodeView {
     this.notice = h('div', { class: 'notice', id: 'node-notice', hidden: true });
     this.facts = h('dl', { class: 'facts', id: 'facts' });
     this.conditions = h('tbody');
+    this.claims = h('tbody');
     this.eventRows = h('tbody');
     this.historyNote = h('p', { class: 'muted small', id: 'history-note' });
     this.yaml = h('pre', { class: 'yaml', id: 'passport-yaml' });
@@ -612,6 +628,17 @@ class NodeView {
           'div',
           {},
           h('section', {}, h('h2', {}, 'Node'), this.facts),
+          h(
+            'section',
+            {},
+            h(
+              'h2',
+              {},
+              'Capabilities ',
+              h('span', { class: 'muted small' }, "each claim as the verifier last judged it (Unverified: never probed, or changed since)"),
+            ),
+            table('capabilities', ['Capability', 'Version', 'Verification', 'Reason', 'Checked', 'Message'], this.claims),
+          ),
           h(
             'section',
             {},
@@ -852,6 +879,7 @@ class NodeView {
     this.notice.hidden = !notice;
     this.renderFacts(node);
     this.renderConditions(node);
+    this.renderClaims(node);
     this.renderEvents();
     const { passport, registry } = node ? splitObject(node) : { passport: null, registry: null };
     const yaml = passport ? toYAML(passport) : '';
@@ -872,6 +900,7 @@ class NodeView {
       ...pair('Kind', kindOf(node)),
       ...pair('Phase', status.phase || '—'),
       ...pair('Schedulable', status.schedulable ? 'yes' : 'no'),
+      ...pair('Trusted', h('span', { id: 'trusted', class: `trust trust-${trustedOf(node)}` }, trustText(node))),
       ...pair('Last heartbeat', heartbeat('span', node, this.receivedAt)),
       ...pair('Registered', h('span', { title: fullTime(registered) }, clockTime(registered))),
       ...pair('Tasks', tasks(node)),
@@ -879,6 +908,34 @@ class NodeView {
       ...pair('UID', h('code', {}, node.metadata.uid)),
       ...pair('Resource version', node.metadata.resourceVersion),
     );
+  }
+
+  renderClaims(node) {
+    const claims = node ? specOf(node).capabilities || [] : [];
+    const verification = node ? verificationOf(node) : null;
+    const states = (verification && verification.capabilities) || {};
+    const results = new Map(((verification && verification.results) || []).map((r) => [r.capability, r]));
+    this.claims.replaceChildren(
+      ...claims.map((c) => {
+        const state = states[c.name] || 'Unverified';
+        // A result of an older claim (another version or params) no longer speaks for it.
+        const result = state === 'Unverified' ? null : results.get(c.name);
+        const checked = result ? Date.parse(result.checkedAt) : null;
+        return h(
+          'tr',
+          { dataset: { capability: c.name, state } },
+          h('td', {}, c.name),
+          h('td', {}, c.version || '—'),
+          h('td', {}, h('span', { class: `verif verif-${state}` }, state)),
+          h('td', {}, result ? result.reason : ''),
+          h('td', {}, checked ? h('span', { title: fullTime(checked) }, clockTime(checked)) : h('span', { class: 'muted' }, '—')),
+          h('td', { class: 'message' }, result ? result.message : ''),
+        );
+      }),
+    );
+    if (!claims.length) {
+      this.claims.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'The node claims no capability.')));
+    }
   }
 
   renderConditions(node) {
