@@ -65,7 +65,7 @@ def test_the_async_registry_awaits_etcd_on_its_own_loop(
     async def scenario() -> None:
         store = await open_store_on_loop(settings, clock=clock)
         try:
-            registry = await asyncio.to_thread(AsyncRegistry, store, settings=settings, clock=clock)
+            registry = AsyncRegistry(store, settings=settings, clock=clock)
             async with asyncio.timeout(10):
                 while not store.leading:
                     await asyncio.sleep(ETCD_PERIOD)
@@ -102,7 +102,7 @@ def test_a_replica_on_the_loop_learns_node_types_registered_elsewhere(
     async def scenario() -> None:
         store = await open_store_on_loop(settings, clock=clock)
         try:
-            registry = await asyncio.to_thread(AsyncRegistry, store, settings=settings, clock=clock)
+            registry = AsyncRegistry(store, settings=settings, clock=clock)
             elsewhere = await asyncio.to_thread(open_store, settings, clock=clock)
             other = await asyncio.to_thread(Registry, elsewhere, settings=settings, clock=clock)
             await asyncio.to_thread(other.register_node_type, GPU_WORKER)
