@@ -6,8 +6,8 @@ own loop before any load, measures: the CPU of a full NodePassport list and of e
 a paginated one (``limit=500``), of a ``/metrics`` scrape, a full garbage collection's pause,
 and ``find_nodes`` with a ~1 % matchLabels selector. Then this process (pinned to CPU 1, raw
 asyncio sockets) renews leases open loop for ``--seconds`` twice: alone, then beside a full
-list every 2 s and a scrape every second; the server records every collection of the oldest
-generation it runs meanwhile (``gc.callbacks``).
+list every 2 s, a scrape every second and a full collection in the server every 2 s; the
+server records every collection of the oldest generation it runs (``gc.callbacks``).
 
 ``--before SRC`` runs each size a second time, interleaved, with another tree's
 ``node_registry`` (e.g. ``git archive main src | tar -x -C /tmp/before``): a before/after of
@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,8 @@ HEARTBEAT = {
 }
 RENEWALS_PER_SECOND = 500
 PAGE = 500
+#: During the loaded phase the server runs a full collection this often (seconds).
+COLLECT_EVERY = 2.0
 CONTINUE = re.compile(rb'"continue":"([^"]+)"')
 
 # -- the server process -------------------------------------------------------------------
@@ -227,13 +230,32 @@ async def serve(size: int, port: int, seed: int) -> None:
     }
     pauses: list[float] = []
     _collections(pauses)
+    collecting = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, collecting.set)
+    collector = asyncio.create_task(_collect_every(COLLECT_EVERY, collecting))
+
+    def report() -> None:
+        # Asked for before SIGTERM: uvicorn re-raises that one once stopped, which ends
+        # the process before anything after ``serve()`` would run.
+        print("GC " + json.dumps({"pauses": pauses, "rss_mib": _rss_mib()}), flush=True)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, report)
     print("READY " + json.dumps(figures), flush=True)
     await task
-    print("GC " + json.dumps({"pauses": pauses, "rss_mib": _rss_mib()}), flush=True)
+    collector.cancel()
 
 
 async def _collect() -> None:
     gc.collect()
+
+
+async def _collect_every(seconds: float, start: asyncio.Event) -> None:
+    """Once ``start`` is set, a full collection every ``seconds``: what a registry under
+    writes runs now and then, here on a schedule so that both trees pay the same number."""
+    await start.wait()
+    while True:
+        await asyncio.sleep(seconds)
+        gc.collect()
 
 
 def _rss_mib() -> float:
@@ -274,8 +296,9 @@ async def _renew(port: int, names: list[str], seconds: float) -> Tally:
     return tally
 
 
-async def load(port: int, names: list[str], seconds: float) -> dict[str, Any]:
+async def load(port: int, names: list[str], seconds: float, server: int) -> dict[str, Any]:
     quiet = await _renew(port, names, seconds)
+    os.kill(server, signal.SIGUSR1)  # full collections from now on, beside the reads
     stop = asyncio.Event()
     lists, scrapes = Tally(), Tally()
     readers = [
@@ -316,16 +339,18 @@ def run_one(size: int, src: Path, args: argparse.Namespace) -> dict[str, Any]:
         if not line.startswith("READY "):
             raise RuntimeError(f"server for {size} nodes did not start: {line!r}")
         figures: dict[str, Any] = json.loads(line.removeprefix("READY "))
-        figures["load"] = asyncio.run(load(port, names(size, args.seed), args.seconds))
+        load_run = load(port, names(size, args.seed), args.seconds, process.pid)
+        figures["load"] = asyncio.run(load_run)
+        process.send_signal(signal.SIGUSR2)
+        line = process.stdout.readline()
+        if line.startswith("GC "):
+            figures["gc"] = json.loads(line.removeprefix("GC "))
         process.terminate()
-        out, _ = process.communicate(timeout=60)
+        process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    for line in out.splitlines():
-        if line.startswith("GC "):
-            figures["gc"] = json.loads(line.removeprefix("GC "))
     return figures
 
 
@@ -353,7 +378,8 @@ def render(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
         "`/metrics` scrape, a full `gc.collect()` pause, `find_nodes` with a ~1 % matchLabels "
         f"selector (median of 200). Then {RENEWALS_PER_SECOND} lease renewals/s, open loop "
         f"over 32 connections, for {args.seconds:g} s alone and {args.seconds:g} s beside a "
-        "full list every 2 s and a scrape every second (load generator pinned to CPU 1). "
+        "full list every 2 s, a scrape every second and a full `gc.collect()` in the server "
+        f"every {COLLECT_EVERY:g} s (load generator pinned to CPU 1). "
         "Lag-based shedding of reads is off, so every list is served and its stall shows. "
         "*before* is the tree given with `--before`, *after* this branch, interleaved per size.",
         "",
@@ -373,8 +399,8 @@ def render(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
         )
     lines += [
         "",
-        "Heartbeats (lease renewals) alone, then beside lists and scrapes; the server's "
-        "collections of the oldest generation during both phases:",
+        "Heartbeats (lease renewals) alone, then beside lists, scrapes and full collections; "
+        "the server's collections of the oldest generation (the scheduled ones included):",
         "",
         "| N | code | alone p50 | p99 | beside lists p50 | p99 | max | timeouts "
         "| lists done | list p50 | scrapes | scrape p50 | gen-2 GCs | longest GC |",

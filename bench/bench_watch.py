@@ -535,7 +535,7 @@ def render_delivery(results: list[tuple[str, dict[str, Any]]], args: argparse.Na
         "*before* is the tree given with `--before`, *after* this branch, in one run.",
         "",
         "| watchers | code | events due | delivered | delivery p50 | p99 | max "
-        "| watchers dropped (410) | write p99 | server CPU per event delivered "
+        "| watchers dropped (410) | write p99 | server CPU per event delivered (writes included) "
         "| server RSS peak |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
