@@ -201,8 +201,9 @@ def render(
         "Machine: " + "; ".join(f"{k} {v}" for k, v in facts.items()),
         "",
         "One etcd (single member, loopback, data on local disk) shared by every row. "
-        f"Registrations with {IN_FLIGHT} in flight through `AsyncRegistry`; heartbeats "
-        "sequential through `Registry.heartbeat` and with 32 in flight through "
+        f"Registrations with {IN_FLIGHT} in flight through `AsyncRegistry`, the store "
+        "opened on the benchmark's own loop as `serve` opens it; heartbeats sequential "
+        "through `Registry.heartbeat` and with 32 in flight through "
         "`AsyncRegistry.heartbeat`; `find_nodes` median of "
         f"{FIND_CALLS} calls. On etcd a heartbeat is recorded by the replica and "
         "acknowledged; the replica passes it on in batches every period (1 s): one renewal "

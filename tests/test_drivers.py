@@ -14,7 +14,12 @@ from conftest import ETCD_PERIOD, PassportFactory
 from etcd_server import EtcdServer
 from node_registry import AsyncRegistry, FakeClock, Registry, load_settings
 from node_registry.config import Settings
-from node_registry.errors import RevisionConflictError, StoreUnavailableError, ValidationError
+from node_registry.errors import (
+    RevisionCompactedError,
+    RevisionConflictError,
+    StoreUnavailableError,
+    ValidationError,
+)
 from node_registry.registry.steps import Call, run
 from node_registry.store import HealthState, MemoryStore, open_store, open_store_on_loop
 from test_nodetypes_wiring import GPU_WORKER, gpu_passport
@@ -60,7 +65,7 @@ def test_the_async_registry_awaits_etcd_on_its_own_loop(
     async def scenario() -> None:
         store = await open_store_on_loop(settings, clock=clock)
         try:
-            registry = await asyncio.to_thread(AsyncRegistry, store, settings=settings, clock=clock)
+            registry = AsyncRegistry(store, settings=settings, clock=clock)
             async with asyncio.timeout(10):
                 while not store.leading:
                     await asyncio.sleep(ETCD_PERIOD)
@@ -97,7 +102,7 @@ def test_a_replica_on_the_loop_learns_node_types_registered_elsewhere(
     async def scenario() -> None:
         store = await open_store_on_loop(settings, clock=clock)
         try:
-            registry = await asyncio.to_thread(AsyncRegistry, store, settings=settings, clock=clock)
+            registry = AsyncRegistry(store, settings=settings, clock=clock)
             elsewhere = await asyncio.to_thread(open_store, settings, clock=clock)
             other = await asyncio.to_thread(Registry, elsewhere, settings=settings, clock=clock)
             await asyncio.to_thread(other.register_node_type, GPU_WORKER)
@@ -121,5 +126,41 @@ def test_a_replica_on_the_loop_learns_node_types_registered_elsewhere(
             await registry.close()
         finally:
             await store.aio.close()
+
+    asyncio.run(scenario())
+
+
+def test_watches_outside_the_cache_follow_etcd_on_the_callers_loop(
+    shared_etcd: EtcdServer, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    settings = on_etcd(shared_etcd)
+
+    async def scenario() -> None:
+        first = await open_store_on_loop(settings, clock=clock)
+        try:
+            writer = AsyncRegistry(first, settings=settings, clock=clock)
+            start = writer.sync.resource_version
+            written = [await writer.register(make_passport(f"w-{i}")) for i in range(5)]
+            later = await open_store_on_loop(settings, clock=clock)
+            try:
+                # A replica started after those writes: its cache keeps no event from
+                # before, so the watch is an etcd watch of its own, relayed on this loop.
+                reader = AsyncRegistry(later, settings=settings, clock=clock)
+                watch = await reader.open_watch(start)
+                seen = [await watch.next(timeout=5) for _ in written]
+                assert [e.entry.name for e in seen if e is not None] == [e.name for e in written]
+                with pytest.raises(RevisionCompactedError, match="newer than"):
+                    await reader.open_watch(reader.sync.resource_version + 1000)
+                await reader.close()
+            finally:
+                await later.aio.close()
+            assert later.closed  # its relay ended with it
+            await writer.close()
+            first.close()  # sync, on its own loop: it closes as soon as the loop runs on
+            async with asyncio.timeout(5):
+                while not first.closed:
+                    await asyncio.sleep(ETCD_PERIOD)
+        finally:
+            await first.aio.close()
 
     asyncio.run(scenario())

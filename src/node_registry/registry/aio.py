@@ -220,7 +220,7 @@ class AsyncRegistry:
         """
         hub = self._shared_hub()
         start = self._sync.resource_version if since is None else since
-        if hub.covers(start):
+        if self._in_hub(hub, start):
             self._sync.check_watchable(start)  # in the cache: no round trip
             return hub.attach(start)
         if self._sync.blocking:
@@ -231,12 +231,19 @@ class AsyncRegistry:
         """``watch``, with the check of ``since`` against the store's history off the loop."""
         hub = self._shared_hub()
         start = self._sync.resource_version if since is None else since
-        if hub.covers(start):
+        if self._in_hub(hub, start):
             self._sync.check_watchable(start)
             return hub.attach(start)
         self._sync.store.check_view()
-        await self._aio.check_watchable(start)
+        await self._aio.check_watchable(start)  # a version never issued is refused here
         return self._sync.async_watch(start, checked=True)
+
+    def _in_hub(self, hub: WatchHub, start: int) -> bool:
+        """Whether the shared hub serves a watch from ``start`` with no store round trip:
+        a version it has seen; one newer than any this replica knows is etcd's to judge."""
+        if not hub.covers(start):
+            return False
+        return not self._sync.blocking or start <= self._sync.resource_version
 
     def end_watches(self) -> None:
         """End every open watch cleanly (a server shutting down); new ones may still open."""

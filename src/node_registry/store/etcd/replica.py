@@ -137,6 +137,7 @@ class EtcdReplica:
         # Relays of watchers outside the cache, reads in the background: closed with it.
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None
         self._aio = _Awaited(self)
         self._thread: threading.Thread | None = None
         if on_loop:  # ``open``: it starts the replica on the running loop
@@ -402,11 +403,18 @@ class EtcdReplica:
         self.check_view()
         await self._etcd.ping()
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` (or ``aclose``) ran: the seat released, the client closed."""
+        return self._closed or self._loop.is_closed()
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
         if self._thread is None:  # on a loop of its caller's: stopped there if it still runs
-            if self._loop.is_running() and not self._on_loop():
+            if self._on_loop():  # cannot wait for itself: closes as soon as this returns
+                self._closing = self._loop.create_task(self.aclose())
+            elif self._loop.is_running():
                 with suppress(Exception):
                     asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result(
                         self._timeout
