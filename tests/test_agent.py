@@ -907,6 +907,7 @@ def test_the_public_names_are_the_ones_meant() -> None:
         "AgentEvent",
         "AgentEventKind",
         "NodeAgent",
+        "SharedClient",
         "build_passport",
         "detect_resources",
     ]

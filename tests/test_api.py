@@ -976,8 +976,8 @@ def test_openapi_documents_every_route(refusing_api: Api) -> None:
     # The group's Kubernetes routes (no /nodes: #11, one wire format): its discovery document,
     # nodepassports list/get/status and leases list (#11), the writes of nodepassports (7);
     # #12's verification (get, patch, put) and capabilities (get, put) subresources and
-    # nodetypes (list, get, post, patch, delete).
-    assert len(api_operations) == 24
+    # nodetypes (list, get, post, patch, delete); #14's batched renewals (leaserenewals).
+    assert len(api_operations) == 25
     assert [p for p, _, _ in api_operations if p.endswith(("/nodes", "/search"))] == []
     for path, method, op in api_operations:
         success = op["responses"].get("200") or op["responses"].get("201")

@@ -304,6 +304,7 @@ def test_the_public_names_are_the_ones_meant() -> None:
         "NodeList",
         "RegistryClient",
         "RegistryEntry",
+        "Renewals",
         "WatchEvent",
     ]
     for name in client_package.__all__:

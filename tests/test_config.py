@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "max_other_inflight": 16,
         "max_watch_streams": 2048,
         "shed_reads_lag_seconds": 0.25,
+        "max_renewals_per_request": 1000,
     },
     # #12: CEL admission, how verification results count, custom node types from a file.
     "admission": {"policies_path": None},

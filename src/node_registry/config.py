@@ -170,6 +170,9 @@ class ServerSettings(_Section):
     #: answered 429: on one event loop a request waits in its queue, not on a seat, so
     #: the queue's delay is what says the registry is full.
     shed_reads_lag_seconds: float = Field(default=0.25, gt=0)
+    #: Leases one ``POST leaserenewals`` may renew (a host running many agents batches
+    #: their heartbeats); more is refused (422). The body limit applies as well.
+    max_renewals_per_request: int = Field(default=1000, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

@@ -23,6 +23,8 @@ Decisions, each from how the kubelet keeps a Node alive:
   (tooz's members vanish silently until the application rejoins; ours rejoin by themselves).
 - The first registration waits a jittered ``start_jitter`` (at most 1 s, and never more than
   one interval): a fleet powered on together reaches the registry spread out.
+- Many agents on one host share one client, their renewals batched (``SharedClient``): one
+  request carries the renewals that fall together, instead of one request per agent.
 - One asyncio loop serves both kinds of program: ``async with NodeAgent(...)`` runs it as a
   task; ``start_in_thread()`` runs the same loop in a daemon thread of its own. The methods
   the node's code calls (``set_current_tasks``...) are thread-safe and never block: they
@@ -155,7 +157,8 @@ class NodeAgent:
         detect: bool = True,
         start_jitter: float | None = None,
         on_event: Callable[[AgentEvent], None] | None = None,
-        # Seams, None for production: tests pass a client, a fake sleep, a clock, a seeded rng.
+        # Seams, None for production: tests pass a client, a fake sleep, a clock, a seeded
+        # rng. A host running many agents on one loop passes them one SharedClient.
         client: AgentClient | None = None,
         sleep: Sleep | None = None,
         clock: Clock | None = None,

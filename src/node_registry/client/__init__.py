@@ -7,6 +7,7 @@ from node_registry.client.objects import (
     HealthTracker,
     NodeList,
     RegistryEntry,
+    Renewals,
     WatchEvent,
 )
 from node_registry.client.sync import RegistryClient
@@ -21,5 +22,6 @@ __all__ = [
     "NodeList",
     "RegistryClient",
     "RegistryEntry",
+    "Renewals",
     "WatchEvent",
 ]

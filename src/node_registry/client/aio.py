@@ -17,7 +17,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
-from node_registry.client.objects import NodeList, RegistryEntry, WatchEvent
+from node_registry.client.objects import NodeList, RegistryEntry, Renewals, WatchEvent
 from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
 from node_registry.errors import (
     RegistryError,
@@ -26,6 +26,11 @@ from node_registry.errors import (
 )
 from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
 from node_registry.passport.verification import CapabilityVerification
+
+#: Calls one client has in flight at once; more wait their turn here. httpcore's pool scans
+#: every waiting request on each connection it frees, so thousands of concurrent calls (the
+#: agents of a host sharing one client) cost the client quadratic CPU there (#14).
+MAX_IN_FLIGHT = 32
 
 
 class AsyncRegistryClient:
@@ -57,6 +62,7 @@ class AsyncRegistryClient:
         ]
         self._current = 0
         self._watch_timeout = httpx.Timeout(timeout, read=watch_idle_timeout)
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     def __repr__(self) -> str:
         return f"AsyncRegistryClient({list(self.settings.endpoints)!r})"
@@ -75,6 +81,16 @@ class AsyncRegistryClient:
                 index = (self._current + offset) % len(self._clients)
                 client = self._clients[index]
                 try:
+                    # The wait for a turn counts against the timeout, as httpx's pool wait did.
+                    async with asyncio.timeout(self.settings.timeout):
+                        await self._in_flight.acquire()
+                except TimeoutError:
+                    problems.append(
+                        f"{client.base_url}: {MAX_IN_FLIGHT} calls of this client in flight "
+                        f"for {self.settings.timeout:g} s"
+                    )
+                    continue
+                try:
                     response = await client.request(
                         call.method, call.path, params=call.params, content=content, headers=headers
                     )
@@ -84,6 +100,8 @@ class AsyncRegistryClient:
                 except httpx.HTTPError as exc:
                     self._current = index
                     raise core.transport_failure(exc) from exc
+                finally:
+                    self._in_flight.release()
                 try:
                     result = core.check(response.status_code, response.content)
                 except StoreUnavailableError as exc:
@@ -104,6 +122,21 @@ class AsyncRegistryClient:
 
     async def heartbeat(self, name: str) -> datetime:
         return core.renew_time(await self._send(core.heartbeat(name)))
+
+    async def heartbeat_many(
+        self, names: Iterable[str], *, per_request: int = core.RENEWALS_PER_REQUEST
+    ) -> Renewals:
+        """Renew many leases (a host's agents) in one request per ``per_request`` of them.
+
+        Each lease is renewed or refused on its own (``Renewals.refused`` holds the error
+        its single ``heartbeat`` would have raised); a refusal of the whole request (a bad
+        token, the registry unreachable) raises, as ``heartbeat`` does.
+        """
+        done = Renewals()
+        for batch in core.batches(names, per_request):
+            answer = await self._send(core.heartbeat_many(batch))
+            done.add(core.renewals(answer, batch))
+        return done
 
     async def update_status(
         self,

@@ -40,6 +40,9 @@ from node_registry.selectors import Selector, as_selector
 API_PREFIX = f"/apis/{API_VERSION}"
 NODEPASSPORTS = f"{API_PREFIX}/nodepassports"
 LEASES = f"{API_PREFIX}/leases"
+LEASE_RENEWALS = f"{API_PREFIX}/leaserenewals"
+#: Leases a client puts in one ``LeaseRenewal`` (the server's default limit is 1,000).
+RENEWALS_PER_REQUEST = 500
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
@@ -100,6 +103,22 @@ def heartbeat(name: str) -> Call:
         _named(LEASES, name),
         body={"apiVersion": API_VERSION, "kind": "Lease", "spec": {"holderIdentity": name}},
     )
+
+
+def heartbeat_many(names: list[str]) -> Call:
+    """One ``LeaseRenewal`` of ``names`` (at most the server's ``max_renewals_per_request``)."""
+    leases = [{"name": name} for name in names]
+    return Call(
+        "POST",
+        LEASE_RENEWALS,
+        body={"apiVersion": API_VERSION, "kind": "LeaseRenewal", "spec": {"leases": leases}},
+    )
+
+
+def batches(names: Iterable[str], size: int = RENEWALS_PER_REQUEST) -> list[list[str]]:
+    """``names`` without repeats (the server refuses a name twice), in requests of ``size``."""
+    unique = list(dict.fromkeys(names))
+    return [unique[i : i + size] for i in range(0, len(unique), size)]
 
 
 def update_status(
@@ -275,6 +294,10 @@ def node_list(doc: Any) -> tuple[NodeList, str | None]:
 
 def renew_time(doc: Any) -> datetime:
     return objects.renew_time(doc)
+
+
+def renewals(doc: Any, names: list[str]) -> objects.Renewals:
+    return objects.renewals(doc, names)
 
 
 class WatchCursor:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pydantic
 
-from node_registry.errors import FieldError, InvalidResponseError
+from node_registry.errors import FieldError, InvalidResponseError, RegistryError, error_from_status
 from node_registry.passport import API_VERSION, KIND, NodePassport
 from node_registry.passport.objects import passport_of
 from node_registry.passport.verification import CapabilityVerification
@@ -176,6 +176,44 @@ def renew_time(doc: object) -> datetime:
         return _moment(lease["spec"]["renewTime"], "spec.renewTime")
     except (KeyError, TypeError, ValueError) as exc:
         raise invalid("a Lease without spec.renewTime", repr(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Renewals:
+    """What a batch of lease renewals did: each lease renewed (its renew time) or refused
+    (the error its single renewal would have raised: ``NotFoundError`` means register
+    again)."""
+
+    renewed: dict[str, datetime] = field(default_factory=dict)
+    refused: dict[str, RegistryError] = field(default_factory=dict)
+
+    def add(self, other: Renewals) -> None:
+        self.renewed.update(other.renewed)
+        self.refused.update(other.refused)
+
+
+def renewals(doc: object, names: list[str]) -> Renewals:
+    """A ``LeaseRenewal``'s results, one per name asked for; a missing one is invalid."""
+    answer = mapping(doc, "a LeaseRenewal that is not an object")
+    status = mapping(answer.get("status"), "a LeaseRenewal without status")
+    results = status.get("results")
+    if not isinstance(results, list):
+        raise invalid("a LeaseRenewal without status.results", type(results).__name__)
+    done = Renewals()
+    for index, item in enumerate(results):
+        result = mapping(item, f"status.results[{index}] that is not an object")
+        name = result.get("name")
+        if not isinstance(name, str):
+            raise invalid(f"status.results[{index}] without a name", repr(name))
+        if "error" in result:
+            error = mapping(result["error"], f"status.results[{index}].error")
+            done.refused[name] = error_from_status(error)
+        else:
+            done.renewed[name] = _moment(result.get("renewTime"), f"status.results[{index}]")
+    missing = [n for n in names if n not in done.renewed and n not in done.refused]
+    if missing:
+        raise invalid("a LeaseRenewal without a result for every lease", ", ".join(missing[:5]))
+    return done
 
 
 # -- health transitions ------------------------------------------------------------------

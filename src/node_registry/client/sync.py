@@ -18,7 +18,7 @@ from typing import Any, Self
 import httpx
 
 from node_registry.client import core
-from node_registry.client.objects import NodeList, RegistryEntry, WatchEvent
+from node_registry.client.objects import NodeList, RegistryEntry, Renewals, WatchEvent
 from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
 from node_registry.errors import (
     RegistryError,
@@ -106,6 +106,21 @@ class RegistryClient:
     def heartbeat(self, name: str) -> datetime:
         """Renew the node's lease; ``NotFoundError`` means: register again."""
         return core.renew_time(self._send(core.heartbeat(name)))
+
+    def heartbeat_many(
+        self, names: Iterable[str], *, per_request: int = core.RENEWALS_PER_REQUEST
+    ) -> Renewals:
+        """Renew many leases (a host's agents) in one request per ``per_request`` of them.
+
+        Each lease is renewed or refused on its own (``Renewals.refused`` holds the error
+        its single ``heartbeat`` would have raised); a refusal of the whole request (a bad
+        token, the registry unreachable) raises, as ``heartbeat`` does.
+        """
+        done = Renewals()
+        for batch in core.batches(names, per_request):
+            answer = self._send(core.heartbeat_many(batch))
+            done.add(core.renewals(answer, batch))
+        return done
 
     def update_status(
         self,

@@ -2,9 +2,11 @@
 
 Routes live in ``server.routes`` (one router per resource) and are thin: they authenticate,
 authorize, translate HTTP to a registry call and the result to the Kubernetes API group's
-objects (``node_registry.kube``). Every error leaves as a Kubernetes ``Status`` (``handlers``). No
-module-level state: the factory takes the registry, the settings and a metrics collector
-registry and puts them on ``app.state`` (``context``), so tests build as many as they like.
+objects (``node_registry.kube``). Lease renewals, nearly all of the traffic, are answered
+by a fast path in front of the framework that behaves as their route does (``fastpath``).
+Every error leaves as a Kubernetes ``Status`` (``handlers``). No module-level state: the
+factory takes the registry, the settings and a metrics collector registry and puts them on
+``app.state`` (``context``), so tests build as many as they like.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from node_registry.registry import AsyncRegistry, EventType
 from node_registry.server.auth import Authenticator
 from node_registry.server.body import BodyLimitMiddleware
 from node_registry.server.context import ServerContext
-from node_registry.server.flowcontrol import FlowControlMiddleware, Level
+from node_registry.server.fastpath import RegistryApp, RenewalFastPath
+from node_registry.server.flowcontrol import FlowControl, FlowControlMiddleware, Level
 from node_registry.server.gctune import GcTuning
 from node_registry.server.handlers import install_error_handlers
 from node_registry.server.metrics import Metrics, TimingMiddleware
 from node_registry.server.pages import Paginator
 from node_registry.server.routes import (
     discovery,
+    leaserenewals,
     leases,
     nodepassport_writes,
     nodepassports,
@@ -80,8 +84,13 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     authenticator: Authenticator | None = None,
+    fast_renewals: bool = True,
 ) -> FastAPI:
-    """The registry's HTTP API over ``registry``; runs its lifecycle controller while serving."""
+    """The registry's HTTP API over ``registry``; runs its lifecycle controller while serving.
+
+    ``fast_renewals`` False serves lease renewals through the framework's route too, rather
+    than the fast path in front of it (``server.fastpath``): for comparisons.
+    """
     settings = settings or registry.settings
     server = settings.server
     metrics = metrics or Metrics(registry.sync)
@@ -101,7 +110,7 @@ def create_app(
         with contextlib.suppress(asyncio.CancelledError):
             await counter
 
-    app = FastAPI(
+    app = RegistryApp(
         title="AI_TEAM Node Registry",
         version=__version__,
         description="Node passports, heartbeats as leases, label selectors, watch.",
@@ -129,6 +138,7 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     install_error_handlers(app, metrics)
     app.include_router(leases.router)
+    app.include_router(leaserenewals.router)
     app.include_router(nodepassports.router)
     app.include_router(verification.router)
     app.include_router(nodetypes.router)
@@ -150,10 +160,11 @@ def create_app(
         if level is Level.NODE_HIGH:
             registry.sync.report_saturation()  # a renewal it refused: it could not hear
 
-    app.add_middleware(
-        FlowControlMiddleware, settings=server, on_shed=shed, loop_lag=lambda: registry.loop_lag
-    )
+    control = FlowControl(server, on_shed=shed, loop_lag=lambda: registry.loop_lag)
+    app.add_middleware(FlowControlMiddleware, control=control)
     app.add_middleware(TimingMiddleware, metrics=metrics)
+    if fast_renewals:
+        app.fast_path = RenewalFastPath(app.state.context, control, server.max_body_bytes)
     return app
 
 

@@ -46,6 +46,7 @@ MAX_ALIAS_NODES = 1_000
 #: larger ones in a worker thread.
 INLINE_PARSE_BYTES = 16 * 1024
 N = TypeVar("N", bound=Node)
+T = TypeVar("T")
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
 
 
@@ -80,7 +81,7 @@ class BodyLimitMiddleware:
                 refusal = too_large(self.limit)
                 if self.on_refuse is not None:
                     self.on_refuse(refusal.reason)
-                await _send_status(send, status_from_error(refusal))
+                await send_status(send, status_from_error(refusal))
                 return
         received = 0
 
@@ -96,7 +97,7 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
 
-async def _send_status(send: Send, body: dict[str, Any]) -> None:
+async def send_status(send: Send, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -142,6 +143,19 @@ async def read_document(request: Request) -> Any:
     return await anyio.to_thread.run_sync(
         functools.partial(parse_document, raw, yaml_body=yaml_body)
     )
+
+
+async def off_the_loop_if_large(call: Callable[[], T], size: int) -> T:
+    """``call`` (which validates what a body of ``size`` bytes held) on the event loop when
+    the body is small, as ``read_document`` parses it, else in a worker thread.
+
+    A passport of a few hundred bytes validates in tens of microseconds, less than the
+    thread hop costs (a registration's two hops were most of its server CPU, #14); one of
+    256 KiB takes milliseconds, which must not stall the heartbeats.
+    """
+    if size <= INLINE_PARSE_BYTES:
+        return call()
+    return await anyio.to_thread.run_sync(call)
 
 
 def parse_document(raw: bytes, *, yaml_body: bool) -> Any:

@@ -9,9 +9,9 @@ served from memory never waits, though: on one event loop the queue is the loop'
 so while the loop runs more than ``shed_reads_lag_seconds`` late every level below
 ``node-high`` is shed outright, and renewals are what the loop spends its time on:
 
-- ``node-high``: what keeps nodes alive (lease renewals, status reports, registration,
-  deregistration; every write of ``nodes`` and ``nodepassports``): the most seats, so
-  these are the last to be refused;
+- ``node-high``: what keeps nodes alive (lease renewals, batched ones too, status reports,
+  registration, deregistration; every write of ``leases``, ``leaserenewals`` and
+  ``nodepassports``): the most seats, so these are the last to be refused;
 - ``workload``: reads (get, list, watch). A watch holds its seat only until its
   stream starts (APF counts a watch's initialisation, not its lifetime); open streams
   are bounded separately (``max_watch_streams``);
@@ -41,9 +41,9 @@ RETRY_AFTER_SECONDS = 1
 _NODE_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PROBES = frozenset({"/healthz", "/readyz"})
 _API = API_PREFIX + "/"
-#: What node writes go to: leases and nodepassports (where the registry's clients register,
-#: report status and deregister, #11).
-_NODE_WRITTEN = ("leases/", "nodepassports")
+#: What node writes go to: leases (one by one, or batched in leaserenewals) and
+#: nodepassports (where the registry's clients register, report status and deregister, #11).
+_NODE_WRITTEN = ("leases/", "leaserenewals", "nodepassports")
 
 
 class Level(StrEnum):
@@ -76,17 +76,16 @@ def is_watch(method: str, path: str, query: bytes) -> bool:
     return params.get("watch", "").lower() in ("true", "1")
 
 
-class FlowControlMiddleware:
-    """Pure ASGI middleware (no BaseHTTPMiddleware cost); see the module docstring."""
+class FlowControl:
+    """The seats of every level, shared by the middleware and the renewal fast path
+    (``server.fastpath``), so a renewal holds a ``node-high`` seat whichever path serves it."""
 
     def __init__(
         self,
-        app: ASGIApp,
         settings: ServerSettings,
         on_shed: Callable[[Level], None],
         loop_lag: Callable[[], float],
     ) -> None:
-        self.app = app
         self.loop_lag = loop_lag
         self.max_lag = settings.shed_reads_lag_seconds
         self.seats = {
@@ -99,52 +98,14 @@ class FlowControlMiddleware:
         self.watches = 0
         self.on_shed = on_shed
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method, path = scope["method"], scope["path"]
-        level = classify(method, path)
-        if level is Level.EXEMPT:
-            await self.app(scope, receive, send)
-            return
-        if level is not Level.NODE_HIGH and self.loop_lag() > self.max_lag:
-            why = f"its event loop runs {self.loop_lag():.2f} s late (limit {self.max_lag:g} s)"
-            await self._shed(send, level, why)
-            return
-        watch = level is Level.WORKLOAD and is_watch(method, path, scope["query_string"])
+    def full(self, level: Level) -> str | None:
+        """Why ``level`` has no seat free now, or None."""
         seats = self.seats[level]
         if self.inflight[level] >= seats:
-            await self._shed(send, level, f"{seats} {level} requests are in progress, its limit")
-            return
-        if watch and self.watches >= self.max_watches:
-            await self._shed(send, level, f"{self.max_watches} watch streams are open, its limit")
-            return
-        self.inflight[level] += 1
-        held = True
-        if not watch:
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                self.inflight[level] -= 1
-            return
+            return f"{seats} {level} requests are in progress, its limit"
+        return None
 
-        async def release_at_start(message: Message) -> None:
-            nonlocal held
-            if held and message["type"] == "http.response.start":
-                held = False
-                self.inflight[level] -= 1
-            await send(message)
-
-        self.watches += 1
-        try:
-            await self.app(scope, receive, release_at_start)
-        finally:
-            self.watches -= 1
-            if held:
-                self.inflight[level] -= 1
-
-    async def _shed(self, send: Send, level: Level, why: str) -> None:
+    async def shed(self, send: Send, level: Level, why: str) -> None:
         self.on_shed(level)
         error = TooManyRequestsError(
             f"the registry is shedding load: {why}; retry after {RETRY_AFTER_SECONDS} s"
@@ -162,3 +123,60 @@ class FlowControlMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+class FlowControlMiddleware:
+    """Pure ASGI middleware (no BaseHTTPMiddleware cost); see the module docstring."""
+
+    def __init__(self, app: ASGIApp, control: FlowControl) -> None:
+        self.app = app
+        self.control = control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        control = self.control
+        method, path = scope["method"], scope["path"]
+        level = classify(method, path)
+        if level is Level.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if level is not Level.NODE_HIGH and control.loop_lag() > control.max_lag:
+            lag = control.loop_lag()
+            why = f"its event loop runs {lag:.2f} s late (limit {control.max_lag:g} s)"
+            await control.shed(send, level, why)
+            return
+        watch = level is Level.WORKLOAD and is_watch(method, path, scope["query_string"])
+        full = control.full(level)
+        if full is not None:
+            await control.shed(send, level, full)
+            return
+        if watch and control.watches >= control.max_watches:
+            await control.shed(
+                send, level, f"{control.max_watches} watch streams are open, its limit"
+            )
+            return
+        control.inflight[level] += 1
+        held = True
+        if not watch:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                control.inflight[level] -= 1
+            return
+
+        async def release_at_start(message: Message) -> None:
+            nonlocal held
+            if held and message["type"] == "http.response.start":
+                held = False
+                control.inflight[level] -= 1
+            await send(message)
+
+        control.watches += 1
+        try:
+            await self.app(scope, receive, release_at_start)
+        finally:
+            control.watches -= 1
+            if held:
+                control.inflight[level] -= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from node_registry.passport import API_VERSION
 from node_registry.passport.versions import translate_pydantic_error
 from node_registry.server.auth import Role, authorize_node_id, authorize_node_write, authorize_read
 from node_registry.server.body import JSON_TYPES, media_type
-from node_registry.server.context import Caller, Ctx, NodeName, context
+from node_registry.server.context import Caller, Ctx, NodeName, ServerContext, context
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
 
 LEASE_BODY: dict[str, Any] = {
@@ -46,21 +47,41 @@ async def renew_lease(name: str, request: Request) -> Response:
     # The hot path (every node, every 10 s): the context, authentication and the body are
     # read here rather than through FastAPI's dependency and body machinery, which cost a
     # third of the request (see docs/benchmarks.md). ``name`` skips the path pattern check
-    # too: only a registered (hence valid) name gets past ``id_of``.
-    ctx = context(request)
-    registry = ctx.registry
-    caller = ctx.authenticator.authenticate(request.headers.get("authorization"))
-    authorize_node_write(caller, name)
-    lease = _parse_lease(await request.body(), media_type(request))
-    _check_lease(lease, name)
-    node_id = registry.sync.id_of(name)
-    authorize_node_id(caller, node_id)
-    renewed = await registry.heartbeat(node_id)
-    ctx.metrics.heartbeats.inc()
-    return Response(
-        _lease_json(name, renewed, ctx.settings.heartbeat.ttl_seconds),
-        media_type="application/json",
+    # too: only a registered (hence valid) name gets past ``id_of``. Served by the fast
+    # path (server.fastpath) in front of the framework; this route documents it and serves
+    # what the fast path hands on (an app under a root path).
+    body = await renew(
+        context(request),
+        name,
+        request.headers.get("authorization"),
+        media_type(request),
+        request.body,
     )
+    return Response(body, media_type="application/json")
+
+
+async def renew(
+    ctx: ServerContext,
+    name: str,
+    authorization: str | None,
+    kind: str,
+    read_body: Callable[[], Awaitable[bytes]],
+) -> bytes:
+    """Renew ``name``'s lease for the caller ``authorization`` names: the renewed Lease as JSON.
+
+    Whoever serves the PUT (this route or the fast path) calls this, so both check the same
+    things in the same order: the caller, its right to the name (before the body is read,
+    as Kubernetes authorizes by the URL first), the body, the uid's binding.
+    """
+    caller = ctx.authenticator.authenticate(authorization)
+    authorize_node_write(caller, name)
+    lease = _parse_lease(await read_body(), kind)
+    _check_lease(lease, name)
+    node_id = ctx.registry.sync.id_of(name)
+    authorize_node_id(caller, node_id)
+    renewed = await ctx.registry.heartbeat(node_id)
+    ctx.metrics.heartbeats.inc()
+    return _lease_json(name, renewed, ctx.settings.heartbeat.ttl_seconds)
 
 
 @router.get(
