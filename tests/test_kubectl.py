@@ -81,8 +81,16 @@ def test_api_resources_lists_the_group_cluster_scoped(kubectl: Kubectl) -> None:
     if kubectl_minor() >= 22:  # older kubectl has no CATEGORIES column
         assert by_name["nodepassports"][6] == "ai-team"
     assert by_name["leases"][1:4] == ["ai_team.io/v1", "false", "Lease"]
+    # Batched renewals are create-only, as TokenReview is.
+    assert by_name["leaserenewals"][1:4] == ["ai_team.io/v1", "false", "LeaseRenewal"]
+    assert by_name["leaserenewals"][4].strip("[]").split() == ["create"]
     only = kubectl.run("api-resources", "--api-group", "ai_team.io", "-o", "name").ok()
-    assert only.split() == ["leases.ai_team.io", "nodepassports.ai_team.io", "nodetypes.ai_team.io"]
+    assert only.split() == [
+        "leaserenewals.ai_team.io",
+        "leases.ai_team.io",
+        "nodepassports.ai_team.io",
+        "nodetypes.ai_team.io",
+    ]
 
 
 def test_api_versions(kubectl: Kubectl) -> None:

@@ -83,6 +83,14 @@ RESOURCES: tuple[Resource, ...] = (
         verbs=("get", "list", "update"),
         categories=CATEGORIES,
     ),
+    Resource(
+        plural="leaserenewals",
+        singular="leaserenewal",
+        kind="LeaseRenewal",
+        # Create-only, as TokenReview is: a POST renews many leases and stores nothing, so it
+        # is in no category (``kubectl get ai-team`` must not try to list it).
+        verbs=("create",),
+    ),
 )
 
 
