@@ -206,26 +206,19 @@ class LeaseList(KubeModel):
 # -- conversions ---------------------------------------------------------------------------
 
 
-def entry_to_object(entry: RegistryEntry, *, generation: int | None = None) -> dict[str, Any]:
+def entry_to_object(entry: RegistryEntry) -> dict[str, Any]:
     """The NodePassport object for ``entry``, JSON-ready (built directly: lists build many)."""
     return _object(
-        entry,
-        entry.health_state.value,
-        rfc3339_micro(entry.last_seen),
-        is_schedulable(entry),
-        generation,
+        entry, entry.health_state.value, rfc3339_micro(entry.last_seen), is_schedulable(entry)
     )
 
 
-def _object(
-    entry: RegistryEntry, health: str, seen: str, schedulable: Any, generation: int | None
-) -> dict[str, Any]:
+def _object(entry: RegistryEntry, health: str, seen: str, schedulable: Any) -> dict[str, Any]:
     doc = entry.passport.to_dict()
     meta = doc["metadata"]
     meta["creationTimestamp"] = rfc3339(entry.registered_at)
     meta["resourceVersion"] = str(entry.resource_version)
-    if generation is not None:
-        meta["generation"] = generation
+    meta["generation"] = entry.generation
     status = doc.setdefault("status", {})
     status["healthState"] = health
     status["lastSeen"] = seen
@@ -294,7 +287,7 @@ def _seen(moment: datetime, memo: dict[Any, Any]) -> bytes:
 def _fragments(
     entry: RegistryEntry,
 ) -> tuple[NodePassport, tuple[bytes, bytes, bytes, bytes] | None, bool]:
-    text = dumps(_object(entry, _HEALTH, _SEEN, _SCHEDULABLE, None))
+    text = dumps(_object(entry, _HEALTH, _SEEN, _SCHEDULABLE))
     pieces = _SPLIT.split(text)
     found = _SPLIT.findall(text)
     schedulable_if_alive = is_schedulable(replace(entry, health_state=HealthState.ALIVE))
@@ -398,6 +391,7 @@ def object_to_entry(doc: dict[str, Any]) -> RegistryEntry:
             registered_at=datetime.fromisoformat(status["registeredAt"]),
             resource_version=int(meta["resourceVersion"]),
             verification=verification_of(doc),
+            generation=int(meta.get("generation", 1)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.ValidationError(

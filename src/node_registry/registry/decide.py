@@ -52,7 +52,12 @@ def reported(
     heartbeat, so the node is ALIVE; since when stays unless it was recorded silent."""
     changed_at = old.health_changed_at if old.health is HealthState.ALIVE else now
     return NodeRecord(
-        passport, old.registered_at, HealthState.ALIVE, changed_at, verification=verification
+        passport,
+        old.registered_at,
+        HealthState.ALIVE,
+        changed_at,
+        verification=verification,
+        generation=next_generation(old, passport),
     )
 
 
@@ -67,7 +72,17 @@ def kept_health(
         old.health_changed_at,
         old.unready_since,
         verification,
+        next_generation(old, passport),
     )
+
+
+def next_generation(old: NodeRecord, passport: NodePassport) -> int:
+    """Kubernetes' rule for resources with a status subresource: the generation grows with
+    each change of the spec, never with status or metadata alone."""
+    spec = passport.spec
+    if spec is old.passport.spec or spec == old.passport.spec:
+        return old.generation
+    return old.generation + 1
 
 
 def refuse_rename(old: NodeRecord, passport: NodePassport) -> None:
@@ -83,7 +98,13 @@ def with_health(record: NodeRecord, health: HealthState, now: datetime) -> NodeR
     """The record with ``health`` recorded at ``now``; the node's own passport untouched."""
     unready_since = None if health is HealthState.ALIVE else record.unready_since or now
     return NodeRecord(
-        record.passport, record.registered_at, health, now, unready_since, record.verification
+        record.passport,
+        record.registered_at,
+        health,
+        now,
+        unready_since,
+        record.verification,
+        record.generation,
     )
 
 

@@ -42,6 +42,8 @@ class RegistryEntry:
     #: The stored version's memo (``Versioned.memo``) when the entry shows one unchanged:
     #: encoders keep its wire bytes there, valid while ``passport`` is the one they encoded.
     memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
+    #: ``metadata.generation`` of the stored version (1 at registration, +1 per spec change).
+    generation: int = 1
 
     @property
     def name(self) -> str:

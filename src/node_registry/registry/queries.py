@@ -275,6 +275,7 @@ class Reads:
                     record.verification,
                     require,
                     versioned.memo,
+                    record.generation,
                 )
             )
         return entries
@@ -302,6 +303,7 @@ class Reads:
             resource_version=revision,
             verification=record.verification,
             require_verified=self.settings.verification.require,
+            generation=record.generation,
         )
 
 

@@ -38,6 +38,8 @@ class NodeRecord:
     health_changed_at: datetime | None = None
     unready_since: datetime | None = None
     verification: Mapping[str, CapabilityVerification] = field(default_factory=dict)
+    #: ``metadata.generation``: 1 at registration, one more at each change of the spec.
+    generation: int = 1
     labels: dict[str, str] = field(init=False, compare=False, repr=False)
     node_id: str = field(init=False, compare=False, repr=False)
     name: str = field(init=False, compare=False, repr=False)
@@ -62,6 +64,8 @@ class NodeRecord:
         }
         if self.verification:
             doc["verification"] = [r.to_dict() for r in self.verification.values()]
+        if self.generation != 1:
+            doc["generation"] = self.generation
         return doc
 
     @classmethod
@@ -75,6 +79,8 @@ class NodeRecord:
             verification={
                 result.capability: result for result in map(_result, doc.get("verification", []))
             },
+            # Records written before generations were kept read as their first.
+            generation=int(doc.get("generation", 1)),
         )
 
 
