@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import (
     AsyncGenerator,
+    Callable,
     Mapping,
     Sequence,
 )
@@ -64,6 +65,9 @@ from node_registry.store.etcd.seat import EtcdCoordination, _check_seat
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger(__name__)
+
+#: The record already held for a version of a node, (node id, mod revision); None if none.
+Known = Callable[[str, int], NodeRecord | None]
 
 
 class EtcdStore(EtcdCoordination):
@@ -358,7 +362,17 @@ class EtcdStore(EtcdCoordination):
                 return
             await self._regrant(node_id, at)
 
-    async def watch(self, since: int) -> AsyncGenerator[StoreEvent, None]:
+    async def watch(
+        self,
+        since: int,
+        opened: Callable[[], None] | None = None,
+        known: Known | None = None,
+    ) -> AsyncGenerator[StoreEvent, None]:
+        """The node events after ``since``; ``opened`` runs once the watch is open.
+
+        ``known`` gives the record already held for a version of a node (a write of the
+        watcher's own, its cache's copy of a previous value), so it is not decoded again.
+        """
         current = await self.revision()
         if since > current:
             raise _future_revision(since, current)
@@ -367,9 +381,9 @@ class EtcdStore(EtcdCoordination):
         def open_stream(client: _Client) -> Any:
             return client.watch_prefix(key, start_revision=since + 1, prev_kv=True)
 
-        async with aclosing(self._stream("watch", open_stream)) as stream:
+        async with aclosing(self._stream("watch", open_stream, opened)) as stream:
             async for event in stream:
-                converted = self._event(event)
+                converted = self._event(event, known)
                 if converted is not None:
                     yield converted
 
@@ -446,6 +460,9 @@ class EtcdStore(EtcdCoordination):
         doc = {"grantedAt": at.isoformat(), "ttlSeconds": self._lease_ttl}
         return json.dumps(doc).encode()
 
+    def _node_id(self, key: bytes) -> str:
+        return bytes(key)[len(self._keys.nodes) :].decode()
+
     def _read(self, kv: Any) -> NodeRecord | None:
         """The record ``kv`` holds; None, skipped (logged, counted), when it cannot be read."""
         record, why = _try_decode(kv.value)
@@ -456,7 +473,7 @@ class EtcdStore(EtcdCoordination):
             self.skipped.readable(key, int(kv.mod_revision))
         return record
 
-    def _event(self, event: Any) -> StoreEvent | None:
+    def _event(self, event: Any, known: Known | None = None) -> StoreEvent | None:
         """The store event of an etcd one; None when there is nothing a reader can use.
 
         A record that turns unreadable is a deletion to readers: every cache drops the last
@@ -466,7 +483,12 @@ class EtcdStore(EtcdCoordination):
         revision = int(event.kv.mod_revision)
         # aetcd hands an empty KeyValue, not None, when there is no previous value.
         has_prev = event.prev_kv is not None and bool(event.prev_kv.key)
-        prev = _try_decode(event.prev_kv.value)[0] if has_prev else None
+        prev = None
+        if has_prev:
+            if known is not None:
+                prev = known(self._node_id(event.prev_kv.key), int(event.prev_kv.mod_revision))
+            if prev is None:
+                prev = _try_decode(event.prev_kv.value)[0]
         if event.kind == aetcd.EventKind.DELETE:
             self.skipped.readable(bytes(event.kv.key).decode(), revision)
             if prev is None:
@@ -476,7 +498,11 @@ class EtcdStore(EtcdCoordination):
                     )
                 return None
             return StoreEvent(ChangeType.DELETED, prev, prev, revision)
-        record = self._read(event.kv)
+        record = None if known is None else known(self._node_id(event.kv.key), revision)
+        if record is None:
+            record = self._read(event.kv)
+        else:  # held already, so readable: what ``_read`` would have noted
+            self.skipped.readable(bytes(event.kv.key).decode(), revision)
         if record is None:
             return None if prev is None else StoreEvent(ChangeType.DELETED, prev, prev, revision)
         if event.kv.create_revision == event.kv.mod_revision or (has_prev and prev is None):
