@@ -49,6 +49,7 @@ from node_registry.store import (
     open_store,
 )
 from node_registry.store.etcd import EtcdStore
+from node_registry.store.etcd.nodes import Held
 from node_registry.store.factory import parse_etcd_url
 from node_registry.store.replica import EtcdReplica
 
@@ -605,11 +606,13 @@ def test_a_replica_whose_renewal_feed_alone_failed_serves_again(etcd: EtcdServer
     real = store.watch_renewals
     opened: list[int] = []
 
-    async def flaky(since: int) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
+    async def flaky(
+        since: int, on_open: Callable[[], None] | None = None
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         # The first digest watch breaks at its first digest, long after the node feed is
         # up: only the renewal feed fails, and it alone must bring the view back.
         opened.append(since)
-        async with aclosing(real(since)) as digests:
+        async with aclosing(real(since, on_open)) as digests:
             async for digest in digests:
                 if len(opened) == 1:
                     raise StoreUnavailableError("injected: the digest watch broke")
@@ -657,7 +660,9 @@ def test_a_replica_that_lost_history_lists_again_and_tells_its_watchers(
     watches: list[int] = []
     lists: list[int] = []
 
-    async def gated_watch(since: int) -> AsyncGenerator[StoreEvent, None]:
+    async def gated_watch(
+        since: int, opened: Callable[[], None] | None = None, held: Held | None = None
+    ) -> AsyncGenerator[StoreEvent, None]:
         # The feed's first watch reports, once the test says so, that etcd compacted the
         # history it needs (as after a long partition), so the replica must list again.
         watches.append(since)
@@ -665,7 +670,7 @@ def test_a_replica_that_lost_history_lists_again_and_tells_its_watchers(
             while not gate.is_set():
                 await asyncio.sleep(0.01)
             raise RevisionCompactedError("injected: compacted")
-        async with aclosing(real_watch(since)) as events:
+        async with aclosing(real_watch(since, opened, held)) as events:
             async for event in events:
                 yield event
 

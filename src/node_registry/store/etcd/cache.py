@@ -6,9 +6,9 @@ are kept for watchers (``Feed``). A write waits until the cache has applied its 
 (``caught_up``), so a replica reads its own writes. A watcher resuming from a version
 outside that history gets its own etcd watch from the version (``relay``).
 
-A record is decoded once per replica at most: the replica's own writes (``wrote``) and
-the previous values the cache holds are taken as they are when the watch brings their
-version back; only the writes of other replicas are decoded from etcd's bytes.
+A record is decoded once per replica at most: the replica's own writes
+(``store.etcd.written``) and the previous values the cache holds are taken as they are
+when the watch brings them back; only the writes of other replicas are decoded.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ log = logging.getLogger("node_registry")
 
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
-#: Own writes held for the watch to bring back: more in flight at once are decoded as usual.
-WRITTEN_MAX = 4_096
 
 #: The part of the view that failed (an error), or works again (None).
 PartState = Callable[[BaseException | None], None]
@@ -51,8 +49,6 @@ class NodeCache:
         # a heap, so each applied event wakes only the writers it completes.
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_seq = 0
-        # This replica's writes the watch has not brought back yet: (node id, revision).
-        self._written: dict[tuple[str, int], NodeRecord] = {}
 
     def snapshot(self) -> tuple[dict[str, Versioned], int]:
         with self.lock:
@@ -85,7 +81,7 @@ class NodeCache:
                     await self._relist()
                     relist = False
                 await self._etcd.ping()
-                watch = self._etcd.watch(self.revision, lambda: state(None), self._known)
+                watch = self._etcd.watch(self.revision, lambda: state(None), self._held)
                 async with aclosing(watch) as events:
                     async for event in events:
                         self._apply(event, deleted)
@@ -121,7 +117,6 @@ class NodeCache:
                     )
             self.records = records
             self.revision = max(self.revision, revision)
-            self._written = {k: r for k, r in self._written.items() if k[1] > self.revision}
             self.feed.history.clear()
             for event in events:
                 self.feed.publish(event)
@@ -139,24 +134,10 @@ class NodeCache:
             self.feed.publish(event)
             self._wake_writers()
 
-    def wrote(self, record: NodeRecord, revision: int) -> None:
-        """On the loop: this replica wrote ``record`` at ``revision``; the watch, bringing
-        it back, takes it as it is rather than decode it again."""
-        with self.lock:
-            if revision <= self.revision:
-                return  # applied already (decoded: the watch was first)
-            written = self._written
-            written[(record.node_id, revision)] = record
-            if len(written) > WRITTEN_MAX:
-                del written[next(iter(written))]
-
-    def _known(self, node_id: str, revision: int) -> NodeRecord | None:
-        """On the loop, as the watch converts an event: the record held for this version."""
-        record = self._written.pop((node_id, revision), None)
-        if record is not None:
-            return record
+    def _held(self, node_id: str, revision: int) -> NodeRecord | None:
+        """On the loop, as the watch converts an event: the record held at ``revision``
+        (a previous value: the same bytes, decoded when they came)."""
         held = self.records.get(node_id)
-        # The cache's copy of a previous value: the same bytes, decoded when it came.
         return held.record if held is not None and held.revision == revision else None
 
     async def caught_up(self, revision: int, timeout: float) -> int:

@@ -3,7 +3,7 @@
 Any number of ``node-registry serve`` processes can share one etcd. Each runs this store,
 on an event loop: its caller's (``EtcdReplica.open``, as ``serve`` runs it: ``aio`` then
 awaits etcd on that loop, and sync calls come from other threads) or one of its own in a
-background thread (the constructor, for sync embedders). It owns:
+background thread (the constructor, for sync embedders; ``store.etcd.loop``). It owns:
 
 - a cache of every node record, fed by the etcd watch (``store.etcd.cache``). Reads never
   wait on etcd; a write returns once this cache has applied it, so a replica reads its own
@@ -11,12 +11,8 @@ background thread (the constructor, for sync embedders). It owns:
   replica, a version another replica issued) get their own etcd watch from that version.
 - heartbeats, recorded in memory and acknowledged, published as a digest each period
   and passed on to the nodes' etcd leases in batches (``store.etcd.renewals``).
-- a seat for the lifecycle controller: a key on this replica's own lease, taken in a
-  transaction when free (``EtcdStore.campaign``); ``leading`` says whether this replica
-  holds it. A replica that cannot reach etcd stops leading at its next tick, well before
-  its lease (``seat_ttl``) runs out and another replica may take the seat. A fenced write
-  (the controller's) compares the revision the seat was created at, in etcd, so a replica
-  that still believes it leads (paused past its lease) cannot write once the seat moved.
+- ticks: its own etcd lease, its digest, the lifecycle controller's seat held or sought,
+  fenced writes, compaction while leading (``store.etcd.coordinator``).
 - the followers of what replicas share besides the nodes: the controller's published
   state, the objects (``store.etcd.shared``).
 
@@ -30,14 +26,12 @@ outage (they could not heartbeat through it).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Coroutine
 from contextlib import suppress
 from datetime import datetime
 from typing import Any, TypeVar
@@ -45,9 +39,7 @@ from typing import Any, TypeVar
 from node_registry.clock import Clock, steady
 from node_registry.errors import (
     NotFoundError,
-    NotLeadingError,
     RegistryError,
-    RevisionCompactedError,
     StoreUnavailableError,
 )
 from node_registry.store.aio import AsyncStorage
@@ -58,7 +50,10 @@ from node_registry.store.base import (
     Sink,
     Versioned,
 )
+from node_registry.store.etcd.awaited import _Awaited
 from node_registry.store.etcd.cache import NodeCache
+from node_registry.store.etcd.coordinator import Coordinator
+from node_registry.store.etcd.loop import ReplicaLoop
 from node_registry.store.etcd.nodes import EtcdStore
 from node_registry.store.etcd.renewals import Renewals
 from node_registry.store.etcd.shared import Objects, SharedStates, follow_shared
@@ -93,8 +88,6 @@ class EtcdReplica:
         self._etcd = etcd
         self.skipped = etcd.skipped
         self._clock = steady(clock)
-        self._seat_ttl = seat_ttl
-        self._period = period
         self._timeout = etcd.timeout
         self._lock = threading.Lock()
         self._cache = NodeCache(etcd, history_size, self._lock)
@@ -109,30 +102,30 @@ class EtcdReplica:
         self._states = SharedStates()
         # The objects (node types) as last read, by kind: see ``objects``.
         self._objects = Objects(etcd.objects)
-        self._compaction_interval = compaction_interval
         self._view = View(self.name, etcd.endpoint, self._clock)
-        self._leading = False
-        #: The revision the controller's seat was created at while this replica holds it:
-        #: what its fenced writes compare.
-        self._seat: int | None = None
-        self._lease: int | None = None
+        self._coordinator = Coordinator(
+            etcd,
+            name=self.name,
+            seat_ttl=seat_ttl,
+            period=period,
+            compaction_interval=compaction_interval,
+            renewals=self._renewals,
+            view=self._view,
+        )
+        self._compaction_interval = compaction_interval
         self._tasks: list[asyncio.Task[None]] = []
         # Relays of watchers outside the cache, reads in the background: closed with it.
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
         self._aio = _Awaited(self)
-        self._thread: threading.Thread | None = None
-        if on_loop:  # ``open``: it starts the replica on the running loop
-            self._loop = asyncio.get_running_loop()
+        # ``open``: it starts the replica on the running loop.
+        self._runner = ReplicaLoop(self.name, etcd.endpoint, self._timeout, own_thread=not on_loop)
+        self._loop = self._runner.loop
+        if on_loop:
             return
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="node-registry-etcd", daemon=True
-        )
-        self._thread.start()
         try:
-            self._call(self._start())
+            self._runner.call(self._start())
         except BaseException:
             self.close()
             raise
@@ -178,8 +171,7 @@ class EtcdReplica:
 
     @property
     def leading(self) -> bool:
-        # A replica whose view is down does not act as controller, seat or not.
-        return self._leading and self._view.current
+        return self._coordinator.leading
 
     @property
     def resumed_at(self) -> datetime | None:
@@ -189,7 +181,7 @@ class EtcdReplica:
         self._view.check()
 
     def get(self, node_id: str) -> Versioned | None:
-        return self._call(self._get(node_id))
+        return self._runner.call(self._get(node_id))
 
     async def _get(self, node_id: str) -> Versioned | None:
         # The read of a read-modify-write: from etcd, so the compare-and-swap that follows
@@ -206,12 +198,11 @@ class EtcdReplica:
     # -- writes: to etcd, then wait for the cache to apply them --------------------------
 
     def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
-        return self._call(self._create(record, renewed_at=renewed_at))
+        return self._runner.call(self._create(record, renewed_at=renewed_at))
 
     async def _create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
         self.check_view()
         revision = await self._etcd.create(record, renewed_at=renewed_at)
-        self._cache.wrote(record, revision)
         self._renewals.written(record.node_id, renewed_at)  # its lease granted with it
         return await self._cache.caught_up(revision, self._timeout)
 
@@ -223,7 +214,7 @@ class EtcdReplica:
         renewed_at: datetime | None = None,
         fenced: bool = False,
     ) -> int:
-        return self._call(
+        return self._runner.call(
             self._update(
                 record, expected_revision=expected_revision, renewed_at=renewed_at, fenced=fenced
             )
@@ -238,11 +229,10 @@ class EtcdReplica:
         fenced: bool = False,
     ) -> int:
         self.check_view()
-        seat = self._fence(fenced)
+        seat = self._coordinator.fence(fenced)
         revision = await self._etcd.update(
             record, expected_revision=expected_revision, renewed_at=renewed_at, seat=seat
         )
-        self._cache.wrote(record, revision)
         if renewed_at is not None:  # EtcdStore.update kept the lease alive too
             self._renewals.written(record.node_id, renewed_at)
         return await self._cache.caught_up(revision, self._timeout)
@@ -255,7 +245,7 @@ class EtcdReplica:
         keep: Binding | None = None,
         fenced: bool = False,
     ) -> int:
-        return self._call(
+        return self._runner.call(
             self._delete(node_id, expected_revision=expected_revision, keep=keep, fenced=fenced)
         )
 
@@ -268,26 +258,14 @@ class EtcdReplica:
         fenced: bool = False,
     ) -> int:
         self.check_view()
-        seat = self._fence(fenced)
+        seat = self._coordinator.fence(fenced)
         revision = await self._etcd.delete(
             node_id, expected_revision=expected_revision, keep=keep, seat=seat
         )
         return await self._cache.caught_up(revision, self._timeout)
 
-    def _fence(self, fenced: bool) -> int | None:
-        """The seat a fenced write compares; ``NotLeadingError`` when this replica holds none."""
-        if not fenced:
-            return None
-        seat = self._seat
-        if seat is None or not self.leading:
-            raise NotLeadingError(
-                f"replica {self.name} does not hold the lifecycle controller's seat; "
-                "its controller's write was refused"
-            )
-        return seat
-
     def binding(self, name: str) -> Binding | None:
-        return self._call(self._binding(name))
+        return self._runner.call(self._binding(name))
 
     async def _binding(self, name: str) -> Binding | None:
         # From etcd, not a cache: a registration through any replica must see it.
@@ -295,7 +273,7 @@ class EtcdReplica:
         return await self._etcd.binding(name)
 
     def forget(self, name: str) -> bool:
-        return self._call(self._forget(name))
+        return self._runner.call(self._forget(name))
 
     async def _forget(self, name: str) -> bool:
         self.check_view()
@@ -325,7 +303,7 @@ class EtcdReplica:
         # Outside the cache's window: a watch of its own, straight from etcd. Without an
         # error sink the caller learns of a too-old version only here, so check first.
         if on_error is None:
-            self._call(self._etcd.check_watchable(since))
+            self._runner.call(self._etcd.check_watchable(since))
         future = asyncio.run_coroutine_threadsafe(self._relay(since, sink, on_error), self._loop)
 
         def cancel_relay() -> None:
@@ -334,34 +312,34 @@ class EtcdReplica:
         return cancel_relay
 
     def publish_state(self, key: str, doc: dict[str, Any]) -> None:
-        self._call(self._publish_state(key, doc))
+        self._runner.call(self._publish_state(key, doc))
 
     async def _publish_state(self, key: str, doc: dict[str, Any]) -> None:
         self.check_view()
-        lease = self._lease
+        lease = self._coordinator.lease
         if lease is None:
             raise StoreUnavailableError(f"replica {self.name} holds no etcd lease yet")
-        await self._etcd.put_state(key, doc, lease, seat=self._fence(True))
+        await self._etcd.put_state(key, doc, lease, seat=self._coordinator.fence(True))
         self._states.put(key, doc)
 
     def shared_state(self, key: str) -> dict[str, Any] | None:
         return self._states.get(key)
 
     def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
-        self._call(self._etcd.put_object(kind, name, doc))
+        self._runner.call(self._etcd.put_object(kind, name, doc))
 
     def delete_object(self, kind: str, name: str) -> bool:
-        return self._call(self._etcd.delete_object(kind, name))
+        return self._runner.call(self._etcd.delete_object(kind, name))
 
     def objects(self, kind: str) -> dict[str, dict[str, Any]]:
-        if self._thread is None and self._on_loop():
+        if self._runner.thread is None and self._runner.on_loop():
             # A sync read on the loop etcd answers on cannot wait for etcd (a listing of
             # an unknown node kind, say): what was read last, and a read again meanwhile.
             task = self._loop.create_task(self._read_objects_quietly(kind))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return self._objects.last(kind)
-        return self._call(self._objects.read(kind))
+        return self._runner.call(self._objects.read(kind))
 
     async def _read_objects_quietly(self, kind: str) -> None:
         with suppress(RegistryError):  # the next read tries again
@@ -369,14 +347,14 @@ class EtcdReplica:
 
     def check_watchable(self, since: int) -> None:
         if not self._cache.covers(since):
-            self._call(self._etcd.check_watchable(since))
+            self._runner.call(self._etcd.check_watchable(since))
 
     async def _check_watchable(self, since: int) -> None:
         if not self._cache.covers(since):
             await self._etcd.check_watchable(since)
 
     def ping(self) -> None:
-        self._call(self._ping())
+        self._runner.call(self._ping())
 
     async def _ping(self) -> None:
         self.check_view()
@@ -390,8 +368,8 @@ class EtcdReplica:
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        if self._thread is None:  # on a loop of its caller's: stopped there if it still runs
-            if self._on_loop():  # cannot wait for itself: closes as soon as this returns
+        if self._runner.thread is None:  # on its caller's loop: stopped there if it still runs
+            if self._runner.on_loop():  # cannot wait for itself: closes as soon as this returns
                 self._closing = self._loop.create_task(self.aclose())
             elif self._loop.is_running():
                 with suppress(Exception):
@@ -399,18 +377,12 @@ class EtcdReplica:
                         self._timeout
                     )
             return
-        if self._thread.is_alive():
-            with suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(self._timeout)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(self._timeout)
-        if not self._thread.is_alive():
-            self._loop.close()
+        self._runner.stop_thread(self._stop)
         self._cache.close()
 
     async def aclose(self) -> None:
         """``close``, awaited on the replica's loop (a replica ``open`` ed on it)."""
-        if self._thread is not None:
+        if self._runner.thread is not None:
             await asyncio.to_thread(self.close)
             return
         if self._closed:
@@ -419,53 +391,13 @@ class EtcdReplica:
         await self._stop(every_task=False)
         self._cache.close()
 
-    # -- the loop thread -----------------------------------------------------------------
-
-    def _on_loop(self) -> bool:
-        try:
-            return asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            return False
-
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the replica's loop and wait for it, bounded by the timeout."""
-        if self._thread is None and self._on_loop():
-            coroutine.close()
-            # Waiting here would stop the loop that is to answer: a bug of the caller's.
-            raise StoreUnavailableError(
-                f"replica {self.name} runs on this event loop: a sync store call from it "
-                "would block the loop; await the replica's ``aio`` instead"
-            )
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        try:
-            return future.result(self._timeout * 2 + 1)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise self._timed_out() from None
-
-    async def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Await ``coroutine`` on the replica's loop: here if it is this one, else one hop."""
-        bound = self._timeout * 2 + 1
-        try:
-            if self._on_loop():
-                async with asyncio.timeout(bound):
-                    return await coroutine
-            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-            return await asyncio.wait_for(asyncio.wrap_future(future), bound)
-        except TimeoutError:
-            raise self._timed_out() from None
-
-    def _timed_out(self) -> StoreUnavailableError:
-        return StoreUnavailableError(
-            f"etcd ({self._etcd.endpoint}) did not answer within {self._timeout} s"
-        )
-
     async def _start(self) -> None:
         await self._cache.load()
         merged, revision = await self._etcd.renewals()
         renewals = self._renewals
         renewals.take_all(merged)
-        await self._tick()
+        coordinator = self._coordinator
+        await coordinator.tick()
         self._view.set_part(STARTING, None)
         spawn = self._loop.create_task
         part = self._part
@@ -496,40 +428,15 @@ class EtcdReplica:
                 ),
                 name="etcd-state",
             ),
-            spawn(self._ticking(), name="etcd-tick"),
+            spawn(coordinator.ticking(), name="etcd-tick"),
             spawn(renewals.keeping_leases(), name="etcd-leases"),
         ]
         if self._compaction_interval > 0:
-            self._tasks.append(spawn(self._compacting(), name="etcd-compaction"))
+            self._tasks.append(spawn(coordinator.compacting(), name="etcd-compaction"))
 
     def _part(self, part: str) -> functools.partial[None]:
         """What the follower of ``part`` of the view reports its state to."""
         return functools.partial(self._view.set_part, part)
-
-    async def _compacting(self) -> None:
-        """Compact etcd's history as the Kubernetes API server does, while leading.
-
-        Renewal digests add a revision per replica and period; without compaction etcd's
-        database grows until it hits its quota. Every interval the leader compacts up to
-        the revision it saw one interval earlier, so a watcher may lag by one interval.
-        """
-        mark: int | None = None
-        while True:
-            await asyncio.sleep(self._compaction_interval)
-            if not self._leading:
-                mark = None
-                continue
-            try:
-                if mark is not None:
-                    await self._etcd.compact(mark)
-                    log.info("replica %s compacted etcd history up to %d", self.name, mark)
-                mark = await self._etcd.revision()
-            except RevisionCompactedError:
-                mark = None  # someone compacted further already
-            except RegistryError as error:
-                log.warning("replica %s: compaction failed (%s); next interval", self.name, error)
-            except Exception:  # a bug must not end compaction for good
-                log.exception("replica %s: compaction failed", self.name)
 
     async def _stop(self, *, every_task: bool = True) -> None:
         for task in self._tasks:
@@ -537,9 +444,7 @@ class EtcdReplica:
         for task in self._tasks:
             with suppress(BaseException):
                 await task
-        if self._lease is not None:
-            # Hand the controller seat over now rather than after seat_ttl.
-            await self._etcd.release(self._lease)
+        await self._coordinator.release()
         for task in list(self._background):  # relays of open watchers, background reads
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -550,32 +455,6 @@ class EtcdReplica:
         for task in others:  # grpc's own
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-
-    async def _ticking(self) -> None:
-        while True:
-            await asyncio.sleep(self._period)
-            await self._tick()
-
-    async def _tick(self) -> None:
-        """Keep this replica's lease, publish its renewals, hold or seek the controller seat."""
-        try:
-            if self._lease is not None and not await self._etcd.keep(self._lease):
-                log.warning("replica %s: its etcd lease ran out; taking a new one", self.name)
-                self._lease = None
-            if self._lease is None:
-                self._set_leading(False)
-                self._lease = await self._etcd.grant(self._seat_ttl)
-            await self._renewals.publish(self._lease)
-            holder, seat = await self._etcd.campaign(self.name, self._lease)
-        except Exception as error:
-            if not isinstance(error, RegistryError):
-                log.exception("replica %s: tick failed", self.name)
-            self._set_leading(False)
-            self._view.set_part("ticks", error)
-            return
-        self._seat = seat if holder == self.name else None
-        self._set_leading(holder == self.name)
-        self._view.set_part("ticks", None)
 
     async def _relay(self, since: int, sink: Sink, on_error: ErrorSink | None) -> None:
         """A watcher's own etcd watch (``NodeCache.relay``), closed with the replica."""
@@ -590,101 +469,6 @@ class EtcdReplica:
     def _forget_node(self, node_id: str) -> None:
         """Under the lock: a deleted node's renewals and lease bookkeeping go with it."""
         self._renewals.forget(node_id)
-
-    def _set_leading(self, leading: bool) -> None:
-        if not leading:
-            self._seat = None
-        if leading != self._leading:
-            self._leading = leading
-            if leading:
-                log.warning("replica %s now runs the lifecycle controller", self.name)
-            else:
-                log.warning("replica %s no longer runs the lifecycle controller", self.name)
-
-
-class _Awaited:
-    """``EtcdReplica.aio``: the replica's calls that wait on etcd, as coroutines."""
-
-    def __init__(self, replica: EtcdReplica) -> None:
-        self._replica = replica
-
-    def __repr__(self) -> str:
-        return f"{self._replica!r}.aio"
-
-    async def get(self, node_id: str) -> Versioned | None:
-        replica = self._replica
-        return await replica._run(replica._get(node_id))
-
-    async def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
-        replica = self._replica
-        return await replica._run(replica._create(record, renewed_at=renewed_at))
-
-    async def update(
-        self,
-        record: NodeRecord,
-        *,
-        expected_revision: int,
-        renewed_at: datetime | None = None,
-        fenced: bool = False,
-    ) -> int:
-        replica = self._replica
-        return await replica._run(
-            replica._update(
-                record, expected_revision=expected_revision, renewed_at=renewed_at, fenced=fenced
-            )
-        )
-
-    async def delete(
-        self,
-        node_id: str,
-        *,
-        expected_revision: int | None = None,
-        keep: Binding | None = None,
-        fenced: bool = False,
-    ) -> int:
-        replica = self._replica
-        return await replica._run(
-            replica._delete(node_id, expected_revision=expected_revision, keep=keep, fenced=fenced)
-        )
-
-    async def renew(self, node_id: str, at: datetime) -> None:
-        replica = self._replica
-        await replica._run(replica._renew(node_id, at))
-
-    async def binding(self, name: str) -> Binding | None:
-        replica = self._replica
-        return await replica._run(replica._binding(name))
-
-    async def forget(self, name: str) -> bool:
-        replica = self._replica
-        return await replica._run(replica._forget(name))
-
-    async def objects(self, kind: str) -> dict[str, dict[str, Any]]:
-        replica = self._replica
-        return await replica._run(replica._objects.read(kind))
-
-    async def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
-        replica = self._replica
-        await replica._run(replica._etcd.put_object(kind, name, doc))
-
-    async def delete_object(self, kind: str, name: str) -> bool:
-        replica = self._replica
-        return await replica._run(replica._etcd.delete_object(kind, name))
-
-    async def publish_state(self, key: str, doc: dict[str, Any]) -> None:
-        replica = self._replica
-        await replica._run(replica._publish_state(key, doc))
-
-    async def check_watchable(self, since: int) -> None:
-        replica = self._replica
-        await replica._run(replica._check_watchable(since))
-
-    async def ping(self) -> None:
-        replica = self._replica
-        await replica._run(replica._ping())
-
-    async def close(self) -> None:
-        await self._replica.aclose()
 
 
 __all__ = ["EtcdReplica"]
