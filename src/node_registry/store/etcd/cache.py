@@ -41,6 +41,7 @@ class NodeCache:
 
     def __init__(self, etcd: EtcdStore, history_size: int, lock: threading.Lock) -> None:
         self._etcd = etcd
+        etcd.follow_own_writes()  # this cache's feed takes them back
         self.lock = lock
         self.records: dict[str, Versioned] = {}
         self.revision = 0

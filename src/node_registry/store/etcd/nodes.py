@@ -80,6 +80,11 @@ class EtcdStore(EtcdCoordination):
         """Records this store is writing or wrote, until its replica's feed sees them."""
         return Written()
 
+    def follow_own_writes(self) -> None:
+        """Note each record this store writes from now on, for the one watch given ``held``
+        (its replica's feed) to take back undecoded; a store nothing follows notes none."""
+        self._written.followed = True
+
     def __repr__(self) -> str:
         return (
             f"EtcdStore({self._endpoint!r}, prefix={self._prefix!r}, "
@@ -392,8 +397,6 @@ class EtcdStore(EtcdCoordination):
         comes as it was written, and a previous value ``held`` has as it is there: only
         the writes of others are decoded.
         """
-        if held is not None:
-            self._written.followed = True
         current = await self.revision()
         if since > current:
             raise _future_revision(since, current)
