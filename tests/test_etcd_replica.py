@@ -169,3 +169,27 @@ def test_a_watch_that_fails_to_open_never_shows_the_view_current(
     feed_lines = [r.getMessage() for r in caplog.records if "etcd feed" in r.getMessage()]
     assert feed_lines[0].endswith("etcd feed down (injected: the watch broke)"), feed_lines
     assert feed_lines[-1].endswith("etcd feed up"), feed_lines
+
+
+def test_a_keepalive_on_a_stream_that_ended_is_etcd_unreachable_then_works_again(
+    shared_etcd: EtcdServer, prefix: str
+) -> None:
+    """grpc refuses a write on a stream that ended before its reader noticed (etcd went
+    away): that must be ``StoreUnavailableError``, which the ticks and the lease keepalives
+    handle (a tick's part down, a keepalive due again next period), not a bare asyncio
+    error that they log as a bug; and the next renewal opens a new stream."""
+
+    async def scenario() -> None:
+        store = EtcdStore(shared_etcd.endpoint, prefix=prefix, timeout=2)
+        try:
+            lease = await store.grant(5)
+            assert await store.keep(lease)
+            # The stream ends now; its reader has not run since, so nothing noticed yet.
+            store._keepalives._call.cancel()
+            with pytest.raises(StoreUnavailableError, match="keepalive stream ended"):
+                await store.keep(lease)
+            assert await store.keep(lease)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())

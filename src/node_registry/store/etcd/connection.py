@@ -327,7 +327,15 @@ class _KeepAlives:
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._write_lock:
-                    await call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
+                    try:
+                        await call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
+                    except asyncio.InvalidStateError:
+                        # grpc's word for a stream that ended before its reader noticed
+                        # (etcd went away): an unreachable etcd, not a bug, and the next
+                        # renewal opens a new stream.
+                        if self._call is call:
+                            self._call = None
+                        raise ConnectionError("the lease keepalive stream ended") from None
                 return await waiter
         finally:
             # Its reply (if one comes) still pops it, keeping the queue in request order.
