@@ -910,6 +910,8 @@ def test_a_frozen_member_costs_one_attempt_and_the_watch_moves_to_the_next() -> 
         node_id = registry.register(passport("alpha")).node_id
         watch = registry.watch(registry.resource_version)
         stack.callback(watch.close)
+        metrics = Metrics(registry)
+        assert _failovers_metric(metrics) == 0.0
         frozen = next(m for m in members.members if m.endpoint == etcd.member)
         assert frozen.process is not None
         frozen.process.send_signal(signal.SIGSTOP)
@@ -919,6 +921,7 @@ def test_a_frozen_member_costs_one_attempt_and_the_watch_moves_to_the_next() -> 
             took = time.monotonic() - started
             assert etcd.member != frozen.endpoint
             assert etcd.failovers >= 1
+            assert _failovers_metric(metrics) == etcd.failovers
             # One attempt on the frozen member (1 s), then the next one; never the 3 s timeout.
             assert took < 2.5, took
             event = watch.next(WAIT)  # the watch went on from the next member
@@ -927,3 +930,10 @@ def test_a_frozen_member_costs_one_attempt_and_the_watch_moves_to_the_next() -> 
             registry.ping()
         finally:
             frozen.process.send_signal(signal.SIGCONT)
+
+
+def _failovers_metric(metrics: Metrics) -> float:
+    for line in generate_latest(metrics.collectors).decode().splitlines():
+        if line.startswith("node_registry_store_failovers_total "):
+            return float(line.split()[1])
+    raise AssertionError("no node_registry_store_failovers_total in /metrics")

@@ -170,6 +170,10 @@ class EtcdReplica:
         return self._cache.revision
 
     @property
+    def failovers(self) -> int:
+        return self._etcd.failovers
+
+    @property
     def leading(self) -> bool:
         return self._coordinator.leading
 
