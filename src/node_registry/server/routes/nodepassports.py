@@ -12,6 +12,7 @@ an object before it patches it). The writes are ``nodepassport_writes``'.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from node_registry.kube.table import IncludeObject, nodes_table, row_object
 from node_registry.passport.models import API_GROUP, KIND
 from node_registry.passport.verification import strict_labels, trusted
 from node_registry.registry import EventType, NodeList, RegistryEntry, WatchEvent
+from node_registry.registry.aio import SELECT_CHUNK
 from node_registry.selectors import Selector
 from node_registry.server.auth import (
     Principal,
@@ -172,7 +174,7 @@ async def list_nodepassports(
         # The token's snapshot was filtered by the first page's selectors.
         page = ctx.pages.next(continue_, limit)
     else:
-        found = select(ctx, selector, fields)
+        found = await select(ctx, selector, fields)
         page = ctx.pages.first(found.items, found.resource_version, limit)
     if shape is Shape.TABLE:
         table = nodes_table(
@@ -197,12 +199,19 @@ async def list_nodepassports(
     return _respond(doc, Shape.METADATA_LIST)
 
 
-def select(ctx: ServerContext, selector: Selector, fields: FieldSelector) -> NodeList:
-    """The nodes (label, field) selectors pick, with the version they were read at."""
-    found = ctx.registry.sync.select(selector=selector, only_verified=fields.only_verified)
+async def select(ctx: ServerContext, selector: Selector, fields: FieldSelector) -> NodeList:
+    """The nodes (label, field) selectors pick, with the version they were read at; built
+    and filtered a chunk at a time, the loop handed back between chunks."""
+    found = await ctx.registry.select(selector=selector, only_verified=fields.only_verified)
     if fields.empty():
         return found
-    return NodeList([e for e in found.items if fields.matches(e)], found.resource_version)
+    items = found.items
+    kept: list[RegistryEntry] = []
+    for start in range(0, len(items), SELECT_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        kept += [e for e in items[start : start + SELECT_CHUNK] if fields.matches(e)]
+    return NodeList(kept, found.resource_version)
 
 
 def _verified(selector: Selector, fields: FieldSelector) -> EntryFilter:
@@ -310,7 +319,7 @@ async def _watch(
     if not since:
         # Kubernetes' "get state and start at most recent": the nodes now, as ADDED, then
         # every change after the version they were read at.
-        found = select(ctx, selector, fields)
+        found = await select(ctx, selector, fields)
         since = found.resource_version
         initial = _added_frames(found.items, encoding)
     if fields.only_verified:
