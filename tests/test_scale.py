@@ -479,3 +479,42 @@ def test_the_index_keeps_every_node_in_name_order_through_churn(registry: Regist
         listed = [e.name for e in registry.list_nodes().items]
         assert listed == sorted(listed), step
         assert len(listed) == len(registry._index)
+
+
+def watched(http: httpx.Client, since: str, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` events of a watch from ``since``."""
+    params = {"watch": "true", "resourceVersion": since, "timeoutSeconds": "10"}
+    events: list[dict[str, Any]] = []
+    with http.stream("GET", f"{API}/nodepassports", params=params) as response:
+        for line in response.iter_lines():
+            if line:
+                events.append(json.loads(line))
+            if len(events) == count:
+                break
+    return events
+
+
+def test_a_watch_and_a_list_of_one_stored_version_encode_it_once_between_them(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    names = ["pending-d", "plain-a", "unicode-b", "unready-c"]
+    since = http.get(f"{API}/nodepassports").json()["metadata"]["resourceVersion"]
+    encoded = encodes(monkeypatch)
+    for name in names:
+        registry.update_status(registry.id_of(name), current_tasks=3)
+    events = watched(http, since, len(names))
+    assert [e["type"] for e in events] == ["MODIFIED"] * len(names)
+    assert encoded == names  # the watch encoded each new version once
+    listed = http.get(f"{API}/nodepassports").json()["items"]
+    assert encoded == names  # and the list joined those bytes: none encoded again
+    assert [e["object"] for e in events] == listed  # the same objects either way
+    # The other way round: a version listed first is not encoded again for a watch.
+    since = http.get(f"{API}/nodepassports").json()["metadata"]["resourceVersion"]
+    registry.update_status(registry.id_of("plain-a"), current_tasks=1)
+    relisted = http.get(f"{API}/nodepassports").json()["items"]
+    assert encoded[len(names) :] == ["plain-a"]
+    (event,) = watched(http, since, 1)
+    assert encoded[len(names) :] == ["plain-a"]
+    assert event["object"] == relisted[1]

@@ -230,13 +230,13 @@ def _verified(selector: Selector, fields: FieldSelector) -> EntryFilter:
 # -- watch -----------------------------------------------------------------------------------
 
 
-def _event_type(event: WatchEvent) -> str:
+def _event_type(kind: EventType) -> str:
     # Kubernetes has no HEALTH_CHANGED: a transition is a MODIFIED whose healthState changed.
-    return EventType.MODIFIED.value if event.type is EventType.HEALTH_CHANGED else event.type.value
+    return EventType.MODIFIED.value if kind is EventType.HEALTH_CHANGED else kind.value
 
 
 def _object_event(event: WatchEvent) -> dict[str, Any]:
-    return {"type": _event_type(event), "object": entry_to_object(event.entry)}
+    return {"type": _event_type(event.type), "object": entry_to_object(event.entry)}
 
 
 def _bookmark(resource_version: int) -> dict[str, Any]:
@@ -250,7 +250,20 @@ def _bookmark(resource_version: int) -> dict[str, Any]:
     }
 
 
-OBJECT_ENCODING = Encoding(_object_event, _bookmark)
+#: ``{"type":"…","object":`` per event type, before the object's bytes.
+_FRAME_HEADS = {t: b'{"type":"' + _event_type(t).encode() + b'","object":' for t in EventType}
+
+
+def _object_frame(event: WatchEvent) -> bytes:
+    """The event's line from its stored version's cached JSON (``object_bytes``), which a
+    list of that version reuses; a node that cannot be sent so is encoded whole, as before."""
+    try:
+        return _FRAME_HEADS[event.type] + object_bytes(event.entry) + b"}\n"
+    except UNSENDABLE:
+        return ndjson_frame(_object_event(event), event.resource_version)
+
+
+OBJECT_ENCODING = Encoding(_object_event, _bookmark, _object_frame)
 
 
 _TABLE_ENCODINGS: dict[tuple[IncludeObject, int], Encoding] = {}
@@ -272,7 +285,7 @@ def _table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
     def event(ev: WatchEvent) -> dict[str, Any]:
         table = nodes_table([ev.entry], clock.now(), include=include)
         table["metadata"] = {"resourceVersion": str(ev.resource_version)}
-        return {"type": _event_type(ev), "object": table}
+        return {"type": _event_type(ev.type), "object": table}
 
     def bookmark(resource_version: int) -> dict[str, Any]:
         return {
@@ -292,14 +305,11 @@ def _table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
 def _added_frames(items: list[RegistryEntry], encoding: Encoding) -> Iterator[bytes]:
     """The current nodes as ADDED lines; objects from their stored versions' cached JSON."""
     for entry in items:
-        if encoding is OBJECT_ENCODING:
-            try:
-                yield b'{"type":"ADDED","object":' + object_bytes(entry) + b"}\n"
-                continue
-            except UNSENDABLE:
-                pass  # encoded whole below: the frame's own encoding says what is wrong
         event = WatchEvent(EventType.ADDED, entry, entry.resource_version)
-        yield ndjson_frame(encoding.event(event), 0)
+        if encoding.ndjson is not None:
+            yield encoding.ndjson(event)
+        else:
+            yield ndjson_frame(encoding.event(event), 0)
 
 
 async def _watch(
