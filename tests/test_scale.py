@@ -25,8 +25,15 @@ from conftest import BACKENDS, passport
 from live_server import make_app, serve
 from node_registry import AsyncRegistry, FakeClock, Registry, load_settings
 from node_registry.errors import NotFoundError
-from node_registry.kube import objects
-from node_registry.kube.objects import dumps, entry_to_object, list_to_object, object_bytes
+from node_registry.kube import objects, table
+from node_registry.kube.objects import (
+    dumps,
+    entry_to_object,
+    list_to_object,
+    object_bytes,
+    partial_object_metadata,
+)
+from node_registry.kube.table import COLUMN_DEFINITIONS, IncludeObject, nodes_table
 from node_registry.passport import load_passport
 from node_registry.registry import aio, index
 from node_registry.selectors import as_selector
@@ -518,3 +525,108 @@ def test_a_watch_and_a_list_of_one_stored_version_encode_it_once_between_them(
     (event,) = watched(http, since, 1)
     assert encoded[len(names) :] == ["plain-a"]
     assert event["object"] == relisted[1]
+
+
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+
+
+def encodings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What gets built from a stored version from now on: its Table cells, its object (as a
+    document, or as the cached JSON's fragments)."""
+    made: list[str] = []
+    for module, name in [
+        (table, "cells"),
+        (table, "entry_to_object"),
+        (objects, "entry_to_object"),
+        (objects, "_fragments"),
+    ]:
+        original = getattr(module, name)
+
+        def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
+            made.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(module, name, counted)
+    return made
+
+
+@pytest.mark.parametrize("include", list(IncludeObject))
+def test_a_table_list_joins_rows_each_stored_version_keeps(
+    app: FastAPI,
+    http: httpx.Client,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    include: IncludeObject,
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    made = encodings(monkeypatch)
+    params = {"includeObject": include.value}
+    for step in range(3):
+        found = registry.list_nodes()
+        expected = nodes_table(
+            found.items, clock.now(), include=include, resource_version=found.resource_version
+        )
+        before = len(made)  # the expected table's own building left out
+        response = http.get(f"{API}/nodepassports", params=params, headers={"Accept": TABLE})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/json;as=Table")
+        assert response.content == dumps(expected)  # byte for byte what JSONResponse made
+        if step:
+            assert made[before:] == []  # cells and objects from the kept bytes
+        else:
+            assert made[before:].count("cells") == 4  # once per stored version
+        clock.advance(21)  # health and both ages move; the kept cells do not
+
+
+def test_a_metadata_list_joins_what_each_stored_version_keeps(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    made = encodings(monkeypatch)
+    headers = {"Accept": METADATA_LIST}
+    first = http.get(f"{API}/nodepassports", headers=headers)
+    assert len(made) == 4
+    found = registry.list_nodes()
+    doc = list_to_object(found.items, found.resource_version)
+    expected = {
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadataList",
+        "metadata": doc["metadata"],
+        "items": [partial_object_metadata(item) for item in doc["items"]],
+    }
+    assert first.content == dumps(expected)
+    before = len(made)
+    assert http.get(f"{API}/nodepassports", headers=headers).content == first.content
+    assert made[before:] == []
+    registry.update_status(registry.id_of("plain-a"), current_tasks=2)
+    http.get(f"{API}/nodepassports", headers=headers)
+    assert made[before:] == ["entry_to_object"]  # only the new version
+
+
+def test_a_table_watch_and_a_table_list_share_each_versions_row(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    since = http.get(f"{API}/nodepassports").json()["metadata"]["resourceVersion"]
+    made = encodings(monkeypatch)
+    registry.update_status(registry.id_of("plain-a"), current_tasks=2)
+    params = {"watch": "true", "resourceVersion": since, "timeoutSeconds": "10"}
+    with http.stream(
+        "GET", f"{API}/nodepassports", params=params, headers={"Accept": TABLE}
+    ) as response:
+        line = next(line for line in response.iter_lines() if line)
+    event = json.loads(line)
+    assert event["type"] == "MODIFIED"
+    (row,) = event["object"]["rows"]
+    assert event["object"]["metadata"] == {"resourceVersion": str(registry.resource_version)}
+    assert event["object"]["columnDefinitions"] == COLUMN_DEFINITIONS
+    assert row["cells"][:5] == ["plain-a", "agent", "ALIVE", "Running", "2/4"]
+    assert made.count("cells") == 1
+    before = len(made)
+    rows = http.get(f"{API}/nodepassports", headers={"Accept": TABLE}).json()["rows"]
+    assert made[before:].count("cells") == 3  # the three other nodes' versions, not plain-a's
+    assert rows[1] == row

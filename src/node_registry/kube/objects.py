@@ -29,7 +29,14 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from node_registry import errors
-from node_registry.kube.meta import KubeModel, ListMeta, list_meta, rfc3339, rfc3339_micro
+from node_registry.kube.meta import (
+    META_GROUP_VERSION,
+    KubeModel,
+    ListMeta,
+    list_meta,
+    rfc3339,
+    rfc3339_micro,
+)
 from node_registry.passport import API_VERSION, KIND, NodePassport
 from node_registry.passport import Metadata as PassportMetadata
 from node_registry.passport import Status as PassportStatus
@@ -273,6 +280,37 @@ def object_bytes(entry: RegistryEntry) -> bytes:
     )
 
 
+def partial_object_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    """A NodePassport object's ``PartialObjectMetadata`` (what ``kubectl get`` rows carry)."""
+    return {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "PartialObjectMetadata",
+        "metadata": obj["metadata"],
+    }
+
+
+_METADATA_BYTES = "PartialObjectMetadata JSON"
+
+
+def metadata_bytes(entry: RegistryEntry) -> bytes:
+    """``dumps(partial_object_metadata(entry_to_object(entry)))``, once per stored version.
+
+    Nothing in an object's metadata is judged at the read (health, last seen are status),
+    so the whole document is kept in the version's memo, as ``object_bytes`` keeps its
+    fragments, and goes with the version.
+    """
+    memo = entry.memo
+    if memo is not None:
+        cached = memo.get(_METADATA_BYTES)
+        if cached is not None and cached[0] is entry.passport:
+            kept: bytes = cached[1]
+            return kept
+    data = dumps(partial_object_metadata(entry_to_object(entry)))
+    if memo is not None:
+        memo[_METADATA_BYTES] = (entry.passport, data)
+    return data
+
+
 def _seen(moment: datetime, memo: dict[Any, Any]) -> bytes:
     # A node renews every 10 s: lists in between find its last renewal already formatted.
     cached = memo.get(_SEEN_BYTES)
@@ -459,8 +497,10 @@ __all__ = [
     "lease_object",
     "list_head",
     "list_to_object",
+    "metadata_bytes",
     "object_bytes",
     "object_to_entry",
+    "partial_object_metadata",
     "passport_of",
     "stamp_conditions",
 ]
