@@ -20,8 +20,6 @@ carries them (a node that sent a field of the same name has it replaced, not mer
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -48,6 +46,7 @@ from node_registry.passport.verification import (
     claim_states,
 )
 from node_registry.passport.versions import translate_pydantic_error
+from node_registry.registry.decide import ready_to_work
 from node_registry.registry.entry import RegistryEntry
 from node_registry.registry.registry import is_schedulable
 from node_registry.store import HealthState
@@ -222,10 +221,7 @@ def entry_to_object(entry: RegistryEntry) -> dict[str, Any]:
 
 def _object(entry: RegistryEntry, health: str, seen: str, schedulable: Any) -> dict[str, Any]:
     doc = entry.passport.to_dict()
-    meta = doc["metadata"]
-    meta["creationTimestamp"] = rfc3339(entry.registered_at)
-    meta["resourceVersion"] = str(entry.resource_version)
-    meta["generation"] = entry.generation
+    _add_metadata(doc["metadata"], entry)
     status = doc.setdefault("status", {})
     status["healthState"] = health
     status["lastSeen"] = seen
@@ -234,6 +230,12 @@ def _object(entry: RegistryEntry, health: str, seen: str, schedulable: Any) -> d
     if entry.verification:
         _add_verification(status, entry)
     return doc
+
+
+def _add_metadata(meta: dict[str, Any], entry: RegistryEntry) -> None:
+    meta["creationTimestamp"] = rfc3339(entry.registered_at)
+    meta["resourceVersion"] = str(entry.resource_version)
+    meta["generation"] = entry.generation
 
 
 def dumps(doc: Any) -> bytes:
@@ -247,7 +249,7 @@ def dumps(doc: Any) -> bytes:
 # judged from the clock at each read). Should a passport hold the same text, the split
 # does not find each exactly once, in order, and that version is encoded whole every time.
 _HEALTH, _SEEN, _SCHEDULABLE = "\x00health\x00", "\x00seen\x00", "\x00schedulable\x00"
-_SPLIT = re.compile(b"|".join(re.escape(dumps(s)) for s in (_HEALTH, _SEEN, _SCHEDULABLE)))
+_STAND_INS = tuple(dumps(s) for s in (_HEALTH, _SEEN, _SCHEDULABLE))
 _HEALTH_BYTES = {state: dumps(state.value) for state in HealthState}
 _OBJECT_BYTES = "NodePassport JSON"
 _SEEN_BYTES = "lastSeen JSON"
@@ -305,7 +307,11 @@ def metadata_bytes(entry: RegistryEntry) -> bytes:
         if cached is not None and cached[0] is entry.passport:
             kept: bytes = cached[1]
             return kept
-    data = dumps(partial_object_metadata(entry_to_object(entry)))
+    # Only the metadata is dumped: a tenth of the passport, and dumped with the same options
+    # as ``to_dict`` (``entry_to_object``'s metadata, key for key).
+    meta = entry.passport.metadata.model_dump(mode="json", by_alias=True, exclude_none=True)
+    _add_metadata(meta, entry)
+    data = dumps(partial_object_metadata({"metadata": meta}))
     if memo is not None:
         memo[_METADATA_BYTES] = (entry.passport, data)
     return data
@@ -326,12 +332,17 @@ def _fragments(
     entry: RegistryEntry,
 ) -> tuple[NodePassport, tuple[bytes, bytes, bytes, bytes] | None, bool]:
     text = dumps(_object(entry, _HEALTH, _SEEN, _SCHEDULABLE))
-    pieces = _SPLIT.split(text)
-    found = _SPLIT.findall(text)
-    schedulable_if_alive = is_schedulable(replace(entry, health_state=HealthState.ALIVE))
-    if len(pieces) != 4 or [dumps(s) for s in (_HEALTH, _SEEN, _SCHEDULABLE)] != found:
+    schedulable_if_alive = ready_to_work(entry.passport)
+    health, seen, schedulable = _STAND_INS
+    first, _, rest = text.partition(health)
+    second, _, rest = rest.partition(seen)
+    third, _, fourth = rest.partition(schedulable)
+    # Each stand-in exactly once, in this order, or the split is not the object's.
+    if any(text.count(stand_in) != 1 for stand_in in _STAND_INS) or not (
+        len(first) < text.find(seen) < text.find(schedulable)
+    ):
         return entry.passport, None, schedulable_if_alive
-    return entry.passport, (pieces[0], pieces[1], pieces[2], pieces[3]), schedulable_if_alive
+    return entry.passport, (first, second, third, fourth), schedulable_if_alive
 
 
 def _add_verification(status: dict[str, Any], entry: RegistryEntry) -> None:
