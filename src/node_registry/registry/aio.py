@@ -218,8 +218,9 @@ class AsyncRegistry:
     ) -> NodeList:
         """``Registry.select``, its entries built ``SELECT_CHUNK`` nodes at a time with the
         loop handed back between chunks: a list of 100,000 nodes holds up heartbeats for one
-        chunk's few milliseconds at a time, not for its whole length. The answer is the one
-        ``Registry.select`` gives at the instant this was called."""
+        chunk's few milliseconds at a time, not for its whole length. The nodes are the ones
+        stored at the instant this was called, judged at that instant (a renewal arriving
+        meanwhile counts, as seen then)."""
         selection = self._sync.selection(kind, selector, only_healthy, only_verified)
         items: list[RegistryEntry] = []
         total = len(selection)

@@ -18,6 +18,7 @@ sorting 100,000 nodes per read would hold the event loop for one block that grow
 from __future__ import annotations
 
 import bisect
+import operator
 import threading
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
@@ -43,10 +44,11 @@ MAX_KEPT = 256
 SORT_AT_ONCE = 1000
 
 
-def order_key(versioned: Versioned) -> tuple[str, str]:
-    """A list's order: by name, then id (two nodes may hold one name between two events)."""
-    record = versioned.record
-    return record.name, record.node_id
+#: A list's order: by name, then id (two nodes may hold one name between two events); an
+#: attrgetter, as sorting and bisecting call it in C.
+order_key: Callable[[Versioned], tuple[str, str]] = operator.attrgetter(
+    "record.name", "record.node_id"
+)
 
 
 @dataclass(frozen=True, slots=True)
