@@ -631,3 +631,22 @@ def test_a_table_watch_and_a_table_list_share_each_versions_row(
     rows = http.get(f"{API}/nodepassports", headers={"Accept": TABLE}).json()["rows"]
     assert made[before:].count("cells") == 3  # the three other nodes' versions, not plain-a's
     assert rows[1] == row
+
+
+def test_what_a_stored_version_keeps_adds_nothing_to_a_full_collection(
+    app: FastAPI, http: httpx.Client
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    http.get(f"{API}/nodepassports")
+    http.get(f"{API}/nodepassports", headers={"Accept": TABLE})
+    http.get(f"{API}/nodepassports", headers={"Accept": METADATA_LIST})
+    # A collection untracks a tuple holding only untracked values; a nested one, the next.
+    gc.collect()
+    gc.collect()
+    for name in ("plain-a", "unicode-b", "unready-c", "pending-d"):
+        versioned = registry._index.get(registry.id_of(name))
+        assert versioned is not None
+        kept = [value for key, value in versioned.memo.items() if isinstance(key, str)]
+        assert len(kept) == 4  # the object's fragments, last seen, Table cells, metadata
+        assert [v for v in kept if gc.is_tracked(v)] == [], name

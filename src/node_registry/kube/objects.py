@@ -253,6 +253,11 @@ _STAND_INS = tuple(dumps(s) for s in (_HEALTH, _SEEN, _SCHEDULABLE))
 _HEALTH_BYTES = {state: dumps(state.value) for state in HealthState}
 _OBJECT_BYTES = "NodePassport JSON"
 _SEEN_BYTES = "lastSeen JSON"
+# What a version keeps is tagged with the id of the passport it was made from, not the
+# passport: a tuple of ints and bytes leaves the garbage collector's lists, so 100,000
+# versions' caches add nothing to a full collection. The id is that passport's while the
+# version lives (its record, or its memo for the shown one, holds it), so an equal id is
+# the same passport; an entry given another passport finds the id differ.
 
 
 def object_bytes(entry: RegistryEntry) -> bytes:
@@ -266,7 +271,7 @@ def object_bytes(entry: RegistryEntry) -> bytes:
     if memo is None:  # not a stored version's (a client's entry): nowhere to keep it
         return dumps(entry_to_object(entry))
     cached = memo.get(_OBJECT_BYTES)
-    if cached is None or cached[0] is not entry.passport:
+    if cached is None or cached[0] != id(entry.passport):
         cached = _fragments(entry)
         if cached[1] is not None:
             memo[_OBJECT_BYTES] = cached
@@ -304,7 +309,7 @@ def metadata_bytes(entry: RegistryEntry) -> bytes:
     memo = entry.memo
     if memo is not None:
         cached = memo.get(_METADATA_BYTES)
-        if cached is not None and cached[0] is entry.passport:
+        if cached is not None and cached[0] == id(entry.passport):
             kept: bytes = cached[1]
             return kept
     # Only the metadata is dumped: a tenth of the passport, and dumped with the same options
@@ -313,7 +318,7 @@ def metadata_bytes(entry: RegistryEntry) -> bytes:
     _add_metadata(meta, entry)
     data = dumps(partial_object_metadata({"metadata": meta}))
     if memo is not None:
-        memo[_METADATA_BYTES] = (entry.passport, data)
+        memo[_METADATA_BYTES] = (id(entry.passport), data)
     return data
 
 
@@ -330,7 +335,7 @@ def _seen(moment: datetime, memo: dict[Any, Any]) -> bytes:
 
 def _fragments(
     entry: RegistryEntry,
-) -> tuple[NodePassport, tuple[bytes, bytes, bytes, bytes] | None, bool]:
+) -> tuple[int, tuple[bytes, bytes, bytes, bytes] | None, bool]:
     text = dumps(_object(entry, _HEALTH, _SEEN, _SCHEDULABLE))
     schedulable_if_alive = ready_to_work(entry.passport)
     health, seen, schedulable = _STAND_INS
@@ -341,8 +346,8 @@ def _fragments(
     if any(text.count(stand_in) != 1 for stand_in in _STAND_INS) or not (
         len(first) < text.find(seen) < text.find(schedulable)
     ):
-        return entry.passport, None, schedulable_if_alive
-    return entry.passport, (first, second, third, fourth), schedulable_if_alive
+        return id(entry.passport), None, schedulable_if_alive
+    return id(entry.passport), (first, second, third, fourth), schedulable_if_alive
 
 
 def _add_verification(status: dict[str, Any], entry: RegistryEntry) -> None:

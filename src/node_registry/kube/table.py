@@ -193,8 +193,9 @@ def row_bytes(entry: RegistryEntry, now: datetime, include: IncludeObject) -> by
     """
     memo = entry.memo
     cached = None if memo is None else memo.get(_CELLS_BYTES)
-    if cached is None or cached[0] is not entry.passport:
-        cached = (entry.passport, _cell_parts(entry, now))
+    # Tagged with the passport's id, as ``object_bytes``' fragments are (see there).
+    if cached is None or cached[0] != id(entry.passport):
+        cached = (id(entry.passport), _cell_parts(entry, now))
         if memo is not None:
             memo[_CELLS_BYTES] = cached
     head, middle, tail = cached[1]
