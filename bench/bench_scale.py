@@ -4,10 +4,13 @@ For each size, a server process (pinned to CPU 0) stores that many seeded-random
 in process (``bench_registry.make_passports``), starts the real app under uvicorn and, on its
 own loop before any load, measures: the CPU of a full NodePassport list and of every page of
 a paginated one (``limit=500``), of a ``/metrics`` scrape, a full garbage collection's pause,
-and ``find_nodes`` with a ~1 % matchLabels selector. Then this process (pinned to CPU 1, raw
-asyncio sockets) renews leases open loop for ``--seconds`` twice: alone, then beside a full
-list every 2 s, a scrape every second and a full collection in the server every 2 s; the
-server records every collection of the oldest generation it runs (``gc.callbacks``).
+``find_nodes`` with a ~1 % matchLabels selector, and a Table list (``kubectl get``'s shape,
+first and again). Then this process (pinned to CPU 1, raw asyncio sockets) renews leases open
+loop for ``--seconds`` twice: alone, then beside a full list every 2 s, a scrape every second
+and a full collection in the server every 2 s; the server records every collection of the
+oldest generation it runs (``gc.callbacks``). Last, the server writes a label on every node
+while one watcher follows (``mass_change``): the CPU of the writes and of the watch delivering
+them, then of the first list after them.
 
 ``--before SRC`` runs each size a second time, interleaved, with another tree's
 ``node_registry`` (e.g. ``git archive main src | tar -x -C /tmp/before``): a before/after of
@@ -154,7 +157,8 @@ async def mass_change(app: Any, store: Any, registry: Any) -> dict[str, Any]:
     from node_registry.store import NodeRecord
 
     since = registry.sync.resource_version
-    nodes, _ = registry.sync._index.snapshot()
+    stored, _ = store.list()
+    nodes = list(stored.values())
     opened = asyncio.Event()
     path = f"{API}/nodepassports?watch=true&resourceVersion={since}"
     watcher = asyncio.create_task(_watch_until(app, path, len(nodes), opened))
