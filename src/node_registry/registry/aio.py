@@ -45,6 +45,8 @@ log = logging.getLogger("node_registry")
 T = TypeVar("T")
 #: How often the event-loop lag is probed while the controller runs.
 LAG_PROBE_SECONDS = 0.25
+#: Nodes a read judges between two turns of the event loop (a few milliseconds' work).
+SELECT_CHUNK = 1000
 
 
 class AsyncRegistry:
@@ -211,12 +213,32 @@ class AsyncRegistry:
         only_healthy: bool = False,
         only_verified: bool = False,
     ) -> list[RegistryEntry]:
-        return self._sync.find_nodes(
-            kind=kind, selector=selector, only_healthy=only_healthy, only_verified=only_verified
-        )
+        found = await self.select(kind, selector, only_healthy, only_verified)
+        return found.items
+
+    async def select(
+        self,
+        kind: str | NodeType | None = None,
+        selector: SelectorInput = None,
+        only_healthy: bool = False,
+        only_verified: bool = False,
+    ) -> NodeList:
+        """``Registry.select``, its entries built ``SELECT_CHUNK`` nodes at a time with the
+        loop handed back between chunks: a list of 100,000 nodes holds up heartbeats for one
+        chunk's few milliseconds at a time, not for its whole length. The nodes are the ones
+        stored at the instant this was called, judged at that instant (a renewal arriving
+        meanwhile counts, as seen then)."""
+        selection = self._sync.selection(kind, selector, only_healthy, only_verified)
+        items: list[RegistryEntry] = []
+        total = len(selection)
+        for start in range(0, total, SELECT_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            items += selection.entries(start, start + SELECT_CHUNK)
+        return NodeList(items, selection.revision)
 
     async def list_nodes(self) -> NodeList:
-        return self._sync.list_nodes()
+        return await self.select()
 
     def watch(self, since: int | None = None) -> AsyncWatch:
         """``async for event in registry.watch(since)``; must be called inside the loop.

@@ -689,7 +689,7 @@ async def delete_nodepassports(
         raise ForbiddenError(f"{caller} may not delete a collection of nodes")
     selector = query_selector(label_selector)
     fields = parse_field_selector(field_selector)
-    deleted = select(ctx, selector, fields).items
+    deleted = (await select(ctx, selector, fields)).items
     if not write.dry_run:
         for entry in deleted:
             try:
