@@ -164,6 +164,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
+        #: When the head being timed began (loop time); None between requests.
+        self._head_started: float | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._dropped = 0
@@ -237,6 +239,11 @@ class GuardedProtocol(HttpToolsProtocol):
     # -- the request head ---------------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
+        # One timer per connection, armed again when it fires before the head it times
+        # ends: one armed and cancelled per request cost every renewal a timer. A head
+        # already being timed (since the connection opened) keeps its start.
+        if self._head_started is None:
+            self._head_started = self.loop.time()
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(
                 self.guard.limits.header_timeout, self._head_timed_out
@@ -244,7 +251,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._in_head:
+        started = self._head_started
+        if started is None:
+            return  # that head completed: the next one arms the timer again
+        left = started + self.guard.limits.header_timeout - self.loop.time()
+        if left > 0:  # a later head than the one the timer was armed for
+            self._head_timer = self.loop.call_later(left, self._head_timed_out)
+        elif self._in_head:
             self._refuse(
                 408,
                 "Timeout",
@@ -299,9 +312,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._in_head = False
         self._head_bytes = 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_started = None
         if self._head_size > self.guard.limits.max_header_bytes:
             self._head_too_large()
             return
