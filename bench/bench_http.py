@@ -137,22 +137,30 @@ class Run:
         return self.rate * self.leases_per_request
 
 
-RAW, BARE, FAST, ROUTE, BATCHED = (
+RAW, BARE, FAST, ROUTE, BATCHED, BASELINE = (
     "raw ASGI",
     "bare FastAPI",
     "registry, fast path",
     "registry, framework route",
     "registry, batched",
+    "baseline's fast path",
 )
 
 
-def start(command: list[str], port: int, timeout: float = 120) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], port: int, timeout: float = 120, src: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``command`` started pinned to CPU 0, once it listens on ``port``; ``src``: a checkout's
+    ``src`` to import ``node_registry`` from instead (the baseline)."""
+    path = f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    if src is not None:
+        path = f"{src}{os.pathsep}{path}"
     process = subprocess.Popen(
         pinned(0, command),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+        env={**os.environ, "PYTHONPATH": path},
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -260,7 +268,8 @@ def render(
     command = (
         f"`python bench/bench_http.py --sizes {args.sizes} --duration {args.duration:g} "
         f"--rounds {args.rounds} --connections {args.connections} --batch {args.batch}"
-        f"{' --store etcd' if on_etcd else ''}` — "
+        f"{' --store etcd' if on_etcd else ''}"
+        f"{f' --baseline-src {args.baseline_src}' if args.baseline_src else ''}` — "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine_facts()}."
     )
     if on_etcd:
@@ -296,7 +305,13 @@ def render(
         "and bare FastAPI answer the same PUT with a constant. CPU is the server process's "
         "user + system time during the run divided by the renewals it answered (per lease for "
         f"the batch of {args.batch}); medians of {args.rounds} rounds, the variants "
-        f"alternating within each round, {args.duration:g} s each.",
+        f"alternating within each round, {args.duration:g} s each."
+        + (
+            f" {BASELINE.capitalize()}: the same fleet server importing `node_registry` from "
+            f"`{args.baseline_src}` (another checkout), measured in the same rounds."
+            if args.baseline_src
+            else ""
+        ),
         "",
         "| nodes | server | CPU per renewal | "
         + ("etcd CPU per renewal | " if on_etcd else "")
@@ -307,14 +322,16 @@ def render(
     for size in sizes:
         bare_cpu = median(runs, size, BARE, "cpu_us")
         bare_rate = median(runs, size, BARE, "renewals_per_s")
-        for variant in (RAW, BARE, FAST, ROUTE, BATCHED):
+        for variant in (RAW, BARE, FAST, BASELINE, ROUTE, BATCHED):
+            if not any(r.variant == variant for r in runs):
+                continue
             cpu = median(runs, size, variant, "cpu_us")
             rate = median(runs, size, variant, "renewals_per_s")
             store_cpu = ""
             if on_etcd:
                 store_cpu = (
                     f"{median(runs, size, variant, 'store_cpu_us'):.1f} µs | "
-                    if variant in (FAST, ROUTE, BATCHED)
+                    if variant in (FAST, BASELINE, ROUTE, BATCHED)
                     else "— | "
                 )
             lines.append(
@@ -327,8 +344,9 @@ def render(
         "",
         "| nodes | fast path CPU ≤ 60 µs | registry / bare FastAPI renewals/s (≥ 80 %) | "
         "fast path / raw ASGI CPU | batched / fast path CPU per renewal | "
-        "every renewal counted |",
-        "|---:|---|---:|---:|---:|---|",
+        + ("fast path / baseline's CPU | " if args.baseline_src else "")
+        + "every renewal counted |",
+        "|---:|---|---:|---:|---:|" + ("---:|" if args.baseline_src else "") + "---|",
     ]
     for size in sizes:
         fast_cpu = median(runs, size, FAST, "cpu_us")
@@ -340,7 +358,12 @@ def render(
             f"**{ratio:.0%}**: {'met' if ratio >= 0.8 else 'missed'} | "
             f"{fast_cpu / median(runs, size, RAW, 'cpu_us'):.2f}x | "
             f"{median(runs, size, BATCHED, 'cpu_us') / fast_cpu:.0%} | "
-            f"{'yes' if counted[size] else 'NO'} |"
+            + (
+                f"{fast_cpu / median(runs, size, BASELINE, 'cpu_us'):.0%} | "
+                if args.baseline_src
+                else ""
+            )
+            + f"{'yes' if counted[size] else 'NO'} |"
         )
     failed = sum(r.non2xx + r.errors for r in runs)
     lines += [
@@ -359,6 +382,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100, help="leases per batched request")
     parser.add_argument(
         "--store", choices=("memory", "etcd"), default="memory", help="the registry's store"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another checkout's src/ (e.g. main's): its fast path measured in the same rounds",
     )
     parser.add_argument("--write", type=Path, help="update this markdown file's section")
     args = parser.parse_args()
@@ -395,6 +423,13 @@ def main() -> int:
                 fleet += ["--store", f"etcd://{etcd.endpoint}/bench-http/{size}-{os.getpid()}"]
                 assert etcd.process is not None
                 store_pid = etcd.process.pid
+            others = {}
+            if args.baseline_src is not None:
+                bport = free_port()
+                baseline = started(
+                    [*fleet, "--port", str(bport)], bport, timeout=900, src=args.baseline_src
+                )
+                others[BASELINE] = (bport, stack.enter_context(baseline))
             began = time.perf_counter()
             with started([*fleet, "--port", str(port)], port, timeout=900) as ours:
                 registered_s[size] = time.perf_counter() - began
@@ -406,6 +441,11 @@ def main() -> int:
                         report(runs[-1])
                     runs.append(load(port, ours.pid, single, args, size, FAST, 1, store_pid))
                     report(runs[-1])
+                    for variant, (bport, process) in others.items():
+                        runs.append(
+                            load(bport, process.pid, single, args, size, variant, 1, store_pid)
+                        )
+                        report(runs[-1])
                     ours.send_signal(signal.SIGUSR1)  # renewals through the route
                     time.sleep(0.2)
                     runs.append(load(port, ours.pid, single, args, size, ROUTE, 1, store_pid))
@@ -428,6 +468,8 @@ def main() -> int:
                 print(
                     f"{size:>7} renewals answered {answered:,.0f}, counted {got:,.0f}", flush=True
                 )
+            for _, process in others.values():
+                stop(process)  # its fleet's memory, before the next size's
     section = render(runs, args, counted, registered_s)
     print(section)
     if args.write:
@@ -438,10 +480,10 @@ def main() -> int:
 
 @contextlib.contextmanager
 def started(
-    command: list[str], port: int, timeout: float = 120
+    command: list[str], port: int, timeout: float = 120, src: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``start``'ed, and stopped (by its PID) however the block ends."""
-    process = start(command, port, timeout)
+    process = start(command, port, timeout, src)
     try:
         yield process
     finally:
