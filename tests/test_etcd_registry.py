@@ -49,6 +49,7 @@ from node_registry.store import (
     open_store,
 )
 from node_registry.store.etcd import EtcdStore
+from node_registry.store.etcd.nodes import Held
 from node_registry.store.factory import parse_etcd_url
 from node_registry.store.replica import EtcdReplica
 
@@ -605,11 +606,13 @@ def test_a_replica_whose_renewal_feed_alone_failed_serves_again(etcd: EtcdServer
     real = store.watch_renewals
     opened: list[int] = []
 
-    async def flaky(since: int) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
+    async def flaky(
+        since: int, on_open: Callable[[], None] | None = None
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         # The first digest watch breaks at its first digest, long after the node feed is
         # up: only the renewal feed fails, and it alone must bring the view back.
         opened.append(since)
-        async with aclosing(real(since)) as digests:
+        async with aclosing(real(since, on_open)) as digests:
             async for digest in digests:
                 if len(opened) == 1:
                     raise StoreUnavailableError("injected: the digest watch broke")
@@ -657,7 +660,9 @@ def test_a_replica_that_lost_history_lists_again_and_tells_its_watchers(
     watches: list[int] = []
     lists: list[int] = []
 
-    async def gated_watch(since: int) -> AsyncGenerator[StoreEvent, None]:
+    async def gated_watch(
+        since: int, opened: Callable[[], None] | None = None, held: Held | None = None
+    ) -> AsyncGenerator[StoreEvent, None]:
         # The feed's first watch reports, once the test says so, that etcd compacted the
         # history it needs (as after a long partition), so the replica must list again.
         watches.append(since)
@@ -665,7 +670,7 @@ def test_a_replica_that_lost_history_lists_again_and_tells_its_watchers(
             while not gate.is_set():
                 await asyncio.sleep(0.01)
             raise RevisionCompactedError("injected: compacted")
-        async with aclosing(real_watch(since)) as events:
+        async with aclosing(real_watch(since, opened, held)) as events:
             async for event in events:
                 yield event
 
@@ -905,6 +910,8 @@ def test_a_frozen_member_costs_one_attempt_and_the_watch_moves_to_the_next() -> 
         node_id = registry.register(passport("alpha")).node_id
         watch = registry.watch(registry.resource_version)
         stack.callback(watch.close)
+        metrics = Metrics(registry)
+        assert _failovers_metric(metrics) == 0.0
         frozen = next(m for m in members.members if m.endpoint == etcd.member)
         assert frozen.process is not None
         frozen.process.send_signal(signal.SIGSTOP)
@@ -914,6 +921,7 @@ def test_a_frozen_member_costs_one_attempt_and_the_watch_moves_to_the_next() -> 
             took = time.monotonic() - started
             assert etcd.member != frozen.endpoint
             assert etcd.failovers >= 1
+            assert _failovers_metric(metrics) == etcd.failovers
             # One attempt on the frozen member (1 s), then the next one; never the 3 s timeout.
             assert took < 2.5, took
             event = watch.next(WAIT)  # the watch went on from the next member
@@ -922,3 +930,10 @@ def test_a_frozen_member_costs_one_attempt_and_the_watch_moves_to_the_next() -> 
             registry.ping()
         finally:
             frozen.process.send_signal(signal.SIGCONT)
+
+
+def _failovers_metric(metrics: Metrics) -> float:
+    for line in generate_latest(metrics.collectors).decode().splitlines():
+        if line.startswith("node_registry_store_failovers_total "):
+            return float(line.split()[1])
+    raise AssertionError("no node_registry_store_failovers_total in /metrics")

@@ -246,6 +246,11 @@ class Reads:
         """Stored records this process skips because it cannot read them (for the metrics)."""
         return self._store.skipped
 
+    @property
+    def store_failovers(self) -> int:
+        """Times the store left a failing etcd member for another (for the metrics)."""
+        return self._store.failovers
+
     def get_alive_nodes(self) -> list[NodePassport]:
         """Passports of the nodes whose health is ALIVE now."""
         return [e.passport for e in self.find_nodes() if e.health_state is HealthState.ALIVE]

@@ -77,6 +77,11 @@ class _RegistryCollector(Collector):
             "Versions of stored node records found unreadable and skipped, each counted once.",
             value=skipped.found,
         )
+        yield CounterMetricFamily(
+            "node_registry_store_failovers",
+            "Times this process left a failing etcd member for the next one.",
+            value=self._registry.store_failovers,
+        )
 
 
 class Metrics:

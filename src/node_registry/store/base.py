@@ -204,6 +204,10 @@ class Storage(Protocol):
     skipped: SkippedRecords
 
     @property
+    def failovers(self) -> int:
+        """Times the store left a failing member of its cluster for another (0 with one)."""
+
+    @property
     def aio(self) -> AsyncStorage:
         """The same storage, its calls that may wait awaited (``AsyncRegistry`` drives it)."""
 

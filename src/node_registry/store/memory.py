@@ -67,6 +67,10 @@ class MemoryStore:
         self._aio = Immediate(self)
 
     @property
+    def failovers(self) -> int:
+        return 0  # in this process: no member to fail
+
+    @property
     def aio(self) -> AsyncStorage:
         """Nothing here waits: each awaited call answers at once, on the caller's loop."""
         return self._aio

@@ -7,6 +7,10 @@
 - ``nodes``: ``EtcdStore``, the async store of node records, bindings and objects;
 - ``replica``: ``EtcdReplica``, one registry process's ``Store``: a cache fed by etcd's
   watch, heartbeats batched, the seat held or sought; sync, and awaited (``aio``).
+  Its parts, one module each: ``cache`` (the node records, fed by the watch),
+  ``renewals`` (heartbeats: digests, lease keepalives), ``coordinator`` (its lease, the
+  seat, compaction), ``shared`` (published state, objects), ``view`` (whether its view is
+  current), ``loop`` (the loop it runs on), ``awaited`` (its ``aio``).
 """
 
 from node_registry.store.etcd.connection import (

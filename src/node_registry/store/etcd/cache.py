@@ -5,6 +5,10 @@ broken stream; list again and diff after compaction. The last ``history_size`` e
 are kept for watchers (``Feed``). A write waits until the cache has applied its revision
 (``caught_up``), so a replica reads its own writes. A watcher resuming from a version
 outside that history gets its own etcd watch from the version (``relay``).
+
+A record is decoded once per replica at most: the replica's own writes
+(``store.etcd.written``) and the previous values the cache holds are taken as they are
+when the watch brings them back; only the writes of other replicas are decoded.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from node_registry.errors import RevisionCompactedError, StoreUnavailableError
 from node_registry.store.base import ChangeType, ErrorSink, Sink, StoreEvent, Versioned
 from node_registry.store.etcd.nodes import EtcdStore
 from node_registry.store.feed import Feed
+from node_registry.store.records import NodeRecord
 
 log = logging.getLogger("node_registry")
 
@@ -36,6 +41,7 @@ class NodeCache:
 
     def __init__(self, etcd: EtcdStore, history_size: int, lock: threading.Lock) -> None:
         self._etcd = etcd
+        etcd.follow_own_writes()  # this cache's feed takes them back
         self.lock = lock
         self.records: dict[str, Versioned] = {}
         self.revision = 0
@@ -76,8 +82,8 @@ class NodeCache:
                     await self._relist()
                     relist = False
                 await self._etcd.ping()
-                async with aclosing(self._etcd.watch(self.revision)) as events:
-                    state(None)
+                watch = self._etcd.watch(self.revision, lambda: state(None), self._held)
+                async with aclosing(watch) as events:
                     async for event in events:
                         self._apply(event, deleted)
                         delay = RETRY_FIRST
@@ -128,6 +134,12 @@ class NodeCache:
             self.revision = max(self.revision, event.revision)
             self.feed.publish(event)
             self._wake_writers()
+
+    def _held(self, node_id: str, revision: int) -> NodeRecord | None:
+        """On the loop, as the watch converts an event: the record held at ``revision``
+        (a previous value: the same bytes, decoded when they came)."""
+        held = self.records.get(node_id)
+        return held.record if held is not None and held.revision == revision else None
 
     async def caught_up(self, revision: int, timeout: float) -> int:
         """``revision``, once the cache has applied it (read-your-writes); on its loop."""

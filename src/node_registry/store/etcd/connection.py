@@ -327,7 +327,15 @@ class _KeepAlives:
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._write_lock:
-                    await call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
+                    try:
+                        await call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
+                    except asyncio.InvalidStateError:
+                        # grpc's word for a stream that ended before its reader noticed
+                        # (etcd went away): an unreachable etcd, not a bug, and the next
+                        # renewal opens a new stream.
+                        if self._call is call:
+                            self._call = None
+                        raise ConnectionError("the lease keepalive stream ended") from None
                 return await waiter
         finally:
             # Its reply (if one comes) still pops it, keeping the queue in request order.
@@ -495,22 +503,28 @@ class EtcdConnection:
                     await asyncio.sleep(_ROUND_PAUSE)
 
     async def _stream(
-        self, action: str, open_stream: Callable[[_Client], Awaitable[Any]]
+        self,
+        action: str,
+        open_stream: Callable[[_Client], Awaitable[Any]],
+        opened: Callable[[], None] | None = None,
     ) -> AsyncGenerator[Any, None]:
-        """The events of a watch opened on the member in use (failing over to open it).
+        """The events of a watch opened on the member in use (failing over to open it);
+        ``opened`` runs once etcd has created the watch.
 
         It ends, without an error, when the store leaves that member for another (the
         caller watches again from its last revision, on the new member); it raises
         ``StoreUnavailableError`` when it breaks otherwise.
         """
 
-        async def opened() -> tuple[Any, _Client]:
+        async def opening() -> tuple[Any, _Client]:
             client = self._members.client
             with _translated(client.endpoint, action):
                 return await open_stream(client), client
 
-        stream, client = await self._retrying(opened)
+        stream, client = await self._retrying(opening)
         try:
+            if opened is not None:
+                opened()
             try:
                 with _translated(client.endpoint, action):
                     async for event in stream:

@@ -19,10 +19,12 @@ falls back to reading the lease key, so a lease re-granted by another replica is
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import (
     AsyncGenerator,
+    Callable,
     Mapping,
     Sequence,
 )
@@ -61,13 +63,27 @@ from node_registry.store.etcd.keys import (
     _try_decode,
 )
 from node_registry.store.etcd.seat import EtcdCoordination, _check_seat
+from node_registry.store.etcd.written import Written
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger(__name__)
 
+#: The record a watcher holds for a version of a node (node id, mod revision), if it does.
+Held = Callable[[str, int], NodeRecord | None]
+
 
 class EtcdStore(EtcdCoordination):
     """``AsyncStore`` on etcd v3 through aetcd; see ``store.etcd.keys`` for the layout."""
+
+    @functools.cached_property
+    def _written(self) -> Written:
+        """Records this store is writing or wrote, until its replica's feed sees them."""
+        return Written()
+
+    def follow_own_writes(self) -> None:
+        """Note each record this store writes from now on, for the one watch given ``held``
+        (its replica's feed) to take back undecoded; a store nothing follows notes none."""
+        self._written.followed = True
 
     def __repr__(self) -> str:
         return (
@@ -126,13 +142,15 @@ class EtcdStore(EtcdCoordination):
     async def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
         node_id, tx = record.node_id, self._client.transactions
         node_key, name_key = self._keys.node(node_id), self._keys.name(record.name)
+        value = _encode(record)
         with _translated(self._member, f"create {node_id}"):
             lease = await self._client.lease(self._lease_ttl)
+            self._written.add(record, value)
             try:
                 ok, revision, ranges = await self._txn(
                     compare=[tx.create(node_key) == 0, tx.create(name_key) == 0],
                     success=[
-                        tx.put(node_key, _encode(record)),
+                        tx.put(node_key, value),
                         tx.put(name_key, node_id.encode()),
                         tx.put(self._keys.lease(node_id), self._lease_doc(renewed_at), lease.id),
                         *self._forgetting(record.name),
@@ -140,9 +158,11 @@ class EtcdStore(EtcdCoordination):
                     failure=[tx.get(node_key), tx.get(name_key)],
                 )
             except BaseException:
+                self._written.discard(record, value)
                 await self._revoke(int(lease.id))
                 raise
             if not ok:
+                self._written.discard(record, value)
                 await self._revoke(int(lease.id))
         if not ok:
             if ranges[0]:
@@ -222,7 +242,8 @@ class EtcdStore(EtcdCoordination):
             if current is None:
                 raise NotFoundError(f"node {node_id!r} is not registered")
             compare = [tx.mod(node_key) == expected_revision]
-            success = [tx.put(node_key, _encode(record))]
+            value = _encode(record)
+            success = [tx.put(node_key, value)]
             old_name = current.record.name
             if old_name != record.name:
                 compare.append(tx.create(name_key) == 0)
@@ -232,12 +253,18 @@ class EtcdStore(EtcdCoordination):
                     *self._forgetting(record.name),
                 ]
             compare += self._fence(seat)
-            ok, revision, ranges = await self._txn(
-                compare=compare,
-                success=success,
-                failure=[tx.get(node_key), tx.get(name_key), tx.get(self._keys.controller)],
-            )
+            self._written.add(record, value)
+            try:
+                ok, revision, ranges = await self._txn(
+                    compare=compare,
+                    success=success,
+                    failure=[tx.get(node_key), tx.get(name_key), tx.get(self._keys.controller)],
+                )
+            except BaseException:
+                self._written.discard(record, value)
+                raise
         if not ok:
+            self._written.discard(record, value)
             _check_seat(seat, ranges[2])
             if not ranges[0]:
                 raise NotFoundError(f"node {node_id!r} is not registered")
@@ -358,7 +385,18 @@ class EtcdStore(EtcdCoordination):
                 return
             await self._regrant(node_id, at)
 
-    async def watch(self, since: int) -> AsyncGenerator[StoreEvent, None]:
+    async def watch(
+        self,
+        since: int,
+        opened: Callable[[], None] | None = None,
+        held: Held | None = None,
+    ) -> AsyncGenerator[StoreEvent, None]:
+        """The node events after ``since``; ``opened`` runs once the watch is open.
+
+        With ``held`` (the replica's own feed: one per store), a record this store wrote
+        comes as it was written, and a previous value ``held`` has as it is there: only
+        the writes of others are decoded.
+        """
         current = await self.revision()
         if since > current:
             raise _future_revision(since, current)
@@ -367,9 +405,9 @@ class EtcdStore(EtcdCoordination):
         def open_stream(client: _Client) -> Any:
             return client.watch_prefix(key, start_revision=since + 1, prev_kv=True)
 
-        async with aclosing(self._stream("watch", open_stream)) as stream:
+        async with aclosing(self._stream("watch", open_stream, opened)) as stream:
             async for event in stream:
-                converted = self._event(event)
+                converted = self._event(event, held)
                 if converted is not None:
                     yield converted
 
@@ -446,6 +484,9 @@ class EtcdStore(EtcdCoordination):
         doc = {"grantedAt": at.isoformat(), "ttlSeconds": self._lease_ttl}
         return json.dumps(doc).encode()
 
+    def _node_id(self, key: bytes) -> str:
+        return bytes(key)[len(self._keys.nodes) :].decode()
+
     def _read(self, kv: Any) -> NodeRecord | None:
         """The record ``kv`` holds; None, skipped (logged, counted), when it cannot be read."""
         record, why = _try_decode(kv.value)
@@ -456,7 +497,7 @@ class EtcdStore(EtcdCoordination):
             self.skipped.readable(key, int(kv.mod_revision))
         return record
 
-    def _event(self, event: Any) -> StoreEvent | None:
+    def _event(self, event: Any, held: Held | None = None) -> StoreEvent | None:
         """The store event of an etcd one; None when there is nothing a reader can use.
 
         A record that turns unreadable is a deletion to readers: every cache drops the last
@@ -466,7 +507,12 @@ class EtcdStore(EtcdCoordination):
         revision = int(event.kv.mod_revision)
         # aetcd hands an empty KeyValue, not None, when there is no previous value.
         has_prev = event.prev_kv is not None and bool(event.prev_kv.key)
-        prev = _try_decode(event.prev_kv.value)[0] if has_prev else None
+        prev = None
+        if has_prev:
+            if held is not None:
+                prev = held(self._node_id(event.prev_kv.key), int(event.prev_kv.mod_revision))
+            if prev is None:
+                prev = _try_decode(event.prev_kv.value)[0]
         if event.kind == aetcd.EventKind.DELETE:
             self.skipped.readable(bytes(event.kv.key).decode(), revision)
             if prev is None:
@@ -476,7 +522,13 @@ class EtcdStore(EtcdCoordination):
                     )
                 return None
             return StoreEvent(ChangeType.DELETED, prev, prev, revision)
-        record = self._read(event.kv)
+        record = None
+        if held is not None:
+            record = self._written.take(self._node_id(event.kv.key), bytes(event.kv.value))
+        if record is None:
+            record = self._read(event.kv)
+        else:  # written here, so readable: what ``_read`` would have noted
+            self.skipped.readable(bytes(event.kv.key).decode(), revision)
         if record is None:
             return None if prev is None else StoreEvent(ChangeType.DELETED, prev, prev, revision)
         if event.kv.create_revision == event.kv.mod_revision or (has_prev and prev is None):

@@ -3,59 +3,43 @@
 Any number of ``node-registry serve`` processes can share one etcd. Each runs this store,
 on an event loop: its caller's (``EtcdReplica.open``, as ``serve`` runs it: ``aio`` then
 awaits etcd on that loop, and sync calls come from other threads) or one of its own in a
-background thread (the constructor, for sync embedders). It owns:
+background thread (the constructor, for sync embedders; ``store.etcd.loop``). It owns:
 
 - a cache of every node record, fed by the etcd watch (``store.etcd.cache``). Reads never
   wait on etcd; a write returns once this cache has applied it, so a replica reads its own
   writes. Watchers resuming from a version outside the cache's history (a restarted
   replica, a version another replica issued) get their own etcd watch from that version.
-- heartbeats. A heartbeat is recorded here, in memory, and acknowledged; nothing waits on
-  etcd (a lease keepalive costs etcd a linearizable round, ~2.4k/s on the 2-core machine
-  measured in docs/benchmarks.md, and a Raft write ~1.2k/s). Every ``period`` seconds the
-  replica then (a) publishes one digest of the renewal times it served (one write; every
-  replica merges every digest, so readers anywhere compute health from renewal times at
-  most one period plus a watch delay old), and (b) keeps alive the etcd leases of the
-  nodes that renewed, each at most once per third of the lease TTL (ttl + grace period),
-  pipelined. A replica that dies loses at most one period of renewals: those nodes look
-  one period staler elsewhere, never fresher.
-- a seat for the lifecycle controller: a key on this replica's own lease, taken in a
-  transaction when free (``EtcdStore.campaign``); ``leading`` says whether this replica
-  holds it. A replica that cannot reach etcd stops leading at its next tick, well before
-  its lease (``seat_ttl``) runs out and another replica may take the seat. A fenced write
-  (the controller's) compares the revision the seat was created at, in etcd, so a replica
-  that still believes it leads (paused past its lease) cannot write once the seat moved.
-- renewal times from other replicas' digests bounded by this replica's clock (not after
-  now, not before the publisher's last period or so): a replica whose clock is off makes
-  no node look alive in the future, or long dead.
+- heartbeats, recorded in memory and acknowledged, published as a digest each period
+  and passed on to the nodes' etcd leases in batches (``store.etcd.renewals``).
+- ticks: its own etcd lease, its digest, the lifecycle controller's seat held or sought,
+  fenced writes, compaction while leading (``store.etcd.coordinator``).
+- the followers of what replicas share besides the nodes: the controller's published
+  state, the objects (``store.etcd.shared``).
 
-When etcd cannot be reached (or the feed broke), calls fail fast with
+When etcd cannot be reached (or a feed broke), calls fail fast with
 ``StoreUnavailableError`` and reads too, rather than serve a view that may be stale; once
-the feed is back, ``resumed_at`` tells the registry from when on it has seen every renewal
-again, so nodes are not declared dead for the outage (they could not heartbeat through it).
+every part of the view is back (``store.etcd.view``), ``resumed_at`` tells the registry
+from when on it has seen every renewal again, so nodes are not declared dead for the
+outage (they could not heartbeat through it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import os
 import socket
 import threading
-import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from contextlib import aclosing, suppress
-from datetime import datetime, timedelta
+from contextlib import suppress
+from datetime import datetime
 from typing import Any, TypeVar
 
 from node_registry.clock import Clock, steady
 from node_registry.errors import (
     NotFoundError,
-    NotLeadingError,
     RegistryError,
-    RevisionCompactedError,
     StoreUnavailableError,
 )
 from node_registry.store.aio import AsyncStorage
@@ -66,17 +50,19 @@ from node_registry.store.base import (
     Sink,
     Versioned,
 )
-from node_registry.store.etcd.cache import RETRY_FIRST, RETRY_MAX, NodeCache
-from node_registry.store.etcd.keys import merge_latest
+from node_registry.store.etcd.awaited import _Awaited
+from node_registry.store.etcd.cache import NodeCache
+from node_registry.store.etcd.coordinator import Coordinator
+from node_registry.store.etcd.loop import ReplicaLoop
 from node_registry.store.etcd.nodes import EtcdStore
+from node_registry.store.etcd.renewals import Renewals
+from node_registry.store.etcd.shared import Objects, SharedStates, follow_shared
+from node_registry.store.etcd.view import STARTING, View
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger("node_registry")
 
 T = TypeVar("T")
-S = TypeVar("S")  # a snapshot of shared state
-C = TypeVar("C")  # one change of it
-_KEEPALIVES_IN_FLIGHT = 64
 
 
 class EtcdReplica:
@@ -102,54 +88,44 @@ class EtcdReplica:
         self._etcd = etcd
         self.skipped = etcd.skipped
         self._clock = steady(clock)
-        self._seat_ttl = seat_ttl
-        self._period = period
-        # How old a renewal in a digest just received can be: the publisher's period, a
-        # tick delayed by a slow etcd call, and a period more for the watch to deliver it.
-        self._digest_window = timedelta(seconds=2 * period + etcd.timeout)
         self._timeout = etcd.timeout
         self._lock = threading.Lock()
         self._cache = NodeCache(etcd, history_size, self._lock)
-        self._renewed: dict[str, datetime] = {}
-        self._unpublished: dict[str, datetime] = {}
-        self._states: dict[str, dict[str, Any]] = {}
+        self._renewals = Renewals(
+            etcd,
+            name=self.name,
+            period=period,
+            clock=self._clock,
+            lock=self._lock,
+            spacing=lease_spacing,
+        )
+        self._states = SharedStates()
         # The objects (node types) as last read, by kind: see ``objects``.
-        self._objects: dict[str, dict[str, dict[str, Any]]] = {}
-        # Heartbeats not yet passed on to the node's etcd lease; when each lease last was.
-        self._lease_due: dict[str, datetime] = {}
-        self._lease_kept: dict[str, float] = {}
+        self._objects = Objects(etcd.objects)
+        self._view = View(self.name, etcd.endpoint, self._clock)
+        self._coordinator = Coordinator(
+            etcd,
+            name=self.name,
+            seat_ttl=seat_ttl,
+            period=period,
+            compaction_interval=compaction_interval,
+            renewals=self._renewals,
+            view=self._view,
+        )
         self._compaction_interval = compaction_interval
-        # A node's etcd lease is kept alive at most this often (None: a third of its TTL).
-        self._lease_spacing = etcd.lease_ttl / 3 if lease_spacing is None else lease_spacing
-        #: What the heartbeat path cost etcd so far (the benchmark reads these).
-        self.keepalives_sent = 0
-        self.digests_published = 0
-        # The parts of this replica's view that are failing now, and why; the view is
-        # current only when none is (feed: node watch; renewals: digest watch; ticks).
-        self._down: dict[str, BaseException] = {"starting": StoreUnavailableError("starting")}
-        self._resumed_at: datetime | None = None
-        self._leading = False
-        #: The revision the controller's seat was created at while this replica holds it:
-        #: what its fenced writes compare.
-        self._seat: int | None = None
-        self._lease: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Relays of watchers outside the cache, reads in the background: closed with it.
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
         self._aio = _Awaited(self)
-        self._thread: threading.Thread | None = None
-        if on_loop:  # ``open``: it starts the replica on the running loop
-            self._loop = asyncio.get_running_loop()
+        # ``open``: it starts the replica on the running loop.
+        self._runner = ReplicaLoop(self.name, etcd.endpoint, self._timeout, own_thread=not on_loop)
+        self._loop = self._runner.loop
+        if on_loop:
             return
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="node-registry-etcd", daemon=True
-        )
-        self._thread.start()
         try:
-            self._call(self._start())
+            self._runner.call(self._start())
         except BaseException:
             self.close()
             raise
@@ -180,27 +156,36 @@ class EtcdReplica:
     # -- the Store contract: reads from the cache -----------------------------------------
 
     @property
+    def keepalives_sent(self) -> int:
+        """Lease keepalives the heartbeat path sent etcd so far (the benchmark reads it)."""
+        return self._renewals.keepalives_sent
+
+    @property
+    def digests_published(self) -> int:
+        """Renewal digests this replica published so far (the benchmark reads it)."""
+        return self._renewals.digests_published
+
+    @property
     def revision(self) -> int:
         return self._cache.revision
 
     @property
+    def failovers(self) -> int:
+        return self._etcd.failovers
+
+    @property
     def leading(self) -> bool:
-        # A replica whose view is down does not act as controller, seat or not.
-        return self._leading and not self._down
+        return self._coordinator.leading
 
     @property
     def resumed_at(self) -> datetime | None:
-        return self._resumed_at
+        return self._view.resumed_at
 
     def check_view(self) -> None:
-        if self._down:
-            raise StoreUnavailableError(
-                f"etcd ({self._etcd.endpoint}) is unreachable from this replica; its view of "
-                "the nodes may be stale, so it answers nothing until etcd is back"
-            )
+        self._view.check()
 
     def get(self, node_id: str) -> Versioned | None:
-        return self._call(self._get(node_id))
+        return self._runner.call(self._get(node_id))
 
     async def _get(self, node_id: str) -> Versioned | None:
         # The read of a read-modify-write: from etcd, so the compare-and-swap that follows
@@ -212,18 +197,17 @@ class EtcdReplica:
         return self._cache.snapshot()
 
     def renewed_at(self, node_id: str) -> datetime | None:
-        return self._renewed.get(node_id)
+        return self._renewals.renewed_at(node_id)
 
     # -- writes: to etcd, then wait for the cache to apply them --------------------------
 
     def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
-        return self._call(self._create(record, renewed_at=renewed_at))
+        return self._runner.call(self._create(record, renewed_at=renewed_at))
 
     async def _create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
         self.check_view()
         revision = await self._etcd.create(record, renewed_at=renewed_at)
-        self._lease_kept[record.node_id] = time.monotonic()  # granted with the record
-        self._renewal(record.node_id, renewed_at)
+        self._renewals.written(record.node_id, renewed_at)  # its lease granted with it
         return await self._cache.caught_up(revision, self._timeout)
 
     def update(
@@ -234,7 +218,7 @@ class EtcdReplica:
         renewed_at: datetime | None = None,
         fenced: bool = False,
     ) -> int:
-        return self._call(
+        return self._runner.call(
             self._update(
                 record, expected_revision=expected_revision, renewed_at=renewed_at, fenced=fenced
             )
@@ -249,13 +233,12 @@ class EtcdReplica:
         fenced: bool = False,
     ) -> int:
         self.check_view()
-        seat = self._fence(fenced)
+        seat = self._coordinator.fence(fenced)
         revision = await self._etcd.update(
             record, expected_revision=expected_revision, renewed_at=renewed_at, seat=seat
         )
         if renewed_at is not None:  # EtcdStore.update kept the lease alive too
-            self._lease_kept[record.node_id] = time.monotonic()
-            self._renewal(record.node_id, renewed_at)
+            self._renewals.written(record.node_id, renewed_at)
         return await self._cache.caught_up(revision, self._timeout)
 
     def delete(
@@ -266,7 +249,7 @@ class EtcdReplica:
         keep: Binding | None = None,
         fenced: bool = False,
     ) -> int:
-        return self._call(
+        return self._runner.call(
             self._delete(node_id, expected_revision=expected_revision, keep=keep, fenced=fenced)
         )
 
@@ -279,26 +262,14 @@ class EtcdReplica:
         fenced: bool = False,
     ) -> int:
         self.check_view()
-        seat = self._fence(fenced)
+        seat = self._coordinator.fence(fenced)
         revision = await self._etcd.delete(
             node_id, expected_revision=expected_revision, keep=keep, seat=seat
         )
         return await self._cache.caught_up(revision, self._timeout)
 
-    def _fence(self, fenced: bool) -> int | None:
-        """The seat a fenced write compares; ``NotLeadingError`` when this replica holds none."""
-        if not fenced:
-            return None
-        seat = self._seat
-        if seat is None or not self.leading:
-            raise NotLeadingError(
-                f"replica {self.name} does not hold the lifecycle controller's seat; "
-                "its controller's write was refused"
-            )
-        return seat
-
     def binding(self, name: str) -> Binding | None:
-        return self._call(self._binding(name))
+        return self._runner.call(self._binding(name))
 
     async def _binding(self, name: str) -> Binding | None:
         # From etcd, not a cache: a registration through any replica must see it.
@@ -306,7 +277,7 @@ class EtcdReplica:
         return await self._etcd.binding(name)
 
     def forget(self, name: str) -> bool:
-        return self._call(self._forget(name))
+        return self._runner.call(self._forget(name))
 
     async def _forget(self, name: str) -> bool:
         self.check_view()
@@ -318,18 +289,13 @@ class EtcdReplica:
         # A node just registered through another replica may not be in this cache yet.
         if node_id not in self._cache.records and self.get(node_id) is None:
             raise NotFoundError(f"node {node_id!r} is not registered")
-        self._renewed_here(node_id, at)
+        self._renewals.served(node_id, at)
 
     async def _renew(self, node_id: str, at: datetime) -> None:
         self.check_view()
         if node_id not in self._cache.records and await self._etcd.get(node_id) is None:
             raise NotFoundError(f"node {node_id!r} is not registered")
-        self._renewed_here(node_id, at)
-
-    def _renewed_here(self, node_id: str, at: datetime) -> None:
-        self._renewal(node_id, at)
-        with self._lock:
-            self._lease_due[node_id] = at
+        self._renewals.served(node_id, at)
 
     # -- watch ---------------------------------------------------------------------------
 
@@ -341,7 +307,7 @@ class EtcdReplica:
         # Outside the cache's window: a watch of its own, straight from etcd. Without an
         # error sink the caller learns of a too-old version only here, so check first.
         if on_error is None:
-            self._call(self._etcd.check_watchable(since))
+            self._runner.call(self._etcd.check_watchable(since))
         future = asyncio.run_coroutine_threadsafe(self._relay(since, sink, on_error), self._loop)
 
         def cancel_relay() -> None:
@@ -350,54 +316,49 @@ class EtcdReplica:
         return cancel_relay
 
     def publish_state(self, key: str, doc: dict[str, Any]) -> None:
-        self._call(self._publish_state(key, doc))
+        self._runner.call(self._publish_state(key, doc))
 
     async def _publish_state(self, key: str, doc: dict[str, Any]) -> None:
         self.check_view()
-        lease = self._lease
+        lease = self._coordinator.lease
         if lease is None:
             raise StoreUnavailableError(f"replica {self.name} holds no etcd lease yet")
-        await self._etcd.put_state(key, doc, lease, seat=self._fence(True))
-        self._states[key] = doc
+        await self._etcd.put_state(key, doc, lease, seat=self._coordinator.fence(True))
+        self._states.put(key, doc)
 
     def shared_state(self, key: str) -> dict[str, Any] | None:
         return self._states.get(key)
 
     def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
-        self._call(self._etcd.put_object(kind, name, doc))
+        self._runner.call(self._etcd.put_object(kind, name, doc))
 
     def delete_object(self, kind: str, name: str) -> bool:
-        return self._call(self._etcd.delete_object(kind, name))
+        return self._runner.call(self._etcd.delete_object(kind, name))
 
     def objects(self, kind: str) -> dict[str, dict[str, Any]]:
-        if self._thread is None and self._on_loop():
+        if self._runner.thread is None and self._runner.on_loop():
             # A sync read on the loop etcd answers on cannot wait for etcd (a listing of
             # an unknown node kind, say): what was read last, and a read again meanwhile.
             task = self._loop.create_task(self._read_objects_quietly(kind))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-            return dict(self._objects.get(kind, {}))
-        return self._call(self._read_objects(kind))
-
-    async def _read_objects(self, kind: str) -> dict[str, dict[str, Any]]:
-        found = await self._etcd.objects(kind)
-        self._objects[kind] = found
-        return found
+            return self._objects.last(kind)
+        return self._runner.call(self._objects.read(kind))
 
     async def _read_objects_quietly(self, kind: str) -> None:
         with suppress(RegistryError):  # the next read tries again
-            await self._read_objects(kind)
+            await self._objects.read(kind)
 
     def check_watchable(self, since: int) -> None:
         if not self._cache.covers(since):
-            self._call(self._etcd.check_watchable(since))
+            self._runner.call(self._etcd.check_watchable(since))
 
     async def _check_watchable(self, since: int) -> None:
         if not self._cache.covers(since):
             await self._etcd.check_watchable(since)
 
     def ping(self) -> None:
-        self._call(self._ping())
+        self._runner.call(self._ping())
 
     async def _ping(self) -> None:
         self.check_view()
@@ -411,8 +372,8 @@ class EtcdReplica:
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        if self._thread is None:  # on a loop of its caller's: stopped there if it still runs
-            if self._on_loop():  # cannot wait for itself: closes as soon as this returns
+        if self._runner.thread is None:  # on its caller's loop: stopped there if it still runs
+            if self._runner.on_loop():  # cannot wait for itself: closes as soon as this returns
                 self._closing = self._loop.create_task(self.aclose())
             elif self._loop.is_running():
                 with suppress(Exception):
@@ -420,18 +381,12 @@ class EtcdReplica:
                         self._timeout
                     )
             return
-        if self._thread.is_alive():
-            with suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(self._timeout)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(self._timeout)
-        if not self._thread.is_alive():
-            self._loop.close()
+        self._runner.stop_thread(self._stop)
         self._cache.close()
 
     async def aclose(self) -> None:
         """``close``, awaited on the replica's loop (a replica ``open`` ed on it)."""
-        if self._thread is not None:
+        if self._runner.thread is not None:
             await asyncio.to_thread(self.close)
             return
         if self._closed:
@@ -440,151 +395,52 @@ class EtcdReplica:
         await self._stop(every_task=False)
         self._cache.close()
 
-    # -- the loop thread -----------------------------------------------------------------
-
-    def _on_loop(self) -> bool:
-        try:
-            return asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            return False
-
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the replica's loop and wait for it, bounded by the timeout."""
-        if self._thread is None and self._on_loop():
-            coroutine.close()
-            # Waiting here would stop the loop that is to answer: a bug of the caller's.
-            raise StoreUnavailableError(
-                f"replica {self.name} runs on this event loop: a sync store call from it "
-                "would block the loop; await the replica's ``aio`` instead"
-            )
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        try:
-            return future.result(self._timeout * 2 + 1)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise self._timed_out() from None
-
-    async def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Await ``coroutine`` on the replica's loop: here if it is this one, else one hop."""
-        bound = self._timeout * 2 + 1
-        try:
-            if self._on_loop():
-                async with asyncio.timeout(bound):
-                    return await coroutine
-            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-            return await asyncio.wait_for(asyncio.wrap_future(future), bound)
-        except TimeoutError:
-            raise self._timed_out() from None
-
-    def _timed_out(self) -> StoreUnavailableError:
-        return StoreUnavailableError(
-            f"etcd ({self._etcd.endpoint}) did not answer within {self._timeout} s"
-        )
-
     async def _start(self) -> None:
         await self._cache.load()
         merged, revision = await self._etcd.renewals()
-        self._take_renewals(merged)
-        await self._tick()
-        self._set_part("starting", None)
+        renewals = self._renewals
+        renewals.take_all(merged)
+        coordinator = self._coordinator
+        await coordinator.tick()
+        self._view.set_part(STARTING, None)
         spawn = self._loop.create_task
+        part = self._part
         self._tasks = [
+            spawn(self._cache.follow(part("feed"), self._forget_node, self.name), name="etcd-feed"),
             spawn(
-                self._cache.follow(
-                    functools.partial(self._set_part, "feed"), self._forget_node, self.name
-                ),
-                name="etcd-feed",
-            ),
-            spawn(
-                self._follow_shared(
+                follow_shared(
                     "renewals",
                     self._etcd.renewals,
                     self._etcd.watch_renewals,
-                    self._take_renewals,
-                    self._take_digest,
+                    renewals.take_all,
+                    renewals.take_digest,
+                    part("renewals"),
+                    self.name,
                     revision,
                 ),
                 name="etcd-renewals",
             ),
             spawn(
-                self._follow_shared(
+                follow_shared(
                     "state",
                     self._etcd.states,
                     self._etcd.watch_states,
-                    self._take_states,
-                    self._take_state,
+                    self._states.take_all,
+                    self._states.take_one,
+                    part("state"),
+                    self.name,
                 ),
                 name="etcd-state",
             ),
-            spawn(self._ticking(), name="etcd-tick"),
-            spawn(self._keeping_leases(), name="etcd-leases"),
+            spawn(coordinator.ticking(), name="etcd-tick"),
+            spawn(renewals.keeping_leases(), name="etcd-leases"),
         ]
         if self._compaction_interval > 0:
-            self._tasks.append(spawn(self._compacting(), name="etcd-compaction"))
+            self._tasks.append(spawn(coordinator.compacting(), name="etcd-compaction"))
 
-    async def _keeping_leases(self) -> None:
-        """Pass heartbeats on to the nodes' etcd leases, each lease at most every spacing."""
-        spacing = self._lease_spacing
-        gate = asyncio.Semaphore(_KEEPALIVES_IN_FLIGHT)
-
-        async def keep(node_id: str, at: datetime) -> None:
-            async with gate:
-                try:
-                    await self._etcd.renew(node_id, at)
-                except NotFoundError:
-                    return  # deregistered meanwhile
-                except RegistryError:
-                    with self._lock:
-                        self._lease_due.setdefault(node_id, at)  # next period
-                    return
-                self._lease_kept[node_id] = time.monotonic()
-                self.keepalives_sent += 1
-
-        while True:
-            await asyncio.sleep(self._period)
-            now = time.monotonic()
-            with self._lock:
-                due = {
-                    node_id: at
-                    for node_id, at in self._lease_due.items()
-                    if now - self._lease_kept.get(node_id, -spacing) >= spacing
-                }
-                for node_id in due:
-                    del self._lease_due[node_id]
-            if due:
-                results = await asyncio.gather(
-                    *(keep(node_id, at) for node_id, at in due.items()), return_exceptions=True
-                )
-                for result in results:
-                    if isinstance(result, Exception):  # a bug: log it, keep keeping leases
-                        log.error(
-                            "replica %s: a lease keepalive failed", self.name, exc_info=result
-                        )
-
-    async def _compacting(self) -> None:
-        """Compact etcd's history as the Kubernetes API server does, while leading.
-
-        Renewal digests add a revision per replica and period; without compaction etcd's
-        database grows until it hits its quota. Every interval the leader compacts up to
-        the revision it saw one interval earlier, so a watcher may lag by one interval.
-        """
-        mark: int | None = None
-        while True:
-            await asyncio.sleep(self._compaction_interval)
-            if not self._leading:
-                mark = None
-                continue
-            try:
-                if mark is not None:
-                    await self._etcd.compact(mark)
-                    log.info("replica %s compacted etcd history up to %d", self.name, mark)
-                mark = await self._etcd.revision()
-            except RevisionCompactedError:
-                mark = None  # someone compacted further already
-            except RegistryError as error:
-                log.warning("replica %s: compaction failed (%s); next interval", self.name, error)
-            except Exception:  # a bug must not end compaction for good
-                log.exception("replica %s: compaction failed", self.name)
+    def _part(self, part: str) -> functools.partial[None]:
+        """What the follower of ``part`` of the view reports its state to."""
+        return functools.partial(self._view.set_part, part)
 
     async def _stop(self, *, every_task: bool = True) -> None:
         for task in self._tasks:
@@ -592,9 +448,7 @@ class EtcdReplica:
         for task in self._tasks:
             with suppress(BaseException):
                 await task
-        if self._lease is not None:
-            # Hand the controller seat over now rather than after seat_ttl.
-            await self._etcd.release(self._lease)
+        await self._coordinator.release()
         for task in list(self._background):  # relays of open watchers, background reads
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -605,109 +459,6 @@ class EtcdReplica:
         for task in others:  # grpc's own
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-
-    async def _follow_shared(
-        self,
-        part: str,
-        read: Callable[[], Awaitable[tuple[S, int]]],
-        watch: Callable[[int], AsyncGenerator[C, None]],
-        take_all: Callable[[S], None],
-        take_one: Callable[[C], None],
-        revision: int | None = None,
-    ) -> None:
-        """Keep shared state current: read it, watch from there; after a failure, read afresh.
-
-        Digests and published state are state (the latest per key), not history, so a fresh
-        read loses nothing that matters and needs no history that compaction may have dropped.
-        """
-        delay = RETRY_FIRST
-        while True:
-            try:
-                if revision is None:
-                    snapshot, revision = await read()
-                    take_all(snapshot)
-                async with aclosing(watch(revision)) as items:
-                    self._set_part(part, None)
-                    async for item in items:
-                        take_one(item)
-                        delay = RETRY_FIRST
-                revision = None  # the store moved to another etcd member: read it there
-            except Exception as error:  # a bug must not stop the feed for good
-                if not isinstance(error, StoreUnavailableError | RevisionCompactedError):
-                    log.exception("replica %s: the %s feed failed", self.name, part)
-                self._set_part(part, error)
-                revision = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
-
-    def _take_renewals(self, renewed: dict[str, datetime]) -> None:
-        """Digests read as they are in etcd: none counts as later than now here."""
-        now = self._clock.now()
-        merge_latest(self._renewed, {n: at if at < now else now for n, at in renewed.items()})
-
-    def _take_digest(self, digest: tuple[str, dict[str, datetime]]) -> None:
-        """A digest just published: its renewals were served within the publisher's last
-        period or so, whatever its clock says (issue #10, item 11).
-
-        Times are stamped by the publishing replica's clock. One running ahead would make
-        nodes look alive in the future, one running behind would make them look long
-        silent; so each time is bounded by this replica's clock at receipt: not after now,
-        not before the publisher's last period (and a slow tick) before now.
-        """
-        publisher, renewed = digest
-        if publisher == self.name or publisher.startswith(f"{self.name}."):
-            return  # this replica's own: known here already, at the times it served them
-        now = self._clock.now()
-        earliest = now - self._digest_window
-        merge_latest(
-            self._renewed,
-            {
-                n: now if at > now else earliest if at < earliest else at
-                for n, at in renewed.items()
-            },
-        )
-
-    def _take_states(self, states: dict[str, dict[str, Any]]) -> None:
-        self._states = states
-
-    def _take_state(self, change: tuple[str, dict[str, Any] | None]) -> None:
-        key, doc = change
-        if doc is None:
-            self._states.pop(key, None)
-        else:
-            self._states[key] = doc
-
-    async def _ticking(self) -> None:
-        while True:
-            await asyncio.sleep(self._period)
-            await self._tick()
-
-    async def _tick(self) -> None:
-        """Keep this replica's lease, publish its renewals, hold or seek the controller seat."""
-        with self._lock:
-            unpublished, self._unpublished = self._unpublished, {}
-        try:
-            if self._lease is not None and not await self._etcd.keep(self._lease):
-                log.warning("replica %s: its etcd lease ran out; taking a new one", self.name)
-                self._lease = None
-            if self._lease is None:
-                self._set_leading(False)
-                self._lease = await self._etcd.grant(self._seat_ttl)
-            if unpublished:
-                await self._etcd.publish_renewals(self.name, unpublished, self._lease)
-                self.digests_published += 1
-            holder, seat = await self._etcd.campaign(self.name, self._lease)
-        except Exception as error:
-            if not isinstance(error, RegistryError):
-                log.exception("replica %s: tick failed", self.name)
-            with self._lock:
-                merge_latest(self._unpublished, unpublished)
-            self._set_leading(False)
-            self._set_part("ticks", error)
-            return
-        self._seat = seat if holder == self.name else None
-        self._set_leading(holder == self.name)
-        self._set_part("ticks", None)
 
     async def _relay(self, since: int, sink: Sink, on_error: ErrorSink | None) -> None:
         """A watcher's own etcd watch (``NodeCache.relay``), closed with the replica."""
@@ -721,127 +472,7 @@ class EtcdReplica:
 
     def _forget_node(self, node_id: str) -> None:
         """Under the lock: a deleted node's renewals and lease bookkeeping go with it."""
-        self._renewed.pop(node_id, None)
-        self._lease_due.pop(node_id, None)
-        self._lease_kept.pop(node_id, None)
-
-    def _renewal(self, node_id: str, at: datetime) -> None:
-        with self._lock:
-            merge_latest(self._renewed, {node_id: at})
-            self._unpublished[node_id] = at
-
-    def _set_part(self, part: str, error: BaseException | None) -> None:
-        """Record that ``part`` of the view failed (``error``) or works again (None)."""
-        was_up = not self._down
-        if error is None:
-            self._down.pop(part, None)
-        else:
-            self._down[part] = error
-        up = not self._down
-        if part == "starting":
-            return  # the start is not a recovery: the registry counts from its own start
-        if up and not was_up:
-            self._resumed_at = self._clock.now()
-            log.warning("replica %s: etcd reachable again; view current", self.name)
-        elif was_up and not up:
-            log.warning(
-                "replica %s: lost etcd (%s); answering 503 until it is back", self.name, error
-            )
-
-    def _set_leading(self, leading: bool) -> None:
-        if not leading:
-            self._seat = None
-        if leading != self._leading:
-            self._leading = leading
-            if leading:
-                log.warning("replica %s now runs the lifecycle controller", self.name)
-            else:
-                log.warning("replica %s no longer runs the lifecycle controller", self.name)
-
-
-class _Awaited:
-    """``EtcdReplica.aio``: the replica's calls that wait on etcd, as coroutines."""
-
-    def __init__(self, replica: EtcdReplica) -> None:
-        self._replica = replica
-
-    def __repr__(self) -> str:
-        return f"{self._replica!r}.aio"
-
-    async def get(self, node_id: str) -> Versioned | None:
-        replica = self._replica
-        return await replica._run(replica._get(node_id))
-
-    async def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
-        replica = self._replica
-        return await replica._run(replica._create(record, renewed_at=renewed_at))
-
-    async def update(
-        self,
-        record: NodeRecord,
-        *,
-        expected_revision: int,
-        renewed_at: datetime | None = None,
-        fenced: bool = False,
-    ) -> int:
-        replica = self._replica
-        return await replica._run(
-            replica._update(
-                record, expected_revision=expected_revision, renewed_at=renewed_at, fenced=fenced
-            )
-        )
-
-    async def delete(
-        self,
-        node_id: str,
-        *,
-        expected_revision: int | None = None,
-        keep: Binding | None = None,
-        fenced: bool = False,
-    ) -> int:
-        replica = self._replica
-        return await replica._run(
-            replica._delete(node_id, expected_revision=expected_revision, keep=keep, fenced=fenced)
-        )
-
-    async def renew(self, node_id: str, at: datetime) -> None:
-        replica = self._replica
-        await replica._run(replica._renew(node_id, at))
-
-    async def binding(self, name: str) -> Binding | None:
-        replica = self._replica
-        return await replica._run(replica._binding(name))
-
-    async def forget(self, name: str) -> bool:
-        replica = self._replica
-        return await replica._run(replica._forget(name))
-
-    async def objects(self, kind: str) -> dict[str, dict[str, Any]]:
-        replica = self._replica
-        return await replica._run(replica._read_objects(kind))
-
-    async def put_object(self, kind: str, name: str, doc: dict[str, Any]) -> None:
-        replica = self._replica
-        await replica._run(replica._etcd.put_object(kind, name, doc))
-
-    async def delete_object(self, kind: str, name: str) -> bool:
-        replica = self._replica
-        return await replica._run(replica._etcd.delete_object(kind, name))
-
-    async def publish_state(self, key: str, doc: dict[str, Any]) -> None:
-        replica = self._replica
-        await replica._run(replica._publish_state(key, doc))
-
-    async def check_watchable(self, since: int) -> None:
-        replica = self._replica
-        await replica._run(replica._check_watchable(since))
-
-    async def ping(self) -> None:
-        replica = self._replica
-        await replica._run(replica._ping())
-
-    async def close(self) -> None:
-        await self._replica.aclose()
+        self._renewals.forget(node_id)
 
 
 __all__ = ["EtcdReplica"]

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import (
     AsyncGenerator,
+    Callable,
     Mapping,
     Sequence,
 )
@@ -82,16 +83,17 @@ class EtcdCoordination(EtcdConnection):
         return merged, int(response.header.revision)
 
     async def watch_renewals(
-        self, since: int
+        self, since: int, opened: Callable[[], None] | None = None
     ) -> AsyncGenerator[tuple[str, dict[str, datetime]], None]:
         """(publisher, digest) for each digest published after revision ``since``, as it
-        comes; the publisher is the replica name (with ``.N`` for a digest's later chunks)."""
+        comes; the publisher is the replica name (with ``.N`` for a digest's later chunks).
+        ``opened`` runs once the watch is open."""
         key = self._keys.renewals
 
         def open_stream(client: _Client) -> Any:
             return client.watch_prefix(key, start_revision=since + 1)
 
-        async with aclosing(self._stream("watch renewals", open_stream)) as stream:
+        async with aclosing(self._stream("watch renewals", open_stream, opened)) as stream:
             async for event in stream:
                 if event.kind == aetcd.EventKind.PUT:
                     publisher = bytes(event.kv.key)[len(key) :].decode()
@@ -125,15 +127,16 @@ class EtcdCoordination(EtcdConnection):
         return found, int(response.header.revision)
 
     async def watch_states(
-        self, since: int
+        self, since: int, opened: Callable[[], None] | None = None
     ) -> AsyncGenerator[tuple[str, dict[str, Any] | None], None]:
-        """(key, document) for each state published after ``since``; None when it went."""
+        """(key, document) for each state published after ``since``; None when it went.
+        ``opened`` runs once the watch is open."""
         prefix = self._keys.states
 
         def open_stream(client: _Client) -> Any:
             return client.watch_prefix(prefix, start_revision=since + 1)
 
-        async with aclosing(self._stream("watch state", open_stream)) as stream:
+        async with aclosing(self._stream("watch state", open_stream, opened)) as stream:
             async for event in stream:
                 key = bytes(event.kv.key)[len(prefix) :].decode()
                 gone = event.kind == aetcd.EventKind.DELETE
