@@ -128,6 +128,20 @@ def test_controller_records_each_transition_and_emits_events(
     assert event.type is EventType.DELETED
 
 
+def test_a_heartbeat_is_local_only_for_a_node_recorded_alive(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    clock.advance(5)
+    assert registry.heartbeat_if_local(node) == clock.now()  # renewed, in memory
+    assert registry.get(node).last_seen == clock.now()
+    clock.advance(21)
+    registry.reconcile()  # recorded NotReady: its recovery is a store write
+    assert registry.heartbeat_if_local(node) is None
+    assert registry.get(node).health_state is NOT_READY  # nothing renewed
+    assert registry.heartbeat_if_local("no-such-node") is None
+
+
 @pytest.mark.parametrize("silent", [21, 31, 85])
 def test_heartbeat_at_any_point_restores_alive_running(
     registry: Registry, clock: FakeClock, make_passport: PassportFactory, silent: float
