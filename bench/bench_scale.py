@@ -4,10 +4,13 @@ For each size, a server process (pinned to CPU 0) stores that many seeded-random
 in process (``bench_registry.make_passports``), starts the real app under uvicorn and, on its
 own loop before any load, measures: the CPU of a full NodePassport list and of every page of
 a paginated one (``limit=500``), of a ``/metrics`` scrape, a full garbage collection's pause,
-and ``find_nodes`` with a ~1 % matchLabels selector. Then this process (pinned to CPU 1, raw
-asyncio sockets) renews leases open loop for ``--seconds`` twice: alone, then beside a full
-list every 2 s, a scrape every second and a full collection in the server every 2 s; the
-server records every collection of the oldest generation it runs (``gc.callbacks``).
+``find_nodes`` with a ~1 % matchLabels selector, and a Table list (``kubectl get``'s shape,
+first and again). Then this process (pinned to CPU 1, raw asyncio sockets) renews leases open
+loop for ``--seconds`` twice: alone, then beside a full list every 2 s, a scrape every second
+and a full collection in the server every 2 s; the server records every collection of the
+oldest generation it runs (``gc.callbacks``). Last, the server writes a label on every node
+while one watcher follows (``mass_change``): the CPU of the writes and of the watch delivering
+them, then of the first list after them.
 
 ``--before SRC`` runs each size a second time, interleaved, with another tree's
 ``node_registry`` (e.g. ``git archive main src | tar -x -C /tmp/before``): a before/after of
@@ -58,7 +61,7 @@ CONTINUE = re.compile(rb'"continue":"([^"]+)"')
 # -- the server process -------------------------------------------------------------------
 
 
-async def _asgi(app: Any, path: str) -> tuple[int, int, bytes]:
+async def _asgi(app: Any, path: str, accept: str | None = None) -> tuple[int, int, bytes]:
     """GET ``path`` straight through the ASGI app: (status, body bytes, the body's start)."""
     status, size, head = 0, 0, b""
     target, _, query = path.partition("?")
@@ -93,7 +96,7 @@ async def _asgi(app: Any, path: str) -> tuple[int, int, bytes]:
         "path": target,
         "raw_path": target.encode(),
         "query_string": query.encode(),
-        "headers": [(b"host", b"bench")],
+        "headers": [(b"host", b"bench")] + ([(b"accept", accept.encode())] if accept else []),
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "root_path": "",
@@ -101,6 +104,87 @@ async def _asgi(app: Any, path: str) -> tuple[int, int, bytes]:
     await app(scope, receive, send)
     done.set()
     return status, size, head
+
+
+async def _watch_until(app: Any, path: str, count: int, opened: asyncio.Event) -> int:
+    """Watch ``path`` through the ASGI app until ``count`` events arrived; how many did."""
+    events = [0]
+    enough = asyncio.Event()
+    asked = [False]
+
+    async def receive() -> dict[str, Any]:
+        if not asked[0]:
+            asked[0] = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await enough.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            opened.set()
+        elif message["type"] == "http.response.body":
+            events[0] += message.get("body", b"").count(b"\n")
+            if events[0] >= count:
+                enough.set()
+
+    target, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": target,
+        "raw_path": target.encode(),
+        "query_string": query.encode(),
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "root_path": "",
+    }
+    await app(scope, receive, send)
+    return events[0]
+
+
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+#: Label value written on every node by the mass change.
+ROLLOUT = "rollout"
+
+
+async def mass_change(app: Any, store: Any, registry: Any) -> dict[str, Any]:
+    """A label written on every node (a rollout) while one watcher follows, then the first
+    list: the CPU of the writes and the watch delivering them, then of that list."""
+    from node_registry.store import NodeRecord
+
+    since = registry.sync.resource_version
+    stored, _ = store.list()
+    nodes = list(stored.values())
+    opened = asyncio.Event()
+    path = f"{API}/nodepassports?watch=true&resourceVersion={since}"
+    watcher = asyncio.create_task(_watch_until(app, path, len(nodes), opened))
+    await opened.wait()
+    start = time.process_time()
+    for i, versioned in enumerate(nodes):
+        record = versioned.record
+        labels = {**record.passport.metadata.labels, ROLLOUT: "2"}
+        metadata = record.passport.metadata.model_copy(update={"labels": labels})
+        passport = record.passport.model_copy(update={"metadata": metadata})
+        store.update(
+            NodeRecord(passport, record.registered_at), expected_revision=versioned.revision
+        )
+        if i % 1000 == 999:
+            await asyncio.sleep(0)  # as writes arriving over time: the watch keeps up
+    delivered = await watcher
+    changes = time.process_time() - start
+    full = f"{API}/nodepassports"
+    return {
+        "changed": len(nodes),
+        "delivered": delivered,
+        "change_and_watch_cpu": changes,
+        "list_after_change_cpu": await _cpu(lambda: _asgi(app, full), 1),
+        "list_after_change_again_cpu": await _cpu(lambda: _asgi(app, full), 1),
+        "rss_after_change_mib": _rss_mib(),
+    }
 
 
 async def _cpu(call: Callable[[], Awaitable[Any]], repeat: int) -> float:
@@ -188,7 +272,9 @@ async def serve(size: int, port: int, seed: int) -> None:
 
     # Lag-based shedding off: the stalls are what is measured, not how reads are refused.
     server = {"port": port, "shed_reads_lag_seconds": 3600.0}
-    settings = load_settings(None, heartbeat=HEARTBEAT, server=server)
+    # The mass change's watcher may fall the whole change behind: it must not be dropped.
+    watch = {"history_size": size + 10_000, "backlog_events": size + 10_000}
+    settings = load_settings(None, heartbeat=HEARTBEAT, server=server, watch=watch)
     store = MemoryStore()
     registry = AsyncRegistry(store, settings=settings)
     started = time.perf_counter()
@@ -226,6 +312,8 @@ async def serve(size: int, port: int, seed: int) -> None:
         "tracked_objects": len(gc.get_objects()),
         "match_ms": statistics.median(match_times) * 1000,
         "match_results": len(found),
+        "table_cpu_first": await _cpu(lambda: _asgi(app, full, TABLE), 1),
+        "table_cpu": await _cpu(lambda: _asgi(app, full, TABLE), heavy),
         "rss_mib": _rss_mib(),
     }
     pauses: list[float] = []
@@ -234,10 +322,18 @@ async def serve(size: int, port: int, seed: int) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, collecting.set)
     collector = asyncio.create_task(_collect_every(COLLECT_EVERY, collecting))
 
+    changing: list[asyncio.Task[None]] = []
+
     def report() -> None:
         # Asked for before SIGTERM: uvicorn re-raises that one once stopped, which ends
         # the process before anything after ``serve()`` would run.
         print("GC " + json.dumps({"pauses": pauses, "rss_mib": _rss_mib()}), flush=True)
+        collector.cancel()  # the mass change is measured without scheduled collections
+        changing.append(asyncio.create_task(_report_mass_change()))
+
+    async def _report_mass_change() -> None:
+        figures = await mass_change(app, store, registry)
+        print("MASS " + json.dumps(figures), flush=True)
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, report)
     print("READY " + json.dumps(figures), flush=True)
@@ -345,6 +441,9 @@ def run_one(size: int, src: Path, args: argparse.Namespace) -> dict[str, Any]:
         line = process.stdout.readline()
         if line.startswith("GC "):
             figures["gc"] = json.loads(line.removeprefix("GC "))
+        line = process.stdout.readline()
+        if line.startswith("MASS "):
+            figures["mass"] = json.loads(line.removeprefix("MASS "))
         process.terminate()
         process.communicate(timeout=60)
     finally:
@@ -417,7 +516,34 @@ def render(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
             f"| {lists['count']} | {lists['p50']:,.0f} ms | {scrapes['count']} "
             f"| {scrapes['p50']:,.1f} ms | {len(pauses)} | {longest} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + render_second_pass(results))
+
+
+def render_second_pass(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Issue #14's second pass: Table lists, and the first list after a mass change."""
+    if not all("mass" in r and "table_cpu" in r for _, r in results):
+        return []
+    lines = [
+        "",
+        "Table lists (`Accept: application/json;as=Table`, `kubectl get`'s), after the JSON "
+        "lists above; then, after the loaded phase, a label written on every node while one "
+        "watcher follows from before it (the writes and the watch's delivery of every event), "
+        "and the first JSON list after it:",
+        "",
+        "| N | code | Table list CPU first | again | change + watch CPU | events delivered "
+        "| first list after the change | again | RSS after the lists | after the change |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results:
+        m = r["mass"]
+        lines.append(
+            f"| {r['size']:,} | {name} | {r['table_cpu_first'] * 1000:,.0f} ms "
+            f"| {r['table_cpu'] * 1000:,.0f} ms | {m['change_and_watch_cpu'] * 1000:,.0f} ms "
+            f"| {m['delivered']:,} | {m['list_after_change_cpu'] * 1000:,.0f} ms "
+            f"| {m['list_after_change_again_cpu'] * 1000:,.0f} ms | {r['rss_mib']:,.0f} MiB "
+            f"| {m['rss_after_change_mib']:,.0f} MiB |"
+        )
+    return lines
 
 
 def main() -> int:

@@ -57,6 +57,8 @@ class Serve:
     tmp: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: Another tree's ``src/`` to serve instead of this one's (a before/after in one run).
+    src: Path | None = None
 
     def start(self) -> Serve:
         config = self.tmp / f"config-{self.port}.yaml"
@@ -65,6 +67,8 @@ class Serve:
         command = [sys.executable, "-m", "node_registry", "serve", "--port", str(self.port)]
         command += ["--config", str(config), "--log-level", "warning"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("NODE_REGISTRY_")}
+        if self.src is not None:
+            env["PYTHONPATH"] = str(self.src)
         self.process = subprocess.Popen(
             pinned(0, command), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env
         )

@@ -223,6 +223,71 @@ def test_a_client_shared_by_many_agents_bounds_its_calls_in_flight(
     assert transport.most == MAX_IN_FLIGHT
 
 
+class Ordered(Counting):
+    """``Counting``, noting each request's method and path in the order they are sent, and
+    holding every request until the test opens ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+        self.gate = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
+        await self.gate.wait()
+        return await super().handle_async_request(request)
+
+
+@pytest.mark.parametrize(
+    ("call", "first"),
+    [
+        ("heartbeat", True),
+        ("heartbeat_many", True),
+        ("update_status", True),
+        ("get", False),  # a read waits its turn behind the registrations, as before
+    ],
+)
+def test_a_registered_node_is_not_kept_waiting_behind_a_storm_of_registrations(
+    url: tuple[str, Any], call: str, first: bool
+) -> None:
+    # The storm: every agent of a host registering at once holds every turn of the shared
+    # client and fills its queue; a renewal or status report of a node already registered
+    # takes the next free turn, or it may wait past its timeout while its lease runs out.
+    base, _ = url
+    transport = Ordered()
+    crowd = 3 * MAX_IN_FLIGHT
+
+    async def main() -> None:
+        async with AsyncRegistryClient(base, token=ADMIN, retries=0, transport=transport) as client:
+            transport.gate.set()
+            await client.register(passport("host-agent-0"))
+            transport.gate.clear()
+            transport.sent.clear()
+            storm = [
+                asyncio.create_task(client.register(passport(f"crowd-{i:03d}")))
+                for i in range(crowd)
+            ]
+            await until(lambda: len(transport.sent) == MAX_IN_FLIGHT, "every turn taken")
+            calls = {
+                "heartbeat": lambda: client.heartbeat("host-agent-0"),
+                "heartbeat_many": lambda: client.heartbeat_many(["host-agent-0"]),
+                "update_status": lambda: client.update_status("host-agent-0", phase="Running"),
+                "get": lambda: client.get("host-agent-0"),
+            }
+            node = asyncio.create_task(calls[call]())
+            await asyncio.sleep(0)  # its first step: up to its wait for a turn
+            transport.gate.set()
+            await asyncio.gather(node, *storm)
+
+    asyncio.run(main())
+    assert len(transport.sent) == crowd + 1
+    assert transport.most == MAX_IN_FLIGHT  # the bound holds for either kind
+    node = [i for i, sent in enumerate(transport.sent) if "host-agent-0" in sent]
+    if call == "heartbeat_many":
+        node = [i for i, sent in enumerate(transport.sent) if "leaserenewals" in sent]
+    assert node == ([MAX_IN_FLIGHT] if first else [crowd])
+
+
 def test_httpcore_finds_what_it_looks_for_on_every_request() -> None:
     # Without sniffio httpcore still works, but its failed import on every request searches
     # sys.path each time: a quarter of the CPU of a client many agents share (#14).

@@ -638,8 +638,11 @@ def test_two_replicas_writing_one_node_at_once_lose_no_update(
         # No client retries: a 409 or 500 from the registry would reach this caller.
         try:
             with RegistryClient(url, retries=0, timeout=10) as client:
-                barrier.wait()
                 for i in range(rounds):
+                    # Both writers start each round together, so their writes race every
+                    # round (one writer cannot finish before the other starts on a
+                    # loaded machine) and the rounds interleave.
+                    barrier.wait()
                     condition = {"type": f"{tag}{i:02}", "status": "True", "reason": "Written"}
                     results[tag].append(client.update_status(name, conditions=[condition]))
         except BaseException as exc:  # reported in the test's thread
@@ -675,7 +678,8 @@ def test_two_replicas_writing_one_node_at_once_lose_no_update(
             assert [e.resource_version for e in entries] == sorted(
                 e.resource_version for e in entries
             )
-        # The writes really interleaved, rather than one writer finishing first.
+        # The writes really interleaved (the per-round barrier), rather than one writer
+        # finishing first.
         a_versions = [e.resource_version for e in results["A"]]
         b_versions = [e.resource_version for e in results["B"]]
         assert min(a_versions) < max(b_versions)

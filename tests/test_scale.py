@@ -6,11 +6,14 @@ nodes selected) and by a count of the work done, never by timing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import random
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -22,9 +25,17 @@ from conftest import BACKENDS, passport
 from live_server import make_app, serve
 from node_registry import AsyncRegistry, FakeClock, Registry, load_settings
 from node_registry.errors import NotFoundError
-from node_registry.kube import objects
-from node_registry.kube.objects import dumps, entry_to_object, list_to_object, object_bytes
+from node_registry.kube import objects, table
+from node_registry.kube.objects import (
+    dumps,
+    entry_to_object,
+    list_to_object,
+    object_bytes,
+    partial_object_metadata,
+)
+from node_registry.kube.table import COLUMN_DEFINITIONS, IncludeObject, nodes_table
 from node_registry.passport import load_passport
+from node_registry.registry import aio, index
 from node_registry.selectors import as_selector
 from node_registry.server import create_app, render
 from node_registry.server.gctune import REFREEZE_MIN_WRITES, GcTuning
@@ -325,3 +336,317 @@ def test_a_long_list_streams_the_same_json_and_leaves_out_what_cannot_be_sent(
         found = registry.list_nodes()
         expected = list_to_object(found.items[1:], found.resource_version)  # bad-0 left out
         assert response.content == dumps(expected)
+
+
+# -- #14, second pass: no read holds the loop for a time that grows with N ------------------
+
+
+def stored(store: MemoryStore, count: int, *, shuffle: bool = False) -> None:
+    """``count`` nodes put straight into ``store`` (one validated passport, copied with its
+    own name and uid: 20,000 validations would take most of a minute)."""
+    template = load_passport(passport("node-00000"))
+    order = list(range(count))
+    if shuffle:
+        random.Random(14).shuffle(order)
+    for i in order:
+        uid = uuid.UUID(int=i + 1, version=4)
+        labels = {"zone": f"z{i % 3}", "team": f"t{i % 7}"}
+        update = {"name": f"node-{i:05d}", "uid": uid, "labels": labels}
+        metadata = template.metadata.model_copy(update=update)
+        node = template.model_copy(update={"metadata": metadata})
+        store.create(NodeRecord(node, T0), renewed_at=T0)
+
+
+def get(app: FastAPI, path: str, send: Callable[[dict[str, Any]], Awaitable[None]]) -> Any:
+    """GET ``path`` straight through the ASGI app, on the caller's loop."""
+    target, _, query = path.partition("?")
+    asked = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        # The request once; then, as a server does, nothing until the client leaves (a
+        # streamed response listens for that all along).
+        if not asked.is_set():
+            asked.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": target,
+        "raw_path": target.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    return app(scope, receive, send)
+
+
+def test_a_long_list_hands_the_loop_back_while_it_judges_the_nodes(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryStore()
+    stored(store, 20_000, shuffle=True)  # stored out of name order: the list sorts them
+    built: list[tuple[int, int]] = []  # (entries built in one go, the ticker's count then)
+    ticks = [0]
+    entries = Registry._entries
+
+    def counted(self: Registry, found: list[Any], *args: Any) -> Any:
+        built.append((len(found), ticks[0]))
+        return entries(self, found, *args)
+
+    monkeypatch.setattr(Registry, "_entries", counted)
+    body: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+
+    async def run() -> None:
+        app = create_app(AsyncRegistry(store, clock=clock), load_settings())
+
+        async def ticker() -> None:  # a heartbeat's stand-in: runs whenever the loop is free
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await get(app, f"{API}/nodepassports", send)
+        task.cancel()
+
+    asyncio.run(run())
+    assert sum(size for size, _ in built) == 20_000
+    assert max(size for size, _ in built) <= 1000  # no chunk grows with N
+    seen = [tick for _, tick in built]
+    assert all(b > a for a, b in itertools.pairwise(seen))  # the ticker ran between chunks
+    names = [item["metadata"]["name"] for item in json.loads(b"".join(body))["items"]]
+    assert names == sorted(names)
+    assert len(names) == 20_000
+
+
+QUERIES: list[dict[str, Any]] = [
+    {},
+    {"kind": "agent"},
+    {"selector": {"matchLabels": {"zone": "z1"}}},  # one term: the index's set, unsorted
+    {"selector": {"matchLabels": {"zone": "z1", "team": "t2"}}},  # the kept intersection
+    {"selector": "zone in (z0,z2),team!=t3"},  # a match over candidates
+    {"selector": "team!=t3"},  # a match over every node
+    {"selector": "capability.python"},
+    {"only_healthy": True},
+    {"only_verified": True, "selector": "zone=z2"},
+]
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[json.dumps(q) for q in QUERIES])
+def test_a_chunked_select_answers_what_the_sync_one_does(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, query: dict[str, Any]
+) -> None:
+    monkeypatch.setattr(aio, "SELECT_CHUNK", 7)
+    monkeypatch.setattr(index, "SORT_AT_ONCE", 40)  # both ways of ordering the candidates
+    store = MemoryStore()
+    stored(store, 300, shuffle=True)
+
+    async def run() -> None:
+        registry = AsyncRegistry(store, clock=clock)
+        sync = registry.sync
+        for step in range(3):
+            expected = sync.select(**query)
+            got = await registry.select(**query)
+            assert got == expected
+            assert [e.name for e in got.items] == sorted(e.name for e in got.items)
+            everyone = [e.name for e in sync.list_nodes().items]
+            assert [e.name for e in await registry.find_nodes(**query)] == [
+                n for n in everyone if n in {e.name for e in expected.items}
+            ]
+            # Churn: renames move a node in the order, relabels and removals too.
+            sync.deregister(sync.id_of(f"node-{step:05d}"))
+            moved = load_passport(passport(f"a-renamed-{step}", labels={"zone": "z1"}))
+            sync.register(moved)
+            clock.advance(21)  # some NOT_READY for only_healthy
+
+    asyncio.run(run())
+
+
+def test_the_index_keeps_every_node_in_name_order_through_churn(registry: Registry) -> None:
+    rng = random.Random(7)
+    names = [f"n-{rng.randrange(10**6):06d}" for _ in range(80)]
+    for step in range(200):
+        name = rng.choice(names)
+        if rng.random() < 0.3:
+            with contextlib.suppress(NotFoundError):
+                registry.deregister(registry.id_of(name))
+        else:
+            labelled(registry, name, rng.randrange(3), rng.randrange(4))
+        listed = [e.name for e in registry.list_nodes().items]
+        assert listed == sorted(listed), step
+        assert len(listed) == len(registry._index)
+
+
+def watched(http: httpx.Client, since: str, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` events of a watch from ``since``."""
+    params = {"watch": "true", "resourceVersion": since, "timeoutSeconds": "10"}
+    events: list[dict[str, Any]] = []
+    with http.stream("GET", f"{API}/nodepassports", params=params) as response:
+        for line in response.iter_lines():
+            if line:
+                events.append(json.loads(line))
+            if len(events) == count:
+                break
+    return events
+
+
+def test_a_watch_and_a_list_of_one_stored_version_encode_it_once_between_them(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    names = ["pending-d", "plain-a", "unicode-b", "unready-c"]
+    since = http.get(f"{API}/nodepassports").json()["metadata"]["resourceVersion"]
+    encoded = encodes(monkeypatch)
+    for name in names:
+        registry.update_status(registry.id_of(name), current_tasks=3)
+    events = watched(http, since, len(names))
+    assert [e["type"] for e in events] == ["MODIFIED"] * len(names)
+    assert encoded == names  # the watch encoded each new version once
+    listed = http.get(f"{API}/nodepassports").json()["items"]
+    assert encoded == names  # and the list joined those bytes: none encoded again
+    assert [e["object"] for e in events] == listed  # the same objects either way
+    # The other way round: a version listed first is not encoded again for a watch.
+    since = http.get(f"{API}/nodepassports").json()["metadata"]["resourceVersion"]
+    registry.update_status(registry.id_of("plain-a"), current_tasks=1)
+    relisted = http.get(f"{API}/nodepassports").json()["items"]
+    assert encoded[len(names) :] == ["plain-a"]
+    (event,) = watched(http, since, 1)
+    assert encoded[len(names) :] == ["plain-a"]
+    assert event["object"] == relisted[1]
+
+
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+
+
+def encodings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What gets built from a stored version from now on: its Table cells, its object (as a
+    document, or as the cached JSON's fragments)."""
+    made: list[str] = []
+    for module, name in [
+        (table, "cells"),
+        (table, "entry_to_object"),
+        (objects, "entry_to_object"),
+        (objects, "_add_metadata"),
+        (objects, "_fragments"),
+    ]:
+        original = getattr(module, name)
+
+        def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
+            made.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(module, name, counted)
+    return made
+
+
+@pytest.mark.parametrize("include", list(IncludeObject))
+def test_a_table_list_joins_rows_each_stored_version_keeps(
+    app: FastAPI,
+    http: httpx.Client,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    include: IncludeObject,
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    made = encodings(monkeypatch)
+    params = {"includeObject": include.value}
+    for step in range(3):
+        found = registry.list_nodes()
+        expected = nodes_table(
+            found.items, clock.now(), include=include, resource_version=found.resource_version
+        )
+        before = len(made)  # the expected table's own building left out
+        response = http.get(f"{API}/nodepassports", params=params, headers={"Accept": TABLE})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/json;as=Table")
+        assert response.content == dumps(expected)  # byte for byte what JSONResponse made
+        if step:
+            assert made[before:] == []  # cells and objects from the kept bytes
+        else:
+            assert made[before:].count("cells") == 4  # once per stored version
+        clock.advance(21)  # health and both ages move; the kept cells do not
+
+
+def test_a_metadata_list_joins_what_each_stored_version_keeps(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    made = encodings(monkeypatch)
+    headers = {"Accept": METADATA_LIST}
+    first = http.get(f"{API}/nodepassports", headers=headers)
+    assert len(made) == 4
+    found = registry.list_nodes()
+    doc = list_to_object(found.items, found.resource_version)
+    expected = {
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadataList",
+        "metadata": doc["metadata"],
+        "items": [partial_object_metadata(item) for item in doc["items"]],
+    }
+    assert first.content == dumps(expected)
+    before = len(made)
+    assert http.get(f"{API}/nodepassports", headers=headers).content == first.content
+    assert made[before:] == []
+    registry.update_status(registry.id_of("plain-a"), current_tasks=2)
+    http.get(f"{API}/nodepassports", headers=headers)
+    assert len(made[before:]) == 1  # only the new version is encoded
+
+
+def test_a_table_watch_and_a_table_list_share_each_versions_row(
+    app: FastAPI, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    since = http.get(f"{API}/nodepassports").json()["metadata"]["resourceVersion"]
+    made = encodings(monkeypatch)
+    registry.update_status(registry.id_of("plain-a"), current_tasks=2)
+    params = {"watch": "true", "resourceVersion": since, "timeoutSeconds": "10"}
+    with http.stream(
+        "GET", f"{API}/nodepassports", params=params, headers={"Accept": TABLE}
+    ) as response:
+        line = next(line for line in response.iter_lines() if line)
+    event = json.loads(line)
+    assert event["type"] == "MODIFIED"
+    (row,) = event["object"]["rows"]
+    assert event["object"]["metadata"] == {"resourceVersion": str(registry.resource_version)}
+    assert event["object"]["columnDefinitions"] == COLUMN_DEFINITIONS
+    assert row["cells"][:5] == ["plain-a", "agent", "ALIVE", "Running", "2/4"]
+    assert made.count("cells") == 1
+    before = len(made)
+    rows = http.get(f"{API}/nodepassports", headers={"Accept": TABLE}).json()["rows"]
+    assert made[before:].count("cells") == 3  # the three other nodes' versions, not plain-a's
+    assert rows[1] == row
+
+
+def test_what_a_stored_version_keeps_adds_nothing_to_a_full_collection(
+    app: FastAPI, http: httpx.Client
+) -> None:
+    registry = registry_of(app)
+    fleet(registry)
+    http.get(f"{API}/nodepassports")
+    http.get(f"{API}/nodepassports", headers={"Accept": TABLE})
+    http.get(f"{API}/nodepassports", headers={"Accept": METADATA_LIST})
+    # A collection untracks a tuple holding only untracked values; a nested one, the next.
+    gc.collect()
+    gc.collect()
+    for name in ("plain-a", "unicode-b", "unready-c", "pending-d"):
+        versioned = registry._index.get(registry.id_of(name))
+        assert versioned is not None
+        kept = [value for key, value in versioned.memo.items() if isinstance(key, str)]
+        assert len(kept) == 4  # the object's fragments, last seen, Table cells, metadata
+        assert [v for v in kept if gc.is_tracked(v)] == [], name

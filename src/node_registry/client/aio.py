@@ -19,6 +19,7 @@ import httpx
 from node_registry.client import core
 from node_registry.client.objects import NodeList, RegistryEntry, Renewals, WatchEvent
 from node_registry.client.settings import WATCH_IDLE_TIMEOUT, ClientSettings
+from node_registry.client.turns import Turns
 from node_registry.errors import (
     RegistryError,
     RegistryUnreachableError,
@@ -27,9 +28,10 @@ from node_registry.errors import (
 from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
 from node_registry.passport.verification import CapabilityVerification
 
-#: Calls one client has in flight at once; more wait their turn here. httpcore's pool scans
-#: every waiting request on each connection it frees, so thousands of concurrent calls (the
-#: agents of a host sharing one client) cost the client quadratic CPU there (#14).
+#: Calls one client has in flight at once; more wait their turn here (``client.turns``:
+#: renewals first). httpcore's pool scans every waiting request on each connection it frees,
+#: so thousands of concurrent calls (the agents of a host sharing one client) cost the
+#: client quadratic CPU there (#14).
 MAX_IN_FLIGHT = 32
 
 
@@ -62,7 +64,7 @@ class AsyncRegistryClient:
         ]
         self._current = 0
         self._watch_timeout = httpx.Timeout(timeout, read=watch_idle_timeout)
-        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._in_flight = Turns(MAX_IN_FLIGHT)
 
     def __repr__(self) -> str:
         return f"AsyncRegistryClient({list(self.settings.endpoints)!r})"
@@ -83,7 +85,7 @@ class AsyncRegistryClient:
                 try:
                     # The wait for a turn counts against the timeout, as httpx's pool wait did.
                     async with asyncio.timeout(self.settings.timeout):
-                        await self._in_flight.acquire()
+                        await self._in_flight.acquire(urgent=call.keeps_alive)
                 except TimeoutError:
                     problems.append(
                         f"{client.base_url}: {MAX_IN_FLIGHT} calls of this client in flight "

@@ -62,6 +62,9 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)
     body: Any = None
     content_type: str | None = None  # None: JSON, when there is a body
+    #: It keeps a registered node alive (a renewal, a batch of them, a status report): a
+    #: client with calls waiting sends it first (``client.turns``).
+    keeps_alive: bool = False
 
 
 def encode(call: Call) -> tuple[bytes | None, dict[str, str]]:
@@ -102,6 +105,7 @@ def heartbeat(name: str) -> Call:
         "PUT",
         _named(LEASES, name),
         body={"apiVersion": API_VERSION, "kind": "Lease", "spec": {"holderIdentity": name}},
+        keeps_alive=True,
     )
 
 
@@ -112,6 +116,7 @@ def heartbeat_many(names: list[str]) -> Call:
         "POST",
         LEASE_RENEWALS,
         body={"apiVersion": API_VERSION, "kind": "LeaseRenewal", "spec": {"leases": leases}},
+        keeps_alive=True,
     )
 
 
@@ -147,6 +152,7 @@ def update_status(
         f"{_named(NODEPASSPORTS, name)}/status",
         body={"status": body},
         content_type=STRATEGIC_MERGE_PATCH,
+        keeps_alive=True,
     )
 
 

@@ -20,8 +20,6 @@ carries them (a node that sent a field of the same name has it replaced, not mer
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -29,7 +27,14 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from node_registry import errors
-from node_registry.kube.meta import KubeModel, ListMeta, list_meta, rfc3339, rfc3339_micro
+from node_registry.kube.meta import (
+    META_GROUP_VERSION,
+    KubeModel,
+    ListMeta,
+    list_meta,
+    rfc3339,
+    rfc3339_micro,
+)
 from node_registry.passport import API_VERSION, KIND, NodePassport
 from node_registry.passport import Metadata as PassportMetadata
 from node_registry.passport import Status as PassportStatus
@@ -41,6 +46,7 @@ from node_registry.passport.verification import (
     claim_states,
 )
 from node_registry.passport.versions import translate_pydantic_error
+from node_registry.registry.decide import ready_to_work
 from node_registry.registry.entry import RegistryEntry
 from node_registry.registry.registry import is_schedulable
 from node_registry.store import HealthState
@@ -215,10 +221,7 @@ def entry_to_object(entry: RegistryEntry) -> dict[str, Any]:
 
 def _object(entry: RegistryEntry, health: str, seen: str, schedulable: Any) -> dict[str, Any]:
     doc = entry.passport.to_dict()
-    meta = doc["metadata"]
-    meta["creationTimestamp"] = rfc3339(entry.registered_at)
-    meta["resourceVersion"] = str(entry.resource_version)
-    meta["generation"] = entry.generation
+    _add_metadata(doc["metadata"], entry)
     status = doc.setdefault("status", {})
     status["healthState"] = health
     status["lastSeen"] = seen
@@ -227,6 +230,12 @@ def _object(entry: RegistryEntry, health: str, seen: str, schedulable: Any) -> d
     if entry.verification:
         _add_verification(status, entry)
     return doc
+
+
+def _add_metadata(meta: dict[str, Any], entry: RegistryEntry) -> None:
+    meta["creationTimestamp"] = rfc3339(entry.registered_at)
+    meta["resourceVersion"] = str(entry.resource_version)
+    meta["generation"] = entry.generation
 
 
 def dumps(doc: Any) -> bytes:
@@ -240,10 +249,15 @@ def dumps(doc: Any) -> bytes:
 # judged from the clock at each read). Should a passport hold the same text, the split
 # does not find each exactly once, in order, and that version is encoded whole every time.
 _HEALTH, _SEEN, _SCHEDULABLE = "\x00health\x00", "\x00seen\x00", "\x00schedulable\x00"
-_SPLIT = re.compile(b"|".join(re.escape(dumps(s)) for s in (_HEALTH, _SEEN, _SCHEDULABLE)))
+_STAND_INS = tuple(dumps(s) for s in (_HEALTH, _SEEN, _SCHEDULABLE))
 _HEALTH_BYTES = {state: dumps(state.value) for state in HealthState}
 _OBJECT_BYTES = "NodePassport JSON"
 _SEEN_BYTES = "lastSeen JSON"
+# What a version keeps is tagged with the id of the passport it was made from, not the
+# passport: a tuple of ints and bytes leaves the garbage collector's lists, so 100,000
+# versions' caches add nothing to a full collection. The id is that passport's while the
+# version lives (its record, or its memo for the shown one, holds it), so an equal id is
+# the same passport; an entry given another passport finds the id differ.
 
 
 def object_bytes(entry: RegistryEntry) -> bytes:
@@ -257,7 +271,7 @@ def object_bytes(entry: RegistryEntry) -> bytes:
     if memo is None:  # not a stored version's (a client's entry): nowhere to keep it
         return dumps(entry_to_object(entry))
     cached = memo.get(_OBJECT_BYTES)
-    if cached is None or cached[0] is not entry.passport:
+    if cached is None or cached[0] != id(entry.passport):
         cached = _fragments(entry)
         if cached[1] is not None:
             memo[_OBJECT_BYTES] = cached
@@ -273,6 +287,41 @@ def object_bytes(entry: RegistryEntry) -> bytes:
     )
 
 
+def partial_object_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    """A NodePassport object's ``PartialObjectMetadata`` (what ``kubectl get`` rows carry)."""
+    return {
+        "apiVersion": META_GROUP_VERSION,
+        "kind": "PartialObjectMetadata",
+        "metadata": obj["metadata"],
+    }
+
+
+_METADATA_BYTES = "PartialObjectMetadata JSON"
+
+
+def metadata_bytes(entry: RegistryEntry) -> bytes:
+    """``dumps(partial_object_metadata(entry_to_object(entry)))``, once per stored version.
+
+    Nothing in an object's metadata is judged at the read (health, last seen are status),
+    so the whole document is kept in the version's memo, as ``object_bytes`` keeps its
+    fragments, and goes with the version.
+    """
+    memo = entry.memo
+    if memo is not None:
+        cached = memo.get(_METADATA_BYTES)
+        if cached is not None and cached[0] == id(entry.passport):
+            kept: bytes = cached[1]
+            return kept
+    # Only the metadata is dumped: a tenth of the passport, and dumped with the same options
+    # as ``to_dict`` (``entry_to_object``'s metadata, key for key).
+    meta = entry.passport.metadata.model_dump(mode="json", by_alias=True, exclude_none=True)
+    _add_metadata(meta, entry)
+    data = dumps(partial_object_metadata({"metadata": meta}))
+    if memo is not None:
+        memo[_METADATA_BYTES] = (id(entry.passport), data)
+    return data
+
+
 def _seen(moment: datetime, memo: dict[Any, Any]) -> bytes:
     # A node renews every 10 s: lists in between find its last renewal already formatted.
     cached = memo.get(_SEEN_BYTES)
@@ -286,14 +335,19 @@ def _seen(moment: datetime, memo: dict[Any, Any]) -> bytes:
 
 def _fragments(
     entry: RegistryEntry,
-) -> tuple[NodePassport, tuple[bytes, bytes, bytes, bytes] | None, bool]:
+) -> tuple[int, tuple[bytes, bytes, bytes, bytes] | None, bool]:
     text = dumps(_object(entry, _HEALTH, _SEEN, _SCHEDULABLE))
-    pieces = _SPLIT.split(text)
-    found = _SPLIT.findall(text)
-    schedulable_if_alive = is_schedulable(replace(entry, health_state=HealthState.ALIVE))
-    if len(pieces) != 4 or [dumps(s) for s in (_HEALTH, _SEEN, _SCHEDULABLE)] != found:
-        return entry.passport, None, schedulable_if_alive
-    return entry.passport, (pieces[0], pieces[1], pieces[2], pieces[3]), schedulable_if_alive
+    schedulable_if_alive = ready_to_work(entry.passport)
+    health, seen, schedulable = _STAND_INS
+    first, _, rest = text.partition(health)
+    second, _, rest = rest.partition(seen)
+    third, _, fourth = rest.partition(schedulable)
+    # Each stand-in exactly once, in this order, or the split is not the object's.
+    if any(text.count(stand_in) != 1 for stand_in in _STAND_INS) or not (
+        len(first) < text.find(seen) < text.find(schedulable)
+    ):
+        return id(entry.passport), None, schedulable_if_alive
+    return id(entry.passport), (first, second, third, fourth), schedulable_if_alive
 
 
 def _add_verification(status: dict[str, Any], entry: RegistryEntry) -> None:
@@ -459,8 +513,10 @@ __all__ = [
     "lease_object",
     "list_head",
     "list_to_object",
+    "metadata_bytes",
     "object_bytes",
     "object_to_entry",
+    "partial_object_metadata",
     "passport_of",
     "stamp_conditions",
 ]

@@ -32,3 +32,8 @@ MAX_NESTING_DEPTH = 64
 #: then it raises), but Kubernetes' JSON carries int64 and JavaScript 53 bits; 40 digits
 #: hold any 128-bit integer and refuse the thousands of digits that only cost CPU.
 MAX_INTEGER_DIGITS = 40
+#: A passport read from at most this many bytes is validated on the event loop that read it
+#: (tens of microseconds as JSON, less than a hop to a worker thread costs); a larger one in
+#: a worker thread, so that milliseconds of pure Python never stall the heartbeats the loop
+#: serves. The server parses bodies by the same line (``server.body.INLINE_PARSE_BYTES``).
+INLINE_VALIDATION_BYTES = 16 * 1024

@@ -6,7 +6,9 @@ the caller's loop through the store's ``aio`` (memory answers at once; an etcd r
 opened on this loop, as ``serve`` opens it, awaits etcd right here: no thread pool, no
 loop hop). Registrations and status reports validate a whole passport (up to 256 KiB:
 milliseconds of pure Python) before their first store call, so that stretch runs in a
-worker thread, off the loop that serves heartbeats. The lifecycle controller runs as a
+worker thread, off the loop that serves heartbeats, unless the caller says the passport
+came from at most ``INLINE_VALIDATION_BYTES`` (the server does: the body's length): then
+it validates faster than the hop would take, right here. The lifecycle controller runs as a
 task of the caller's loop inside ``async with``. Every watch it opens on a loop shares one
 store subscription (``WatchHub``): a thousand watchers cost the store's writer what one does.
 """
@@ -28,6 +30,7 @@ from node_registry.clock import Clock
 from node_registry.config import Settings, load_settings
 from node_registry.errors import RegistryError
 from node_registry.passport import Capability, Condition, NodePassport, NodeType, Phase
+from node_registry.passport.limits import INLINE_VALIDATION_BYTES
 from node_registry.passport.types import NodeTypeDefinition, NodeTypes
 from node_registry.passport.verification import CapabilityVerification
 from node_registry.registry.entry import NodeList, RegistryCondition, RegistryEntry
@@ -42,6 +45,8 @@ log = logging.getLogger("node_registry")
 T = TypeVar("T")
 #: How often the event-loop lag is probed while the controller runs.
 LAG_PROBE_SECONDS = 0.25
+#: Nodes a read judges between two turns of the event loop (a few milliseconds' work).
+SELECT_CHUNK = 1000
 
 
 class AsyncRegistry:
@@ -85,9 +90,13 @@ class AsyncRegistry:
         *,
         rename: bool = True,
         user: UserInfo | None = None,
+        size: int | None = None,
     ) -> RegistryEntry:
+        """``Registry.register``, awaited. ``size``: how many bytes the passport was read
+        from (a request body's length), when known: up to ``INLINE_VALIDATION_BYTES`` it is
+        validated on this loop, else (or unknown) in a worker thread."""
         steps = self._sync.writes.register(passport, rename=rename, user=user)
-        return self._sync.entry(await self._drive(steps, validating=True))
+        return self._sync.entry(await self._drive(steps, validating=True, size=size))
 
     async def set_capabilities(
         self,
@@ -205,12 +214,32 @@ class AsyncRegistry:
         only_healthy: bool = False,
         only_verified: bool = False,
     ) -> list[RegistryEntry]:
-        return self._sync.find_nodes(
-            kind=kind, selector=selector, only_healthy=only_healthy, only_verified=only_verified
-        )
+        found = await self.select(kind, selector, only_healthy, only_verified)
+        return found.items
+
+    async def select(
+        self,
+        kind: str | NodeType | None = None,
+        selector: SelectorInput = None,
+        only_healthy: bool = False,
+        only_verified: bool = False,
+    ) -> NodeList:
+        """``Registry.select``, its entries built ``SELECT_CHUNK`` nodes at a time with the
+        loop handed back between chunks: a list of 100,000 nodes holds up heartbeats for one
+        chunk's few milliseconds at a time, not for its whole length. The nodes are the ones
+        stored at the instant this was called, judged at that instant (a renewal arriving
+        meanwhile counts, as seen then)."""
+        selection = self._sync.selection(kind, selector, only_healthy, only_verified)
+        items: list[RegistryEntry] = []
+        total = len(selection)
+        for start in range(0, total, SELECT_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            items += selection.entries(start, start + SELECT_CHUNK)
+        return NodeList(items, selection.revision)
 
     async def list_nodes(self) -> NodeList:
-        return self._sync.list_nodes()
+        return await self.select()
 
     def watch(self, since: int | None = None) -> AsyncWatch:
         """``async for event in registry.watch(since)``; must be called inside the loop.
@@ -355,14 +384,18 @@ class AsyncRegistry:
             else:
                 log.warning("the event loop is on time again (%.3f s late)", lag)
 
-    async def _drive(self, steps: Steps[T], *, validating: bool = False) -> T:
+    async def _drive(
+        self, steps: Steps[T], *, validating: bool = False, size: int | None = None
+    ) -> T:
         """Run a procedure of the registry's, its store calls awaited on this loop.
 
         ``validating``: its first stretch, up to its first store call, runs in a worker
         thread: it validates a whole passport (up to 256 KiB: milliseconds of pure Python),
-        off the loop that serves heartbeats.
+        off the loop that serves heartbeats. Not when ``size`` (the bytes the passport came
+        from) is known to be small: a passport of a few hundred bytes validates in tens of
+        microseconds, and the hop cost a registration more than that (#14).
         """
-        if not validating:
+        if not validating or (size is not None and size <= INLINE_VALIDATION_BYTES):
             return await run_async(steps, self._aio)
         first = await asyncio.get_running_loop().run_in_executor(None, first_call, steps)
         if isinstance(first, Done):

@@ -33,9 +33,13 @@ READY = "Ready"
 
 def is_schedulable(entry: RegistryEntry) -> bool:
     """``only_healthy``: heartbeating, in phase Running, and not reporting itself unready."""
-    if entry.health_state is not HealthState.ALIVE:
-        return False
-    status = entry.passport.status
+    return entry.health_state is HealthState.ALIVE and ready_to_work(entry.passport)
+
+
+def ready_to_work(passport: NodePassport) -> bool:
+    """What ``is_schedulable`` asks of the passport once the node is ALIVE: Running, and not
+    reporting itself unready (fixed per stored version: encoders keep it)."""
+    status = passport.status
     if status.phase is not Phase.RUNNING:
         return False
     ready = status.condition(READY)

@@ -9,13 +9,20 @@ it, and a repeated matchLabels query costs the size of its result, not of N. Lab
 that are quantities are also kept sorted per key, so ``Gt``/``Lt`` (``memory > 16Gi``)
 narrow the candidates by bisection instead of a scan. The cache is fed by the store's change
 events in revision order, so it is exactly the store's state at ``revision``.
+
+The nodes are also kept in name order (``ordered``): a list is read in that order, and
+sorting 100,000 nodes per read would hold the event loop for one block that grows as
+``N log N``; a new name costs one bisection and one move of the pointers after it.
 """
 
 from __future__ import annotations
 
 import bisect
+import operator
 import threading
 from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TypeVar
 
@@ -32,6 +39,31 @@ _NUMERIC = frozenset({Operator.GREATER_THAN, Operator.LESS_THAN})
 _LAST_ID = "\U0010ffff"
 #: Intersections of matchLabels terms kept live; the least recently asked goes first.
 MAX_KEPT = 256
+#: Candidates sorted at once at most; more are picked from the name-ordered nodes instead,
+#: in as many steps as a caller likes (``Scan``), so no sort grows with the answer.
+SORT_AT_ONCE = 1000
+
+
+#: A list's order: by name, then id (two nodes may hold one name between two events); an
+#: attrgetter, as sorting and bisecting call it in C.
+order_key: Callable[[Versioned], tuple[str, str]] = operator.attrgetter(
+    "record.name", "record.node_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """A selection taken at ``revision``, still to be filtered: ``nodes`` in list order,
+    each kept when ``keep`` is None or says so. Filtering is left to the caller, who may do
+    it all at once (``select``) or a slice at a time between turns of an event loop."""
+
+    nodes: list[Versioned]
+    keep: Callable[[Versioned], bool] | None
+    revision: int
+
+    def found(self) -> list[Versioned]:
+        keep = self.keep
+        return self.nodes if keep is None else [v for v in self.nodes if keep(v)]
 
 
 class NodeIndex:
@@ -44,6 +76,8 @@ class NodeIndex:
         self._by_key: defaultdict[str, set[str]] = defaultdict(set)
         self._by_kind: defaultdict[str, set[str]] = defaultdict(set)
         self._by_name: dict[str, str] = {}
+        #: Every node, in ``order_key`` order.
+        self._ordered: list[Versioned] = []
         self._numeric: dict[str, list[tuple[Fraction, str]]] = {}
         self._counts: Counter[tuple[str, HealthState]] = Counter()
         #: Live intersections of equality terms, least recently used first, and the kept
@@ -72,7 +106,8 @@ class NodeIndex:
     def load(self, nodes: dict[str, Versioned], revision: int) -> None:
         with self._lock:
             for versioned in nodes.values():
-                self._add(versioned)
+                self._add(versioned, in_order=False)
+            self._ordered = sorted(self._nodes.values(), key=order_key)
             self.revision = revision
 
     def apply(self, event: StoreEvent) -> None:
@@ -81,32 +116,59 @@ class NodeIndex:
             if event.revision <= self.revision:
                 return
             old = self._nodes.get(event.record.node_id)
+            deleted = event.type is ChangeType.DELETED
+            # A version under the same name takes its predecessor's place in the order.
+            renamed = deleted or old is None or old.record.name != event.record.name
             if old is not None:
-                self._remove(old)
-            if event.type is not ChangeType.DELETED:
-                self._add(Versioned(event.record, event.revision))
+                self._remove(old, in_order=renamed)
+            if not deleted:
+                # The event's memo: what the watch fan-out encodes of this version, a list
+                # of it reuses (and the other way round).
+                versioned = Versioned(event.record, event.revision, event.memo)
+                self._add(versioned, in_order=renamed)
+                if not renamed:
+                    at = bisect.bisect_left(self._ordered, order_key(versioned), key=order_key)
+                    self._ordered[at] = versioned
             self.revision = event.revision
 
     def snapshot(self) -> tuple[list[Versioned], int]:
+        """Every node, in list order, and the revision they were taken at."""
         with self._lock:
-            return list(self._nodes.values()), self.revision
+            return list(self._ordered), self.revision
 
     def select(self, kind: str | None, selector: Selector) -> tuple[list[Versioned], int]:
-        """Nodes of ``kind`` whose effective labels match ``selector``, and the revision of
-        the state they were taken from (one snapshot: a watch from it misses nothing)."""
+        """Nodes of ``kind`` whose effective labels match ``selector``, in list order, and
+        the revision of the state they were taken from (one snapshot: a watch from it
+        misses nothing)."""
+        scan = self.scan(kind, selector)
+        return scan.found(), scan.revision
+
+    def scan(self, kind: str | None, selector: Selector) -> Scan:
+        """``select`` with the filtering left to do: a copy of pointers under the lock, and
+        at most ``SORT_AT_ONCE`` candidates sorted; the rest costs the caller's steps."""
         with self._lock:
             revision = self.revision
             candidates = self._candidates(kind, selector)
-            if candidates is None:
-                found = list(self._nodes.values())
+            if candidates is None or len(candidates) > SORT_AT_ONCE:
+                nodes = list(self._ordered)
             else:
-                found = [self._nodes[i] for i in candidates]
+                nodes = sorted((self._nodes[i] for i in candidates), key=order_key)
         # Records are immutable, so the full match runs outside the lock and never holds
         # up the writers feeding the cache.
-        if selector.empty() or (candidates is not None and _exact(selector)):
-            return found, revision
-        match = selector.matches
-        return [v for v in found if match(v.record.labels)], revision
+        exact = candidates is not None and _exact(selector)
+        match = None if selector.empty() or exact else selector.matches
+        if candidates is not None and len(nodes) != len(candidates):
+            among = candidates
+            if match is None:
+                return Scan(nodes, lambda v: v.record.node_id in among, revision)
+            matches = match
+            return Scan(
+                nodes, lambda v: v.record.node_id in among and matches(v.record.labels), revision
+            )
+        if match is None:
+            return Scan(nodes, None, revision)
+        matching = match
+        return Scan(nodes, lambda v: matching(v.record.labels), revision)
 
     def _candidates(self, kind: str | None, selector: Selector) -> set[str] | None:
         # The smallest sets first: intersection costs the size of the smaller operand.
@@ -172,10 +234,12 @@ class NodeIndex:
         end = bisect.bisect_left(ordered, (bound, ""))
         return {node_id for _, node_id in ordered[:end]}
 
-    def _add(self, versioned: Versioned) -> None:
+    def _add(self, versioned: Versioned, *, in_order: bool = True) -> None:
         record = versioned.record
         node_id = record.node_id
         self._nodes[node_id] = versioned
+        if in_order:
+            bisect.insort(self._ordered, versioned, key=order_key)
         self._by_name[record.name] = node_id
         for item in record.labels.items():
             self._by_label[item].add(node_id)
@@ -192,10 +256,13 @@ class NodeIndex:
                     if all(labels.get(k) == v for k, v in terms):
                         self._kept[terms].add(node_id)
 
-    def _remove(self, versioned: Versioned) -> None:
+    def _remove(self, versioned: Versioned, *, in_order: bool = True) -> None:
         record = versioned.record
         node_id = record.node_id
         del self._nodes[node_id]
+        if in_order:
+            at = bisect.bisect_left(self._ordered, order_key(versioned), key=order_key)
+            del self._ordered[at]
         if self._by_name.get(record.name) == node_id:
             del self._by_name[record.name]
         for item in record.labels.items():

@@ -9,8 +9,8 @@ answer from it.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,8 +30,8 @@ from node_registry.registry.entry import (
     RegistryEntry,
     WatchEvent,
 )
-from node_registry.registry.index import NodeIndex
-from node_registry.registry.lifecycle import Lifecycle
+from node_registry.registry.index import NodeIndex, Scan
+from node_registry.registry.lifecycle import Lifecycle, Verdict
 from node_registry.registry.policies import NodeTypeCatalog
 from node_registry.registry.watch import AsyncWatch, Watch, WatchHub, event_type
 from node_registry.selectors import Operator, Selector, as_selector
@@ -43,8 +43,6 @@ from node_registry.store import (
     StoreEvent,
     Versioned,
 )
-
-_BY_NAME = operator.attrgetter("record.name")
 
 SelectorInput = str | Mapping[str, Any] | Selector | None
 #: Requirements that labels keep meeting when keys are only added to them: the strict
@@ -59,6 +57,32 @@ _POSITIVE = frozenset(
         Operator.LESS_THAN,
     }
 )
+#: The lifecycle's verdict on a node at one instant (``Lifecycle.judge``).
+Judge = Callable[[NodeRecord], Verdict]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A selection taken at one instant and revision, its entries still to build: ``entries``
+    builds those of ``scan.nodes[start:stop]`` (filtered, judged at that instant), so a
+    caller can build 100,000 of them a slice at a time, in list order."""
+
+    scan: Scan
+    build: Callable[[list[Versioned]], list[RegistryEntry]]
+
+    def __len__(self) -> int:
+        return len(self.scan.nodes)
+
+    @property
+    def revision(self) -> int:
+        return self.scan.revision
+
+    def entries(self, start: int, stop: int) -> list[RegistryEntry]:
+        nodes = self.scan.nodes
+        if start or stop < len(nodes):
+            nodes = nodes[start:stop]
+        keep = self.scan.keep
+        return self.build(nodes if keep is None else [v for v in nodes if keep(v)])
 
 
 class Reads:
@@ -115,6 +139,18 @@ class Reads:
         only_verified: bool = False,
     ) -> NodeList:
         """``find_nodes`` with the resource version its answer was taken at (list + watch)."""
+        selection = self.selection(kind, selector, only_healthy, only_verified)
+        return NodeList(selection.entries(0, len(selection)), selection.revision)
+
+    def selection(
+        self,
+        kind: str | NodeType | None = None,
+        selector: SelectorInput = None,
+        only_healthy: bool = False,
+        only_verified: bool = False,
+    ) -> Selection:
+        """``select``'s answer taken now, built by the caller a slice at a time (the async
+        registry hands its event loop back between slices)."""
         wanted_kind = parse_kind(kind)
         if wanted_kind is not None and self.node_types.definition(wanted_kind) is None:
             registered = ", ".join(sorted(self.node_types.types))
@@ -131,18 +167,20 @@ class Reads:
         now = self._clock.now()
         strict = only_verified or self.settings.verification.require
         if strict:
-            found, revision = self._strict_select(wanted_kind, parsed, only_verified)
+            scan = self._strict_scan(wanted_kind, parsed, only_verified)
         else:
-            found, revision = self._index.select(wanted_kind, parsed)
-        found.sort(key=_BY_NAME)
-        entries = self._entries(found, now)
-        if only_healthy:
-            entries = [e for e in entries if is_schedulable(e)]
-        return NodeList(entries, revision)
+            scan = self._index.scan(wanted_kind, parsed)
+        return Selection(scan, self._builder(now, only_healthy))
 
-    def _strict_select(
-        self, kind: str | None, selector: Selector, only_verified: bool
-    ) -> tuple[list[Versioned], int]:
+    def _builder(
+        self, now: datetime, only_healthy: bool
+    ) -> Callable[[list[Versioned]], list[RegistryEntry]]:
+        verdict = self._lifecycle.judge(now)
+        if not only_healthy:
+            return lambda found: self._entries(found, now, verdict)
+        return lambda found: [e for e in self._entries(found, now, verdict) if is_schedulable(e)]
+
+    def _strict_scan(self, kind: str | None, selector: Selector, only_verified: bool) -> Scan:
         """Select counting only Verified claims: the index narrows by every requirement a
         node matching the strict labels also meets on the indexed ones — all but negative
         ones on ``capability.*`` (dropping a claim can make ``!capability.x`` match) — then
@@ -154,21 +192,23 @@ class Reads:
                 if r.operator in _POSITIVE or not r.key.startswith(CAPABILITY_PREFIX)
             )
         )
-        found, revision = self._index.select(kind, loose)
-        kept = []
-        for versioned in found:
+        scan = self._index.scan(kind, loose)
+        narrowed = scan.keep
+
+        def keep(versioned: Versioned) -> bool:
+            if narrowed is not None and not narrowed(versioned):
+                return False
             labels = versioned.record.labels
             if only_verified and not trusted(labels):
-                continue
-            if selector.empty() or selector.matches(strict_labels(labels)):
-                kept.append(versioned)
-        return kept, revision
+                return False
+            return selector.empty() or selector.matches(strict_labels(labels))
+
+        return Scan(scan.nodes, keep, scan.revision)
 
     def list_nodes(self) -> NodeList:
         """Every node, and the resource version to watch from without missing a change."""
         self._store.check_view()
-        versioned, revision = self._index.snapshot()
-        versioned.sort(key=_BY_NAME)
+        versioned, revision = self._index.snapshot()  # in list order
         now = self._clock.now()
         return NodeList(self._entries(versioned, now), revision)
 
@@ -258,9 +298,13 @@ class Reads:
     def _entry(self, versioned: Versioned, now: datetime) -> RegistryEntry:
         return self._entries([versioned], now)[0]
 
-    def _entries(self, found: list[Versioned], now: datetime) -> list[RegistryEntry]:
-        """Entries as of ``now``: the lifecycle's judge applied to every node found."""
-        verdict = self._lifecycle.judge(now)
+    def _entries(
+        self, found: list[Versioned], now: datetime, verdict: Judge | None = None
+    ) -> list[RegistryEntry]:
+        """Entries as of ``now``: the lifecycle's judge (``verdict``, made at ``now`` if not
+        given) applied to every node found."""
+        if verdict is None:
+            verdict = self._lifecycle.judge(now)
         alive = HealthState.ALIVE
         require = self.settings.verification.require
         entries: list[RegistryEntry] = []
@@ -268,18 +312,19 @@ class Reads:
         for versioned in found:
             record = versioned.record
             seen, _, health, _ = verdict(record)
+            memo = versioned.memo
             append(
                 RegistryEntry(
                     record.node_id,
                     record.kind,
-                    record.passport if record.health is alive else _shown_of(versioned),
+                    record.passport if record.health is alive else _shown_in(record, memo),
                     seen,
                     health,
                     record.registered_at,
                     versioned.revision,
                     record.verification,
                     require,
-                    versioned.memo,
+                    memo,
                     record.generation,
                 )
             )
@@ -288,8 +333,10 @@ class Reads:
     def _event(self, event: StoreEvent) -> WatchEvent:
         # Events are history: an entry shows the health recorded at that revision.
         record = event.record
-        entry = self._recorded_entry(record, event.revision)
         kind = event_type(event)
+        # A DELETED event's record is no stored version: nothing to share its memo with.
+        memo = None if kind is EventType.DELETED else event.memo
+        entry = self._recorded_entry(record, event.revision, memo)
         if kind is EventType.ADDED or event.prev is None:
             return WatchEvent(kind, entry, event.revision)
         previous = None
@@ -297,25 +344,31 @@ class Reads:
             previous = self._recorded_entry(event.prev, event.revision)
         return WatchEvent(kind, entry, event.revision, event.prev.health, previous)
 
-    def _recorded_entry(self, record: NodeRecord, revision: int) -> RegistryEntry:
+    def _recorded_entry(
+        self, record: NodeRecord, revision: int, memo: dict[Any, Any] | None = None
+    ) -> RegistryEntry:
         return RegistryEntry(
             node_id=record.node_id,
             node_kind=record.passport.metadata.node_type,
-            passport=decide.shown(record),
+            passport=decide.shown(record) if memo is None else _shown_in(record, memo),
             last_seen=self._store.renewed_at(record.node_id) or record.registered_at,
             health_state=record.health,
             registered_at=record.registered_at,
             resource_version=revision,
             verification=record.verification,
             require_verified=self.settings.verification.require,
+            memo=memo,
             generation=record.generation,
         )
 
 
-def _shown_of(versioned: Versioned) -> NodePassport:
-    """``decide.shown`` of the version's record, made once per version: the same passport
-    object on every read, so what encoders keep for it (``RegistryEntry.memo``) stays valid."""
-    shown: NodePassport | None = versioned.memo.get(decide.shown)
+def _shown_in(record: NodeRecord, memo: dict[Any, Any]) -> NodePassport:
+    """``decide.shown`` of a stored version's record, made once per version (kept in its
+    ``memo``): the same passport object on every read and watch event of it, so what
+    encoders keep for it (``RegistryEntry.memo``) stays valid."""
+    if record.health is HealthState.ALIVE:
+        return record.passport
+    shown: NodePassport | None = memo.get(decide.shown)
     if shown is None:
-        shown = versioned.memo[decide.shown] = decide.shown(versioned.record)
+        shown = memo[decide.shown] = decide.shown(record)
     return shown

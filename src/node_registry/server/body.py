@@ -43,8 +43,9 @@ JSON_TYPES = frozenset({"application/json"})
 #: Nodes that YAML aliases may stand for in one document, in all (see ``_BoundedComposer``).
 MAX_ALIAS_NODES = 1_000
 #: Bodies up to this size are parsed on the event loop (well under a millisecond as JSON);
-#: larger ones in a worker thread.
-INLINE_PARSE_BYTES = 16 * 1024
+#: larger ones in a worker thread. The registry validates by the same line: a body parsed on
+#: the loop holds a passport validated there too.
+INLINE_PARSE_BYTES = limits.INLINE_VALIDATION_BYTES
 N = TypeVar("N", bound=Node)
 T = TypeVar("T")
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})

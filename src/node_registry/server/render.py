@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -76,33 +76,55 @@ def object_list_response(
     longer than ``STREAM_CHUNK`` streams (as Kubernetes' streaming list encoding does),
     handing the event loop back between chunks: heartbeats do not wait for its end.
     """
+    return encoded_list_response(head, "items", items, object_bytes, media_type)
+
+
+def encoded_list_response(
+    head: dict[str, Any],
+    field: str,
+    items: list[RegistryEntry],
+    encode: Callable[[RegistryEntry], bytes],
+    media_type: str,
+) -> Response:
+    """``head`` with ``field`` the JSON array of ``encode(item)`` per item (a Table's rows,
+    a PartialObjectMetadataList's items), as ``object_list_response`` sends objects."""
     if len(items) <= STREAM_CHUNK:
-        return Response(b"".join(_list_parts(head, items)), media_type=media_type)
-    return StreamingResponse(_streamed(head, items), media_type=media_type)
+        return Response(b"".join(_list_parts(head, field, items, encode)), media_type=media_type)
+    return StreamingResponse(_streamed(head, field, items, encode), media_type=media_type)
 
 
-def _list_parts(head: dict[str, Any], items: list[RegistryEntry]) -> Iterator[bytes]:
-    yield dumps(head)[:-1] + b',"items":['
+def _list_parts(
+    head: dict[str, Any],
+    field: str,
+    items: list[RegistryEntry],
+    encode: Callable[[RegistryEntry], bytes],
+) -> Iterator[bytes]:
+    yield dumps(head)[:-1] + b',"' + field.encode() + b'":['
     first = True
     for start in range(0, len(items), STREAM_CHUNK):
-        encoded = _encoded(items[start : start + STREAM_CHUNK])
+        encoded = _encoded(items[start : start + STREAM_CHUNK], encode)
         if encoded:
             yield b"," + encoded if not first else encoded
             first = False
     yield b"]}"
 
 
-async def _streamed(head: dict[str, Any], items: list[RegistryEntry]) -> AsyncIterator[bytes]:
-    for part in _list_parts(head, items):
+async def _streamed(
+    head: dict[str, Any],
+    field: str,
+    items: list[RegistryEntry],
+    encode: Callable[[RegistryEntry], bytes],
+) -> AsyncIterator[bytes]:
+    for part in _list_parts(head, field, items, encode):
         yield part
         await asyncio.sleep(0)
 
 
-def _encoded(items: list[RegistryEntry]) -> bytes:
+def _encoded(items: list[RegistryEntry], encode: Callable[[RegistryEntry], bytes]) -> bytes:
     encoded = []
     for entry in items:
         try:
-            encoded.append(object_bytes(entry))
+            encoded.append(encode(entry))
         except UNSENDABLE as error:
             log.error(
                 "node %s left out of a list: it cannot be sent as JSON (%s); register it again",

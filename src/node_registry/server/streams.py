@@ -12,7 +12,9 @@ the stream ends: list again, then watch from the list's version.
 
 Watchers share the work: an event's effective labels and each of its encoded frames (per
 type shown and format) are computed once and kept on its ``Slot``, so a thousand watchers
-of the same shape cost one encode. Waiting events go out in one write per batch.
+of the same shape cost one encode. An encoding may build its frame from the bytes the
+event's stored version keeps (``Encoding.ndjson``): then a list of that version and the
+watch share one encode too. Waiting events go out in one write per batch.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class Encoding:
 
     event: Callable[[WatchEvent], dict[str, Any]]
     bookmark: Callable[[int], dict[str, Any]]
+    #: The event's NDJSON frame made straight from bytes its stored version keeps (a list
+    #: of that version reuses them, and the other way round); ``event`` when None.
+    ndjson: Callable[[WatchEvent], bytes] | None = None
 
 
 #: Frames sent in one write at most: a burst goes out in few writes, never as one huge one.
@@ -104,7 +109,10 @@ def encoded(slot: Slot, shown: EventType, frame: Frame, encoding: Encoding) -> b
         event = slot.event
         if shown is not event.type:
             event = WatchEvent(shown, event.entry, event.resource_version)
-        data = slot.memo[key] = frame(encoding.event(event), event.resource_version)
+        if frame is ndjson_frame and encoding.ndjson is not None:
+            data = slot.memo[key] = encoding.ndjson(event)
+        else:
+            data = slot.memo[key] = frame(encoding.event(event), event.resource_version)
     return data
 
 

@@ -68,12 +68,18 @@ class ChangeType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class StoreEvent:
-    """One committed change; ``record`` is the new state, or the last one for DELETED."""
+    """One committed change; ``record`` is the new state, or the last one for DELETED.
+
+    ``memo`` is the new version's (``Versioned.memo``): every reader of the change feed that
+    keeps the version (the registry's index, the watch fan-out) shares what is derived of
+    it, such as its wire bytes, so a watch and a list encode it once between them.
+    """
 
     type: ChangeType
     record: NodeRecord
     prev: NodeRecord | None
     revision: int
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,12 +244,12 @@ class MemoryStore:
         renewed_at: datetime | None,
     ) -> int:
         self._revision += 1
+        event = StoreEvent(change, record, prev, self._revision)
         if change is ChangeType.DELETED:
             del self._records[record.node_id]
         else:
-            self._records[record.node_id] = Versioned(record, self._revision)
+            self._records[record.node_id] = Versioned(record, self._revision, event.memo)
             if renewed_at is not None:
                 self._renewed[record.node_id] = renewed_at
-        event = StoreEvent(change, record, prev, self._revision)
         self._feed.publish(event)
         return self._revision

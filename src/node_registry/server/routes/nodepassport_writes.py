@@ -311,15 +311,19 @@ async def create_nodepassport(
     doc = _as_object(await read_document(request), "a NodePassport")
     passport_doc = passport_of(doc)
     write.check_unknown(None, doc)
-    passport = await off_the_loop_if_large(
-        functools.partial(load_passport, passport_doc), len(await request.body())
-    )
-    entry, created = await _register(ctx, caller, passport, dry_run=write.dry_run)
+    size = len(await request.body())
+    passport = await off_the_loop_if_large(functools.partial(load_passport, passport_doc), size)
+    entry, created = await _register(ctx, caller, passport, size=size, dry_run=write.dry_run)
     return _respond(entry_to_object(entry), write, 201 if created else 200)
 
 
 async def _register(
-    ctx: ServerContext, caller: Principal, passport: NodePassport, *, dry_run: bool
+    ctx: ServerContext,
+    caller: Principal,
+    passport: NodePassport,
+    *,
+    size: int | None,
+    dry_run: bool,
 ) -> tuple[RegistryEntry, bool]:
     registry = ctx.registry
     name = passport.metadata.name
@@ -365,7 +369,8 @@ async def _register(
         return entry, holder is None
     # Never a rename: a uid registered under another name is that node, not a new one
     # (409 naming it), whoever creates.
-    entry = await registry.register(passport, rename=False, user=user_info(caller))
+    # ``size``: a passport from a small body is validated again on the loop, as it was here.
+    entry = await registry.register(passport, rename=False, user=user_info(caller), size=size)
     ctx.metrics.registrations.inc()
     return entry, holder is None
 
@@ -549,7 +554,7 @@ async def _apply_create(
         api_version=GROUP_VERSION,
     )
     passport = await anyio.to_thread.run_sync(load_passport, doc)
-    entry, created = await _register(ctx, caller, passport, dry_run=write.dry_run)
+    entry, created = await _register(ctx, caller, passport, size=None, dry_run=write.dry_run)
     return _respond(entry_to_object(entry), write, 201 if created else 200)
 
 
@@ -684,7 +689,7 @@ async def delete_nodepassports(
         raise ForbiddenError(f"{caller} may not delete a collection of nodes")
     selector = query_selector(label_selector)
     fields = parse_field_selector(field_selector)
-    deleted = select(ctx, selector, fields).items
+    deleted = (await select(ctx, selector, fields)).items
     if not write.dry_run:
         for entry in deleted:
             try:

@@ -12,7 +12,10 @@ an object before it patches it). The writes are ``nodepassport_writes``'.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,11 +26,25 @@ from node_registry.errors import NotFoundError
 from node_registry.kube.discovery import GROUP_VERSION
 from node_registry.kube.fields import FieldSelector, parse_field_selector
 from node_registry.kube.meta import META_GROUP_VERSION
-from node_registry.kube.objects import entry_to_object, list_head, list_to_object, object_bytes
-from node_registry.kube.table import IncludeObject, nodes_table, row_object
+from node_registry.kube.objects import (
+    dumps,
+    entry_to_object,
+    list_head,
+    metadata_bytes,
+    object_bytes,
+)
+from node_registry.kube.table import (
+    COLUMN_DEFINITIONS,
+    IncludeObject,
+    nodes_table,
+    row_bytes,
+    row_object,
+    table_head,
+)
 from node_registry.passport.models import API_GROUP, KIND
 from node_registry.passport.verification import strict_labels, trusted
 from node_registry.registry import EventType, NodeList, RegistryEntry, WatchEvent
+from node_registry.registry.aio import SELECT_CHUNK
 from node_registry.selectors import Selector
 from node_registry.server.auth import (
     Principal,
@@ -38,7 +55,12 @@ from node_registry.server.auth import (
 )
 from node_registry.server.context import Caller, Ctx, NodeName, ServerContext
 from node_registry.server.negotiation import Shape, content_type, kube_response, negotiate
-from node_registry.server.render import UNSENDABLE, NodesResponse, object_list_response
+from node_registry.server.render import (
+    UNSENDABLE,
+    NodesResponse,
+    encoded_list_response,
+    object_list_response,
+)
 from node_registry.server.routes.params import (
     ContinueQuery,
     LabelSelectorQuery,
@@ -172,37 +194,39 @@ async def list_nodepassports(
         # The token's snapshot was filtered by the first page's selectors.
         page = ctx.pages.next(continue_, limit)
     else:
-        found = select(ctx, selector, fields)
+        found = await select(ctx, selector, fields)
         page = ctx.pages.first(found.items, found.resource_version, limit)
+    # Every shape joins bytes its nodes' stored versions keep: rows, metadata, objects.
     if shape is Shape.TABLE:
-        table = nodes_table(
-            page.items,
-            ctx.clock.now(),
-            include=include_object,
-            resource_version=page.resource_version,
-            continue_token=page.continue_token,
-            remaining=page.remaining,
-        )
-        return _respond(table, shape)
+        now = ctx.clock.now()
+        head = table_head(page.resource_version, page.continue_token, page.remaining)
+        rows = functools.partial(_row, now=now, include=include_object)
+        return encoded_list_response(head, "rows", page.items, rows, content_type(shape))
+    head = list_head(page.resource_version, page.continue_token, page.remaining)
     if shape not in (Shape.METADATA, Shape.METADATA_LIST):
-        head = list_head(page.resource_version, page.continue_token, page.remaining)
         return object_list_response(head, page.items, content_type(Shape.OBJECT))
-    doc = list_to_object(page.items, page.resource_version, page.continue_token, page.remaining)
-    doc = {
-        "apiVersion": META_GROUP_VERSION,
-        "kind": "PartialObjectMetadataList",
-        "metadata": doc["metadata"],
-        "items": [_metadata_of(item) for item in doc["items"]],
-    }
-    return _respond(doc, Shape.METADATA_LIST)
+    head = {**head, "apiVersion": META_GROUP_VERSION, "kind": "PartialObjectMetadataList"}
+    media = content_type(Shape.METADATA_LIST)
+    return encoded_list_response(head, "items", page.items, metadata_bytes, media)
 
 
-def select(ctx: ServerContext, selector: Selector, fields: FieldSelector) -> NodeList:
-    """The nodes (label, field) selectors pick, with the version they were read at."""
-    found = ctx.registry.sync.select(selector=selector, only_verified=fields.only_verified)
+def _row(entry: RegistryEntry, *, now: datetime, include: IncludeObject) -> bytes:
+    return row_bytes(entry, now, include)
+
+
+async def select(ctx: ServerContext, selector: Selector, fields: FieldSelector) -> NodeList:
+    """The nodes (label, field) selectors pick, with the version they were read at; built
+    and filtered a chunk at a time, the loop handed back between chunks."""
+    found = await ctx.registry.select(selector=selector, only_verified=fields.only_verified)
     if fields.empty():
         return found
-    return NodeList([e for e in found.items if fields.matches(e)], found.resource_version)
+    items = found.items
+    kept: list[RegistryEntry] = []
+    for start in range(0, len(items), SELECT_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        kept += [e for e in items[start : start + SELECT_CHUNK] if fields.matches(e)]
+    return NodeList(kept, found.resource_version)
 
 
 def _verified(selector: Selector, fields: FieldSelector) -> EntryFilter:
@@ -221,13 +245,13 @@ def _verified(selector: Selector, fields: FieldSelector) -> EntryFilter:
 # -- watch -----------------------------------------------------------------------------------
 
 
-def _event_type(event: WatchEvent) -> str:
+def _event_type(kind: EventType) -> str:
     # Kubernetes has no HEALTH_CHANGED: a transition is a MODIFIED whose healthState changed.
-    return EventType.MODIFIED.value if event.type is EventType.HEALTH_CHANGED else event.type.value
+    return EventType.MODIFIED.value if kind is EventType.HEALTH_CHANGED else kind.value
 
 
 def _object_event(event: WatchEvent) -> dict[str, Any]:
-    return {"type": _event_type(event), "object": entry_to_object(event.entry)}
+    return {"type": _event_type(event.type), "object": entry_to_object(event.entry)}
 
 
 def _bookmark(resource_version: int) -> dict[str, Any]:
@@ -241,7 +265,20 @@ def _bookmark(resource_version: int) -> dict[str, Any]:
     }
 
 
-OBJECT_ENCODING = Encoding(_object_event, _bookmark)
+#: ``{"type":"…","object":`` per event type, before the object's bytes.
+_FRAME_HEADS = {t: b'{"type":"' + _event_type(t).encode() + b'","object":' for t in EventType}
+
+
+def _object_frame(event: WatchEvent) -> bytes:
+    """The event's line from its stored version's cached JSON (``object_bytes``), which a
+    list of that version reuses; a node that cannot be sent so is encoded whole, as before."""
+    try:
+        return _FRAME_HEADS[event.type] + object_bytes(event.entry) + b"}\n"
+    except UNSENDABLE:
+        return ndjson_frame(_object_event(event), event.resource_version)
+
+
+OBJECT_ENCODING = Encoding(_object_event, _bookmark, _object_frame)
 
 
 _TABLE_ENCODINGS: dict[tuple[IncludeObject, int], Encoding] = {}
@@ -259,11 +296,30 @@ def table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
     return found
 
 
+_TABLE_EVENT_HEAD = dumps({"apiVersion": META_GROUP_VERSION, "kind": "Table"})[:-1]
+_TABLE_EVENT_COLUMNS = b',"columnDefinitions":' + dumps(COLUMN_DEFINITIONS) + b',"rows":['
+
+
 def _table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
     def event(ev: WatchEvent) -> dict[str, Any]:
         table = nodes_table([ev.entry], clock.now(), include=include)
         table["metadata"] = {"resourceVersion": str(ev.resource_version)}
-        return {"type": _event_type(ev), "object": table}
+        return {"type": _event_type(ev.type), "object": table}
+
+    def frame(ev: WatchEvent) -> bytes:
+        # ``event``'s document, its row joined from the bytes a list of the version reuses.
+        try:
+            row = row_bytes(ev.entry, clock.now(), include)
+        except UNSENDABLE:
+            return ndjson_frame(event(ev), ev.resource_version)
+        version = b',"metadata":{"resourceVersion":"' + str(ev.resource_version).encode()
+        return (
+            b"".join(
+                (_FRAME_HEADS[ev.type], _TABLE_EVENT_HEAD, version, b'"}', _TABLE_EVENT_COLUMNS)
+            )
+            + row
+            + b"]}}\n"
+        )
 
     def bookmark(resource_version: int) -> dict[str, Any]:
         return {
@@ -277,20 +333,17 @@ def _table_encoding(include: IncludeObject, clock: Clock) -> Encoding:
             },
         }
 
-    return Encoding(event, bookmark)
+    return Encoding(event, bookmark, frame)
 
 
 def _added_frames(items: list[RegistryEntry], encoding: Encoding) -> Iterator[bytes]:
     """The current nodes as ADDED lines; objects from their stored versions' cached JSON."""
     for entry in items:
-        if encoding is OBJECT_ENCODING:
-            try:
-                yield b'{"type":"ADDED","object":' + object_bytes(entry) + b"}\n"
-                continue
-            except UNSENDABLE:
-                pass  # encoded whole below: the frame's own encoding says what is wrong
         event = WatchEvent(EventType.ADDED, entry, entry.resource_version)
-        yield ndjson_frame(encoding.event(event), 0)
+        if encoding.ndjson is not None:
+            yield encoding.ndjson(event)
+        else:
+            yield ndjson_frame(encoding.event(event), 0)
 
 
 async def _watch(
@@ -310,7 +363,7 @@ async def _watch(
     if not since:
         # Kubernetes' "get state and start at most recent": the nodes now, as ADDED, then
         # every change after the version they were read at.
-        found = select(ctx, selector, fields)
+        found = await select(ctx, selector, fields)
         since = found.resource_version
         initial = _added_frames(found.items, encoding)
     if fields.only_verified:

@@ -130,7 +130,9 @@ class NodeCache:
                 self.records.pop(node_id, None)
                 deleted(node_id)
             else:
-                self.records[event.record.node_id] = Versioned(event.record, event.revision)
+                self.records[event.record.node_id] = Versioned(
+                    event.record, event.revision, event.memo
+                )
             self.revision = max(self.revision, event.revision)
             self.feed.publish(event)
             self._wake_writers()

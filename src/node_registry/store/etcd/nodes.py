@@ -3,18 +3,8 @@
 Every read-modify-write is one transaction comparing ``mod_revision`` (``create_revision ==
 0`` for a create); the failure branch reads the keys back so the error says what lost.
 
-Heartbeats. ``renew`` is a lease keepalive, not a Raft write: it adds no revision, no MVCC
-history to compact and no watch traffic. Every keepalive of the process goes over one
-long-lived LeaseKeepAlive stream (aetcd would open a stream per call); etcd answers about
-2.4k/s on the 2-core machine measured. ``renewed_at`` here is derived from the lease
-(LeaseTimeToLive: ``granted_ttl - remaining``; whole seconds, and reset to the full TTL on
-an etcd leader change), which is what the store contract asks; the registry's replicas do
-not use it for health: ``EtcdReplica`` records renewal times itself and shares them as
-digests, so no verdict depends on etcd's remaining TTLs.
-
-A renewal of an expired lease grants a new one and writes the lease key (a Raft write, rare).
-Leases are cached per replica (node_id → lease id); a keepalive that finds the lease gone
-falls back to reading the lease key, so a lease re-granted by another replica is found.
+Its other parts, one module each: ``bindings`` (a deregistered node's name, kept for it),
+``heartbeats`` (each node's etcd lease), ``objects`` (what is kept besides the nodes).
 """
 
 from __future__ import annotations
@@ -25,11 +15,9 @@ import logging
 from collections.abc import (
     AsyncGenerator,
     Callable,
-    Mapping,
-    Sequence,
 )
 from contextlib import aclosing
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aetcd  # type: ignore[import-untyped]  # aetcd 1.0.0 ships no py.typed marker
@@ -48,31 +36,32 @@ from node_registry.store.base import (
     StoreEvent,
     Versioned,
 )
-from node_registry.store.etcd.connection import (
-    _RETRIES,
-    PAGE_SIZE,
-    _Client,
-    _failing_over,
-    _translated,
-)
+from node_registry.store.etcd.bindings import EtcdBindings
+from node_registry.store.etcd.connection import _failing_over
+from node_registry.store.etcd.heartbeats import EtcdHeartbeats
 from node_registry.store.etcd.keys import (
-    _decode_state,
     _encode,
     _prefix_end,
     _stored_name,
     _try_decode,
 )
+from node_registry.store.etcd.members import _Client
+from node_registry.store.etcd.objects import EtcdObjects
 from node_registry.store.etcd.seat import EtcdCoordination, _check_seat
+from node_registry.store.etcd.translate import _translated
 from node_registry.store.etcd.written import Written
 from node_registry.store.records import NodeRecord
 
 log = logging.getLogger(__name__)
 
+PAGE_SIZE = 1_000
+_RETRIES = 5
+
 #: The record a watcher holds for a version of a node (node id, mod revision), if it does.
 Held = Callable[[str, int], NodeRecord | None]
 
 
-class EtcdStore(EtcdCoordination):
+class EtcdStore(EtcdBindings, EtcdHeartbeats, EtcdObjects, EtcdCoordination):
     """``AsyncStore`` on etcd v3 through aetcd; see ``store.etcd.keys`` for the layout."""
 
     @functools.cached_property
@@ -125,18 +114,6 @@ class EtcdStore(EtcdCoordination):
                     self.skipped.replace(unreadable, revision)
                     return records, revision
                 start = bytes(response.kvs[-1].key) + b"\0"
-
-    @_failing_over
-    async def renewed_at(self, node_id: str) -> datetime | None:
-        with _translated(self._member, f"lease of {node_id}"):
-            kv = await self._client.get(self._keys.lease(node_id))
-            if kv is None:
-                return await self._expired_at(node_id)
-            info = await self._client.get_lease_info(int(kv.lease), keys=False)
-        if info.TTL <= 0:
-            return await self._expired_at(node_id)
-        elapsed = max(0, int(info.grantedTTL) - int(info.TTL))
-        return self._clock.now() - timedelta(seconds=elapsed)
 
     @_failing_over
     async def create(self, record: NodeRecord, *, renewed_at: datetime) -> int:
@@ -340,51 +317,6 @@ class EtcdStore(EtcdCoordination):
                 return revision
         raise RevisionConflictError(f"node {node_id!r} kept changing; delete again")
 
-    @_failing_over
-    async def binding(self, name: str) -> Binding | None:
-        with _translated(self._member, f"binding of {name}"):
-            kv = await self._client.get(self._keys.binding(name))
-        if kv is None:
-            return None
-        try:
-            return Binding.from_dict(name, json.loads(kv.value))
-        except (ValueError, KeyError, TypeError) as error:
-            # Unreadable, it binds nothing: the name is as free as if it had expired.
-            log.warning("the binding of name %r cannot be read (%s); ignored", name, error)
-            return None
-
-    @_failing_over
-    async def forget(self, name: str) -> bool:
-        with _translated(self._member, f"forget {name}"):
-            _, _, ranges = await self._txn(compare=[], success=self._forgetting(name), failure=[])
-        await self._forgotten(ranges)
-        return bool(ranges and ranges[0])
-
-    def _forgetting(self, name: str) -> tuple[Any, Any]:
-        """Transaction steps that drop the binding of ``name``, reading it first: the etcd
-        lease it was on is revoked after (``_forgotten``) instead of running out in a week."""
-        tx = self._client.transactions
-        return tx.get(self._keys.binding(name)), tx.delete(self._keys.binding(name))
-
-    async def _forgotten(self, ranges: Sequence[Any]) -> None:
-        for kvs in ranges:
-            for kv in kvs:
-                if bytes(kv.key).startswith(self._keys.bindings) and int(kv.lease):
-                    await self._revoke(int(kv.lease))
-
-    @_failing_over
-    async def renew(self, node_id: str, at: datetime) -> None:
-        """A lease keepalive; ``at`` is not stored (etcd's lease clock is the record)."""
-        with _translated(self._member, f"renew {node_id}"):
-            lease_id = self._leases.get(node_id)
-            if lease_id is not None and await self._keepalive(lease_id):
-                return
-            kv = await self._client.get(self._keys.lease(node_id))
-            if kv is not None and await self._keepalive(int(kv.lease)):
-                self._leases[node_id] = int(kv.lease)
-                return
-            await self._regrant(node_id, at)
-
     async def watch(
         self,
         since: int,
@@ -432,57 +364,6 @@ class EtcdStore(EtcdCoordination):
                 f"resource version {since} is too old: etcd history before it was compacted; "
                 "list again and watch from the list's version"
             ) from None
-
-    @_failing_over
-    async def put_object(self, kind: str, name: str, doc: Mapping[str, Any]) -> None:
-        """Keep an object (a NodeType) on no lease: it outlives every replica."""
-        with _translated(self._member, f"put {kind}/{name}"):
-            await self._client.put(self._keys.object(kind, name), json.dumps(doc).encode())
-
-    @_failing_over
-    async def delete_object(self, kind: str, name: str) -> bool:
-        with _translated(self._member, f"delete {kind}/{name}"):
-            return await self._client.delete(self._keys.object(kind, name)) is not None
-
-    @_failing_over
-    async def objects(self, kind: str) -> dict[str, dict[str, Any]]:
-        """Every object of ``kind`` by name; an unreadable one is logged and left out."""
-        prefix = self._keys.objects(kind)
-        with _translated(self._member, f"list {kind}"):
-            response = await self._range(prefix)
-        found = {}
-        for kv in response.kvs:
-            name = bytes(kv.key)[len(prefix) :].decode()
-            doc = _decode_state(kv.value)
-            if doc is None:
-                log.warning("the stored %s %r is not a JSON object; ignored", kind, name)
-                continue
-            found[name] = doc
-        return found
-
-    async def _regrant(self, node_id: str, at: datetime) -> None:
-        """The lease ran out while the node record stayed: attach a new one (a Raft write)."""
-        tx = self._client.transactions
-        node_key, lease_key = self._keys.node(node_id), self._keys.lease(node_id)
-        lease = await self._client.lease(self._lease_ttl)
-        ok, _, _ = await self._txn(
-            compare=[tx.create(node_key) > 0],
-            success=[tx.put(lease_key, self._lease_doc(at), lease.id)],
-            failure=[],
-        )
-        if not ok:
-            await self._revoke(int(lease.id))
-            raise NotFoundError(f"node {node_id!r} is not registered")
-        self._leases[node_id] = int(lease.id)
-
-    async def _expired_at(self, node_id: str) -> datetime | None:
-        if await self._client.get(self._keys.node(node_id)) is None:
-            return None
-        return self._clock.now() - timedelta(seconds=self._lease_ttl)
-
-    def _lease_doc(self, at: datetime) -> bytes:
-        doc = {"grantedAt": at.isoformat(), "ttlSeconds": self._lease_ttl}
-        return json.dumps(doc).encode()
 
     def _node_id(self, key: bytes) -> str:
         return bytes(key)[len(self._keys.nodes) :].decode()

@@ -28,20 +28,19 @@ from node_registry.errors import (
     NotLeadingError,
     RegistryError,
 )
-from node_registry.store.etcd.connection import (
-    DIGEST_CHUNK,
-    EtcdConnection,
-    _Client,
-    _failing_over,
-    _translated,
-)
+from node_registry.store.etcd.connection import EtcdConnection, _failing_over
 from node_registry.store.etcd.keys import (
     _decode_renewals,
     _decode_state,
     merge_latest,
 )
+from node_registry.store.etcd.members import _Client
+from node_registry.store.etcd.translate import _translated
 
 log = logging.getLogger(__name__)
+
+#: Nodes per renewal digest key: ~60 bytes each, so a put stays near 0.5 MiB.
+DIGEST_CHUNK = 8_000
 
 
 class EtcdCoordination(EtcdConnection):
