@@ -193,3 +193,24 @@ def test_a_keepalive_on_a_stream_that_ended_is_etcd_unreachable_then_works_again
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_digest_of_more_renewals_than_one_etcd_request_holds_is_published(
+    shared_etcd: EtcdServer, prefix: str
+) -> None:
+    # 60,000 renewals in one period (a batched burst; a replica catching up after an
+    # outage) are ~3 MiB of digest: twice etcd's default request limit (1.5 MiB).
+    at = datetime.now(UTC).replace(microsecond=0)
+    renewed = {str(uuid.UUID(int=i + 1)): at for i in range(60_000)}
+
+    async def scenario() -> tuple[dict[str, datetime], int]:
+        store = EtcdStore(shared_etcd.endpoint, prefix=prefix, timeout=5)
+        try:
+            lease = await store.grant(30)
+            await store.publish_renewals("replica-a", renewed, lease)
+            return await store.renewals()
+        finally:
+            await store.close()
+
+    got, _ = asyncio.run(scenario())
+    assert got == renewed

@@ -473,6 +473,23 @@ def test_a_chunked_select_answers_what_the_sync_one_does(
     asyncio.run(run())
 
 
+def test_a_selection_of_a_small_share_visits_its_candidates_not_every_node(
+    clock: FakeClock,
+) -> None:
+    store = MemoryStore()
+    stored(store, 20_000, shuffle=True)
+    registry = Registry(store, clock=clock)
+    # 2 of 21 (zone, team) combinations: ~1,900 nodes, more than SORT_AT_ONCE, under N / 8.
+    selector = as_selector("zone=z0,team in (t0,t1)")
+    scan = registry._index.scan(None, selector)
+    expected = [e.name for e in registry.list_nodes().items if selector.matches(e.labels)]
+    assert index.SORT_AT_ONCE < len(expected) < 20_000 // index.SCAN_SHARE
+    assert len(scan.nodes) == len(expected)  # sorted, not every node scanned
+    assert [v.record.name for v in scan.found()] == expected
+    broad = registry._index.scan(None, as_selector("team!=t3"))  # most nodes: a scan
+    assert len(broad.nodes) == 20_000
+
+
 def test_the_index_keeps_every_node_in_name_order_through_churn(registry: Registry) -> None:
     rng = random.Random(7)
     names = [f"n-{rng.randrange(10**6):06d}" for _ in range(80)]

@@ -39,9 +39,14 @@ _NUMERIC = frozenset({Operator.GREATER_THAN, Operator.LESS_THAN})
 _LAST_ID = "\U0010ffff"
 #: Intersections of matchLabels terms kept live; the least recently asked goes first.
 MAX_KEPT = 256
-#: Candidates sorted at once at most; more are picked from the name-ordered nodes instead,
-#: in as many steps as a caller likes (``Scan``), so no sort grows with the answer.
+#: Candidates always sorted at once, however many nodes there are. Past this, and past
+#: ``1 / SCAN_SHARE`` of all nodes, they are picked from the name-ordered nodes instead, in as
+#: many steps as a caller likes (``Scan``): a scan costs every node a set lookup, so for an
+#: answer a small share of the nodes the sort of that answer (in C) is the cheaper block and
+#: a selection's cost grows with its answer, not with the registry (#14); past that share
+#: the scan costs little more and no single block grows with N.
 SORT_AT_ONCE = 1000
+SCAN_SHARE = 8
 
 
 #: A list's order: by name, then id (two nodes may hold one name between two events); an
@@ -145,11 +150,13 @@ class NodeIndex:
 
     def scan(self, kind: str | None, selector: Selector) -> Scan:
         """``select`` with the filtering left to do: a copy of pointers under the lock, and
-        at most ``SORT_AT_ONCE`` candidates sorted; the rest costs the caller's steps."""
+        candidates sorted when few (``SORT_AT_ONCE``, ``SCAN_SHARE``), else every node in name
+        order to filter in the caller's steps."""
         with self._lock:
             revision = self.revision
             candidates = self._candidates(kind, selector)
-            if candidates is None or len(candidates) > SORT_AT_ONCE:
+            sort_at_once = max(SORT_AT_ONCE, len(self._ordered) // SCAN_SHARE)
+            if candidates is None or len(candidates) > sort_at_once:
                 nodes = list(self._ordered)
             else:
                 nodes = sorted((self._nodes[i] for i in candidates), key=order_key)

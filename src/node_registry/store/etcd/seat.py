@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 
 #: Nodes per renewal digest key: ~60 bytes each, so a put stays near 0.5 MiB.
 DIGEST_CHUNK = 8_000
+#: Digest bytes per transaction. etcd refuses a request over its --max-request-bytes (1.5
+#: MiB by default), and one period's digest may hold every node: a batched burst, or a
+#: replica publishing what it served while etcd was away (60,000 nodes are ~3 MiB). One
+#: transaction for all of it failed every tick from then on, and the replica stayed
+#: unavailable for good.
+DIGEST_TXN_BYTES = 1024 * 1024
 
 
 class EtcdCoordination(EtcdConnection):
@@ -54,22 +60,32 @@ class EtcdCoordination(EtcdConnection):
 
         Keepalives do not say *when* a lease was renewed to anyone but the renewing replica;
         this digest does, for the price of one Raft write per replica and period instead of
-        one per heartbeat (one more per ``DIGEST_CHUNK`` nodes, to stay far below etcd's
-        request size limit). It lives on the replica's lease, so a dead replica's digest
-        goes with it. Times are epoch seconds: a third of the size of ISO text.
+        one per heartbeat (a key per ``DIGEST_CHUNK`` nodes, and a write more per
+        ``DIGEST_TXN_BYTES`` of them, to stay below etcd's request size limit). It lives on
+        the replica's lease, so a dead replica's digest goes with it. Times are epoch
+        seconds: a third of the size of ISO text.
         """
         items = list(renewed.items())
         tx = self._client.transactions
-        puts = []
+        batches: list[list[Any]] = [[]]  # the puts of each transaction
+        size = 0
         for number, start in enumerate(range(0, len(items), DIGEST_CHUNK)):
             doc = {
                 node_id: round(at.timestamp(), 3)
                 for node_id, at in items[start : start + DIGEST_CHUNK]
             }
             key = self._keys.renewal(replica if number == 0 else f"{replica}.{number}")
-            puts.append(tx.put(key, json.dumps(doc, separators=(",", ":")).encode(), lease_id))
+            value = json.dumps(doc, separators=(",", ":")).encode()
+            if batches[-1] and size + len(value) > DIGEST_TXN_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append(tx.put(key, value, lease_id))
+            size += len(value)
+        # Several transactions are not one atomic digest, and need not be: each key holds
+        # its own nodes, and readers keep the latest time per node whatever they see first.
         with _translated(self._member, "publish renewals"):
-            await self._txn(compare=[], success=puts, failure=[])
+            for puts in batches:
+                await self._txn(compare=[], success=puts, failure=[])
 
     @_failing_over
     async def renewals(self) -> tuple[dict[str, datetime], int]:
