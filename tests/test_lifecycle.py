@@ -6,9 +6,13 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import BACKENDS, MakeRegistry, PassportFactory, passport
 from node_registry import (
@@ -24,10 +28,17 @@ from node_registry import (
     load_settings,
 )
 from node_registry.clock import steady
+from node_registry.passport import load_passport
 from node_registry.registry.entry import RegistryCondition
 from node_registry.registry.health import HealthPolicy
-from node_registry.registry.lifecycle import MASS_FAILURE_PROTECTION, Lifecycle
-from node_registry.store import NodeRecord
+from node_registry.registry.lifecycle import (
+    MASS_FAILURE_PROTECTION,
+    Lifecycle,
+    Verdict,
+    judge,
+    unsettled,
+)
+from node_registry.store import NodeRecord, Versioned
 
 ALIVE, NOT_READY, OFFLINE = HealthState.ALIVE, HealthState.NOT_READY, HealthState.OFFLINE
 
@@ -115,6 +126,20 @@ def test_controller_records_each_transition_and_emits_events(
     event = watch.next(0)
     assert event is not None
     assert event.type is EventType.DELETED
+
+
+def test_a_heartbeat_is_local_only_for_a_node_recorded_alive(
+    registry: Registry, clock: FakeClock, make_passport: PassportFactory
+) -> None:
+    node = registry.register(make_passport("coder-01")).node_id
+    clock.advance(5)
+    assert registry.heartbeat_if_local(node) == clock.now()  # renewed, in memory
+    assert registry.get(node).last_seen == clock.now()
+    clock.advance(21)
+    registry.reconcile()  # recorded NotReady: its recovery is a store write
+    assert registry.heartbeat_if_local(node) is None
+    assert registry.get(node).health_state is NOT_READY  # nothing renewed
+    assert registry.heartbeat_if_local("no-such-node") is None
 
 
 @pytest.mark.parametrize("silent", [21, 31, 85])
@@ -453,3 +478,89 @@ def test_the_lifecycle_takes_coordination_apart_from_storage(clock: FakeClock) -
 
 def _unused(*args: object) -> Any:
     raise AssertionError(f"no write expected: {args}")
+
+
+class _CountingLifecycle(Lifecycle):
+    """Counts the nodes judged in full (``judge``'s verdicts)."""
+
+    judged = 0
+
+    def judge(self, now: datetime, *, controller: bool = False) -> Callable[[NodeRecord], Verdict]:
+        verdict = super().judge(now, controller=controller)
+
+        def counted(record: NodeRecord) -> Verdict:
+            self.judged += 1
+            return verdict(record)
+
+        return counted
+
+
+def test_a_pass_judges_in_full_only_the_nodes_it_may_change(clock: FakeClock) -> None:
+    # At 100,000 nodes a full verdict per node cost the event loop 150 ms every pass; the
+    # pass skips the nodes recorded ALIVE and heard from since not_ready_after.
+    settings = load_settings()
+    store = MemoryStore()
+    lifecycle = _CountingLifecycle(
+        store,
+        store.renewed_at,
+        settings,
+        steady(clock),
+        HealthPolicy.from_settings(settings.heartbeat),
+    )
+    snapshot = []
+    for i in range(20):
+        record = NodeRecord(load_passport(passport(f"node-{i:02d}")), clock.now())
+        snapshot.append(Versioned(record, store.create(record, renewed_at=clock.now())))
+    clock.advance(25)  # past not_ready_after (20 s) since start-up and registration
+    for versioned in snapshot[2:]:
+        store.renew(versioned.record.node_id, clock.now())
+    recorded: list[str] = []
+
+    def record_health(node_id: str, fenced: bool) -> Versioned:
+        recorded.append(node_id)
+        return next(v for v in snapshot if v.record.node_id == node_id)
+
+    lifecycle.reconcile(snapshot, record_health=record_health, remove=_unused)
+    assert recorded == [v.record.node_id for v in snapshot[:2]]  # the two silent ones
+    assert lifecycle.judged == 2
+
+
+_RECORDS = [
+    NodeRecord(load_passport(passport(f"node-{i}")), datetime(2026, 1, 1, tzinfo=UTC))
+    for i in range(6)
+]
+#: Seconds from now around the table's edges (NotReady at -20, Offline at -30) and ahead.
+_SECONDS = st.sampled_from([-31, -30, -29, -21, -20, -19, -1, 0, 5])
+
+
+@given(
+    nodes=st.lists(
+        st.tuples(st.sampled_from([ALIVE, NOT_READY, OFFLINE]), _SECONDS, st.none() | _SECONDS),
+        min_size=len(_RECORDS),
+        max_size=len(_RECORDS),
+    ),
+    floor=_SECONDS,
+    protected=st.booleans(),
+)
+def test_a_node_the_pass_skips_is_alive_by_the_full_rule(
+    nodes: list[tuple[HealthState, int, int | None]], floor: int, protected: bool
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    thresholds = HealthPolicy.from_settings(load_settings().heartbeat).thresholds(now)
+    snapshot = []
+    renewals: dict[str, datetime] = {}
+    for base, (health, registered, renewed) in zip(_RECORDS, nodes, strict=True):
+        at = now + timedelta(seconds=registered)
+        record = NodeRecord(base.passport, at, health)
+        snapshot.append(Versioned(record, 1))
+        if renewed is not None:
+            renewals[record.node_id] = now + timedelta(seconds=renewed)
+    floor_at = now + timedelta(seconds=floor)
+    pending = unsettled(snapshot, thresholds.alive_after, floor=floor_at, renewed_at=renewals.get)
+    verdict = judge(now, thresholds, floor=floor_at, protected=protected, renewed_at=renewals.get)
+    for versioned in snapshot:
+        record = versioned.record
+        _, health, shown, _ = verdict(record)
+        settled = record.health is ALIVE and health is ALIVE and shown is ALIVE
+        assert (versioned not in pending) is settled
+    assert pending == [v for v in snapshot if v in pending]  # in snapshot order

@@ -207,6 +207,28 @@ def test_a_request_head_that_never_completes_is_timed_out(tmp_path: Path) -> Non
                 time.sleep(0.6)
 
 
+def test_a_later_head_on_a_kept_alive_connection_is_timed_from_its_own_start(
+    tmp_path: Path,
+) -> None:
+    # One head timer per connection (not one per request): the timer armed for the first
+    # request fires during the second's head, and must give that head its own full second.
+    with server(tmp_path, header_timeout_seconds=1) as (_, port):
+        sock = connect(port)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        time.sleep(0.6)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ...and stalls
+        started = time.monotonic()
+        rest = read_to_eof(sock)
+        took = time.monotonic() - started
+        sock.close()
+        assert b"HTTP/1.1 408" in rest
+        assert 0.9 < took < 3, took
+
+
 def test_heartbeats_get_through_a_slowloris_flood_larger_than_the_descriptor_limit(
     tmp_path: Path,
 ) -> None:

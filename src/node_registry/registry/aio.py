@@ -140,11 +140,12 @@ class AsyncRegistry:
         return types
 
     async def heartbeat(self, node_id: str) -> datetime:
-        if self._sync.heartbeat_is_local(node_id):
-            # The hot path of every node: nothing waits on the network, no driver.
-            return self._sync.heartbeat(node_id)
-        renewed: datetime = await self._drive(self._sync.writes.heartbeat(node_id))
-        return renewed
+        # The hot path of every node: nothing waits on the network, no driver.
+        renewed = self._sync.heartbeat_if_local(node_id)
+        if renewed is not None:
+            return renewed
+        driven: datetime = await self._drive(self._sync.writes.heartbeat(node_id))
+        return driven
 
     async def update_status(
         self,

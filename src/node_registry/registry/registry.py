@@ -170,6 +170,16 @@ class Registry(Reads):
             run(self.writes.record_health(node_id), self._store)
         return now
 
+    def heartbeat_if_local(self, node_id: str) -> datetime | None:
+        """``heartbeat(node_id)`` when it needs no store round trip (``heartbeat_is_local``);
+        None, and nothing done, otherwise. One index lookup: the async hot path's."""
+        current = self._index.get(node_id)
+        if current is None or current.record.health is not HealthState.ALIVE:
+            return None
+        now = self._clock.now()
+        self._store.renew(node_id, now)
+        return now
+
     def heartbeat_is_local(self, node_id: str) -> bool:
         """Whether ``heartbeat(node_id)`` needs no store round trip (the usual case).
 

@@ -18,6 +18,7 @@ every refusal with the framework route's.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import Histogram
@@ -81,25 +82,23 @@ class RenewalFastPath:
         # only the refusals before routing (shed, declared too large) are unmatched.
         route = RENEWAL_ROUTE
         self.served += 1
+        control = self.control
         try:
-            route = await self._serve(scope, receive, send)
+            full = control.full(Level.NODE_HIGH)
+            if full is not None:
+                await control.shed(send, Level.NODE_HIGH, full)
+                route = UNMATCHED
+            else:
+                control.inflight[Level.NODE_HIGH] += 1
+                try:
+                    route = await self._renew(scope, receive, send)
+                finally:
+                    control.inflight[Level.NODE_HIGH] -= 1
         finally:
             timer = self._timers.get(route)
             if timer is None:
                 timer = self._timers[route] = self.ctx.metrics.request_duration.labels(route, "PUT")
             timer.observe(time.perf_counter() - start)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> str:
-        control = self.control
-        full = control.full(Level.NODE_HIGH)
-        if full is not None:
-            await control.shed(send, Level.NODE_HIGH, full)
-            return UNMATCHED
-        control.inflight[Level.NODE_HIGH] += 1
-        try:
-            return await self._renew(scope, receive, send)
-        finally:
-            control.inflight[Level.NODE_HIGH] -= 1
 
     async def _renew(self, scope: Scope, receive: Receive, send: Send) -> str:
         authorization: str | None = None
@@ -118,13 +117,9 @@ class RenewalFastPath:
                 content_type = value.decode("latin-1")
         kind = content_type.split(";", 1)[0].strip().lower() if content_type else ""
         name: str = scope["path"][_START:]
-
-        async def read_body() -> bytes:
-            return await self._read(receive)
-
         response: Response
         try:
-            payload = await renew(self.ctx, name, authorization, kind, read_body)
+            payload = await renew(self.ctx, name, authorization, kind, partial(self._read, receive))
         except RegistryError as exc:
             response = refusal(exc, self.ctx.metrics, name)
         except BodyTooLarge as exc:

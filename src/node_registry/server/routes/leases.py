@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -75,8 +76,10 @@ async def renew(
     """
     caller = ctx.authenticator.authenticate(authorization)
     authorize_node_write(caller, name)
-    lease = _parse_lease(await read_body(), kind)
-    _check_lease(lease, name)
+    raw = await read_body()
+    _check_media_type(kind)
+    if _PLAIN_NAME(name) is None or raw != _client_body(name):
+        _check_lease(_parse_lease(raw), name)
     node_id = ctx.registry.sync.id_of(name)
     authorize_node_id(caller, node_id)
     renewed = await ctx.registry.heartbeat(node_id)
@@ -138,12 +141,28 @@ def _lease_json(name: str, renewed: datetime, ttl: float) -> bytes:
     ).encode()
 
 
-def _parse_lease(raw: bytes, kind: str) -> LeaseRenewal:
+def _client_body(name: str) -> bytes:
+    """The Lease this registry's client sends (client.core.heartbeat), byte for byte."""
+    return b'{"apiVersion":"ai_team.io/v1","kind":"Lease","spec":{"holderIdentity":"%s"}}' % (
+        name.encode()
+    )
+
+
+#: A name that ``_client_body`` spells as a valid Lease holding it: nothing JSON escapes in
+#: it, no lone surrogate (UTF-8 has none), within holderIdentity's length. A node's own
+#: renewal is then known valid unparsed (the parse was a tenth of the fast path's time).
+_PLAIN_NAME = re.compile(r'[^"\\\x00-\x1f\ud800-\udfff]{1,253}').fullmatch
+
+
+def _check_media_type(kind: str) -> None:
     if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
         raise UnsupportedMediaTypeError(
             "unsupported content type",
             [FieldError("Content-Type", f"{kind!r}; a Lease is sent as application/json")],
         )
+
+
+def _parse_lease(raw: bytes) -> LeaseRenewal:
     try:
         return LeaseRenewal.model_validate_json(raw or b"{}")
     except pydantic.ValidationError as exc:
