@@ -64,8 +64,6 @@ CONTINUE = re.compile(rb'"continue":"([^"]+)"')
 async def _asgi(app: Any, path: str, accept: str | None = None) -> tuple[int, int, bytes]:
     """GET ``path`` straight through the ASGI app: (status, body bytes, the body's start)."""
     status, size, head = 0, 0, b""
-    target, _, query = path.partition("?")
-
     asked = [False]
     done = asyncio.Event()
 
@@ -87,21 +85,7 @@ async def _asgi(app: Any, path: str, accept: str | None = None) -> tuple[int, in
                 head = body[:1024]
             size += len(body)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": target,
-        "raw_path": target.encode(),
-        "query_string": query.encode(),
-        "headers": [(b"host", b"bench")] + ([(b"accept", accept.encode())] if accept else []),
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "root_path": "",
-    }
-    await app(scope, receive, send)
+    await app(_get_scope(path, accept), receive, send)
     done.set()
     return status, size, head
 
@@ -127,8 +111,14 @@ async def _watch_until(app: Any, path: str, count: int, opened: asyncio.Event) -
             if events[0] >= count:
                 enough.set()
 
+    await app(_get_scope(path), receive, send)
+    return events[0]
+
+
+def _get_scope(path: str, accept: str | None = None) -> dict[str, Any]:
+    """The ASGI scope of ``GET path`` from loopback."""
     target, _, query = path.partition("?")
-    scope = {
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -137,13 +127,11 @@ async def _watch_until(app: Any, path: str, count: int, opened: asyncio.Event) -
         "path": target,
         "raw_path": target.encode(),
         "query_string": query.encode(),
-        "headers": [(b"host", b"bench")],
+        "headers": [(b"host", b"bench")] + ([(b"accept", accept.encode())] if accept else []),
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "root_path": "",
     }
-    await app(scope, receive, send)
-    return events[0]
 
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"

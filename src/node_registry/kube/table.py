@@ -250,13 +250,9 @@ def nodes_table(
     remaining: int | None = None,
 ) -> dict[str, Any]:
     """A Table of ``entries`` (one row each, in order) as apiserver sends it for a list."""
-    return {
-        "apiVersion": META_GROUP_VERSION,
-        "kind": "Table",
-        "metadata": list_meta(resource_version, continue_token, remaining),
-        "columnDefinitions": COLUMN_DEFINITIONS,
-        "rows": [table_row(e, now, include) for e in entries],
-    }
+    table = table_head(resource_version, continue_token, remaining)
+    table["rows"] = [table_row(e, now, include) for e in entries]
+    return table
 
 
 # -- leases --------------------------------------------------------------------------------
